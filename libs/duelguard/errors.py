@@ -1,0 +1,18 @@
+"""Errors that describe bad input or a missing resource; the CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+from duelguard.backbones import BackboneError
+from duelguard.config import ConfigError
+from duelguard.fsio import DataError
+
+
+class ModelNotFoundError(LookupError):
+    """A model directory, MLflow model URI or served model does not exist."""
+
+
+class ServingError(RuntimeError):
+    """The inference server is unreachable, not ready, or answered with an error."""
+
+
+UserError = (DataError, ConfigError, BackboneError, ModelNotFoundError, ServingError, FileNotFoundError)
