@@ -47,3 +47,24 @@ def register(app: typer.Typer) -> None:
         summary = prepare_seed(params, layout)
         typer.echo(f"seed: {summary}")
 
+    register_stage_command(app)
+
+
+
+def register_stage_command(app: typer.Typer) -> None:
+    """`duelguard stage NAME -i I`: what each DVC stage and KFP component runs."""
+
+    @app.command("stage")
+    def stage_cmd(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="Stage name (see duelguard.stages.STAGES)."),
+        iteration: int = typer.Option(0, "--iteration", "-i", help="Loop iteration (0 = seed-only baseline)."),
+    ) -> None:
+        """Run one pipeline stage (the same function DVC, `duelguard loop` and Kubeflow call)."""
+        import json
+
+        from duelguard.stages import run_stage
+
+        params, layout = context_params(ctx)
+        summary = run_stage(name, params, layout, iteration)
+        typer.echo(json.dumps(summary, indent=2, default=str))
