@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROFILE_ENV = "DUELGUARD_PROFILE"
 PARAMS_ENV = "DUELGUARD_PARAMS"
@@ -73,6 +73,11 @@ class Seed(_Section):
     min_chars: int = 3
     max_chars: int = 2000
     random_seed: int = 13
+    # MinHash permutations for near-duplicate detection (more = finer Jaccard estimate, slower).
+    minhash_num_perm: int = 64
+    # Dev and test each get at least this many rows per language x safe/unsafe (capped at a quarter
+    # of what that stratum holds), so per-language F1 is measurable even for 5% languages.
+    min_eval_per_class: int = 100
 
     @field_validator("split_fractions")
     @classmethod
@@ -102,6 +107,7 @@ class Classifier(_Section):
     batch_size: int = 8
     grad_accum: int = 2
     warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
     max_train_examples: int | None = 1200
     freeze_embeddings: bool = True
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -173,10 +179,29 @@ class Dpo(_Section):
     max_length: int = 192
     lora: Lora = Lora(enabled=True, r=8, alpha=16)
     qlora: bool = False
+    # previous: keep training the last iteration's adapter (the reference is that adapter, frozen);
+    # fresh: a new zero-initialised adapter on the base model each iteration (reference = base model).
+    init_from: Literal["previous", "fresh"] = "previous"
+    random_seed: int = 13
 
 
 class Loop(_Section):
+    """How many generator/classifier rounds to play after the seed-only baseline (iteration 0).
+
+    `chain` spells the iterations out for dvc.yaml's `foreach` (DVC templates have no arithmetic, so
+    each item names its predecessor; the keys name the DVC stages, e.g. generate@iter_2); it must equal
+    {iter_k: {i: k, prev: k-1} for k in 1..iterations}.
+    """
+
     iterations: int = 2
+    chain: dict[str, dict[str, int]] = {"iter_1": {"i": 1, "prev": 0}, "iter_2": {"i": 2, "prev": 1}}
+
+    @model_validator(mode="after")
+    def _chain_matches_iterations(self) -> "Loop":
+        expected = {f"iter_{k}": {"i": k, "prev": k - 1} for k in range(1, self.iterations + 1)}
+        if self.chain != expected:
+            raise ValueError(f"loop.chain must be {expected} for loop.iterations={self.iterations}")
+        return self
 
 
 class Promotion(_Section):
@@ -199,6 +224,33 @@ class Serving(_Section):
     grpc_port: int = 8001
     metrics_port: int = 8002
     onnx_opset: int = 17
+    # Inside the Triton model: texts longer than this (UTF-8 bytes) get a per-request error instead of
+    # tying an instance up for minutes; chunks per ONNX Runtime call; ORT intra-op threads (0 = ORT's default).
+    max_text_bytes: int = 1048576
+    chunk_batch_size: int = 64
+    onnx_threads: int = 0
+
+
+class Kubeflow(_Section):
+    """Where the Kubeflow pipeline's steps run (read when the pipeline is compiled; docs/deploy.md).
+
+    The names must match infra/ (the PVC and the two Secrets); tests/unit/test_infra_render.py checks it.
+    """
+
+    # Image of every step; a tag-less name gets the git commit as its tag (`make images` tags the same way).
+    image: str = "duelguard-trainer"
+    experiment: str = "duelguard"
+    # Where prepare_seed imports the raw corpora from (an S3/MinIO prefix the KFP launcher can read).
+    raw_data_uri: str = "s3://duelguard-data/raw"
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_count: int = 1
+    gpu_node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    # Weights cache shared across steps: mounted over the image user's ~/.cache (paths.weights_cache, HF cache).
+    model_cache_pvc: str = "duelguard-model-cache"
+    model_cache_mount: str = "/home/duelguard/.cache"
+    mlflow_secret: str = "duelguard-mlflow"
+    object_store_secret: str = "duelguard-object-store"
 
 
 class Params(_Section):
@@ -215,6 +267,7 @@ class Params(_Section):
     loop: Loop = Loop()
     promotion: Promotion = Promotion()
     serving: Serving = Serving()
+    kubeflow: Kubeflow = Kubeflow()
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
@@ -252,6 +305,8 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> Params:
         return base.model_copy(update={"profile": "default"})
     if name not in base.profiles:
         raise ConfigError(f"params: unknown profile {name!r}; known: default, {', '.join(base.profiles)}")
+    if "loop" in base.profiles[name]:
+        raise ConfigError(f"params: profiles.{name}.loop: profiles cannot override `loop` (dvc.yaml reads it directly)")
     merged = _deep_merge({k: v for k, v in raw.items() if k != "profiles"}, base.profiles[name])
     merged["profile"] = name
     merged["profiles"] = raw.get("profiles", {})

@@ -64,16 +64,13 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    with path.open("r", encoding="utf-8", errors="strict") as handle:
-        line_no = 0
-        while True:
-            line_no += 1
+    # Read bytes and decode per line so that an invalid byte is reported on the right line.
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
             try:
-                line = handle.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not valid UTF-8 ({exc.reason})") from exc
-            if not line:
-                return
+                raise DataError(f"{path}:{line_no}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
             if not line.strip():
                 continue
             try:

@@ -1,0 +1,111 @@
+# duelguard — every entry point. `make` (or `make help`) lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.ONESHELL:
+
+PYTHON_BOOT ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+DG          := $(VENV)/bin/duelguard
+DVC         := $(VENV)/bin/dvc
+STAMP       := $(VENV)/.setup-stamp
+LOCK_HASH    = $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+PYTEST_ARGS ?=
+GIT_SHA      = $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+# DVC stage commands call `duelguard`: put the venv first on PATH for every recipe.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup demo test test-unit test-integration lint repro push pull loop \
+        bench-classifier bench-serving bench-loop mlflow-up mlflow-down serve serve-stop \
+        pipeline-compile pipeline-local pipeline-submit images profile-tiny profile-default profile-paper clean
+
+help: ## List every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## Create .venv (torch 2.13.0 CPU first, then everything pinned in one resolve); idempotent
+	@if [ -f $(STAMP) ] && [ "$$(cat $(STAMP))" = "$(LOCK_HASH)" ]; then echo "setup: .venv is up to date"; exit 0; fi
+	set -euo pipefail
+	[ -x $(PY) ] || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c requirements.lock -e ".[all]"
+	echo "$(LOCK_HASH)" > $(STAMP)
+	echo "setup: done ($$($(PY) -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
+
+demo: setup ## The main job on the default profile: seed -> loop -> promote -> Triton -> gRPC query
+	set -euo pipefail
+	start=$$(date +%s)
+	$(DG) fetch-weights
+	$(DVC) repro
+	$(DG) predict --model models:/duelguard-classifier@champion --input $(DEMO_INPUTS) --output build/demo/predict.jsonl
+	cat build/demo/predict.jsonl
+	$(DG) serve
+	$(DG) classify --url 127.0.0.1:8001 --input $(DEMO_INPUTS) --output build/demo/classify.jsonl
+	cat build/demo/classify.jsonl
+	echo "demo: finished in $$(( $$(date +%s) - start )) s; the server keeps running (make serve-stop)"
+
+DEMO_INPUTS := services/client/demo_inputs.jsonl
+
+test: setup ## The test suite (unit + integration, tiny profile, real MLflow/Triton/DVC/KFP)
+	DUELGUARD_PROFILE=tiny $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-unit: setup ## Unit tests only
+	DUELGUARD_PROFILE=tiny $(VENV)/bin/pytest -q -m "not integration" $(PYTEST_ARGS)
+
+test-integration: setup ## Integration tests only
+	DUELGUARD_PROFILE=tiny $(VENV)/bin/pytest -q -m integration $(PYTEST_ARGS)
+
+repro: setup ## dvc repro on the active profile (params.yaml `profile:`)
+	$(DVC) repro
+
+loop: setup ## The same stages outside DVC: duelguard loop --iterations N (resumable)
+	$(DG) loop $${ITERATIONS:+--iterations $$ITERATIONS}
+
+push: ## Push seed/synthetic data and models to the DVC remote (localstore by default)
+	$(DVC) push
+
+pull: ## Pull them back (fresh clone)
+	$(DVC) pull
+
+bench-classifier: setup ## Training steps/s, predict texts/s and peak RSS (default profile) -> bench/results/classifier.json
+	$(PY) bench/bench_classifier.py
+
+bench-serving: setup ## gRPC latency/throughput vs in-process predict -> bench/results/serving_*.json
+	$(PY) bench/bench_serving.py
+
+bench-loop: setup ## Per-iteration stage wall times, generation samples/s, DPO steps/s -> bench/results/loop.json
+	$(PY) bench/bench_loop.py
+
+mlflow-up: setup ## Start a real mlflow server on 127.0.0.1:5000 (sqlite + local artifacts); then export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
+	$(DG) mlflow up
+
+mlflow-down: ## Stop the mlflow server started by mlflow-up
+	$(DG) mlflow down
+
+serve: setup ## Start tritonserver on 127.0.0.1 (8000/8001/8002) with the champion (exported if missing)
+	$(DG) serve
+
+serve-stop: ## Stop the tritonserver started by serve
+	$(DG) serve --stop
+
+pipeline-compile: setup ## Compile the KFP pipeline -> build/pipelines/duelguard-loop.yaml
+	$(DG) pipeline compile
+
+pipeline-local: setup ## Run the pipeline locally with kfp.local (tiny profile)
+	$(DG) --profile tiny pipeline run-local
+
+pipeline-submit: setup ## Submit the pipeline to a real KFP endpoint ($$KFP_HOST)
+	$(DG) pipeline submit
+
+images: ## Build the trainer, serving and mlflow images, tagged with the git commit
+	for img in trainer serving mlflow; do docker build -f docker/$$img/Dockerfile -t duelguard-$$img:$(GIT_SHA) . || exit 1; done
+
+profile-tiny: ## Switch params.yaml to the tiny profile (tests-size models)
+	$(DG) profile tiny
+profile-default: ## Switch params.yaml to the default profile (CPU, Gemma-3-270M)
+	$(DG) profile default
+profile-paper: ## Switch params.yaml to the paper profile (GPU, Qwen2.5-0.5B, bf16)
+	$(DG) profile paper
+
+clean: ## Remove generated data, models, metrics and build outputs (not the DVC cache or remote)
+	rm -rf data models metrics plots reports build mlflow .duelguard

@@ -1,0 +1,7 @@
+"""The guardrail classifier: a decoder LM with a 12-way multi-label head (see DESIGN.md).
+
+model.py (GuardClassifier: load/save/predict), losses.py (ZLPR, BCE), thresholds.py (per-category
+calibration on dev), inference.py (message flattening, chunking, batching: shared with serving),
+train.py (the train_classifier stage), predict.py (`duelguard predict`).
+Heavy libraries (torch, transformers) are imported inside functions, so importing this package is cheap.
+"""

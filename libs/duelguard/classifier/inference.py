@@ -1,0 +1,160 @@
+"""Input handling shared by every scorer of the classifier (`duelguard predict`, evaluation, the
+Triton model): one place decides how a chat becomes text, how long text is windowed and how
+batches are padded, so a text gets the same score everywhere.
+
+- text_of: an input object carries `text` (a string) or `messages` (a list of {role, content}),
+  flattened to one "role: content" line per message, joined by newlines.
+- Long inputs: the text is tokenised without special tokens and cut into windows of
+  `max_length - <special tokens>` tokens that overlap by `overlap` tokens (the last window is
+  aligned to the end, so every token is seen and no window is a short tail); each window gets the
+  tokenizer's special tokens back and is scored; a text's score per category is the MAX over its
+  windows (an unsafe passage anywhere makes the text unsafe).
+- Empty or whitespace-only text has no tokens to score: its probabilities are defined as all zeros
+  (so unsafe=false), instead of the 0.5-ish score an empty forward pass would produce.
+- Batching: windows are sorted by length and padded (right, with the pad id) only to the longest
+  window of their batch: far less compute than padding every input to max_length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from duelguard.fsio import DataError
+
+
+def text_of(obj: Any, where: str = "input") -> str:
+    """The text to classify in an input object: `text`, or `messages` flattened to "role: content" lines."""
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "text" in obj:
+        text = obj["text"]
+        if not isinstance(text, str):
+            raise DataError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+        return text
+    if "messages" in obj:
+        messages = obj["messages"]
+        if not isinstance(messages, list):
+            raise DataError(f"{where}: 'messages' must be a list of {{role, content}} objects")
+        lines = []
+        for k, message in enumerate(messages):
+            if (
+                not isinstance(message, dict)
+                or not isinstance(message.get("role"), str)
+                or not isinstance(message.get("content"), str)
+            ):
+                raise DataError(f"{where}: messages[{k}] must be an object with string 'role' and 'content'")
+            lines.append(f"{message['role']}: {message['content']}")
+        return "\n".join(lines)
+    raise DataError(f"{where}: needs a 'text' string or a 'messages' list")
+
+
+def chunk_token_ids(ids: Sequence[int], window: int, overlap: int) -> list[list[int]]:
+    """Overlapping windows of at most `window` ids that together cover every id.
+
+    Consecutive windows start `window - overlap` apart; the last one ends at the last id. An input
+    that fits is one window; an empty input is no window.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap must be in [0, window), got {overlap} for window {window}")
+    ids = list(ids)
+    if len(ids) <= window:
+        return [ids] if ids else []
+    starts = list(range(0, len(ids) - window, window - overlap)) + [len(ids) - window]
+    return [ids[s : s + window] for s in starts]
+
+
+def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer adds before and after a text (e.g. Gemma's <bos>), found by probing."""
+    probe = "duelguard probe"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain) :])
+    raise ValueError("cannot locate the text inside the tokenizer's special-token template")
+
+
+def encode_chunks(tokenizer: Any, text: str, max_length: int, overlap: int) -> list[list[int]]:
+    """Token id windows (special tokens included, each <= max_length) for one text; [] for blank text."""
+    if not text.strip():
+        return []
+    prefix, suffix = special_affixes(tokenizer)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    window = max_length - len(prefix) - len(suffix)
+    return [prefix + chunk + suffix for chunk in chunk_token_ids(ids, window, min(overlap, window - 1))]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = None) -> tuple[Any, Any]:
+    """(input_ids, attention_mask) long tensors, right-padded to the longest sequence (or `pad_to`)."""
+    import torch
+
+    width = pad_to or max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+        attention[row, : len(seq)] = 1
+    return input_ids, attention
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks early)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def score_chunks(
+    model: Any,
+    chunks: Sequence[Sequence[int]],
+    pad_id: int,
+    batch_size: int,
+    pad_to: int | None = None,
+    sort_by_length: bool = True,
+    progress: bool = False,
+) -> np.ndarray:
+    """Sigmoid probabilities (len(chunks), C) for token windows, batched (length-sorted by default)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    n_labels = model.config.num_labels
+    out = np.zeros((len(chunks), n_labels), dtype=np.float32)
+    if sort_by_length:
+        batches = length_sorted_batches([len(c) for c in chunks], batch_size)
+    else:
+        batches = [list(range(i, min(i + batch_size, len(chunks)))) for i in range(0, len(chunks), batch_size)]
+    model.eval()
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+            input_ids, attention = pad_batch([chunks[i] for i in batch], pad_id, pad_to)
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            out[batch] = torch.sigmoid(logits.float()).cpu().numpy()
+    return out
+
+
+def score_texts(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    overlap: int,
+    batch_size: int,
+    progress: bool = False,
+) -> np.ndarray:
+    """Probabilities (len(texts), C): each text's windows scored, max-aggregated; blank text -> zeros."""
+    owners: list[int] = []
+    chunks: list[list[int]] = []
+    for i, text in enumerate(texts):
+        for chunk in encode_chunks(tokenizer, text, max_length, overlap):
+            owners.append(i)
+            chunks.append(chunk)
+    probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    if chunks:
+        chunk_probs = score_chunks(model, chunks, tokenizer.pad_token_id, batch_size, progress=progress)
+        np.maximum.at(probs, np.asarray(owners), chunk_probs)
+    return probs

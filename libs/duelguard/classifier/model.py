@@ -1,0 +1,192 @@
+"""GuardClassifier: the trained guardrail as one self-describing directory.
+
+A saved classifier directory holds everything needed to score text, with no params.yaml:
+
+    model.safetensors, config.json   the HF sequence-classification model (12 labels, multi-label)
+    tokenizer files                  the backbone's tokenizer
+    duelguard.json                   {"taxonomy": [12 names], "thresholds": [12 floats],
+                                      "max_length": int, "chunk_overlap": int,
+                                      "threshold_rule": str, "training": {iteration, data_hash, ...}}
+
+The model is AutoModelForSequenceClassification over a decoder LM (for Gemma-3 that is
+Gemma3TextForSequenceClassification), which scores the LAST NON-PAD token: config.pad_token_id
+must be the tokenizer's pad id and batches are right-padded (inference.pad_batch), otherwise
+pooling would read a pad position. A LoRA adapter is merged before saving, so the directory is
+always a plain model that ONNX export and Triton load like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duelguard.errors import ModelNotFoundError
+from duelguard.fsio import DataError
+from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
+
+METADATA_FILE = "duelguard.json"
+DEFAULT_BATCH_SIZE = 16
+
+
+def _device() -> Any:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Move a fully written directory into place, replacing any previous one (never half-written)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{tmp.name}")
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class GuardClassifier:
+    """A 12-category multi-label classifier with its tokenizer, thresholds and metadata."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        thresholds: Sequence[float] | np.ndarray,
+        max_length: int,
+        chunk_overlap: int,
+        threshold_rule: str = "fixed",
+        training: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.thresholds = np.asarray(thresholds, dtype=np.float32)
+        if self.thresholds.shape != (NUM_CATEGORIES,):
+            raise ValueError(f"thresholds must have {NUM_CATEGORIES} values, got shape {self.thresholds.shape}")
+        self.max_length = int(max_length)
+        self.chunk_overlap = int(chunk_overlap)
+        self.threshold_rule = threshold_rule
+        self.training: dict[str, Any] = dict(training or {})
+
+    # construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(
+        cls, backbone_dir: str | Path, max_length: int, chunk_overlap: int, default_threshold: float = 0.5
+    ) -> GuardClassifier:
+        """A fresh 12-way head on a causal-LM backbone directory (head randomly initialised)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(backbone_dir))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(backbone_dir),
+            num_labels=NUM_CATEGORIES,
+            problem_type="multi_label_classification",
+            id2label=dict(enumerate(CATEGORIES)),
+            label2id={name: i for i, name in enumerate(CATEGORIES)},
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.to(_device())
+        return cls(model, tokenizer, [default_threshold] * NUM_CATEGORIES, max_length, chunk_overlap)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GuardClassifier:
+        """Load a saved classifier directory (see the module docstring for its contents)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        meta_path = path / METADATA_FILE
+        if not meta_path.is_file():
+            raise ModelNotFoundError(f"{path}: not a duelguard classifier directory (no {METADATA_FILE})")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{meta_path}: not valid JSON ({exc.msg})") from exc
+        if list(meta.get("taxonomy", [])) != list(CATEGORIES):
+            raise DataError(f"{meta_path}: taxonomy {meta.get('taxonomy')} differs from this code's {list(CATEGORIES)}")
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer.padding_side = "right"
+        model = AutoModelForSequenceClassification.from_pretrained(str(path))
+        model.to(_device()).eval()
+        return cls(
+            model,
+            tokenizer,
+            meta["thresholds"],
+            meta["max_length"],
+            meta["chunk_overlap"],
+            meta.get("threshold_rule", "fixed"),
+            meta.get("training", {}),
+        )
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The contents of duelguard.json."""
+        return {
+            "taxonomy": list(CATEGORIES),
+            "thresholds": [round(float(t), 6) for t in self.thresholds],
+            "max_length": self.max_length,
+            "chunk_overlap": self.chunk_overlap,
+            "threshold_rule": self.threshold_rule,
+            "training": self.training,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the directory atomically (temp dir + rename); an existing directory is replaced."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            self.model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n", encoding="utf-8")
+            publish_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    # scoring ----------------------------------------------------------------------------------
+    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Per-category probabilities (n, 12) float32; long texts windowed + max-aggregated, blank -> 0."""
+        from duelguard.classifier.inference import score_texts
+
+        return score_texts(
+            self.model,
+            self.tokenizer,
+            list(texts),
+            self.max_length,
+            self.chunk_overlap,
+            batch_size or DEFAULT_BATCH_SIZE,
+            progress=progress,
+        )
+
+    def predict_records(
+        self, objs: Sequence[dict[str, Any]], batch_size: int | None = None, progress: bool = False
+    ) -> list[dict[str, Any]]:
+        """The `duelguard predict` output objects: each input plus unsafe_score, unsafe, categories."""
+        from duelguard.classifier.inference import text_of
+
+        texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
+        probs = self.predict_proba(texts, batch_size=batch_size, progress=progress)
+        return [output_record(obj, row, self.thresholds) for obj, row in zip(objs, probs)]
+
+
+def output_record(obj: dict[str, Any], probs: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
+    """One output object: the input's fields + unsafe_score (max prob), unsafe (any prob > its threshold),
+    categories {name: prob}. Shared by `predict` and the Triton client so both emit the same schema."""
+    probs = np.asarray(probs, dtype=np.float32)
+    out = dict(obj)
+    out["unsafe_score"] = round(float(probs.max()), 6)
+    out["unsafe"] = bool(np.any(probs > thresholds))
+    out["categories"] = {name: round(float(p), 6) for name, p in zip(CATEGORIES, probs)}
+    return out

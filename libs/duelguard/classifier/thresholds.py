@@ -1,0 +1,92 @@
+"""Per-category decision thresholds, calibrated on the seed dev split after training.
+
+A category is flagged when its probability is strictly greater than its threshold, and a text is
+unsafe when any category is flagged (DESIGN.md: "unsafe if the max probability > threshold", with
+one threshold per category). Rules (`classifier.threshold_rule`):
+
+- fixed:         every category uses `default_threshold` (0.5 in the paper).
+- max_f1:        per category, the grid threshold that maximises that category's F1 on dev; the grid
+                 is 0.05, 0.06, ..., 0.95. When several grid points tie at the maximum, the median of
+                 them is taken (the middle of the plateau generalises better than its edge).
+                 A category without dev positives keeps `default_threshold` (F1 is undefined).
+- max_f1_floor:  max_f1, but never below `threshold_floor` (a tiny threshold fitted on a handful of
+                 positives floods production with false positives), and categories with fewer than
+                 MIN_POSITIVES dev positives keep `default_threshold`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+GRID: np.ndarray = np.round(np.arange(0.05, 0.9501, 0.01), 2)
+MIN_POSITIVES = 5
+RULES = ("fixed", "max_f1", "max_f1_floor")
+
+
+def flags(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Boolean (n, C): category c is flagged when probs[:, c] > thresholds[c]."""
+    return np.asarray(probs) > np.asarray(thresholds)[None, :]
+
+
+def f1_score(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Binary F1 of boolean predictions against {0,1} truth (0.0 when there is nothing to find or flag)."""
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    tp = int(np.sum(pred & truth))
+    denom = int(np.sum(pred)) + int(np.sum(truth))
+    return 0.0 if denom == 0 else 2.0 * tp / denom
+
+
+def best_f1_threshold(probs: np.ndarray, truth: np.ndarray, grid: np.ndarray = GRID) -> tuple[float, float]:
+    """(threshold, F1) maximising F1 of `probs > threshold` over `grid`; ties -> median tied point."""
+    scores = np.array([f1_score(probs > t, truth) for t in grid])
+    best = scores.max()
+    tied = grid[np.isclose(scores, best)]
+    return float(tied[(len(tied) - 1) // 2]), float(best)
+
+
+def calibrate(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    rule: str,
+    default_threshold: float = 0.5,
+    threshold_floor: float = 0.2,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Thresholds (C,) for `rule` from dev probabilities and labels (both (n, C)), plus a report.
+
+    The report holds, per category, the dev positives, the chosen threshold, the dev F1 at it and
+    why it was chosen (rule / no_positives / few_positives / floor), for the training metrics.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; expected one of {RULES}")
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    if probs.shape != labels.shape or probs.ndim != 2:
+        raise ValueError(f"probs {probs.shape} and labels {labels.shape} must both be (n, categories)")
+    n_cat = probs.shape[1]
+    thresholds = np.full(n_cat, default_threshold, dtype=np.float64)
+    per_category = []
+    for c in range(n_cat):
+        positives = int(labels[:, c].sum())
+        reason = rule
+        if rule != "fixed":
+            min_pos = MIN_POSITIVES if rule == "max_f1_floor" else 1
+            if positives == 0:
+                reason = "no_positives"
+            elif positives < min_pos:
+                reason = "few_positives"
+            else:
+                thresholds[c], _ = best_f1_threshold(probs[:, c], labels[:, c])
+                if rule == "max_f1_floor" and thresholds[c] < threshold_floor:
+                    thresholds[c], reason = threshold_floor, "floor"
+        per_category.append(
+            {
+                "dev_positives": positives,
+                "threshold": float(thresholds[c]),
+                "dev_f1": f1_score(probs[:, c] > thresholds[c], labels[:, c]),
+                "reason": reason,
+            }
+        )
+    return thresholds.astype(np.float32), {"rule": rule, "categories": per_category}

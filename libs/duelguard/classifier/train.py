@@ -1,0 +1,367 @@
+"""The `train_classifier` stage: fit the classifier on seed + curated synthetic data, calibrate its
+thresholds on the seed dev split, save it, and log the run to MLflow.
+
+A plain PyTorch loop rather than HF Trainer, so that every step is visible here:
+- data: the seed train split + curated synthetic data of iterations 1..i (Layout.classifier_training_files),
+  capped at `max_train_examples` (see cap_examples: synthetic kept first, seed sampled by language);
+- batches: length-grouped (shuffle, cut into buckets of BUCKET_BATCHES batches, sort each bucket by
+  length, shuffle the batch order: little padding, still random), dynamically padded;
+- optimisation: AdamW over the trainable parameters, gradient accumulation, gradient clipping,
+  cosine schedule with linear warmup; bf16 autocast when `dtype: bfloat16`;
+- `freeze_embeddings` freezes the input embedding matrix (Gemma's 262k x 640 table is 60% of the
+  model's weights; freezing it saves its gradient and Adam state, a large share of CPU step time);
+- `init_from: previous` continues from iteration i-1's classifier instead of the backbone.
+Everything random is seeded with `classifier.random_seed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duelguard.classifier.model import METADATA_FILE, GuardClassifier
+from duelguard.classifier.thresholds import calibrate
+from duelguard.config import Params
+from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.layout import Layout
+from duelguard.records import read_records
+
+BUCKET_BATCHES = 16
+STAGE = "train_classifier"
+
+
+# data ------------------------------------------------------------------------------------------
+def training_files(layout: Layout, iteration: int) -> list[Path]:
+    """The files iteration `iteration` trains on; a missing one is an error naming all missing."""
+    files = layout.classifier_training_files(iteration)
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        raise DataError(
+            f"train_classifier (iteration {iteration}) needs {', '.join(missing)}: "
+            "run prepare_seed (and, for iteration >= 1, that iteration's generate/curate stages) first"
+        )
+    return files
+
+
+def _stratified_sample(records: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """n records sampled proportionally over (language, safe/unsafe) strata, largest remainder,
+    every non-empty stratum keeping at least one record when n allows."""
+    if n >= len(records):
+        return list(records)
+    strata: dict[tuple[str, bool], list[dict[str, Any]]] = defaultdict(list)
+    for rec in sorted(records, key=lambda r: r["id"]):
+        strata[(rec["lang"], any(rec["labels"]))].append(rec)
+    keys = sorted(strata)
+    quotas = {k: len(strata[k]) * n / len(records) for k in keys}
+    take = {k: min(len(strata[k]), max(1, math.floor(quotas[k]))) for k in keys}
+    by_remainder = sorted(keys, key=lambda k: (quotas[k] - math.floor(quotas[k]), len(strata[k])), reverse=True)
+    while sum(take.values()) > n:  # the max(1, .) minimums overshot: trim the largest strata
+        biggest = max(keys, key=lambda k: take[k])
+        take[biggest] -= 1
+    i = 0
+    while sum(take.values()) < n:
+        k = by_remainder[i % len(keys)]
+        if take[k] < len(strata[k]):
+            take[k] += 1
+        i += 1
+    chosen: list[dict[str, Any]] = []
+    for k in keys:
+        chosen.extend(rng.sample(strata[k], take[k]))
+    return chosen
+
+
+def cap_examples(records: list[dict[str, Any]], max_n: int | None, seed: int) -> list[dict[str, Any]]:
+    """At most `max_n` records, deterministically.
+
+    Synthetic records are what each loop iteration adds (the fr/es/de data that fixes the seed's
+    English-heavy mix), so they are kept first, up to half the cap; the seed fills the rest. Each
+    part is sampled proportionally over (language, safe/unsafe) strata, so capping preserves the
+    language mix and label balance instead of squeezing out the small languages by chance.
+    """
+    if max_n is None or len(records) <= max_n:
+        return list(records)
+    rng = random.Random(seed)
+    synthetic = [r for r in records if r["origin"] == "synthetic"]
+    seed_recs = [r for r in records if r["origin"] != "synthetic"]
+    kept_synth = _stratified_sample(synthetic, min(len(synthetic), max(max_n // 2, max_n - len(seed_recs))), rng)
+    kept_seed = _stratified_sample(seed_recs, max_n - len(kept_synth), rng)
+    return kept_seed + kept_synth
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of batches: shuffle, bucket, sort each bucket by length, cut, shuffle batch order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    bucket = batch_size * BUCKET_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), bucket):
+        chunk = sorted(order[start : start + bucket], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+# the loop --------------------------------------------------------------------------------------
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _autocast(dtype: str, device: Any) -> Any:
+    """bf16 autocast when asked for and supported on the device, else a no-op context."""
+    import contextlib
+
+    import torch
+
+    if dtype == "bfloat16" and (device.type == "cpu" or torch.cuda.is_bf16_supported()):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _apply_lora(model: Any, lora: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        task_type="SEQ_CLS",
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        modules_to_save=["score"],
+    )
+    return get_peft_model(model, config)
+
+
+def fit(
+    clf: GuardClassifier,
+    input_ids: list[list[int]],
+    labels: np.ndarray,
+    params: Params,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train clf.model in place on tokenised examples; returns {"losses": [...per optimizer step], ...}.
+
+    `max_steps` stops early (the benchmark times a few steps of this exact loop).
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from duelguard.classifier.inference import pad_batch
+    from duelguard.classifier.losses import loss_function
+
+    cfg = params.classifier
+    _seed_everything(cfg.random_seed)
+    rng = random.Random(cfg.random_seed)
+    model = clf.model
+    device = next(model.parameters()).device
+    if cfg.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.lora.enabled:
+        model = _apply_lora(model, cfg.lora)
+    lengths = [len(ids) for ids in input_ids]
+    batches_per_epoch = math.ceil(len(input_ids) / cfg.batch_size)
+    total_micro = max(1, math.ceil(cfg.epochs * batches_per_epoch))
+    total_steps = math.ceil(total_micro / cfg.grad_accum)
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+        total_micro = min(total_micro, total_steps * cfg.grad_accum)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+    loss_fn = loss_function(cfg.loss)
+    pad_id = clf.tokenizer.pad_token_id
+    target = torch.as_tensor(labels, dtype=torch.float32)
+
+    def micro_batches():
+        while True:
+            yield from length_grouped_batches(lengths, cfg.batch_size, rng)
+
+    losses: list[float] = []
+    model.train()
+    started = time.perf_counter()
+    bar = tqdm(total=total_steps, desc="train classifier", unit="step", disable=not progress)
+    batch_iter = micro_batches()
+    running = 0.0
+    for micro in range(total_micro):
+        batch = next(batch_iter)
+        ids, attention = pad_batch([input_ids[i] for i in batch], pad_id)
+        with _autocast(cfg.dtype, device):
+            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+        loss = loss_fn(logits, target[batch].to(device))
+        (loss / cfg.grad_accum).backward()
+        running += float(loss.detach()) / cfg.grad_accum
+        last_micro = micro == total_micro - 1
+        if (micro + 1) % cfg.grad_accum == 0 or last_micro:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(running)
+            running = 0.0
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    bar.close()
+    seconds = time.perf_counter() - started
+    if cfg.lora.enabled:
+        model = model.merge_and_unload()
+    clf.model = model.eval()
+    return {
+        "losses": losses,
+        "steps": len(losses),
+        "micro_batches": total_micro,
+        "seconds": round(seconds, 3),
+        "steps_per_s": round(len(losses) / seconds, 4) if seconds > 0 else None,
+        "seconds_per_step": round(seconds / max(1, len(losses)), 3),
+    }
+
+
+# the stage -------------------------------------------------------------------------------------
+def _config_hash(params: Params) -> str:
+    return hashlib.sha256(params.classifier.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _is_complete(model_dir: Path, metrics_path: Path, data_hash: str, config_hash: str) -> bool:
+    """A previous run with the same data and classifier params finished: model dir and metrics exist."""
+    meta_path = model_dir / METADATA_FILE
+    if not (meta_path.is_file() and metrics_path.is_file() and (model_dir / "config.json").is_file()):
+        return False
+    training = json.loads(meta_path.read_text(encoding="utf-8")).get("training", {})
+    return training.get("data_hash") == data_hash and training.get("config_hash") == config_hash
+
+
+def plot_loss(losses: list[float], path: Path, title: str) -> Path:
+    """Training loss per optimizer step as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from duelguard.fsio import atomic_open
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(losses) + 1), losses, lw=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_texts: list[str]) -> GuardClassifier:
+    cfg = params.classifier
+    if cfg.init_from == "previous" and iteration > 0:
+        previous = layout.classifier_dir(iteration - 1)
+        if not (previous / METADATA_FILE).is_file():
+            raise DataError(f"init_from=previous: {previous} has no trained classifier (train iteration {iteration - 1})")
+        clf = GuardClassifier.load(previous)
+        clf.max_length, clf.chunk_overlap = cfg.max_length, cfg.chunk_overlap
+        return clf
+    from duelguard.backbones import resolve_backbone
+
+    _seed_everything(cfg.random_seed)  # the head's random init
+    backbone_dir = resolve_backbone(cfg.backbone, params.paths.weights_cache, corpus=seed_texts)
+    return GuardClassifier.from_backbone(backbone_dir, cfg.max_length, cfg.chunk_overlap, cfg.default_threshold)
+
+
+def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Stage: train on seed + synthetic <= iteration, calibrate on seed dev, save, log to MLflow."""
+    import mlflow
+
+    from duelguard.tracking import data_hash, git_commit, mlflow_run
+
+    cfg = params.classifier
+    files = training_files(layout, iteration)
+    dev_path = layout.seed_split("dev")
+    if not dev_path.exists():
+        raise DataError(f"{dev_path}: the seed dev split is needed to calibrate thresholds (run prepare_seed)")
+    model_dir, metrics_path = layout.classifier_dir(iteration), layout.train_metrics(iteration)
+    d_hash, c_hash = data_hash(files + [dev_path]), _config_hash(params)
+    if _is_complete(model_dir, metrics_path, d_hash, c_hash):
+        return {"iteration": iteration, "model_dir": str(model_dir), "skipped": True, **read_json(metrics_path)}
+
+    records = [rec for path in files for rec in read_records(path)]
+    seed_texts = [r["text"] for r in read_records(files[0])]
+    train = cap_examples(records, cfg.max_train_examples, cfg.random_seed)
+    dev = read_records(dev_path)
+
+    with mlflow_run(params, STAGE, iteration, data_files=files + [dev_path], log_sections=["classifier"], root=layout.root):
+        clf = _initial_classifier(params, layout, iteration, seed_texts)
+        enc = clf.tokenizer([r["text"] for r in train], truncation=True, max_length=cfg.max_length)["input_ids"]
+        history = fit(clf, enc, np.array([r["labels"] for r in train]), params)
+
+        dev_probs = clf.predict_proba([r["text"] for r in dev], batch_size=cfg.predict_batch_size, progress=True)
+        clf.thresholds, report = calibrate(
+            dev_probs, np.array([r["labels"] for r in dev]), cfg.threshold_rule, cfg.default_threshold, cfg.threshold_floor
+        )
+        clf.threshold_rule = cfg.threshold_rule
+        clf.training = {
+            "iteration": iteration,
+            "data_hash": d_hash,
+            "config_hash": c_hash,
+            "profile": params.profile,
+            "backbone": cfg.backbone.model_dump(),
+            "init_from": cfg.init_from if iteration > 0 else "base",
+            "loss": cfg.loss,
+            "steps": history["steps"],
+            "n_examples": len(train),
+            "git_commit": git_commit(layout.root),
+        }
+        clf.save(model_dir)
+
+        metrics = {
+            "iteration": iteration,
+            "n_examples": len(train),
+            "examples_per_language": dict(sorted(Counter(r["lang"] for r in train).items())),
+            "examples_per_origin": dict(sorted(Counter(r["origin"] for r in train).items())),
+            "steps": history["steps"],
+            "seconds": history["seconds"],
+            "steps_per_s": history["steps_per_s"],
+            "seconds_per_step": history["seconds_per_step"],
+            "first_loss": round(history["losses"][0], 6),
+            "final_loss": round(history["losses"][-1], 6),
+            "thresholds": report,
+        }
+        atomic_write_json(metrics_path, metrics)
+        png = plot_loss(history["losses"], layout.plots_dir("train", iteration) / "loss.png", f"classifier iteration {iteration}")
+        _log_to_mlflow(mlflow, history["losses"], metrics, png, metrics_path)
+    return {"iteration": iteration, "model_dir": str(model_dir), "skipped": False, **metrics}
+
+
+def _log_to_mlflow(mlflow: Any, losses: list[float], metrics: dict[str, Any], png: Path, metrics_path: Path) -> None:
+    """Loss per step (one batched call), the summary figures, the plot and the metrics JSON."""
+    from mlflow.entities import Metric
+
+    run = mlflow.active_run()
+    now = int(time.time() * 1000)
+    client = mlflow.MlflowClient()
+    step_metrics = [Metric("train_loss", float(v), now, step) for step, v in enumerate(losses, 1)]
+    for start in range(0, len(step_metrics), 1000):
+        client.log_batch(run.info.run_id, metrics=step_metrics[start : start + 1000])
+    mlflow.log_metrics(
+        {
+            "final_loss": metrics["final_loss"],
+            "train_seconds": metrics["seconds"],
+            "steps_per_s": metrics["steps_per_s"] or 0.0,
+            "n_examples": metrics["n_examples"],
+            **{f"dev_f1_{i}": c["dev_f1"] for i, c in enumerate(metrics["thresholds"]["categories"], 1)},
+        }
+    )
+    mlflow.log_artifact(str(png), artifact_path="plots")
+    mlflow.log_artifact(str(metrics_path), artifact_path="metrics")

@@ -1,0 +1,295 @@
+"""The generator's move in the game (loop stage `train_generator`): DPO on the classifier's failures.
+
+TRL's DPOTrainer trains a LoRA adapter (peft) on the pairs of duelguard.game.build_pairs: for each
+generation prompt, prefer the sample the classifier got most wrong over the one it got most right.
+The loss is DPO's sigmoid loss plus an NLL (SFT) term on the chosen sample weighted by
+params.dpo.sft_weight: the paper's RPO objective. TRL 1.16 has no `rpo_alpha`; the same objective
+is loss_type=["sigmoid", "sft"] with loss_weights=[1, sft_weight].
+
+The reference model is implicit (ref_model=None): with a fresh adapter it is the base model
+(adapter disabled); when continuing the previous iteration's adapter (dpo.init_from=previous) TRL
+keeps a frozen copy of that adapter as the reference, so each iteration's update is measured
+against the generator that produced the samples.
+
+Every iteration leaves a loadable adapter in layout.generator_dir(i) (published atomically: written
+to a temporary sibling, then renamed), with `duelguard_dpo.json` beside it saying whether it was
+updated and why not. With no usable pairs the previous adapter is carried over unchanged (or, in
+iteration 1, a zero-initialised adapter that equals the base model), so the next iteration's
+generator can always load layout.generator_dir(i).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from duelguard.config import Params
+from duelguard.fsio import DataError, atomic_write_json
+from duelguard.layout import Layout
+from duelguard.reports import stage_metrics_path
+
+MARKER = "duelguard_dpo.json"
+ADAPTER_CONFIG = "adapter_config.json"
+PAIR_FIELDS = ("prompt", "chosen", "rejected", "template", "task", "seed_text", "lang", "unsafe")
+
+
+def generator_base_dir(params: Params, layout: Layout) -> str:
+    """The generator backbone's local directory (the same one generation loads)."""
+    from duelguard.backbones import resolve_backbone
+    from duelguard.records import read_records
+
+    # Resolved exactly as duelguard.generator.load_generator does (same cache, same tokenizer corpus),
+    # so the adapter trained here fits the model that generation loads.
+    backbone = params.generator.backbone
+    corpus = [r["text"] for r in read_records(layout.seed_split("train"))] if backbone.kind == "tiny" else None
+    return resolve_backbone(backbone, params.paths.weights_cache, corpus)
+
+
+def generator_tokenizer(params: Params, layout: Layout) -> Any:
+    """The generator's tokenizer, prepared (pad token, chat template) as generation uses it."""
+    from transformers import AutoTokenizer
+
+    from duelguard.backbones import prepare_tokenizer
+
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(generator_base_dir(params, layout)))
+
+
+def read_pairs(path: Path) -> list[dict[str, Any]]:
+    """Pairs file rows, each checked for the fields DPO needs (errors name file:line and field)."""
+    from duelguard.fsio import iter_jsonl
+
+    rows = []
+    for line_no, row in iter_jsonl(path):
+        missing = [f for f in PAIR_FIELDS if f not in row]
+        if missing:
+            raise DataError(f"{path}:{line_no}: pair is missing field(s) {', '.join(missing)}")
+        for field in ("prompt", "chosen", "rejected"):
+            if not isinstance(row[field], str) or not row[field].strip():
+                raise DataError(f"{path}:{line_no}: '{field}' must be a non-empty string")
+        rows.append(row)
+    return rows
+
+
+def dpo_example(pair: dict[str, Any]) -> dict[str, Any]:
+    """One TRL training example in the shape generation used.
+
+    chat: conversational format (TRL applies the tokenizer's chat template exactly as generation
+    did, and the sample is the assistant turn). fewshot: the rendered continuation prompt and the
+    sample as its continuation (" text\\n", the pattern's line; TRL appends EOS).
+    """
+    if pair["template"] == "chat":
+        from duelguard.prompts import chat_messages
+
+        return {
+            "prompt": chat_messages(pair["task"], pair["seed_text"], pair["lang"], bool(pair["unsafe"])),
+            "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+            "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+        }
+    return {"prompt": pair["prompt"], "chosen": " " + pair["chosen"] + "\n", "rejected": " " + pair["rejected"] + "\n"}
+
+
+def prompt_length(tokenizer: Any, example: dict[str, Any]) -> int:
+    """Tokens of the prompt alone, tokenised the way TRL does it."""
+    if isinstance(example["prompt"], list):
+        ids = tokenizer.apply_chat_template(example["prompt"], add_generation_prompt=True, tokenize=True)
+        return len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    return len(tokenizer(example["prompt"])["input_ids"])
+
+
+def previous_adapter(params: Params, layout: Layout, iteration: int) -> Path | None:
+    """The adapter to continue from (dpo.init_from=previous), if an earlier iteration saved one."""
+    if params.dpo.init_from != "previous":
+        return None
+    prev = layout.generator_dir(iteration - 1)
+    return prev if (prev / ADAPTER_CONFIG).exists() else None
+
+
+def _lora_config(params: Params) -> Any:
+    from peft import LoraConfig
+
+    lora = params.dpo.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def _load_base(params: Params, base_dir: str) -> Any:
+    """The generator backbone for training: fp32 on CPU, bf16 on GPU, 4-bit NF4 when dpo.qlora."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if params.dpo.qlora:
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+        model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+
+
+def _summarise(log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and last value of the DPO step metrics, plus the trainer's throughput."""
+    steps = [h for h in log_history if "rewards/margins" in h]
+    final = next((h for h in reversed(log_history) if "train_runtime" in h), {})
+
+    def mean(key: str) -> float | None:
+        values = [h[key] for h in steps if key in h and math.isfinite(h[key])]
+        return round(sum(values) / len(values), 6) if values else None
+
+    return {
+        "steps": len(steps),
+        "loss": mean("loss"),
+        "reward_margin": mean("rewards/margins"),
+        "reward_accuracy": mean("rewards/accuracies"),
+        "reward_chosen": mean("rewards/chosen"),
+        "reward_rejected": mean("rewards/rejected"),
+        "final_reward_margin": steps[-1].get("rewards/margins") if steps else None,
+        "final_reward_accuracy": steps[-1].get("rewards/accuracies") if steps else None,
+        "train_loss": final.get("train_loss"),
+        "train_runtime_s": final.get("train_runtime"),
+        "steps_per_s": final.get("train_steps_per_second"),
+    }
+
+
+def _train(params: Params, base_dir: str, tokenizer: Any, examples: list[dict[str, Any]], prev: Path | None,
+           work_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Run DPOTrainer on `examples`; save the 'default' adapter to `out_dir`; return step metrics."""
+    import torch
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import DPOConfig, DPOTrainer
+
+    cfg = params.dpo
+    cuda = torch.cuda.is_available()
+    model = _load_base(params, base_dir)
+    peft_config = None
+    if prev is not None:
+        model = PeftModel.from_pretrained(model, str(prev), is_trainable=True)
+    else:
+        peft_config = _lora_config(params)
+    args = DPOConfig(
+        output_dir=str(work_dir),
+        beta=cfg.beta,
+        loss_type=["sigmoid", "sft"],
+        loss_weights=[1.0, cfg.sft_weight],
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        max_length=cfg.max_length,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=cuda,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.random_seed,
+        data_seed=cfg.random_seed,
+        dataloader_num_workers=0,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.train()
+    trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
+    return _summarise(trainer.state.log_history)
+
+
+def _identity_adapter(params: Params, base_dir: str, out_dir: Path) -> None:
+    """A zero-initialised LoRA adapter (LoRA's B starts at 0): loads like any adapter, equals the base."""
+    from peft import get_peft_model
+
+    get_peft_model(_load_base(params, base_dir), _lora_config(params)).save_pretrained(str(out_dir))
+
+
+def train_generator(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Stage `train_generator`: DPO-train the generator's LoRA adapter on iteration i's pairs.
+
+    Writes layout.generator_dir(i) (adapter + duelguard_dpo.json) and metrics/dpo/iter_<i>.json;
+    logs params.dpo and the metrics to MLflow. Returns reward margin/accuracy, loss, steps/s.
+    """
+    from duelguard.tracking import mlflow_run
+
+    if iteration < 1:
+        raise ValueError(f"train_generator runs in loop iterations >= 1, got {iteration}")
+    pairs_path = layout.pairs(iteration)
+    pairs = read_pairs(pairs_path)
+    base_dir = generator_base_dir(params, layout)
+    tokenizer = generator_tokenizer(params, layout)
+    prev = previous_adapter(params, layout, iteration)
+
+    examples = [dpo_example(p) for p in pairs]
+    usable = [e for e in examples if prompt_length(tokenizer, e) < params.dpo.max_length]
+    metrics: dict[str, Any] = {
+        "iteration": iteration,
+        "pairs": len(pairs),
+        "pairs_used": len(usable),
+        "dropped_prompt_too_long": len(examples) - len(usable),
+        "init_from": str(prev.relative_to(layout.root)) if prev and prev.is_relative_to(layout.root) else (
+            str(prev) if prev else "base"
+        ),
+        "qlora": params.dpo.qlora,
+    }
+    final = layout.generator_dir(iteration)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.work-", dir=final.parent))
+    try:
+        with mlflow_run(params, "train_generator", iteration, data_files=[pairs_path], log_sections=["dpo"],
+                        root=layout.root) as run:
+            if usable:
+                started = time.perf_counter()
+                metrics.update(_train(params, base_dir, tokenizer, usable, prev, work, tmp))
+                metrics["wall_s"] = round(time.perf_counter() - started, 3)
+                metrics["updated"] = True
+            else:
+                # No preference signal this iteration: keep the generator as it was, and say so.
+                metrics["updated"] = False
+                metrics["reason"] = "no pairs" if not pairs else f"all {len(pairs)} prompts exceed dpo.max_length"
+                if prev is not None:
+                    shutil.copytree(prev, tmp, dirs_exist_ok=True)
+                else:
+                    _identity_adapter(params, base_dir, tmp)
+            metrics["mlflow_run_id"] = run.info.run_id
+            import mlflow
+
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
+            mlflow.set_tag("duelguard.dpo_updated", str(metrics["updated"]).lower())
+        (tmp / MARKER).write_text(
+            json.dumps({**metrics, "base_model": base_dir, "backbone": params.generator.backbone.model_dump()},
+                       indent=2) + "\n",
+            encoding="utf-8",
+        )
+        from duelguard.classifier.model import publish_dir
+
+        publish_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    atomic_write_json(stage_metrics_path(layout, "dpo", iteration), metrics)
+    return metrics
+

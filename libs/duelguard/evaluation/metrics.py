@@ -1,0 +1,127 @@
+"""Guardrail metrics in plain numpy, so every figure can be checked by hand in a unit test.
+
+Conventions (the paper's): the positive class is "unsafe". A record is truly unsafe when any of its
+12 labels is on; the model calls it unsafe when any category probability exceeds that category's
+threshold, and its `unsafe_score` (for ranking metrics such as AUPRC) is the maximum probability.
+
+A metric that is undefined on the given data is None, never a made-up 0 or NaN: recall and AUPRC
+need at least one positive, FPR at least one negative, F1 needs a positive or a predicted positive.
+None keeps JSON valid and makes averages skip the slice instead of being dragged down by it.
+Precision with no predicted positives is 0.0 when positives exist (nothing was caught), as in
+scikit-learn's zero_division=0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from duelguard.taxonomy import CATEGORIES
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den > 0 else None
+
+
+def binary_metrics(y_true: Sequence[bool] | np.ndarray, y_pred: Sequence[bool] | np.ndarray) -> dict[str, Any]:
+    """Counts plus precision, recall, F1 and false-positive rate of the positive class."""
+    t = np.asarray(y_true, dtype=bool)
+    p = np.asarray(y_pred, dtype=bool)
+    if t.shape != p.shape or t.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-d of equal length, got {t.shape} and {p.shape}")
+    tp = int(np.sum(t & p))
+    fp = int(np.sum(~t & p))
+    fn = int(np.sum(t & ~p))
+    tn = int(np.sum(~t & ~p))
+    n_pos, n_neg = tp + fn, fp + tn
+    if tp + fp > 0:
+        precision: float | None = tp / (tp + fp)
+    else:
+        precision = 0.0 if n_pos > 0 else None
+    return {
+        "n": n_pos + n_neg,
+        "n_pos": n_pos,
+        "n_neg": n_neg,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": precision,
+        "recall": _ratio(tp, n_pos),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "fpr": _ratio(fp, n_neg),
+    }
+
+
+def precision_recall_curve(
+    y_true: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, thresholds) at every distinct score, highest threshold first.
+
+    Point k predicts positive every example with score >= thresholds[k]; tied scores enter together
+    (one point per distinct score), so the curve does not depend on the order of ties.
+    """
+    t = np.asarray(y_true, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if t.shape != s.shape or t.ndim != 1:
+        raise ValueError(f"y_true and scores must be 1-d of equal length, got {t.shape} and {s.shape}")
+    if t.size == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, t_sorted = s[order], t[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s_sorted))[0], s_sorted.size - 1]
+    tps = np.cumsum(t_sorted)[last_of_tie]
+    predicted = last_of_tie + 1
+    n_pos = int(t.sum())
+    precision = tps / predicted
+    recall = tps / n_pos if n_pos > 0 else np.zeros_like(tps, dtype=np.float64)
+    return precision.astype(np.float64), recall.astype(np.float64), s_sorted[last_of_tie]
+
+
+def average_precision(y_true: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float | None:
+    """AUPRC as step-wise average precision: sum over thresholds of (R_k - R_{k-1}) * P_k.
+
+    No interpolation (the trapezoid over-states PR area); None when there is no positive.
+    """
+    t = np.asarray(y_true, dtype=bool)
+    if t.sum() == 0:
+        return None
+    precision, recall, _ = precision_recall_curve(t, scores)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def unsafe_predictions(probs: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unsafe: bool (n,), unsafe_score: float (n,)) from (n, 12) probabilities and 12 thresholds."""
+    probs = np.asarray(probs, dtype=np.float64)
+    thr = np.asarray(thresholds, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != thr.shape[0]:
+        raise ValueError(f"probabilities {probs.shape} do not match {thr.shape[0]} thresholds")
+    if probs.shape[0] == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0)
+    return (probs > thr).any(axis=1), probs.max(axis=1)
+
+
+def per_category_f1(labels: np.ndarray, probs: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> dict[str, float | None]:
+    """F1 of each category's own decision (prob > its threshold) against its own label."""
+    labels = np.asarray(labels, dtype=bool)
+    decisions = np.asarray(probs, dtype=np.float64) > np.asarray(thresholds, dtype=np.float64)
+    return {cat: binary_metrics(labels[:, i], decisions[:, i])["f1"] for i, cat in enumerate(CATEGORIES)}
+
+
+def guard_metrics(labels: np.ndarray, probs: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> dict[str, Any]:
+    """Every metric of one slice: unsafe-class counts, P/R/F1/FPR, AUPRC and per-category F1."""
+    labels = np.asarray(labels, dtype=bool).reshape(-1, len(CATEGORIES))
+    truth = labels.any(axis=1)
+    unsafe, score = unsafe_predictions(np.asarray(probs).reshape(-1, len(CATEGORIES)), thresholds)
+    out = binary_metrics(truth, unsafe)
+    out["auprc"] = average_precision(truth, score)
+    out["per_category_f1"] = per_category_f1(labels, probs, thresholds)
+    return out
+
+
+def mean_defined(values: Iterable[float | None]) -> float | None:
+    """Mean of the values that are defined (not None); None when none are."""
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None

@@ -1,0 +1,86 @@
+"""PNG plots of an evaluation (matplotlib, Agg backend: no display, and `dvc plots` HTML would need a CDN).
+
+Each function takes the metrics `evaluate` computed, writes one PNG atomically and returns its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duelguard.fsio import atomic_open
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def _value(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def language_bars(by_language: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
+    """Grouped bars: unsafe-class F1, precision and recall per language."""
+    plt = _pyplot()
+    langs = list(by_language)
+    names = ("f1", "precision", "recall")
+    x = np.arange(len(langs))
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(langs) + 2), 3.6))
+    for k, name in enumerate(names):
+        ax.bar(x + (k - 1) * width, [_value(by_language[lang][name]) for lang in langs], width, label=name)
+    ax.set_xticks(x, [f"{lang}\n(n={by_language[lang]['n']})" for lang in langs])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("unsafe class")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def category_bars(per_category_f1: dict[str, float | None], title: str, path: Path) -> Path:
+    """Horizontal bars: F1 of each category's own decision (categories absent from the data are blank)."""
+    plt = _pyplot()
+    cats = list(per_category_f1)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.barh(np.arange(len(cats)), [_value(per_category_f1[c]) for c in cats], color="tab:purple")
+    ax.set_yticks(np.arange(len(cats)), cats, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("F1")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], title: str, path: Path) -> Path:
+    """Precision-recall curves of the unsafe score, one per slice: {label: (precision, recall, AP)}."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for label, (precision, recall, ap) in curves.items():
+        if recall.size == 0:
+            continue
+        ap_text = "n/a" if ap is None else f"{ap:.3f}"
+        ax.step(np.r_[0.0, recall], np.r_[precision[0], precision], where="post", label=f"{label} (AP {ap_text})")
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,300 @@
+"""The `generate` stage: the generator LLM writes new multilingual samples from seed examples.
+
+One iteration i:
+1. Seeds: a deterministic sample (rng seeded by generator.random_seed + i) of
+   `generator.seeds_per_iteration` seed TRAIN records per task, balanced safe/unsafe (and across
+   languages for paraphrase). translate_create draws English seeds and asks for each of
+   `generator.languages`; paraphrase draws seeds already in those languages and rewrites each in its
+   own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
+   (`max_seed_chars`), since a cut-off sample would only be dropped by curation's length filter.
+2. Model: the base backbone in iteration 1; from iteration 2 on, the base with the previous
+   iteration's DPO LoRA adapter (layout.generator_dir(i - 1), written by duelguard.dpo) merged in.
+3. Sampling: `n_samples` per (seed, language), batched with LEFT padding (a decoder continues from
+   the last position, so pads must come first), temperature/top_p from params, stopped at the
+   first newline; each batch reseeds torch so a rerun gives the same samples.
+4. Output: one record per non-empty sample, labels inherited from the seed, with provenance
+   (template, task, generator, sample_index, seed_text, prompt) -> layout.generated(i), and a
+   summary beside it (generate.json). A rerun whose plan (params, seeds, adapter) is unchanged skips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from duelguard import prompts
+from duelguard.config import Params
+from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.layout import Layout
+from duelguard.records import read_records, write_records
+from duelguard.taxonomy import is_unsafe
+
+# Characters per new token we can count on when deciding whether a seed fits in max_new_tokens
+# (English ~4 chars/token, French/Spanish/German outputs run ~20% longer than their seed).
+CHARS_PER_NEW_TOKEN = 3
+
+
+@dataclass(frozen=True)
+class Job:
+    """One sample to draw: a seed, the language asked for, the task, and which of the n samples."""
+
+    seed: dict[str, Any]
+    lang: str
+    task: prompts.Task
+    sample_index: int
+
+    def record_id(self, iteration: int) -> str:
+        return f"{self.seed['id']}-i{iteration}-{self.lang}-{self.task}-{self.sample_index}"
+
+
+def summary_path(layout: Layout, iteration: int) -> Path:
+    """The generate stage's summary, beside its output (the loop logs it to MLflow)."""
+    return layout.synthetic_dir(iteration) / "generate.json"
+
+
+def max_seed_chars(params: Params) -> int:
+    """The longest seed (in characters) that a complete rewrite can fit in max_new_tokens."""
+    return params.generator.max_new_tokens * CHARS_PER_NEW_TOKEN
+
+
+def _balanced_sample(rng: random.Random, strata: dict[Any, list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
+    """Draw n records spread as evenly as the strata allow (a short stratum's share goes to the others)."""
+    keys = sorted(k for k in strata if strata[k])
+    quota = dict.fromkeys(keys, 0)
+    remaining = min(n, sum(len(strata[k]) for k in keys))
+    while remaining > 0:
+        for key in keys:
+            if remaining and quota[key] < len(strata[key]):
+                quota[key] += 1
+                remaining -= 1
+    picked: list[dict[str, Any]] = []
+    for key in keys:
+        picked.extend(rng.sample(strata[key], quota[key]))
+    return sorted(picked, key=lambda r: r["id"])
+
+
+def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task, iteration: int) -> list[dict[str, Any]]:
+    """The seeds of one task for one iteration: deterministic given (random_seed, iteration)."""
+    gen = params.generator
+    limit = max_seed_chars(params)
+    if task == "translate_create":
+        pool = [r for r in train if r["lang"] == "en"]
+    else:
+        pool = [r for r in train if r["lang"] in gen.languages]
+    pool = sorted((r for r in pool if len(r["text"]) <= limit), key=lambda r: r["id"])
+    strata: dict[Any, list[dict[str, Any]]] = {}
+    for rec in pool:
+        key = (rec["lang"] if task == "paraphrase" else "", is_unsafe(rec["labels"]))
+        strata.setdefault(key, []).append(rec)
+    rng = random.Random(f"{gen.random_seed + iteration}:{task}")
+    return _balanced_sample(rng, strata, gen.seeds_per_iteration)
+
+
+def plan_jobs(params: Params, train: list[dict[str, Any]], iteration: int) -> list[Job]:
+    """Every sample this iteration draws, in a fixed order: task, seed, language, sample index."""
+    gen = params.generator
+    jobs: list[Job] = []
+    for task in gen.tasks:
+        for seed in select_seeds(params, train, task, iteration):
+            langs = gen.languages if task == "translate_create" else [seed["lang"]]
+            for lang in langs:
+                jobs.extend(Job(seed, lang, task, k) for k in range(gen.n_samples))
+    return jobs
+
+
+def adapter_dir(layout: Layout, iteration: int) -> Path | None:
+    """The previous iteration's DPO adapter, if one was trained (none for iteration 1)."""
+    if iteration <= 1:
+        return None
+    path = layout.generator_dir(iteration - 1)
+    return path if (path / "adapter_config.json").exists() else None
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _fingerprint(params: Params, iteration: int, jobs: list[Job], adapter: Path | None) -> str:
+    """What the output depends on; an unchanged fingerprint means a finished output can be reused."""
+    payload = {
+        "generator": params.generator.model_dump(),
+        "iteration": iteration,
+        "jobs": [(j.seed["id"], j.seed["text"], j.lang, j.task, j.sample_index) for j in jobs],
+        "adapter": _file_digest(adapter) if adapter else None,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _generator_name(params: Params, layout: Layout, adapter: Path | None) -> str:
+    """Provenance string: backbone plus the merged adapter's directory (relative to the root) or 'base'."""
+    name = params.generator.backbone.name_or_path
+    if adapter is None:
+        return f"{name}:base"
+    try:
+        return f"{name}:{adapter.relative_to(layout.root)}"
+    except ValueError:
+        return f"{name}:{adapter}"
+
+
+def load_generator(params: Params, layout: Layout, adapter: Path | None, corpus: list[str]) -> tuple[Any, Any]:
+    """The causal LM (base, or base + merged LoRA adapter) and its tokenizer set up for generation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from duelguard.backbones import prepare_tokenizer, resolve_backbone
+
+    gen = params.generator
+    path = resolve_backbone(gen.backbone, params.paths.weights_cache, corpus=corpus)
+    cuda = torch.cuda.is_available()
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if cuda else torch.float32}
+    if gen.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]
+        )
+        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    if not gen.load_in_4bit and cuda:
+        model = model.to("cuda")
+    model.eval()
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def sample(
+    model: Any, tokenizer: Any, params: Params, prompt_texts: list[str], batch_seed: int, add_special_tokens: bool
+) -> list[str]:
+    """Sample one completion per prompt in a single left-padded batch, stopping at a newline."""
+    import torch
+
+    gen = params.generator
+    enc = tokenizer(prompt_texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    torch.manual_seed(batch_seed)
+    with torch.no_grad():
+        out = model.generate(
+            **enc,
+            do_sample=True,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            max_new_tokens=gen.max_new_tokens,
+            stop_strings=["\n"],
+            tokenizer=tokenizer,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def _is_complete(layout: Layout, iteration: int, fingerprint: str) -> dict[str, Any] | None:
+    out, summary = layout.generated(iteration), summary_path(layout, iteration)
+    if not (out.exists() and summary.exists()):
+        return None
+    try:
+        done = read_json(summary)
+    except DataError:
+        return None
+    return done if done.get("fingerprint") == fingerprint else None
+
+
+def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Stage `generate`: write layout.generated(iteration); returns a summary (samples/s included)."""
+    from tqdm import tqdm
+
+    if iteration < 1:
+        raise ValueError(f"generate runs in loop iterations >= 1, got iteration {iteration}")
+    gen = params.generator
+    train = read_records(layout.seed_split("train"))
+    jobs = plan_jobs(params, train, iteration)
+    if not jobs:
+        raise DataError(
+            f"{layout.seed_split('train')}: no eligible seeds for tasks {gen.tasks} "
+            f"(English seeds for translate_create, {gen.languages} seeds for paraphrase, <= {max_seed_chars(params)} chars)"
+        )
+    adapter = adapter_dir(layout, iteration)
+    fingerprint = _fingerprint(params, iteration, jobs, adapter)
+    done = _is_complete(layout, iteration, fingerprint)
+    if done is not None:
+        return {**done, "skipped": True}
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_generator(params, layout, adapter, corpus=[r["text"] for r in train])
+    load_s = time.perf_counter() - t0
+    generator_name = _generator_name(params, layout, adapter)
+    rendered = {
+        (j.seed["id"], j.lang, j.task): prompts.render(
+            tokenizer, gen.template, j.task, j.seed["text"], j.lang, is_unsafe(j.seed["labels"])
+        )
+        for j in jobs
+    }
+    lengths = {key: len(tokenizer(text)["input_ids"]) for key, text in rendered.items()}
+    # Similar-length prompts share a batch (less padding); the order is still fully deterministic.
+    order = sorted(range(len(jobs)), key=lambda i: lengths[(jobs[i].seed["id"], jobs[i].lang, jobs[i].task)])
+    completions: dict[int, str] = {}
+    t1 = time.perf_counter()
+    batches = [order[s : s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
+    for b, batch in enumerate(tqdm(batches, desc=f"generate iter {iteration}", unit="batch")):
+        texts = [rendered[(jobs[i].seed["id"], jobs[i].lang, jobs[i].task)] for i in batch]
+        outs = sample(model, tokenizer, params, texts, gen.random_seed + 1000 * iteration + b, gen.template == "fewshot")
+        completions.update(zip(batch, outs, strict=True))
+    gen_s = time.perf_counter() - t1
+
+    records, empty = [], 0
+    for i, job in enumerate(jobs):
+        key = (job.seed["id"], job.lang, job.task)
+        text = prompts.postprocess(completions[i], prompts.end_markers(gen.template, job.task, job.lang))
+        if not text:
+            empty += 1
+            continue
+        records.append(
+            {
+                "id": job.record_id(iteration),
+                "text": text,
+                "lang": job.lang,
+                "labels": list(job.seed["labels"]),
+                "source": "synthetic",
+                "split": "train",
+                "origin": "synthetic",
+                "iteration": iteration,
+                "parent_id": job.seed["id"],
+                "task": job.task,
+                "template": gen.template,
+                "generator": generator_name,
+                "sample_index": job.sample_index,
+                "seed_text": job.seed["text"],
+                "seed_lang": job.seed["lang"],
+                "prompt": rendered[key],
+            }
+        )
+    write_records(layout.generated(iteration), records)
+    summary = {
+        "iteration": iteration,
+        "fingerprint": fingerprint,
+        "generator": generator_name,
+        "template": gen.template,
+        "tasks": list(gen.tasks),
+        "seeds": len({(j.task, j.seed["id"]) for j in jobs}),
+        "requested": len(jobs),
+        "records": len(records),
+        "empty": empty,
+        "load_s": round(load_s, 2),
+        "generate_s": round(gen_s, 2),
+        "samples_per_s": round(len(jobs) / gen_s, 3) if gen_s > 0 else None,
+        "path": str(layout.generated(iteration)),
+    }
+    atomic_write_json(summary_path(layout, iteration), summary)
+    return {**summary, "skipped": False}

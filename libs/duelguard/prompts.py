@@ -1,0 +1,193 @@
+"""Generator prompt templates: what the generator LLM is asked to write, for each task and model kind.
+
+Two tasks (chosen by `params.generator.tasks`):
+
+- ``translate_create`` (DuoGuard, arXiv 2502.05163): from an English seed, write one NEW prompt in the
+  target language, inspired by the seed: same domain and tone, similar length, phrased the way a
+  native speaker would ask it rather than translated word for word. The sample inherits the
+  seed's labels, so the wording must keep the seed's intent (safe stays safe, unsafe stays unsafe).
+- ``paraphrase`` (arXiv 2507.08284, query augmentation): rewrite a seed that is already in a
+  target language as a different query in the SAME language with the same intent.
+
+Two renderings (chosen by `params.generator.template`):
+
+- ``chat``: one user message for instruction-tuned models, rendered with the tokenizer's own chat
+  template. The paper's instruction; the model is asked to answer with the prompt alone on one line.
+- ``fewshot``: a plain-text continuation prompt for base models (the default profile's
+  Gemma-3-270M is not instruction-tuned and would ignore an instruction). A one-line header, a
+  few fixed hand-written example pairs, then the seed and an open target line; the model
+  continues the pattern and the completion is cut at the first newline. The examples are short
+  and benign on purpose: they teach the format and the "adapt, don't translate literally" style,
+  never harmful content. A base model does not refuse, like the paper's uncensored generator.
+
+Seeds are flattened to one line before rendering (a newline would end the few-shot pattern).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from duelguard.taxonomy import LANGUAGE_NAMES
+
+Task = Literal["translate_create", "paraphrase"]
+Template = Literal["fewshot", "chat"]
+TASKS: tuple[Task, ...] = ("translate_create", "paraphrase")
+
+# English seed -> a natural request in the target language (adapted, not literal: note the local
+# places, names and idioms). Keep them benign and short: they teach the format only.
+CREATE_EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "fr": (
+        ("What's a good day trip from London by train?", "Quelle excursion d'une journée en train me conseillez-vous au départ de Lyon ?"),
+        ("Give me a quick recipe for dinner tonight.", "Tu aurais une recette rapide pour le dîner de ce soir ?"),
+        ("How do I ask my landlord to fix the heating?", "Comment demander poliment à mon propriétaire de réparer le chauffage ?"),
+        ("Write a short poem about the sea.", "Écris-moi un petit poème sur la mer."),
+    ),
+    "es": (
+        ("What's a good day trip from London by train?", "¿Qué excursión de un día en tren me recomiendas desde Madrid?"),
+        ("Give me a quick recipe for dinner tonight.", "¿Me das una receta rápida para cenar esta noche?"),
+        ("How do I ask my landlord to fix the heating?", "¿Cómo le pido al casero que arregle la calefacción?"),
+        ("Write a short poem about the sea.", "Escríbeme un poema corto sobre el mar."),
+    ),
+    "de": (
+        ("What's a good day trip from London by train?", "Welcher Tagesausflug mit dem Zug ab München lohnt sich?"),
+        ("Give me a quick recipe for dinner tonight.", "Hast du ein schnelles Rezept für das Abendessen heute?"),
+        ("How do I ask my landlord to fix the heating?", "Wie bitte ich meinen Vermieter, die Heizung zu reparieren?"),
+        ("Write a short poem about the sea.", "Schreib mir ein kurzes Gedicht über das Meer."),
+    ),
+}
+
+# Same-language rewrites: same intent, different wording (query augmentation).
+PARAPHRASE_EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "en": (
+        ("How do I get red wine out of a carpet?", "What's the best way to remove a red wine stain from my rug?"),
+        ("Recommend a good book for a long flight.", "Which novel would you suggest I read on a long plane trip?"),
+        ("Why is the sky blue?", "What makes the sky look blue during the day?"),
+    ),
+    "fr": (
+        ("Comment enlever une tache de vin rouge sur un tapis ?", "Quelle est la meilleure méthode pour faire partir du vin rouge d'un tapis ?"),
+        ("Conseille-moi un bon livre pour un long vol.", "Quel roman me recommandes-tu pour un long trajet en avion ?"),
+        ("Pourquoi le ciel est-il bleu ?", "Qu'est-ce qui donne au ciel sa couleur bleue pendant la journée ?"),
+    ),
+    "es": (
+        ("¿Cómo quito una mancha de vino tinto de la alfombra?", "¿Cuál es la mejor forma de sacar el vino tinto de una alfombra?"),
+        ("Recomiéndame un buen libro para un vuelo largo.", "¿Qué novela me sugieres para leer en un viaje largo en avión?"),
+        ("¿Por qué el cielo es azul?", "¿Qué hace que el cielo se vea azul durante el día?"),
+    ),
+    "de": (
+        ("Wie bekomme ich Rotwein aus dem Teppich?", "Wie entferne ich am besten einen Rotweinfleck vom Teppich?"),
+        ("Empfiehl mir ein gutes Buch für einen langen Flug.", "Welchen Roman würdest du mir für eine lange Flugreise empfehlen?"),
+        ("Warum ist der Himmel blau?", "Wodurch erscheint der Himmel tagsüber blau?"),
+    ),
+}
+
+_WS = re.compile(r"\s+")
+_QUOTES = "\"'“”„«»‘’‚‹›`"
+
+
+def language_name(lang: str) -> str:
+    """The English name of an ISO 639-1 code (the prompts name languages in words)."""
+    try:
+        return LANGUAGE_NAMES[lang]
+    except KeyError:
+        raise ValueError(f"no language name for {lang!r}; known: {', '.join(sorted(LANGUAGE_NAMES))}") from None
+
+
+def one_line(text: str) -> str:
+    """Collapse all whitespace (newlines included) to single spaces."""
+    return _WS.sub(" ", text).strip()
+
+
+def chat_messages(task: Task, seed_text: str, lang: str, unsafe: bool) -> list[dict[str, str]]:
+    """The instruction for an instruction-tuned generator, as chat messages (one user turn)."""
+    name = language_name(lang)
+    kind = "unsafe" if unsafe else "safe"
+    seed = one_line(seed_text)
+    if task == "translate_create":
+        content = (
+            f"Write one new {kind} prompt in {name}, inspired by this English prompt. Keep the same domain "
+            f"and tone and a similar length, but make it more natural for {name} speakers instead of "
+            f"translating it word for word. Reply with the new prompt only, on one line.\n\n"
+            f"English prompt: {seed}"
+        )
+    elif task == "paraphrase":
+        content = (
+            f"Rewrite this {kind} {name} prompt as a new query in {name} with the same meaning and intent, "
+            f"worded differently, the way another {name} speaker would ask it. Keep a similar length. "
+            f"Reply with the new prompt only, on one line.\n\nPrompt: {seed}"
+        )
+    else:
+        raise ValueError(f"unknown generator task {task!r}; expected one of {TASKS}")
+    return [{"role": "user", "content": content}]
+
+
+def fewshot_labels(task: Task, lang: str) -> tuple[str, str]:
+    """The (source, target) line labels of the few-shot pattern; also used as end markers."""
+    if task == "translate_create":
+        return "English:", f"{language_name(lang)}:"
+    if task == "paraphrase":
+        return "Original:", "Rewritten:"
+    raise ValueError(f"unknown generator task {task!r}; expected one of {TASKS}")
+
+
+def fewshot_prompt(task: Task, seed_text: str, lang: str) -> str:
+    """A continuation prompt for a base model: header, example pairs, the seed, an open target line."""
+    if task not in TASKS:
+        raise ValueError(f"unknown generator task {task!r}; expected one of {TASKS}")
+    name = language_name(lang)
+    table = CREATE_EXAMPLES if task == "translate_create" else PARAPHRASE_EXAMPLES
+    if lang not in table:
+        raise ValueError(
+            f"the few-shot template has no {task} examples for {lang!r} (have: {', '.join(sorted(table))}); "
+            "add examples to duelguard.prompts or use generator.template: chat"
+        )
+    if task == "translate_create":
+        header = (
+            f"Requests written in English, each followed by a new request in {name} on the same topic, "
+            f"with the same tone and length, phrased the way a native {name} speaker would write it."
+        )
+    else:
+        header = f"{name} requests, each followed by a rewrite in {name} with the same meaning and different words."
+    src, tgt = fewshot_labels(task, lang)
+    blocks = [f"{src} {a}\n{tgt} {b}" for a, b in table[lang]]
+    blocks.append(f"{src} {one_line(seed_text)}\n{tgt}")
+    return header + "\n\n" + "\n\n".join(blocks)
+
+
+def render(tokenizer: Any, template: Template, task: Task, seed_text: str, lang: str, unsafe: bool) -> str:
+    """The full prompt string for one (seed, language); chat prompts go through the tokenizer's template.
+
+    The returned string already holds any BOS the chat template adds; few-shot prompts hold none
+    (tokenise chat prompts with add_special_tokens=False and few-shot prompts with True).
+    """
+    if template == "chat":
+        return tokenizer.apply_chat_template(
+            chat_messages(task, seed_text, lang, unsafe), tokenize=False, add_generation_prompt=True
+        )
+    if template == "fewshot":
+        return fewshot_prompt(task, seed_text, lang)
+    raise ValueError(f"unknown generator template {template!r}; expected 'fewshot' or 'chat'")
+
+
+def postprocess(completion: str, end_markers: tuple[str, ...] = ()) -> str:
+    """The generated prompt alone: first line, cut before any end marker, outer quotes stripped."""
+    text = completion.lstrip()
+    text = text.split("\n", 1)[0]
+    for marker in end_markers:
+        cut = text.find(marker)
+        if cut >= 0:
+            text = text[:cut]
+    text = text.strip()
+    if text.startswith("- "):
+        text = text[2:]
+    while len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        text = text[1:-1].strip()
+    return one_line(text)
+
+
+def end_markers(template: Template, task: Task, lang: str) -> tuple[str, ...]:
+    """Strings after which a completion is cut: chat turn ends, or the few-shot pattern's labels."""
+    markers = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "</s>", "<eos>")
+    if template == "fewshot":
+        markers = markers + fewshot_labels(task, lang)
+    return markers

@@ -1,0 +1,63 @@
+"""The MLflow pyfunc flavour of a saved classifier directory.
+
+This module imports mlflow at the top because the wrapper must subclass mlflow's PythonModel; it is
+only imported (lazily, by duelguard.registry.models) when a model is logged or loaded through
+`mlflow.pyfunc.load_model`, never by the CLI's start-up path.
+
+`predict` takes a DataFrame with a `text` column (or a list of strings / of input objects with
+`text` or `messages`) and returns one row per input: the 12 category probabilities (taxonomy
+order), `unsafe_score` and `unsafe`, computed by GuardClassifier.predict_records, i.e. exactly what
+`duelguard predict` writes (same chunking, same thresholds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+
+from duelguard.taxonomy import CATEGORIES
+
+CLASSIFIER_ARTIFACT = "classifier"
+
+
+def signature() -> Any:
+    """Input: a `text` string column; output: 12 probabilities, unsafe_score, unsafe."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    outputs = [ColSpec("double", c) for c in CATEGORIES]
+    outputs += [ColSpec("double", "unsafe_score"), ColSpec("boolean", "unsafe")]
+    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
+
+
+def _input_objects(model_input: Any) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame):
+        return model_input.to_dict(orient="records")
+    if isinstance(model_input, str):
+        return [{"text": model_input}]
+    if isinstance(model_input, dict):
+        return [model_input]
+    return [x if isinstance(x, dict) else {"text": x} for x in model_input]
+
+
+class GuardClassifierModel(mlflow.pyfunc.PythonModel):
+    """Loads GuardClassifier from the model's `classifier` artifact directory."""
+
+    def load_context(self, context: Any) -> None:
+        from duelguard.classifier.model import GuardClassifier
+
+        self.classifier = GuardClassifier.load(context.artifacts[CLASSIFIER_ARTIFACT])
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+
+        rows = []
+        for out in self.classifier.predict_records(_input_objects(model_input)):
+            row = {c: float(out["categories"][c]) for c in CATEGORIES}
+            row["unsafe_score"] = float(out["unsafe_score"])
+            row["unsafe"] = bool(out["unsafe"])
+            rows.append(row)
+        return pd.DataFrame(rows, columns=[*CATEGORIES, "unsafe_score", "unsafe"])

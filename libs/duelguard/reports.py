@@ -1,0 +1,331 @@
+"""What each loop iteration reports: one metrics file per iteration, PNG plots across iterations,
+and the seed-only vs. loop ablation.
+
+Per iteration i, layout.game_metrics(i) gathers (from the stages' own outputs, so it can be rebuilt
+at any time with `duelguard report`):
+
+- game value: mean classifier loss and error rate on the fresh curated samples (score stage), which
+  should fall as the classifier catches up with the generator;
+- DPO: reward margin and accuracy, loss, steps/s, whether the adapter was updated;
+- pairs: groups, pairs, drops by rule; curation: survival rate overall and per language;
+- data: language share of the classifier's training data (paper Fig. 7b), per origin;
+- quality: dev F1 per language (paper Fig. 7a) and per category (evaluate stage).
+
+Iteration 0 (seed-only classifier) has only the data and quality parts. Plots go to
+layout.plots_dir("loop"); the ablation to reports/ablation.md + reports/ablation.png.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from duelguard.config import Params
+from duelguard.fsio import DataError, atomic_open, atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from duelguard.layout import Layout
+from duelguard.taxonomy import TARGET_LANGUAGES
+
+# The languages the loop exists for (the seed is English-heavy; these are the scarce ones).
+LOOP_LANGUAGES = ("fr", "es", "de")
+
+
+def stage_metrics_path(layout: Layout, stage: str, iteration: int) -> Path:
+    """metrics/<stage>/iter_<i>.json: the small metrics file a loop stage writes (DVC `metrics:`)."""
+    return layout.metrics / stage / f"iter_{iteration}.json"
+
+
+def _maybe_json(path: Path) -> dict[str, Any] | None:
+    return read_json(path) if path.exists() else None
+
+
+def _lang_counts(path: Path) -> Counter[str]:
+    """Records per language of one records file (lines are counted, not validated: they were)."""
+    counts: Counter[str] = Counter()
+    for _, obj in iter_jsonl(path):
+        counts[obj.get("lang", "?")] += 1
+    return counts
+
+
+def language_share(layout: Layout, iteration: int) -> dict[str, Any]:
+    """Language mix of the classifier's training data at iteration i (seed train + curated <= i)."""
+    total: Counter[str] = Counter()
+    synthetic: Counter[str] = Counter()
+    for i, path in enumerate(layout.classifier_training_files(iteration)):
+        if not path.exists():
+            continue
+        counts = _lang_counts(path)
+        total.update(counts)
+        if i > 0:
+            synthetic.update(counts)
+    n = sum(total.values())
+    return {
+        "n": n,
+        "synthetic": sum(synthetic.values()),
+        "counts": dict(sorted(total.items())),
+        "share": {lang: round(c / n, 6) for lang, c in sorted(total.items())} if n else {},
+        "synthetic_counts": dict(sorted(synthetic.items())),
+    }
+
+
+def curation_survival(layout: Layout, iteration: int) -> dict[str, Any] | None:
+    """Generated -> curated survival rate, overall and per language, plus the curation stage's own counts."""
+    generated, curated = layout.generated(iteration), layout.curated(iteration)
+    if not (generated.exists() and curated.exists()):
+        return None
+    gen, cur = _lang_counts(generated), _lang_counts(curated)
+    n_gen, n_cur = sum(gen.values()), sum(cur.values())
+    return {
+        "generated": n_gen,
+        "curated": n_cur,
+        "survival_rate": round(n_cur / n_gen, 6) if n_gen else None,
+        "per_language": {
+            lang: {"generated": gen[lang], "curated": cur[lang], "survival_rate": round(cur[lang] / gen[lang], 6)}
+            for lang in sorted(gen)
+        },
+        "filters": _maybe_json(layout.synthetic_dir(iteration) / "curation.json"),
+    }
+
+
+def eval_summary(layout: Layout, iteration: int, split: str = "dev") -> dict[str, Any] | None:
+    """F1 per language and per category on one split, from the evaluate stage's metrics."""
+    metrics = _maybe_json(layout.eval_metrics(iteration))
+    if not metrics or split not in metrics:
+        return None
+    summary = metrics[split]
+    detail = metrics.get("detail", {}).get(split, {})
+    by_lang = detail.get("by_language", {})
+    langs = sorted(by_lang, key=lambda lang: (lang not in TARGET_LANGUAGES, lang))
+    return {
+        "split": split,
+        "avg_f1": summary.get("avg_f1"),
+        "f1": summary.get("f1"),
+        "f1_per_language": {lang: by_lang[lang].get("f1") for lang in langs},
+        "per_category_f1": detail.get("overall", {}).get("per_category_f1", {}),
+    }
+
+
+def iteration_report(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Gather iteration i's metrics and write layout.game_metrics(i); returns them."""
+    report: dict[str, Any] = {"iteration": iteration, "profile": params.profile}
+    if iteration >= 1:
+        score = _maybe_json(stage_metrics_path(layout, "score", iteration))
+        report["game_value"] = (
+            {k: score.get(k) for k in ("n", "mean_loss", "error_rate", "per_language", "per_class")} if score else None
+        )
+        report["pairs"] = _maybe_json(stage_metrics_path(layout, "pairs", iteration))
+        dpo = _maybe_json(stage_metrics_path(layout, "dpo", iteration))
+        report["dpo"] = (
+            {k: dpo.get(k) for k in ("updated", "pairs_used", "reward_margin", "reward_accuracy", "loss",
+                                     "steps", "steps_per_s", "reason")} if dpo else None
+        )
+        report["curation"] = curation_survival(layout, iteration)
+        generate = _maybe_json(layout.synthetic_dir(iteration) / "generate.json")
+        report["generation"] = (
+            {k: generate.get(k) for k in ("requested", "records", "empty", "samples_per_s", "generate_s")}
+            if generate else None
+        )
+    report["language_share"] = language_share(layout, iteration)
+    for split in params.evaluate.splits:
+        report[split] = eval_summary(layout, iteration, split)
+    atomic_write_json(layout.game_metrics(iteration), report)
+    return report
+
+
+def available_iterations(layout: Layout) -> list[int]:
+    """Iterations with a game metrics file, in order."""
+    root = layout.game_metrics(0).parent
+    found = []
+    for path in root.glob("iter_*.json") if root.exists() else []:
+        suffix = path.stem.removeprefix("iter_")
+        if suffix.isdigit():
+            found.append(int(suffix))
+    return sorted(found)
+
+
+def load_reports(layout: Layout) -> list[dict[str, Any]]:
+    return [read_json(layout.game_metrics(i)) for i in available_iterations(layout)]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def _f1(report: dict[str, Any], lang: str, split: str = "dev") -> float | None:
+    summary = report.get(split) or {}
+    return (summary.get("f1_per_language") or {}).get(lang)
+
+
+def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") -> list[Path]:
+    """PNG plots across iterations: F1 per language, language share (stacked), game value."""
+    plt = _pyplot()
+    out = layout.plots_dir("loop")
+    iters = [r["iteration"] for r in reports]
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    langs = sorted({lang for r in reports for lang in ((r.get(split) or {}).get("f1_per_language") or {})},
+                   key=lambda lang: (lang not in TARGET_LANGUAGES, lang))
+    for lang in [lang for lang in langs if lang in TARGET_LANGUAGES]:
+        ys = [_f1(r, lang, split) for r in reports]
+        ax.plot(iters, [float("nan") if y is None else y for y in ys], marker="o", label=lang)
+    ax.set(xlabel="iteration (0 = seed only)", ylabel=f"{split} F1 (unsafe)", title=f"{split} F1 per language")
+    ax.set_xticks(iters)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths.append(_save(fig, out / "f1_per_language.png"))
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    all_langs = sorted({lang for r in reports for lang in r["language_share"]["share"]},
+                       key=lambda lang: (lang not in TARGET_LANGUAGES, lang))
+    bottom = [0.0] * len(reports)
+    for lang in all_langs:
+        share = [r["language_share"]["share"].get(lang, 0.0) for r in reports]
+        ax.bar(iters, share, bottom=bottom, label=lang)
+        bottom = [b + s for b, s in zip(bottom, share)]
+    ax.set(xlabel="iteration", ylabel="share of training data", title="Language share of the classifier's data")
+    ax.set_xticks(iters)
+    ax.legend(ncol=min(len(all_langs), 6), fontsize=8, loc="lower right")
+    paths.append(_save(fig, out / "language_share.png"))
+
+    game = [r for r in reports if r.get("game_value")]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if game:
+        gi = [r["iteration"] for r in game]
+        ax.plot(gi, [r["game_value"]["mean_loss"] or 0.0 for r in game], marker="o", label="mean loss")
+        ax2 = ax.twinx()
+        ax2.plot(gi, [r["game_value"]["error_rate"] or 0.0 for r in game], marker="s", color="tab:red",
+                 label="error rate")
+        ax2.set_ylabel("error rate on fresh samples")
+        ax2.set_ylim(0, 1)
+        ax.set_xticks(gi)
+        ax.legend(loc="upper left")
+        ax2.legend(loc="upper right")
+    ax.set(xlabel="iteration", ylabel="mean classifier loss on fresh samples", title="Game value")
+    paths.append(_save(fig, out / "game_value.png"))
+    return paths
+
+
+def _fmt(v: float | None, pct: bool = True) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.1f}" if pct else f"{v:+.1f}"
+
+
+def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") -> dict[str, Any]:
+    """Seed-only (iteration 0) vs. after each iteration, per language: reports/ablation.md + .png.
+
+    Returns the table: per iteration, F1 per target language, the fr/es/de average, and the
+    English and fr/es/de deltas against the seed-only model (in F1 points).
+    """
+    rows = []
+    base = next((r for r in reports if r["iteration"] == 0), None)
+    for r in reports:
+        f1 = {lang: _f1(r, lang, split) for lang in TARGET_LANGUAGES}
+        loop_vals = [f1[lang] for lang in LOOP_LANGUAGES if f1[lang] is not None]
+        avg = sum(loop_vals) / len(loop_vals) if loop_vals else None
+        rows.append({"iteration": r["iteration"], "f1": f1, "avg_fr_es_de": avg})
+    base_row = rows[0] if base is not None and rows else None
+    for row in rows:
+        def delta(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else round(100 * (a - b), 2)
+
+        row["delta_en_points"] = delta(row["f1"]["en"], base_row["f1"]["en"]) if base_row else None
+        row["delta_fr_es_de_points"] = delta(row["avg_fr_es_de"], base_row["avg_fr_es_de"]) if base_row else None
+
+    lines = [
+        "# Ablation: seed-only classifier vs. after each loop iteration",
+        "",
+        f"Binary F1 (unsafe class, %) on the frozen seed **{split}** sample, per language. Iteration 0 is the",
+        "classifier trained on the seed alone; iteration i adds the curated synthetic data of iterations <= i.",
+        "Deltas are in F1 points against iteration 0.",
+        "",
+        "| model | " + " | ".join(TARGET_LANGUAGES) + " | fr/es/de avg | Δ fr/es/de | Δ en |",
+        "|---|" + "---:|" * (len(TARGET_LANGUAGES) + 3),
+    ]
+    for row in rows:
+        name = "seed only (iter 0)" if row["iteration"] == 0 else f"after iteration {row['iteration']}"
+        cells = [_fmt(row["f1"][lang]) for lang in TARGET_LANGUAGES]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {_fmt(row['avg_fr_es_de'])} | "
+            f"{_fmt(row['delta_fr_es_de_points'], pct=False)} | {_fmt(row['delta_en_points'], pct=False)} |"
+        )
+    if len(rows) > 1 and base_row:
+        last = rows[-1]
+        goal_loop = last["delta_fr_es_de_points"] is not None and last["delta_fr_es_de_points"] > 0
+        goal_en = last["delta_en_points"] is not None and last["delta_en_points"] >= -1.0
+        lines += [
+            "",
+            f"Goal (fr/es/de average up, English not down by more than 1 point) after iteration "
+            f"{last['iteration']}: **{'met' if goal_loop and goal_en else 'not met'}** "
+            f"(fr/es/de {_fmt(last['delta_fr_es_de_points'], pct=False)}, en {_fmt(last['delta_en_points'], pct=False)}).",
+        ]
+    layout.reports.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(layout.reports / "ablation.md", "\n".join(lines) + "\n")
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(rows), 1)
+    groups = list(TARGET_LANGUAGES) + ["fr/es/de avg"]
+    for k, row in enumerate(rows):
+        vals = [row["f1"][lang] for lang in TARGET_LANGUAGES] + [row["avg_fr_es_de"]]
+        xs = [g + k * width for g in range(len(groups))]
+        label = "seed only" if row["iteration"] == 0 else f"iter {row['iteration']}"
+        ax.bar(xs, [float("nan") if v is None else v for v in vals], width=width, label=label)
+    ax.set_xticks([g + width * (len(rows) - 1) / 2 for g in range(len(groups))], groups)
+    ax.set(ylabel=f"{split} F1 (unsafe)", title="Ablation: seed-only vs. loop iterations")
+    ax.legend()
+    _save(fig, layout.reports / "ablation.png")
+    return {"split": split, "rows": rows, "markdown": str(layout.reports / "ablation.md"),
+            "plot": str(layout.reports / "ablation.png")}
+
+
+def write_reports(params: Params, layout: Layout, iterations: list[int] | None = None,
+                  log_to_mlflow: bool = True) -> dict[str, Any]:
+    """(Re)build the per-iteration reports, the loop plots and the ablation; log them to MLflow.
+
+    `iterations` defaults to every iteration whose classifier was evaluated.
+    """
+    if iterations is None:
+        iterations = sorted(
+            int(p.stem.removeprefix("iter_")) for p in layout.eval_metrics(0).parent.glob("iter_*.json")
+            if p.stem.removeprefix("iter_").isdigit()
+        ) if layout.eval_metrics(0).parent.exists() else []
+    if not iterations:
+        raise DataError(f"{layout.eval_metrics(0).parent}: no evaluated iteration to report on (run the loop first)")
+    reports = [iteration_report(params, layout, i) for i in iterations]
+    split = "dev" if "dev" in params.evaluate.splits else params.evaluate.splits[0]
+    plots = plot_loop(layout, reports, split)
+    table = ablation(layout, reports, split)
+    if log_to_mlflow:
+        import mlflow
+
+        from duelguard.tracking import mlflow_run
+
+        with mlflow_run(params, "report", max(iterations), root=layout.root):
+            for path in plots:
+                mlflow.log_artifact(str(path), artifact_path="plots/loop")
+            mlflow.log_artifact(table["markdown"], artifact_path="reports")
+            mlflow.log_artifact(table["plot"], artifact_path="reports")
+            for r in reports:
+                gv = r.get("game_value") or {}
+                step = r["iteration"]
+                values = {"game_mean_loss": gv.get("mean_loss"), "game_error_rate": gv.get("error_rate"),
+                          "dev_avg_f1": (r.get(split) or {}).get("avg_f1")}
+                values.update({f"share_{lang}": v for lang, v in r["language_share"]["share"].items()})
+                values.update({f"{split}_f1_{lang}": v for lang, v in ((r.get(split) or {}).get("f1_per_language")
+                                                                        or {}).items()})
+                mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None}, step=step)
+    return {"iterations": iterations, "plots": [str(p) for p in plots], "ablation": table}

@@ -1,0 +1,216 @@
+"""Start and stop a real `tritonserver` (the 2.51 binary shipped in the nvidia-pytriton wheel) on CPU.
+
+The wheel is meant to be driven by pytriton's own proxy, so running the bare binary on a plain
+model repository needs a few things set up by hand; each is here for a measured reason:
+
+- backend directory: the wheel's backends/python has libtriton_python.so but not the stub
+  executable it forks per model instance; we assemble build/triton/backends/python from the
+  library, triton_python_backend_utils.py and python_backend_stubs/<py-version>/ stub.
+- PATH: the stub ignores PYTHONPATH and imports packages through the first `python3` on PATH, so
+  the venv's bin goes first (that is how model.py can import duelguard, onnxruntime, transformers).
+- LD_LIBRARY_PATH: the wheel's bundled libs (nvidia_pytriton.libs: libtritonserver, libcudart...)
+  and THIS interpreter's libpython directory; the stub otherwise binds the system libpython3.11,
+  and the mismatch fails with "'_thread.RLock' object has no attribute '_recursion_count'".
+- --allow-gpu-metrics=false: no GPU/DCGM here; --pinned-memory-pool-byte-size=0 and
+  --cuda-memory-pool-byte-size=0:0: pinned/CUDA pools need the CUDA driver and fail without it.
+- 127.0.0.1 for HTTP, gRPC and metrics: a local development server is not exposed to the network.
+
+The server runs in its own session (it outlives `duelguard serve`); its PID and ports are written
+to <state_dir>/server.json and its output to <state_dir>/tritonserver.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from duelguard.errors import ServingError
+from duelguard.fsio import atomic_write_json
+
+STATE_FILE = "server.json"
+LOG_FILE = "tritonserver.log"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A running server: what `serve` prints, what `serve --stop` and the tests read back."""
+
+    pid: int
+    repository: str
+    model_name: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log: str
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+
+def _pytriton_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServingError("nvidia-pytriton is not installed (pip install 'duelguard[serving]')")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def prepare_backends(state_dir: Path) -> Path:
+    """<state_dir>/backends with a complete python backend (library + utils + this Python's stub)."""
+    wheel = _pytriton_dir() / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = wheel / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ServingError(f"{stub}: the pytriton wheel has no Python backend stub for Python {version}")
+    target = state_dir / "backends" / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for source in (wheel / "backends" / "python" / "libtriton_python.so",
+                   wheel / "backends" / "python" / "triton_python_backend_utils.py", stub):
+        dest = target / source.name
+        if not dest.exists() or dest.stat().st_size != source.stat().st_size:
+            shutil.copy2(source, dest)
+    return target.parent
+
+
+def server_env() -> dict[str, str]:
+    """The environment the server and its Python-backend stubs need (see the module docstring)."""
+    env = dict(os.environ)
+    bundled = _pytriton_dir().parent / "nvidia_pytriton.libs"
+    libpython = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(bundled), libpython, env.get("LD_LIBRARY_PATH", "")) if p)
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    env.pop("PYTHONHOME", None)
+    return env
+
+
+def read_state(state_dir: Path) -> ServerInfo | None:
+    """The server recorded in state_dir, if its process is still alive."""
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    info = ServerInfo(**json.loads(path.read_text(encoding="utf-8")))
+    return info if _alive(info.pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _log_tail(log: Path, lines: int = 40) -> str:
+    if not log.exists():
+        return "(no log written)"
+    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+
+def wait_ready(info: ServerInfo, timeout: float) -> None:
+    """Block until the server is live and the model is ready; ServingError with the log tail otherwise."""
+    import tritonclient.grpc as grpcclient
+
+    deadline = time.monotonic() + timeout
+    client = grpcclient.InferenceServerClient(info.grpc_url)
+    try:
+        while time.monotonic() < deadline:
+            if not _alive(info.pid):
+                raise ServingError(f"tritonserver exited during startup; log {info.log}:\n{_log_tail(Path(info.log))}")
+            try:
+                if client.is_server_live() and client.is_model_ready(info.model_name):
+                    return
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            time.sleep(0.5)
+    finally:
+        client.close()
+    raise ServingError(
+        f"tritonserver (pid {info.pid}) not ready with model {info.model_name!r} after {timeout:.0f}s; "
+        f"log {info.log}:\n{_log_tail(Path(info.log))}"
+    )
+
+
+def start_server(
+    repository: Path,
+    state_dir: Path,
+    model_name: str = "duelguard",
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+    timeout: float = 180.0,
+) -> ServerInfo:
+    """Start tritonserver on `repository` in the background and wait until `model_name` is ready."""
+    state_dir = Path(state_dir).resolve()
+    existing = read_state(state_dir)
+    if existing is not None:
+        raise ServingError(f"a server started from {state_dir} is already running (pid {existing.pid}); stop it first")
+    repository = Path(repository).resolve()
+    if not (repository / model_name / "config.pbtxt").exists():
+        raise ServingError(f"{repository}: no model {model_name!r} (run `duelguard export-triton`)")
+    binary = _pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
+    backends = prepare_backends(state_dir)
+    log = state_dir / LOG_FILE
+    command = [
+        str(binary),
+        f"--model-repository={repository}",
+        f"--backend-directory={backends}",
+        "--http-address=127.0.0.1", f"--http-port={http_port}",
+        "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
+        "--metrics-address=127.0.0.1", f"--metrics-port={metrics_port}",
+        "--allow-gpu-metrics=false",
+        "--pinned-memory-pool-byte-size=0",
+        "--cuda-memory-pool-byte-size=0:0",
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+    ]
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=server_env(), cwd=state_dir, start_new_session=True
+        )
+    info = ServerInfo(process.pid, str(repository), model_name, http_port, grpc_port, metrics_port, str(log))
+    atomic_write_json(state_dir / STATE_FILE, asdict(info))
+    try:
+        wait_ready(info, timeout)
+    except BaseException:
+        stop_server(state_dir)
+        raise
+    return info
+
+
+def stop_server(state_dir: Path, timeout: float = 30.0) -> ServerInfo | None:
+    """Stop the server recorded in state_dir (SIGTERM, then SIGKILL after `timeout`); None if none ran."""
+    state_dir = Path(state_dir).resolve()
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    info = ServerInfo(**json.loads(path.read_text(encoding="utf-8")))
+    if _alive(info.pid):
+        os.killpg(info.pid, signal.SIGTERM)  # its own session: stubs go with it
+        deadline = time.monotonic() + timeout
+        while _alive(info.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(info.pid):
+            os.killpg(info.pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return info

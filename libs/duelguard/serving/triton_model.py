@@ -1,0 +1,121 @@
+"""The Triton Python-backend model `duelguard`: TEXT (one UTF-8 string per row) -> SCORES (FP32, 12).
+
+This file is copied verbatim into every exported repository as <model>/<version>/model.py; it runs
+inside Triton's Python backend stub, not in the duelguard process. It imports the installed
+`duelguard` package (the stub's interpreter is the venv's python3, see duelguard.serving.server) so
+that tokenisation, chunking of long texts and the empty-text rule are the very functions
+`duelguard predict` uses — parity is by construction, not by copy.
+
+The network itself runs either
+- locally, with ONNX Runtime on <version>/model.onnx (the pytriton wheel's server has only the
+  Python backend), or
+- on NVIDIA's Triton image, by a BLS call to the native ONNX Runtime / TensorRT model named in the
+  config parameter `network_model` (see services/triton/README.md).
+
+Per-request failures (invalid UTF-8, a text over the size limit) become a TritonError for that
+request only; the other requests of the dynamic batch are answered normally.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from duelguard.classifier.inference import encode_chunks, length_sorted_batches, pad_batch
+
+
+class TritonPythonModel:
+    """Tokenise + chunk in Python, run the network, sigmoid and max over each text's chunks."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        from transformers import AutoTokenizer
+
+        config = json.loads(args["model_config"])
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        meta = json.loads((version_dir / "duelguard.json").read_text(encoding="utf-8"))
+        self.max_length = int(meta["max_length"])
+        self.overlap = int(meta["chunk_overlap"])
+        self.num_labels = len(meta["taxonomy"])
+        self.max_text_bytes = int(parameters["max_text_bytes"])
+        self.chunk_batch_size = int(parameters["chunk_batch_size"])
+        self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
+        self.network_model = parameters.get("network_model", "")
+        if not self.network_model:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            threads = int(parameters.get("onnx_threads", "0"))
+            if threads:
+                options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(
+                str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+
+    def _logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if not self.network_model:
+            return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        request = pb_utils.InferenceRequest(
+            model_name=self.network_model,
+            requested_output_names=["logits"],
+            inputs=[pb_utils.Tensor("input_ids", input_ids), pb_utils.Tensor("attention_mask", attention_mask)],
+        )
+        response = request.exec()
+        if response.has_error():
+            raise pb_utils.TritonModelException(response.error().message())
+        return pb_utils.get_output_tensor_by_name(response, "logits").as_numpy()
+
+    def _decode(self, row: Any, index: int) -> str:
+        raw = row if isinstance(row, bytes) else str(row).encode("utf-8")
+        if len(raw) > self.max_text_bytes:
+            raise ValueError(
+                f"TEXT row {index} is {len(raw)} bytes; the limit is {self.max_text_bytes} (serving.max_text_bytes)"
+            )
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"TEXT row {index} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+    def _scores(self, texts: list[str]) -> np.ndarray:
+        """(n, 12) probabilities: the windows, batching and max rule of GuardClassifier.predict_proba."""
+        chunks: list[list[int]] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            for chunk in encode_chunks(self.tokenizer, text, self.max_length, self.overlap):
+                chunks.append(chunk)
+                owners.append(i)
+        probs = np.zeros((len(texts), self.num_labels), dtype=np.float32)  # blank text -> zeros
+        if not chunks:
+            return probs
+        logits = np.zeros((len(chunks), self.num_labels), dtype=np.float32)
+        for batch in length_sorted_batches([len(c) for c in chunks], self.chunk_batch_size):
+            input_ids, attention = pad_batch([chunks[i] for i in batch], self.tokenizer.pad_token_id)
+            logits[batch] = self._logits(input_ids.numpy(), attention.numpy())
+        np.maximum.at(probs, np.asarray(owners), 1.0 / (1.0 + np.exp(-logits)))
+        return probs
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        texts: list[str] = []
+        spans: list[tuple[int, int] | str] = []
+        for request in requests:
+            rows = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+            try:
+                decoded = [self._decode(row, i) for i, row in enumerate(rows)]
+            except ValueError as exc:
+                spans.append(str(exc))
+                continue
+            spans.append((len(texts), len(texts) + len(decoded)))
+            texts.extend(decoded)
+        scores = self._scores(texts) if texts else np.zeros((0, self.num_labels), dtype=np.float32)
+        responses = []
+        for span in spans:
+            if isinstance(span, str):
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(span)))
+                continue
+            out = pb_utils.Tensor("SCORES", scores[span[0] : span[1]].astype(np.float32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses

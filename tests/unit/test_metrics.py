@@ -1,0 +1,109 @@
+"""Guardrail metrics against hand-computed values, including the degenerate slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from duelguard.evaluation import metrics as M
+from duelguard.evaluation.evaluate import eval_set_hash, split_report
+from duelguard.taxonomy import CATEGORIES
+
+
+def test_binary_metrics_by_hand() -> None:
+    # truth:  1 1 1 0 0 0 0 ; pred: 1 1 0 1 0 0 0  -> tp=2 fn=1 fp=1 tn=3
+    m = M.binary_metrics([1, 1, 1, 0, 0, 0, 0], [1, 1, 0, 1, 0, 0, 0])
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (2, 1, 1, 3)
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["fpr"] == pytest.approx(1 / 4)
+
+
+def test_binary_metrics_degenerate() -> None:
+    no_pos = M.binary_metrics([0, 0, 0], [0, 1, 0])
+    assert no_pos["recall"] is None and no_pos["precision"] == 0.0 and no_pos["f1"] == 0.0
+    assert no_pos["fpr"] == pytest.approx(1 / 3)
+    nothing = M.binary_metrics([0, 0], [0, 0])
+    assert nothing["f1"] is None and nothing["precision"] is None and nothing["fpr"] == 0.0
+    missed = M.binary_metrics([1, 1], [0, 0])
+    assert missed["precision"] == 0.0 and missed["recall"] == 0.0 and missed["f1"] == 0.0 and missed["fpr"] is None
+    with pytest.raises(ValueError):
+        M.binary_metrics([1, 0], [1])
+
+
+def test_average_precision_by_hand() -> None:
+    # ranked: 0.9(+) 0.8(-) 0.7(+) 0.1(-): AP = 1/2*1 + 1/2*(2/3) = 5/6
+    assert M.average_precision([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(5 / 6)
+    # perfect ranking
+    assert M.average_precision([0, 1, 1], [0.1, 0.5, 0.6]) == pytest.approx(1.0)
+    # worst ranking: positive last of 4 -> precision 1/4 at recall 1
+    assert M.average_precision([1, 0, 0, 0], [0.0, 0.3, 0.2, 0.1]) == pytest.approx(0.25)
+
+
+def test_average_precision_degenerate() -> None:
+    assert M.average_precision([0, 0, 0], [0.2, 0.5, 0.9]) is None
+    # all scores equal: one threshold, AP = prevalence, regardless of order
+    assert M.average_precision([1, 0, 0, 1, 0], [0.5] * 5) == pytest.approx(0.4)
+    assert M.average_precision([0, 0, 1, 1, 0], [0.5] * 5) == pytest.approx(0.4)
+    # ties enter together: (0.9+,0.9-) then 0.1+ -> 1/2*(1/2) + 1/2*(2/3)
+    assert M.average_precision([1, 0, 1], [0.9, 0.9, 0.1]) == pytest.approx(0.25 + 1 / 3)
+
+
+def test_precision_recall_curve_points() -> None:
+    precision, recall, thr = M.precision_recall_curve([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1])
+    np.testing.assert_allclose(thr, [0.9, 0.8, 0.7, 0.1])
+    np.testing.assert_allclose(precision, [1.0, 0.5, 2 / 3, 0.5])
+    np.testing.assert_allclose(recall, [0.5, 0.5, 1.0, 1.0])
+
+
+def _probs(rows: list[dict[int, float]]) -> np.ndarray:
+    out = np.zeros((len(rows), len(CATEGORIES)))
+    for i, row in enumerate(rows):
+        for j, v in row.items():
+            out[i, j] = v
+    return out
+
+
+def test_unsafe_is_any_category_above_its_threshold() -> None:
+    thresholds = np.full(len(CATEGORIES), 0.5)
+    thresholds[8] = 0.9  # hate needs 0.9
+    probs = _probs([{8: 0.8}, {8: 0.95}, {0: 0.51}, {}])
+    unsafe, score = M.unsafe_predictions(probs, thresholds)
+    assert unsafe.tolist() == [False, True, True, False]
+    np.testing.assert_allclose(score, [0.8, 0.95, 0.51, 0.0])
+
+
+def test_per_category_f1_and_split_report() -> None:
+    thresholds = np.full(len(CATEGORIES), 0.5)
+    labels = np.zeros((4, len(CATEGORIES)), dtype=int)
+    labels[0, 8] = 1  # en hate, caught
+    labels[1, 0] = 1  # fr violent, predicted as hate: unsafe caught, wrong category
+    probs = _probs([{8: 0.9}, {8: 0.7}, {8: 0.6}, {}])  # row 2: fr benign flagged (FP); row 3 en benign
+    per_cat = M.per_category_f1(labels, probs, thresholds)
+    assert per_cat["hate"] == pytest.approx(2 * 1 / (2 * 1 + 2 + 0))  # tp=1 fp=2 fn=0
+    assert per_cat["violent_crimes"] == 0.0  # tp=0 fn=1
+    assert per_cat["privacy"] is None  # never labelled, never predicted
+
+    records = [
+        {"id": "a", "lang": "en", "source": "s1", "labels": labels[0].tolist()},
+        {"id": "b", "lang": "fr", "source": "s1", "labels": labels[1].tolist()},
+        {"id": "c", "lang": "fr", "source": "s2", "labels": labels[2].tolist()},
+        {"id": "d", "lang": "en", "source": "s2", "labels": labels[3].tolist()},
+    ]
+    report = split_report(records, probs, thresholds)
+    s = report["summary"]
+    assert s["f1"] == pytest.approx(0.8)  # tp=2 fp=1 fn=0
+    assert s["fpr"] == pytest.approx(0.5)
+    assert s["f1_en"] == pytest.approx(1.0) and s["f1_fr"] == pytest.approx(2 / 3)
+    assert s["avg_f1"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert s["fpr_en"] == 0.0 and s["fpr_fr"] == 1.0
+    assert set(report["detail"]["by_language_source"]) == {"en/s1", "en/s2", "fr/s1", "fr/s2"}
+    assert report["detail"]["by_source"]["s2"]["recall"] is None  # no positives in s2
+    assert eval_set_hash(records) == eval_set_hash(list(reversed(records)))
+    assert eval_set_hash(records) != eval_set_hash(records[:3])
+
+
+def test_mean_defined_skips_undefined() -> None:
+    assert M.mean_defined([0.5, None, 1.0]) == pytest.approx(0.75)
+    assert M.mean_defined([None]) is None
