@@ -11,12 +11,12 @@ DVC         := $(VENV)/bin/dvc
 STAMP       := $(VENV)/.setup-stamp
 LOCK_HASH    = $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
-GIT_SHA      = $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+GIT_SHA      = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 # DVC stage commands call `duelguard`: put the venv first on PATH for every recipe.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup demo test test-unit test-integration lint repro push pull loop \
-        bench-classifier bench-serving bench-loop mlflow-up mlflow-down serve serve-stop \
+        bench-classifier bench-serving bench-loop mlflow-up mlflow-down serve serve-stop export-triton \
         pipeline-compile pipeline-local pipeline-submit images profile-tiny profile-default profile-paper clean
 
 help: ## List every target
@@ -85,8 +85,11 @@ mlflow-down: ## Stop the mlflow server started by mlflow-up
 serve: setup ## Start tritonserver on 127.0.0.1 (8000/8001/8002) with the champion (exported if missing)
 	$(DG) serve
 
+export-triton: setup ## Export the champion to a Triton model repository (build/triton_repository)
+	$(DG) export-triton
+
 serve-stop: ## Stop the tritonserver started by serve
-	$(DG) serve --stop
+	$(DG) serve-stop
 
 pipeline-compile: setup ## Compile the KFP pipeline -> build/pipelines/duelguard-loop.yaml
 	$(DG) pipeline compile
@@ -98,7 +101,7 @@ pipeline-submit: setup ## Submit the pipeline to a real KFP endpoint ($$KFP_HOST
 	$(DG) pipeline submit
 
 images: ## Build the trainer, serving and mlflow images, tagged with the git commit
-	for img in trainer serving mlflow; do docker build -f docker/$$img/Dockerfile -t duelguard-$$img:$(GIT_SHA) . || exit 1; done
+	for img in trainer serving mlflow; do docker build -f docker/$$img/Dockerfile --build-arg GIT_COMMIT=$(GIT_SHA) -t duelguard-$$img:$(GIT_SHA) . || exit 1; done
 
 profile-tiny: ## Switch params.yaml to the tiny profile (tests-size models)
 	$(DG) profile tiny

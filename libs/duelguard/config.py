@@ -110,6 +110,7 @@ class Classifier(_Section):
     max_grad_norm: float = 1.0
     max_train_examples: int | None = 1200
     freeze_embeddings: bool = True
+    train_top_layers: int | None = None  # train only the top N decoder layers + head (CPU speed); null = all
     dtype: Literal["float32", "bfloat16"] = "float32"
     lora: Lora = Lora()
     threshold_rule: Literal["fixed", "max_f1", "max_f1_floor"] = "max_f1_floor"
@@ -149,6 +150,9 @@ class Generator(_Section):
     max_new_tokens: int = 48
     batch_size: int = 8
     load_in_4bit: bool = False
+    # Sampling precision. bfloat16 is ~2-3x faster than float32 on this CPU (AVX512-BF16) and the
+    # GPU default; use float32 on CPUs without native bf16.
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
     random_seed: int = 13
 
 
@@ -189,16 +193,29 @@ class Loop(_Section):
     """How many generator/classifier rounds to play after the seed-only baseline (iteration 0).
 
     `chain` spells the iterations out for dvc.yaml's `foreach` (DVC templates have no arithmetic, so
-    each item names its predecessor; the keys name the DVC stages, e.g. generate@iter_2); it must equal
-    {iter_k: {i: k, prev: k-1} for k in 1..iterations}.
+    each item names its predecessor; the keys name the DVC stages, e.g. generate@iter_2). Each item
+    also names the directory that holds the generator iteration i starts from: the previous
+    iteration's DPO adapter, or for iteration 1 (base generator, no adapter yet) the seed-only
+    classifier, which orders generation after the baseline. It must equal `expected_chain(iterations)`.
     """
 
     iterations: int = 2
-    chain: dict[str, dict[str, int]] = {"iter_1": {"i": 1, "prev": 0}, "iter_2": {"i": 2, "prev": 1}}
+    chain: dict[str, dict[str, int | str]] = Field(default_factory=lambda: Loop.expected_chain(2))
+
+    @staticmethod
+    def expected_chain(iterations: int) -> dict[str, dict[str, int | str]]:
+        return {
+            f"iter_{k}": {
+                "i": k,
+                "prev": k - 1,
+                "prev_generator": "models/classifier/iter_0" if k == 1 else f"models/generator/iter_{k - 1}",
+            }
+            for k in range(1, iterations + 1)
+        }
 
     @model_validator(mode="after")
     def _chain_matches_iterations(self) -> "Loop":
-        expected = {f"iter_{k}": {"i": k, "prev": k - 1} for k in range(1, self.iterations + 1)}
+        expected = self.expected_chain(self.iterations)
         if self.chain != expected:
             raise ValueError(f"loop.chain must be {expected} for loop.iterations={self.iterations}")
         return self
@@ -216,6 +233,7 @@ class Promotion(_Section):
 class Serving(_Section):
     model_name: str = "duelguard"
     repository: str = "build/triton_repository"
+    state_dir: str = "build/triton"  # local server: PID/ports file, log, assembled backends
     max_batch_size: int = 32
     preferred_batch_sizes: list[int] = [8, 16, 32]
     max_queue_delay_us: int = 2000

@@ -47,7 +47,7 @@ def generator_base_dir(params: Params, layout: Layout) -> str:
     # so the adapter trained here fits the model that generation loads.
     backbone = params.generator.backbone
     corpus = [r["text"] for r in read_records(layout.seed_split("train"))] if backbone.kind == "tiny" else None
-    return resolve_backbone(backbone, params.paths.weights_cache, corpus)
+    return resolve_backbone(backbone, str(layout.weights_cache), corpus)
 
 
 def generator_tokenizer(params: Params, layout: Layout) -> Any:
@@ -235,6 +235,10 @@ def train_generator(params: Params, layout: Layout, iteration: int) -> dict[str,
 
     if iteration < 1:
         raise ValueError(f"train_generator runs in loop iterations >= 1, got {iteration}")
+    if not params.dpo.lora.enabled:
+        from duelguard.config import ConfigError
+
+        raise ConfigError("dpo.lora.enabled: must be true (the generator is trained and shipped as a LoRA adapter)")
     pairs_path = layout.pairs(iteration)
     pairs = read_pairs(pairs_path)
     base_dir = generator_base_dir(params, layout)
@@ -255,6 +259,8 @@ def train_generator(params: Params, layout: Layout, iteration: int) -> dict[str,
     }
     final = layout.generator_dir(iteration)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*-*"):  # left by a run killed mid-stage
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.work-", dir=final.parent))
     try:

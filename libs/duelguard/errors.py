@@ -15,4 +15,8 @@ class ServingError(RuntimeError):
     """The inference server is unreachable, not ready, or answered with an error."""
 
 
-UserError = (DataError, ConfigError, BackboneError, ModelNotFoundError, ServingError, FileNotFoundError)
+class BusyError(RuntimeError):
+    """Another process holds the resource (e.g. a second `duelguard loop` in the same root)."""
+
+
+UserError = (DataError, ConfigError, BackboneError, ModelNotFoundError, ServingError, BusyError, FileNotFoundError)

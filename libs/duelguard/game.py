@@ -144,11 +144,12 @@ def select_pairs(scored: Iterable[dict[str, Any]], min_margin: float) -> tuple[l
     Rule (documented for the issue): samples are grouped by the prompt that generated them (parent
     seed, language, task, template). In each group, `chosen` is the sample with the HIGHEST
     classifier loss (the one the classifier got most wrong: what the generator should make more
-    of) and `rejected` the one with the LOWEST loss (the one it got most right). A pair is kept only
-    if loss(chosen) - loss(rejected) >= min_margin, so the preference carries signal rather than
-    noise. Groups with a single curated survivor give no pair. Ties are broken by record id
-    (chosen: smallest id among the highest losses; rejected: smallest id among the lowest), so the
-    result does not depend on file order.
+    of) and `rejected` the one with the LOWEST loss among the others (the one it got most right).
+    A pair is kept only if loss(chosen) - loss(rejected) >= min_margin, so the preference carries
+    signal rather than noise (with min_margin 0, equal losses still make a zero-margin pair). Groups with a single
+    curated survivor give no pair. Ties are broken by record id (chosen: smallest id among the
+    highest losses; rejected: smallest id among the lowest), so the result does not depend on
+    file order.
 
     Returns (pair stubs with the chosen/rejected records, counts by rule).
     """
@@ -167,9 +168,9 @@ def select_pairs(scored: Iterable[dict[str, Any]], min_margin: float) -> tuple[l
             counts["dropped_single_survivor"] += 1
             continue
         chosen = min(members, key=lambda r: (-r["loss"], r["id"]))
-        rejected = min(members, key=lambda r: (r["loss"], r["id"]))
+        rejected = min((r for r in members if r is not chosen), key=lambda r: (r["loss"], r["id"]))
         margin = chosen["loss"] - rejected["loss"]
-        if margin < min_margin or chosen["id"] == rejected["id"]:
+        if margin < min_margin:
             counts["dropped_below_margin"] += 1
             continue
         pairs.append({"chosen": chosen, "rejected": rejected, "margin": round(margin, 6)})

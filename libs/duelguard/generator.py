@@ -13,7 +13,7 @@ One iteration i:
    the last position, so pads must come first), temperature/top_p from params, stopped at the
    first newline; each batch reseeds torch so a rerun gives the same samples.
 4. Output: one record per non-empty sample, labels inherited from the seed, with provenance
-   (template, task, generator, sample_index, seed_text, prompt) -> layout.generated(i), and a
+   (template, task, generator, sample_index, seed_text, seed_lang) -> layout.generated(i), and a
    summary beside it (generate.json). A rerun whose plan (params, seeds, adapter) is unchanged skips.
 """
 
@@ -153,9 +153,9 @@ def load_generator(params: Params, layout: Layout, adapter: Path | None, corpus:
     from duelguard.backbones import prepare_tokenizer, resolve_backbone
 
     gen = params.generator
-    path = resolve_backbone(gen.backbone, params.paths.weights_cache, corpus=corpus)
+    path = resolve_backbone(gen.backbone, str(layout.weights_cache), corpus=corpus)
     cuda = torch.cuda.is_available()
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if cuda else torch.float32}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, gen.dtype)}
     if gen.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
@@ -176,11 +176,49 @@ def load_generator(params: Params, layout: Layout, adapter: Path | None, corpus:
     return model, tokenizer
 
 
-def sample(
-    model: Any, tokenizer: Any, params: Params, prompt_texts: list[str], batch_seed: int, add_special_tokens: bool
-) -> list[str]:
-    """Sample one completion per prompt in a single left-padded batch, stopping at a newline."""
+# How a newline appears in a vocabulary: itself (SentencePiece, e.g. Gemma), "Ċ" (byte-level BPE:
+# GPT-2, Qwen, the tiny tokenizer) or a byte-fallback piece.
+_NEWLINE_MARKS = ("\n", "Ċ")
+
+
+def newline_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of every token whose text holds a newline (a scan of the vocabulary strings, < 1 s).
+
+    transformers' own stop_strings does the same job but precomputes a table over the whole
+    vocabulary that took ~25 s for Gemma's 262k tokens on this CPU.
+    """
+    ids = [i for tok, i in tokenizer.get_vocab().items() if tok == "<0x0A>" or any(m in tok for m in _NEWLINE_MARKS)]
+    if not ids:
+        raise ValueError(f"{type(tokenizer).__name__}: no newline token found in the vocabulary")
+    return sorted(ids)
+
+
+def newline_stopper(tokenizer: Any) -> Any:
+    """A stopping criterion that finishes each sequence of a batch once it emits a newline token."""
     import torch
+    from transformers import StoppingCriteria
+
+    stop_ids = torch.tensor(newline_token_ids(tokenizer))
+
+    class StopAtNewline(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.isin(input_ids[:, -1], stop_ids.to(input_ids.device))
+
+    return StopAtNewline()
+
+
+def sample(
+    model: Any,
+    tokenizer: Any,
+    params: Params,
+    prompt_texts: list[str],
+    batch_seed: int,
+    add_special_tokens: bool,
+    stopper: Any,
+) -> list[str]:
+    """Sample one completion per prompt in a single left-padded batch, each stopped at its newline."""
+    import torch
+    from transformers import StoppingCriteriaList
 
     gen = params.generator
     enc = tokenizer(prompt_texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
@@ -193,8 +231,7 @@ def sample(
             temperature=gen.temperature,
             top_p=gen.top_p,
             max_new_tokens=gen.max_new_tokens,
-            stop_strings=["\n"],
-            tokenizer=tokenizer,
+            stopping_criteria=StoppingCriteriaList([stopper]),
             pad_token_id=tokenizer.pad_token_id,
         )
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -246,16 +283,17 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     order = sorted(range(len(jobs)), key=lambda i: lengths[(jobs[i].seed["id"], jobs[i].lang, jobs[i].task)])
     completions: dict[int, str] = {}
     t1 = time.perf_counter()
+    stopper = newline_stopper(tokenizer)
     batches = [order[s : s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
     for b, batch in enumerate(tqdm(batches, desc=f"generate iter {iteration}", unit="batch")):
         texts = [rendered[(jobs[i].seed["id"], jobs[i].lang, jobs[i].task)] for i in batch]
-        outs = sample(model, tokenizer, params, texts, gen.random_seed + 1000 * iteration + b, gen.template == "fewshot")
+        batch_seed = gen.random_seed + 1000 * iteration + b
+        outs = sample(model, tokenizer, params, texts, batch_seed, gen.template == "fewshot", stopper)
         completions.update(zip(batch, outs, strict=True))
     gen_s = time.perf_counter() - t1
 
     records, empty = [], 0
     for i, job in enumerate(jobs):
-        key = (job.seed["id"], job.lang, job.task)
         text = prompts.postprocess(completions[i], prompts.end_markers(gen.template, job.task, job.lang))
         if not text:
             empty += 1
@@ -277,7 +315,6 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
                 "sample_index": job.sample_index,
                 "seed_text": job.seed["text"],
                 "seed_lang": job.seed["lang"],
-                "prompt": rendered[key],
             }
         )
     write_records(layout.generated(iteration), records)

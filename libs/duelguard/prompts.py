@@ -171,8 +171,7 @@ def render(tokenizer: Any, template: Template, task: Task, seed_text: str, lang:
 
 def postprocess(completion: str, end_markers: tuple[str, ...] = ()) -> str:
     """The generated prompt alone: first line, cut before any end marker, outer quotes stripped."""
-    text = completion.lstrip()
-    text = text.split("\n", 1)[0]
+    text = completion.split("\n", 1)[0]  # the target line only; a newline first means an empty sample
     for marker in end_markers:
         cut = text.find(marker)
         if cut >= 0:

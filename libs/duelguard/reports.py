@@ -30,6 +30,11 @@ from duelguard.taxonomy import TARGET_LANGUAGES
 LOOP_LANGUAGES = ("fr", "es", "de")
 
 
+def _lang_order(lang: str) -> tuple[int, str]:
+    """Target languages first, in their canonical order (en, fr, es, de), then the rest by code."""
+    return (TARGET_LANGUAGES.index(lang) if lang in TARGET_LANGUAGES else len(TARGET_LANGUAGES), lang)
+
+
 def stage_metrics_path(layout: Layout, stage: str, iteration: int) -> Path:
     """metrics/<stage>/iter_<i>.json: the small metrics file a loop stage writes (DVC `metrics:`)."""
     return layout.metrics / stage / f"iter_{iteration}.json"
@@ -48,7 +53,11 @@ def _lang_counts(path: Path) -> Counter[str]:
 
 
 def language_share(layout: Layout, iteration: int) -> dict[str, Any]:
-    """Language mix of the classifier's training data at iteration i (seed train + curated <= i)."""
+    """Language mix of the classifier's training data at iteration i (paper Fig. 7b).
+
+    `share` is over the examples train_classifier used (metrics/train/iter_<i>.json), the
+    `available_*` counts over every record of seed train + curated <= i.
+    """
     total: Counter[str] = Counter()
     synthetic: Counter[str] = Counter()
     for i, path in enumerate(layout.classifier_training_files(iteration)):
@@ -59,13 +68,23 @@ def language_share(layout: Layout, iteration: int) -> dict[str, Any]:
         if i > 0:
             synthetic.update(counts)
     n = sum(total.values())
-    return {
-        "n": n,
-        "synthetic": sum(synthetic.values()),
-        "counts": dict(sorted(total.items())),
-        "share": {lang: round(c / n, 6) for lang, c in sorted(total.items())} if n else {},
+    out: dict[str, Any] = {
+        "n_available": n,
+        "synthetic_available": sum(synthetic.values()),
+        "available_counts": dict(sorted(total.items())),
         "synthetic_counts": dict(sorted(synthetic.items())),
     }
+    # What the classifier actually trained on (train_classifier caps the examples, keeping synthetic
+    # data first); fall back to the available data when the training metrics are not there.
+    trained = _maybe_json(layout.train_metrics(iteration)) or {}
+    used = trained.get("examples_per_language")
+    counts = Counter(used) if used else total
+    m = sum(counts.values())
+    out["source"] = "train_metrics" if used else "training_files"
+    out["n"] = m
+    out["counts"] = dict(sorted(counts.items()))
+    out["share"] = {lang: round(c / m, 6) for lang, c in sorted(counts.items())} if m else {}
+    return out
 
 
 def curation_survival(layout: Layout, iteration: int) -> dict[str, Any] | None:
@@ -95,7 +114,7 @@ def eval_summary(layout: Layout, iteration: int, split: str = "dev") -> dict[str
     summary = metrics[split]
     detail = metrics.get("detail", {}).get(split, {})
     by_lang = detail.get("by_language", {})
-    langs = sorted(by_lang, key=lambda lang: (lang not in TARGET_LANGUAGES, lang))
+    langs = sorted(by_lang, key=_lang_order)
     return {
         "split": split,
         "avg_f1": summary.get("avg_f1"),
@@ -132,21 +151,6 @@ def iteration_report(params: Params, layout: Layout, iteration: int) -> dict[str
     return report
 
 
-def available_iterations(layout: Layout) -> list[int]:
-    """Iterations with a game metrics file, in order."""
-    root = layout.game_metrics(0).parent
-    found = []
-    for path in root.glob("iter_*.json") if root.exists() else []:
-        suffix = path.stem.removeprefix("iter_")
-        if suffix.isdigit():
-            found.append(int(suffix))
-    return sorted(found)
-
-
-def load_reports(layout: Layout) -> list[dict[str, Any]]:
-    return [read_json(layout.game_metrics(i)) for i in available_iterations(layout)]
-
-
 def _pyplot() -> Any:
     import matplotlib
 
@@ -177,7 +181,7 @@ def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     langs = sorted({lang for r in reports for lang in ((r.get(split) or {}).get("f1_per_language") or {})},
-                   key=lambda lang: (lang not in TARGET_LANGUAGES, lang))
+                   key=_lang_order)
     for lang in [lang for lang in langs if lang in TARGET_LANGUAGES]:
         ys = [_f1(r, lang, split) for r in reports]
         ax.plot(iters, [float("nan") if y is None else y for y in ys], marker="o", label=lang)
@@ -188,16 +192,16 @@ def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev")
     paths.append(_save(fig, out / "f1_per_language.png"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    all_langs = sorted({lang for r in reports for lang in r["language_share"]["share"]},
-                       key=lambda lang: (lang not in TARGET_LANGUAGES, lang))
+    all_langs = sorted({lang for r in reports for lang in r["language_share"]["share"]}, key=_lang_order)
     bottom = [0.0] * len(reports)
     for lang in all_langs:
         share = [r["language_share"]["share"].get(lang, 0.0) for r in reports]
-        ax.bar(iters, share, bottom=bottom, label=lang)
+        ax.bar(iters, share, bottom=bottom, label=lang, width=0.6)
         bottom = [b + s for b, s in zip(bottom, share)]
     ax.set(xlabel="iteration", ylabel="share of training data", title="Language share of the classifier's data")
     ax.set_xticks(iters)
-    ax.legend(ncol=min(len(all_langs), 6), fontsize=8, loc="lower right")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     paths.append(_save(fig, out / "language_share.png"))
 
     game = [r for r in reports if r.get("game_value")]
@@ -286,7 +290,8 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") 
         ax.bar(xs, [float("nan") if v is None else v for v in vals], width=width, label=label)
     ax.set_xticks([g + width * (len(rows) - 1) / 2 for g in range(len(groups))], groups)
     ax.set(ylabel=f"{split} F1 (unsafe)", title="Ablation: seed-only vs. loop iterations")
-    ax.legend()
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, layout.reports / "ablation.png")
     return {"split": split, "rows": rows, "markdown": str(layout.reports / "ablation.md"),
             "plot": str(layout.reports / "ablation.png")}

@@ -31,7 +31,9 @@ STAGES: dict[str, str] = {
     "export": "duelguard.serving.export:export_stage",
 }
 
-# The order of one loop iteration i >= 1 (iteration 0 is prepare_seed, train_classifier, evaluate, register).
+# Iteration 0: the seed-only baseline.
+SEED_STAGES: tuple[str, ...] = ("prepare_seed", "train_classifier", "evaluate", "register", "promote")
+# The order of one loop iteration i >= 1.
 ITERATION_STAGES: tuple[str, ...] = (
     "generate",
     "curate",
@@ -41,6 +43,7 @@ ITERATION_STAGES: tuple[str, ...] = (
     "train_classifier",
     "evaluate",
     "register",
+    "promote",
 )
 
 

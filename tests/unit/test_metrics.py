@@ -107,3 +107,20 @@ def test_per_category_f1_and_split_report() -> None:
 def test_mean_defined_skips_undefined() -> None:
     assert M.mean_defined([0.5, None, 1.0]) == pytest.approx(0.75)
     assert M.mean_defined([None]) is None
+
+
+def test_eval_sample_is_frozen_by_id_not_file_order(tmp_path) -> None:
+    from duelguard.evaluation.evaluate import eval_sample
+    from duelguard.records import write_records
+
+    def rec(i: int, lang: str) -> dict:
+        return {"id": f"r{i}-{lang}", "text": f"text {i}", "lang": lang, "labels": [0] * len(CATEGORIES),
+                "source": "s", "split": "test", "origin": "seed", "iteration": 0, "parent_id": None}
+
+    rows = [rec(i, lang) for i in range(20) for lang in ("en", "fr")]
+    write_records(tmp_path / "a.jsonl", rows)
+    write_records(tmp_path / "b.jsonl", list(reversed(rows)))
+    a, b = eval_sample(tmp_path / "a.jsonl", 5), eval_sample(tmp_path / "b.jsonl", 5)
+    assert [r["id"] for r in a] == [r["id"] for r in b]
+    assert sum(r["lang"] == "en" for r in a) == 5 and sum(r["lang"] == "fr" for r in a) == 5
+    assert len(eval_sample(tmp_path / "a.jsonl", None)) == 40

@@ -25,18 +25,11 @@ MIN_POSITIVES = 5
 RULES = ("fixed", "max_f1", "max_f1_floor")
 
 
-def flags(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Boolean (n, C): category c is flagged when probs[:, c] > thresholds[c]."""
-    return np.asarray(probs) > np.asarray(thresholds)[None, :]
-
-
 def f1_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Binary F1 of boolean predictions against {0,1} truth (0.0 when there is nothing to find or flag)."""
-    pred = np.asarray(pred, dtype=bool)
-    truth = np.asarray(truth, dtype=bool)
-    tp = int(np.sum(pred & truth))
-    denom = int(np.sum(pred)) + int(np.sum(truth))
-    return 0.0 if denom == 0 else 2.0 * tp / denom
+    """Binary F1 (evaluation.metrics) with the undefined case (nothing to find or flag) as 0.0."""
+    from duelguard.evaluation.metrics import binary_metrics
+
+    return binary_metrics(np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool))["f1"] or 0.0
 
 
 def best_f1_threshold(probs: np.ndarray, truth: np.ndarray, grid: np.ndarray = GRID) -> tuple[float, float]:

@@ -10,6 +10,8 @@ A plain PyTorch loop rather than HF Trainer, so that every step is visible here:
   cosine schedule with linear warmup; bf16 autocast when `dtype: bfloat16`;
 - `freeze_embeddings` freezes the input embedding matrix (Gemma's 262k x 640 table is 60% of the
   model's weights; freezing it saves its gradient and Adam state, a large share of CPU step time);
+- `train_top_layers: N` also freezes all but the top N decoder layers (the CPU profile's lever on
+  step time; the head and the final norm always train);
 - `init_from: previous` continues from iteration i-1's classifier instead of the backbone.
 Everything random is seeded with `classifier.random_seed`.
 """
@@ -143,6 +145,17 @@ def _apply_lora(model: Any, lora: Any) -> Any:
     return get_peft_model(model, config)
 
 
+def freeze_lower_layers(model: Any, top: int) -> None:
+    """Freeze every decoder layer below the top `top` ones (and the embeddings): backward then stops
+    at the first trainable layer, so a step costs roughly forward + top/n_layers of a full backward."""
+    layers = model.base_model.layers
+    if not 0 <= top <= len(layers):
+        raise ValueError(f"classifier.train_top_layers must be in [0, {len(layers)}], got {top}")
+    model.get_input_embeddings().weight.requires_grad_(False)
+    for layer in layers[: len(layers) - top]:
+        layer.requires_grad_(False)
+
+
 def fit(
     clf: GuardClassifier,
     input_ids: list[list[int]],
@@ -169,6 +182,8 @@ def fit(
     device = next(model.parameters()).device
     if cfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.train_top_layers is not None:
+        freeze_lower_layers(model, cfg.train_top_layers)
     if cfg.lora.enabled:
         model = _apply_lora(model, cfg.lora)
     lengths = [len(ids) for ids in input_ids]
@@ -276,7 +291,7 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
     from duelguard.backbones import resolve_backbone
 
     _seed_everything(cfg.random_seed)  # the head's random init
-    backbone_dir = resolve_backbone(cfg.backbone, params.paths.weights_cache, corpus=seed_texts)
+    backbone_dir = resolve_backbone(cfg.backbone, str(layout.weights_cache), corpus=seed_texts)
     return GuardClassifier.from_backbone(backbone_dir, cfg.max_length, cfg.chunk_overlap, cfg.default_threshold)
 
 
@@ -299,7 +314,11 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     records = [rec for path in files for rec in read_records(path)]
     seed_texts = [r["text"] for r in read_records(files[0])]
     train = cap_examples(records, cfg.max_train_examples, cfg.random_seed)
-    dev = read_records(dev_path)
+    # Calibrate on the frozen dev sample the evaluate stage scores (evaluate.max_examples_per_lang per
+    # language): every language gets a say in the thresholds and the CPU profile stays affordable.
+    from duelguard.evaluation.evaluate import eval_sample
+
+    dev = eval_sample(dev_path, params.evaluate.max_examples_per_lang)
 
     with mlflow_run(params, STAGE, iteration, data_files=files + [dev_path], log_sections=["classifier"], root=layout.root):
         clf = _initial_classifier(params, layout, iteration, seed_texts)

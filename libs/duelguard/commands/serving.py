@@ -1,9 +1,135 @@
-"""CLI commands: serving (see duelguard.cli)."""
+"""CLI commands: Triton export, the local Triton server and the gRPC client (see duelguard.serving)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
 import typer
+
+from duelguard.commands.common import context_params
+
+if TYPE_CHECKING:
+    from duelguard.serving.server import ServerInfo
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the app."""
+
+    @app.command("export-triton")
+    def export_triton_cmd(
+        ctx: typer.Context,
+        model: Optional[str] = typer.Option(
+            None, "--model", "-m", help="Classifier directory or MLflow URI (default: models:/<registered>@champion)."
+        ),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Repository directory (default: serving.repository)."),
+        target: str = typer.Option(
+            "local", "--target", help="local: ONNX Runtime inside the Python backend (pytriton's server); "
+            "nvidia: + a native onnxruntime/TensorRT model for NVIDIA's Triton image."
+        ),
+    ) -> None:
+        """Write a complete Triton model repository (ONNX verified against torch, config from params)."""
+        from duelguard.serving.export import repository_dir
+        from duelguard.serving.triton_repository import export_triton
+
+        if target not in ("local", "nvidia"):
+            raise typer.BadParameter(f"--target must be local or nvidia, got {target!r}")
+        params, layout = context_params(ctx)
+        model = model or f"models:/{params.tracking.registered_model}@champion"
+        model_dir = export_triton(model, out or repository_dir(params, layout), params, target, root=layout.root)  # type: ignore[arg-type]
+        typer.echo(f"exported {model} -> {model_dir}")
+
+    @app.command("serve")
+    def serve_cmd(
+        ctx: typer.Context,
+        repository: Optional[Path] = typer.Option(None, "--repository", help="Model repository (default: serving.repository)."),
+        http_port: Optional[int] = typer.Option(None, "--http-port", help="Default: serving.http_port (8000)."),
+        grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="Default: serving.grpc_port (8001)."),
+        metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Default: serving.metrics_port (8002)."),
+        timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for the model to be ready."),
+        stop: bool = typer.Option(False, "--stop", help="Stop the running server instead (same as serve-stop)."),
+    ) -> None:
+        """Start tritonserver on 127.0.0.1 in the background (exporting the champion if the repository
+        is missing), wait until the model is ready, and return."""
+        from duelguard.config import expand
+        from duelguard.errors import ServingError
+        from duelguard.serving.export import champion_uri, repository_dir
+        from duelguard.serving.server import start_server, stop_server
+        from duelguard.serving.triton_repository import export_triton
+
+        params, layout = context_params(ctx)
+        state_dir = layout.root / expand(params.serving.state_dir)
+        if stop:
+            _report_stop(stop_server(state_dir))
+            return
+        repo = repository or repository_dir(params, layout)
+        if not (repo / params.serving.model_name / "config.pbtxt").exists():
+            champion = champion_uri(params, layout.root)
+            if champion is None:
+                raise ServingError(
+                    f"{repo}: no Triton repository and no champion in the registry; "
+                    "run `duelguard promote` or `duelguard export-triton --model DIR` first"
+                )
+            typer.echo(f"{repo}: missing, exporting {champion}")
+            export_triton(champion, repo, params, root=layout.root)
+        info = start_server(
+            repo,
+            state_dir,
+            params.serving.model_name,
+            http_port or params.serving.http_port,
+            grpc_port or params.serving.grpc_port,
+            metrics_port or params.serving.metrics_port,
+            timeout,
+        )
+        typer.echo(
+            f"tritonserver pid {info.pid}: model {info.model_name!r} ready; gRPC {info.grpc_url}, "
+            f"HTTP {info.http_url}, metrics 127.0.0.1:{info.metrics_port}; log {info.log}"
+        )
+
+    @app.command("serve-stop")
+    def serve_stop_cmd(ctx: typer.Context) -> None:
+        """Stop the tritonserver started by `duelguard serve` (by the PID it recorded)."""
+        from duelguard.config import expand
+        from duelguard.serving.server import stop_server
+
+        params, layout = context_params(ctx)
+        _report_stop(stop_server(layout.root / expand(params.serving.state_dir)))
+
+    @app.command("classify")
+    def classify_cmd(
+        ctx: typer.Context,
+        url: Optional[str] = typer.Option(None, "--url", help="Triton gRPC HOST:PORT (default: 127.0.0.1:serving.grpc_port)."),
+        text: Optional[list[str]] = typer.Option(None, "--text", "-t", help="A text to classify (repeatable)."),
+        input_path: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL input (`text` or `messages` per line)."),
+        output_path: Optional[Path] = typer.Option(None, "--output", "-o", help="JSONL output (default: stdout)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per request (<= the model's max batch)."),
+        retries: int = typer.Option(5, "--retries", help="Retries with exponential backoff while the server is unavailable."),
+    ) -> None:
+        """Classify texts over gRPC with the served model: the `duelguard predict` output schema."""
+        import json
+
+        from duelguard.classifier.predict import read_inputs
+        from duelguard.fsio import write_jsonl
+        from duelguard.serving.client import GuardServingClient
+
+        params, _ = context_params(ctx)
+        if bool(text) == bool(input_path):
+            raise typer.BadParameter("give either --text (repeatable) or --input FILE")
+        objs = read_inputs(input_path) if input_path else [{"text": t} for t in text or []]
+        with GuardServingClient(
+            url or f"127.0.0.1:{params.serving.grpc_port}", params.serving.model_name, retries=retries
+        ) as client:
+            rows = client.classify_records(objs, batch_size)
+        if output_path:
+            count = write_jsonl(output_path, rows)
+            typer.echo(f"classified {count} inputs -> {output_path}", err=True)
+        else:
+            for row in rows:
+                typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+def _report_stop(info: ServerInfo | None) -> None:
+    if info is None:
+        typer.echo("no tritonserver recorded as running")
+    else:
+        typer.echo(f"stopped tritonserver pid {info.pid}")

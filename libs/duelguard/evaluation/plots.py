@@ -53,11 +53,14 @@ def language_bars(by_language: dict[str, dict[str, Any]], title: str, path: Path
 
 
 def category_bars(per_category_f1: dict[str, float | None], title: str, path: Path) -> Path:
-    """Horizontal bars: F1 of each category's own decision (categories absent from the data are blank)."""
+    """Horizontal bars: F1 of each category's own decision ("n/a": never labelled nor predicted)."""
     plt = _pyplot()
     cats = list(per_category_f1)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ax.barh(np.arange(len(cats)), [_value(per_category_f1[c]) for c in cats], color="tab:purple")
+    for i, c in enumerate(cats):  # label every bar, so 0.00 and "no examples" are told apart
+        v = per_category_f1[c]
+        ax.text(0.01 if v is None else v + 0.01, i, "n/a" if v is None else f"{v:.2f}", va="center", fontsize=7)
     ax.set_yticks(np.arange(len(cats)), cats, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.0)

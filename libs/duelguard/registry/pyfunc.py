@@ -8,12 +8,16 @@ only imported (lazily, by duelguard.registry.models) when a model is logged or l
 `text` or `messages`) and returns one row per input: the 12 category probabilities (taxonomy
 order), `unsafe_score` and `unsafe`, computed by GuardClassifier.predict_records, i.e. exactly what
 `duelguard predict` writes (same chunking, same thresholds).
+
+The model is logged "from code" (MLflow 3's recommended way): this file itself is stored with the
+model and run at load time, where `set_model` below names the model object, so nothing is pickled.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import mlflow.models
 import mlflow.pyfunc
 
 from duelguard.taxonomy import CATEGORIES
@@ -51,7 +55,9 @@ class GuardClassifierModel(mlflow.pyfunc.PythonModel):
 
         self.classifier = GuardClassifier.load(context.artifacts[CLASSIFIER_ARTIFACT])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # No type hints on predict's arguments: mlflow would try to derive a signature from them and warn;
+    # the explicit signature() given at logging time is the contract.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import pandas as pd
 
         rows = []
@@ -61,3 +67,6 @@ class GuardClassifierModel(mlflow.pyfunc.PythonModel):
             row["unsafe"] = bool(out["unsafe"])
             rows.append(row)
         return pd.DataFrame(rows, columns=[*CATEGORIES, "unsafe_score", "unsafe"])
+
+
+mlflow.models.set_model(GuardClassifierModel())

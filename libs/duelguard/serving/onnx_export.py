@@ -11,6 +11,7 @@ chunk batch the Triton model builds.
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,12 @@ def export_onnx(model: Any, out_path: Path, opset: int, vocab_size: int | None =
     out_path.parent.mkdir(parents=True, exist_ok=True)
     dynamic = {0: "batch", 1: "sequence"}
     try:
-        with torch.no_grad(), atomic_open(out_path, "wb", encoding=None) as handle:
+        # Known-benign trace warnings: the mask's `padding_length > 0` branch is always false without a
+        # KV cache, and the pooling index (last non-pad token) is never negative; verify_onnx checks the result.
+        with warnings.catch_warnings(), torch.no_grad(), atomic_open(out_path, "wb", encoding=None) as handle:
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is chosen on purpose
             torch.onnx.export(
                 _logits_module(model),
                 (example_ids, example_mask),

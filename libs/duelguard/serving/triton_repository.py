@@ -18,7 +18,6 @@ Python code. The bundled pytriton server has no ONNX Runtime backend, hence the 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,42 +26,28 @@ from typing import Any, Literal
 from duelguard.config import Params
 from duelguard.errors import ModelNotFoundError
 from duelguard.fsio import atomic_write_json, atomic_write_text
-from duelguard.taxonomy import CATEGORIES
 
 Target = Literal["local", "nvidia"]
 NETWORK_MODEL = "duelguard_network"
 _MODEL_SOURCE = Path(__file__).with_name("triton_model.py")
-_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
-_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w-]+)/?$")
 
 
-def registry_version(model: str, params: Params) -> int:
-    """The registry version a model URI names (models:/name/3, models:/name@alias), else 1."""
-    if match := _VERSION_URI.match(model):
-        return int(match["version"])
-    if match := _ALIAS_URI.match(model):
-        from mlflow import MlflowClient
+def resolve_model(model: str, params: Params, root: str | Path = ".") -> tuple[Path, int]:
+    """(classifier directory, repository version) for a directory or an MLflow model URI.
 
-        from duelguard.tracking import tracking_uri
+    The version is the registry version a models:/ URI resolves to (aliases included), else 1.
+    """
+    if not (model.startswith("models:/") or model.startswith("runs:/")):
+        path = Path(model)
+        if not (path / "duelguard.json").is_file():
+            raise ModelNotFoundError(f"{path}: not a saved classifier directory (no duelguard.json), nor an MLflow URI")
+        return path, 1
+    from duelguard.registry.models import local_model_dir, resolve_uri
 
-        uri = tracking_uri(params)
-        found = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(match["name"], match["alias"])
-        return int(found.version)
-    return 1
-
-
-def resolve_model(model: str) -> Path:
-    """A classifier directory for `model` (a directory or an MLflow model URI)."""
-    path = Path(model)
-    if path.is_dir():
-        if not (path / "duelguard.json").exists():
-            raise ModelNotFoundError(f"{path}: not a saved classifier (no duelguard.json)")
-        return path
-    if "://" not in model and ":/" not in model:
-        raise ModelNotFoundError(f"{model}: no such classifier directory (nor an MLflow model URI)")
-    from duelguard.registry.models import local_model_dir
-
-    return Path(local_model_dir(model))
+    directory = local_model_dir(model, params, root)  # also points mlflow at params' store
+    concrete, _ = resolve_uri(model)
+    version = concrete.rsplit("/", 1)[-1]
+    return directory, int(version) if concrete.startswith("models:/") and version.isdigit() else 1
 
 
 def _pbtxt_parameters(values: dict[str, Any]) -> str:
@@ -124,7 +109,9 @@ optimization {{ execution_accelerators {{
 """
 
 
-def export_triton(model: str | Path, out: Path, params: Params, target: Target = "local") -> Path:
+def export_triton(
+    model: str | Path, out: Path, params: Params, target: Target = "local", root: str | Path = "."
+) -> Path:
     """Write the repository for `model` under `out`; returns the `duelguard` model directory.
 
     Everything is written into a temporary sibling and renamed into place, so a failed export
@@ -133,12 +120,9 @@ def export_triton(model: str | Path, out: Path, params: Params, target: Target =
     from duelguard.classifier.model import GuardClassifier
     from duelguard.serving.onnx_export import export_onnx, probe_texts, verify_onnx
 
-    source = resolve_model(str(model))
-    version = registry_version(str(model), params)
+    source, version = resolve_model(str(model), params, root)
     classifier = GuardClassifier.load(source)
-    meta = json.loads((source / "duelguard.json").read_text(encoding="utf-8"))
-    if list(meta["taxonomy"]) != list(CATEGORIES):
-        raise ModelNotFoundError(f"{source}: taxonomy {meta['taxonomy']} differs from duelguard.taxonomy.CATEGORIES")
+    meta = classifier.metadata
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,101 @@
+"""Loop benchmark: per-iteration wall time by stage, generation samples/s and DPO steps/s.
+
+    python bench/bench_loop.py [--run N] [--profile NAME] [--params params.yaml] [--root .]
+
+Reads what `duelguard loop` recorded (metrics/loop_timings.json, data/synthetic/iter_<i>/generate.json,
+metrics/dpo/iter_<i>.json); with --run N it first runs (or resumes) `duelguard loop --iterations N`
+on the chosen profile (default: params.yaml's, i.e. the default profile with real Gemma-3-270M
+weights). Stages a resumed loop skipped keep the time they took when they ran. Prints a table and
+writes bench/results/loop.json. Not a test: the figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from duelguard.config import load_params
+from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.layout import Layout
+from duelguard.loop import timings_path
+from duelguard.reports import stage_metrics_path
+from duelguard.stages import ITERATION_STAGES, SEED_STAGES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def collect(layout: Layout) -> dict[str, Any]:
+    """Timings per iteration and stage, plus generation and DPO throughput per iteration."""
+    path = timings_path(layout)
+    if not path.exists():
+        raise DataError(f"{path}: no loop timings; run `duelguard loop` first (or pass --run N)")
+    timings = read_json(path)
+    per_iteration: dict[str, Any] = {}
+    for it, stages in timings["iterations"].items():
+        row: dict[str, Any] = {"stages_s": stages, "total_s": round(sum(stages.values()), 3)}
+        i = int(it)
+        if i >= 1:
+            gen_path = layout.synthetic_dir(i) / "generate.json"
+            gen = read_json(gen_path) if gen_path.exists() else {}
+            dpo_path = stage_metrics_path(layout, "dpo", i)
+            dpo = read_json(dpo_path) if dpo_path.exists() else {}
+            row["generation"] = {k: gen.get(k) for k in ("requested", "records", "samples_per_s", "generate_s", "load_s")}
+            row["dpo"] = {k: dpo.get(k) for k in ("pairs_used", "steps", "steps_per_s", "train_runtime_s", "updated")}
+        per_iteration[it] = row
+    return {"profile": timings["profile"], "total_s": timings["total_s"], "iterations": per_iteration}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    its = list(result["iterations"])
+    table = Table(title=f"duelguard loop, profile {result['profile']} ({result['machine']})")
+    table.add_column("")
+    for it in its:
+        table.add_column(f"iter {it}", justify="right")
+    for stage in dict.fromkeys([*SEED_STAGES, *ITERATION_STAGES]):
+        cells = [result["iterations"][it]["stages_s"].get(stage) for it in its]
+        table.add_row(f"{stage} (s)", *["" if c is None else f"{c:.1f}" for c in cells])
+    table.add_row("total (s)", *[f"{result['iterations'][it]['total_s']:.1f}" for it in its])
+
+    def extra(section: str, key: str, fmt: str) -> list[str]:
+        out = []
+        for it in its:
+            value = (result["iterations"][it].get(section) or {}).get(key)
+            out.append("" if value is None else format(value, fmt))
+        return out
+
+    table.add_row("generation samples/s", *extra("generation", "samples_per_s", ".2f"))
+    table.add_row("DPO pairs", *extra("dpo", "pairs_used", "d"))
+    table.add_row("DPO steps/s", *extra("dpo", "steps_per_s", ".3f"))
+    Console().print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=int, metavar="N", help="run/resume `duelguard loop --iterations N` first")
+    parser.add_argument("--profile", default=None, help="params profile (default: params.yaml's `profile`)")
+    parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
+    parser.add_argument("--root", default=str(REPO_ROOT))
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "loop.json"))
+    args = parser.parse_args()
+
+    params = load_params(args.params, args.profile)
+    layout = Layout.from_params(params, args.root)
+    if args.run is not None:
+        from duelguard.loop import run_loop
+
+        run_loop(params, layout, args.run)
+    result = collect(layout)
+    result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}"
+    print_table(result)
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

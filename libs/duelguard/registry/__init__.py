@@ -1,0 +1,7 @@
+"""MLflow model registry and tracking server.
+
+models.py (a classifier directory <-> an MLflow pyfunc model; local_model_dir for model URIs),
+pyfunc.py (the pyfunc wrapper, imported only when logging/loading), rules.py (promotion rules as
+pure functions), registry.py (register / promote / rollback and their stages), server.py (start and
+stop a local `mlflow server`). Importing this package loads no heavy library.
+"""

@@ -1,0 +1,259 @@
+"""Model registry: register evaluated classifiers, promote by rule, roll back. MLflow 3 aliases only.
+
+- register_classifier (stage `register`): logs models/classifier/iter_<i> as an MLflow model into
+  the run that evaluated it (its id is in the eval metrics JSON) and registers it as
+  params.tracking.registered_model. The version is tagged with iteration, training data hash, git
+  commit, profile and its metrics (avg F1, F1 per language, benign FPR) per evaluated split, plus
+  the hash of the frozen eval set those metrics came from.
+- promote: the candidate (default: newest version) against the `champion` alias on the same frozen
+  eval set (params.promotion.eval_split). Metrics are read from the tags when they were computed
+  on the current eval set; a version whose tags name another eval set is re-evaluated from its
+  registered model. Promotion moves `champion` to the candidate and `previous` to the old
+  champion; a refusal is recorded on the candidate (duelguard.promotion = refused + reasons).
+- rollback: `champion` back to `previous`; `previous` steps back to what that version replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from duelguard.config import Params
+from duelguard.errors import ModelNotFoundError
+from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.layout import Layout
+from duelguard.registry.rules import Decision, VersionMetrics, check_rules
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+PROMOTION_TAG = "duelguard.promotion"
+REASONS_TAG = "duelguard.promotion_reasons"
+REPLACED_TAG = "duelguard.replaced_version"
+
+
+def registry_record(layout: Layout, iteration: int) -> Path:
+    """The register stage's output (name, version, run id): what DVC chains the promote stage on."""
+    return layout.metrics / "registry" / f"iter_{iteration}.json"
+
+
+def promotion_record(layout: Layout, iteration: int) -> Path:
+    return layout.metrics / "promotion" / f"iter_{iteration}.json"
+
+
+def _client(params: Params, root: str | Path) -> Any:
+    from mlflow import MlflowClient
+
+    from duelguard.tracking import configure
+
+    configure(params, root)
+    return MlflowClient()
+
+
+def _alias_version(client: Any, name: str, alias: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _get_version(client: Any, name: str, version: str | int) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        raise ModelNotFoundError(f"models:/{name}/{version}: no such registered model version") from None
+
+
+def _newest_version(client: Any, name: str) -> Any:
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        raise ModelNotFoundError(f"registered model {name!r} has no versions: run `duelguard register` first")
+    return max(versions, key=lambda v: int(v.version))
+
+
+# register -----------------------------------------------------------------------------------------
+def _training_metadata(model_dir: Path) -> dict[str, Any]:
+    meta = read_json(model_dir / "duelguard.json")
+    return meta.get("training") or {}
+
+
+def register_classifier(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Stage: log the evaluated classifier into its evaluate run and register it as a new version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from duelguard.registry.models import log_classifier
+    from duelguard.tracking import git_commit, tracking_uri
+
+    name = params.tracking.registered_model
+    evaluation = read_json(layout.eval_metrics(iteration))
+    run_id = evaluation.get("mlflow_run_id")
+    if not run_id:
+        raise DataError(f"{layout.eval_metrics(iteration)}: no 'mlflow_run_id' (run the evaluate stage first)")
+    client = _client(params, layout.root)
+    out_path = registry_record(layout, iteration)
+    if out_path.exists():
+        done = read_json(out_path)
+        if done.get("run_id") == run_id and done.get("tracking_uri") == tracking_uri(params, layout.root):
+            try:
+                client.get_model_version(name, str(done["version"]))
+                return {**done, "skipped": True}
+            except MlflowException:
+                pass  # recorded version is gone (e.g. a fresh store): register again
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise ModelNotFoundError(
+            f"evaluate run {run_id} (from {layout.eval_metrics(iteration)}) is not in the MLflow store at "
+            f"{tracking_uri(params, layout.root)}; re-run the evaluate stage against this store"
+        ) from None
+
+    model_dir = Path(evaluation.get("model_dir") or layout.classifier_dir(iteration))
+    training = _training_metadata(model_dir)
+    tags = {
+        "duelguard.iteration": str(iteration),
+        "duelguard.data_hash": str(training.get("data_hash", "unknown")),
+        "duelguard.git_commit": str(training.get("git_commit") or git_commit(layout.root)),
+        "duelguard.profile": params.profile,
+        "duelguard.eval_run_id": run_id,
+    }
+    for split, eval_set in evaluation.get("eval_set", {}).items():
+        tags.update(VersionMetrics.from_summary(evaluation[split], eval_set["hash"]).to_tags(split))
+    with mlflow.start_run(run_id=run_id):
+        info = log_classifier(model_dir)
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    summary = evaluation.get(params.promotion.eval_split, {})
+    client.update_model_version(
+        name, version.version,
+        description=f"iteration {iteration} ({params.profile} profile); {params.promotion.eval_split} avg F1 "
+                    f"{summary.get('avg_f1')}, benign FPR {summary.get('fpr')}",
+    )
+    record = {"name": name, "version": int(version.version), "run_id": run_id, "model_uri": info.model_uri,
+              "iteration": iteration, "tracking_uri": tracking_uri(params, layout.root)}
+    atomic_write_json(out_path, record)
+    return {**record, "skipped": False}
+
+
+# promote ------------------------------------------------------------------------------------------
+def _reevaluate(params: Params, layout: Layout, name: str, version: str, records: list[dict[str, Any]],
+                eval_hash: str) -> VersionMetrics:
+    """Metrics of a registered version on the current frozen eval set, from its registered model."""
+    from duelguard.evaluation.evaluate import evaluate_model, load_classifier
+    from duelguard.registry.models import local_model_dir
+
+    model_dir = local_model_dir(f"models:/{name}/{version}", params, layout.root)
+    report, _ = evaluate_model(load_classifier(model_dir), records, params.classifier.predict_batch_size)
+    return VersionMetrics.from_summary(report["summary"], eval_hash)
+
+
+def _metrics_on(params: Params, layout: Layout, client: Any, mv: Any, current: tuple[list[dict[str, Any]], str] | None,
+                ref_hash: str, dry_run: bool) -> tuple[VersionMetrics, bool]:
+    """(metrics of version `mv` on the eval set `ref_hash`, whether it had to be re-evaluated)."""
+    split = params.promotion.eval_split
+    tagged = VersionMetrics.from_tags(dict(mv.tags), split)
+    if tagged is not None and tagged.eval_set_hash == ref_hash:
+        return tagged, False
+    if current is None:
+        raise DataError(
+            f"v{mv.version} was evaluated on another {split} set ({tagged.eval_set_hash if tagged else 'none'}) and "
+            f"{layout.seed_split(split)} is missing, so it cannot be re-evaluated on the frozen set {ref_hash[:12]}"
+        )
+    metrics = _reevaluate(params, layout, mv.name, mv.version, current[0], current[1])
+    if not dry_run:
+        for key, value in metrics.to_tags(split).items():
+            client.set_model_version_tag(mv.name, mv.version, key, value)
+    return metrics, True
+
+
+def promote(params: Params, candidate_version: str | int | None = None, dry_run: bool = False,
+            layout: Layout | None = None) -> Decision:
+    """Compare a candidate with the champion under params.promotion; move aliases unless refused or dry run."""
+    from duelguard.evaluation.evaluate import eval_sample, eval_set_hash
+
+    layout = layout or Layout.from_params(params)
+    client = _client(params, layout.root)
+    name = params.tracking.registered_model
+    split = params.promotion.eval_split
+    candidate = (_get_version(client, name, candidate_version) if candidate_version is not None
+                 else _newest_version(client, name))
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is not None and str(champion.version) == str(candidate.version):
+        return Decision(name, str(candidate.version), str(champion.version), promote=False, dry_run=dry_run,
+                        note=f"v{candidate.version} is already the champion: nothing to do")
+
+    current = None
+    if layout.seed_split(split).exists():
+        records = eval_sample(layout.seed_split(split), params.evaluate.max_examples_per_lang)
+        current = (records, eval_set_hash(records))
+    cand_tags = VersionMetrics.from_tags(dict(candidate.tags), split)
+    ref_hash = current[1] if current else (cand_tags.eval_set_hash if cand_tags else None)
+    if ref_hash is None:
+        raise DataError(f"v{candidate.version} has no {split} metrics and {layout.seed_split(split)} is missing")
+    notes = []
+    cand_metrics, redone = _metrics_on(params, layout, client, candidate, current, ref_hash, dry_run)
+    if redone:
+        notes.append(f"candidate v{candidate.version} re-evaluated on the frozen {split} set")
+    champ_metrics = None
+    if champion is not None:
+        champ_metrics, redone = _metrics_on(params, layout, client, champion, current, ref_hash, dry_run)
+        if redone:
+            notes.append(f"champion v{champion.version} re-evaluated on the frozen {split} set")
+    checks = check_rules(cand_metrics, champ_metrics, params.promotion)
+    decision = Decision(name, str(candidate.version), str(champion.version) if champion else None,
+                        promote=all(c.passed for c in checks), checks=checks, candidate_metrics=cand_metrics,
+                        champion_metrics=champ_metrics, dry_run=dry_run, note="; ".join(notes))
+    if not dry_run:
+        _apply(client, decision)
+    return decision
+
+
+def _apply(client: Any, decision: Decision) -> None:
+    name, version = decision.registered_model, decision.candidate_version
+    if decision.promote:
+        if decision.champion_version is not None:
+            client.set_registered_model_alias(name, PREVIOUS, decision.champion_version)
+            client.set_model_version_tag(name, version, REPLACED_TAG, decision.champion_version)
+        client.set_registered_model_alias(name, CHAMPION, version)
+        client.set_model_version_tag(name, version, PROMOTION_TAG, "promoted")
+        client.set_model_version_tag(name, version, REASONS_TAG, "; ".join(c.detail for c in decision.checks))
+    else:
+        client.set_model_version_tag(name, version, PROMOTION_TAG, "refused")
+        client.set_model_version_tag(name, version, REASONS_TAG, "; ".join(decision.reasons))
+    decision.applied = True
+
+
+def rollback(params: Params, layout: Layout | None = None) -> dict[str, Any]:
+    """Move `champion` back to `previous`; `previous` becomes what that version itself replaced."""
+    layout = layout or Layout.from_params(params)
+    client = _client(params, layout.root)
+    name = params.tracking.registered_model
+    previous = _alias_version(client, name, PREVIOUS)
+    if previous is None:
+        raise ModelNotFoundError(f"{name} has no '{PREVIOUS}' alias: nothing to roll back to")
+    champion = _alias_version(client, name, CHAMPION)
+    demoted = str(champion.version) if champion is not None else None
+    client.set_registered_model_alias(name, CHAMPION, str(previous.version))
+    if demoted is not None:
+        client.set_model_version_tag(name, demoted, PROMOTION_TAG, "rolled_back")
+    older = dict(previous.tags).get(REPLACED_TAG)
+    if older and older != demoted:
+        client.set_registered_model_alias(name, PREVIOUS, older)
+    else:
+        client.delete_registered_model_alias(name, PREVIOUS)
+        older = None
+    return {"name": name, "champion": str(previous.version), "demoted": demoted, "previous": older}
+
+
+def promote_stage(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Stage: promote the version registered for this iteration (if the rules allow); record the decision."""
+    record = read_json(registry_record(layout, iteration))
+    decision = promote(params, record["version"], layout=layout)
+    out = decision.to_dict()
+    out["iteration"] = iteration
+    atomic_write_json(promotion_record(layout, iteration), json.loads(json.dumps(out, default=str)))
+    return {"version": decision.candidate_version, "promoted": decision.promote, "reasons": decision.reasons,
+            "champion": decision.candidate_version if decision.promote else decision.champion_version}

@@ -1,0 +1,151 @@
+"""Promotion rules as pure functions: metrics in, a decision with its reasons out.
+
+A candidate replaces the champion only if, on the same frozen evaluation set:
+  1. its average unsafe-class F1 (mean over the target languages) rises by >= promotion.min_f1_delta;
+  2. no language's unsafe-class F1 drops by more than promotion.max_lang_regression;
+  3. its false-positive rate on benign data is <= promotion.max_benign_fpr.
+With no champion yet, only rule 3 applies (the first model must still be usable).
+The metrics travel as registry version tags (`to_tags` / `from_tags`), so a promotion needs no
+artefact besides the registry itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from duelguard.config import Promotion
+from duelguard.taxonomy import TARGET_LANGUAGES
+
+TAG_PREFIX = "duelguard.metric"
+EVAL_SET_TAG = "duelguard.eval_set_hash"
+EPS = 1e-9  # float noise must not flip a rule that holds exactly at its limit
+
+
+@dataclass(frozen=True)
+class VersionMetrics:
+    """What promotion compares: avg F1, F1 per language, benign FPR, and which eval set gave them."""
+
+    avg_f1: float | None
+    f1_by_lang: dict[str, float]
+    benign_fpr: float | None
+    eval_set_hash: str | None = None
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any], eval_set_hash: str | None) -> VersionMetrics:
+        """From one split's flat summary in the eval metrics JSON (keys avg_f1, f1_<lang>, fpr)."""
+        langs = {k[3:]: float(v) for k, v in summary.items() if k.startswith("f1_") and v is not None}
+        return cls(summary.get("avg_f1"), langs, summary.get("fpr"), eval_set_hash)
+
+    def to_tags(self, split: str) -> dict[str, str]:
+        tags = {f"{TAG_PREFIX}.{split}.avg_f1": _fmt(self.avg_f1), f"{TAG_PREFIX}.{split}.benign_fpr": _fmt(self.benign_fpr)}
+        tags.update({f"{TAG_PREFIX}.{split}.f1_{lang}": _fmt(v) for lang, v in self.f1_by_lang.items()})
+        if self.eval_set_hash:
+            tags[f"{EVAL_SET_TAG}.{split}"] = self.eval_set_hash
+        return tags
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str], split: str) -> VersionMetrics | None:
+        """None when the version carries no metrics for `split`."""
+        prefix = f"{TAG_PREFIX}.{split}."
+        if prefix + "avg_f1" not in tags:
+            return None
+        langs = {k[len(prefix) + 3:]: _parse(v) for k, v in tags.items() if k.startswith(prefix + "f1_")}
+        return cls(
+            _parse(tags[prefix + "avg_f1"]),
+            {k: v for k, v in langs.items() if v is not None},
+            _parse(tags.get(prefix + "benign_fpr", "")),
+            tags.get(f"{EVAL_SET_TAG}.{split}"),
+        )
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else f"{v:.6f}"
+
+
+def _parse(v: str) -> float | None:
+    return float(v) if v not in ("", "None") else None
+
+
+@dataclass(frozen=True)
+class Check:
+    rule: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Decision:
+    """The outcome of one promotion attempt (what --dry-run prints; what the promote stage writes)."""
+
+    registered_model: str
+    candidate_version: str
+    champion_version: str | None
+    promote: bool
+    checks: list[Check] = field(default_factory=list)
+    candidate_metrics: VersionMetrics | None = None
+    champion_metrics: VersionMetrics | None = None
+    dry_run: bool = False
+    applied: bool = False
+    note: str = ""
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why it was refused (the failed checks), or empty."""
+        return [c.detail for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["reasons"] = self.reasons
+        return out
+
+    def describe(self) -> str:
+        verdict = "PROMOTE" if self.promote else "REFUSE"
+        against = f"champion v{self.champion_version}" if self.champion_version else "no champion yet"
+        lines = [f"{self.registered_model} v{self.candidate_version} vs {against}: {verdict}"
+                 + (" (dry run: nothing changed)" if self.dry_run else "")]
+        lines += [f"  [{'ok' if c.passed else 'FAIL'}] {c.rule}: {c.detail}" for c in self.checks]
+        if self.note:
+            lines.append(f"  note: {self.note}")
+        return "\n".join(lines)
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def check_rules(candidate: VersionMetrics, champion: VersionMetrics | None, rules: Promotion) -> list[Check]:
+    """Evaluate every promotion rule; each Check says what was compared and against which limit."""
+    checks: list[Check] = []
+    if champion is not None:
+        if candidate.avg_f1 is None or champion.avg_f1 is None:
+            checks.append(Check("min_f1_delta", False,
+                                f"avg F1 undefined (candidate {_f(candidate.avg_f1)}, champion {_f(champion.avg_f1)})"))
+        else:
+            delta = candidate.avg_f1 - champion.avg_f1
+            checks.append(Check(
+                "min_f1_delta", delta + EPS >= rules.min_f1_delta,
+                f"avg F1 {champion.avg_f1:.4f} -> {candidate.avg_f1:.4f} (delta {delta:+.4f}, need >= {rules.min_f1_delta:+.4f})",
+            ))
+        langs = [lang for lang in TARGET_LANGUAGES if lang in champion.f1_by_lang]
+        langs += sorted(set(champion.f1_by_lang) - set(TARGET_LANGUAGES))
+        for lang in langs:
+            before = champion.f1_by_lang[lang]
+            after = candidate.f1_by_lang.get(lang)
+            if after is None:
+                checks.append(Check(f"max_lang_regression[{lang}]", False,
+                                    f"{lang}: champion F1 {before:.4f}, candidate has no F1 for {lang}"))
+                continue
+            drop = before - after
+            checks.append(Check(
+                f"max_lang_regression[{lang}]", drop <= rules.max_lang_regression + EPS,
+                f"{lang}: F1 {before:.4f} -> {after:.4f} (drop {drop:+.4f}, allowed <= {rules.max_lang_regression:.4f})",
+            ))
+    if candidate.benign_fpr is None:
+        checks.append(Check("max_benign_fpr", False, "benign FPR undefined: the eval set has no benign examples"))
+    else:
+        checks.append(Check(
+            "max_benign_fpr", candidate.benign_fpr <= rules.max_benign_fpr + EPS,
+            f"benign FPR {candidate.benign_fpr:.4f} (limit {rules.max_benign_fpr:.4f})",
+        ))
+    return checks

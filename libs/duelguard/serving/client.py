@@ -1,0 +1,141 @@
+"""gRPC client of the served `duelguard` model: `duelguard classify` and the serving tests/benchmark.
+
+Thresholds come from the served model itself: export writes the classifier's duelguard.json
+thresholds (and taxonomy) into config.pbtxt `parameters`, and the client reads them with
+GetModelConfig. So the `unsafe` flag always matches the model version that produced the scores,
+and a remote client needs no access to the repository's files. Output objects are built by
+duelguard.classifier.model.output_record, the function `duelguard predict` uses, so both commands
+emit the same schema.
+
+Transient failures (server not up yet, restarting: gRPC UNAVAILABLE / DEADLINE_EXCEEDED) are retried
+with exponential backoff; anything else (bad input, missing model) fails at once with ServingError.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from duelguard.errors import ServingError
+from duelguard.fsio import DataError
+
+T = TypeVar("T")
+_TRANSIENT = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+
+
+class GuardServingClient:
+    """Scores texts with the Triton model `model_name` at `url` (host:grpc_port)."""
+
+    def __init__(
+        self,
+        url: str,
+        model_name: str = "duelguard",
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        timeout_s: float | None = 300.0,
+    ) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.url = url
+        self.model_name = model_name
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.timeout_s = timeout_s
+        self._grpc = grpcclient
+        self._client = grpcclient.InferenceServerClient(url)
+        self._config: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> GuardServingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # transport ------------------------------------------------------------------------------------
+    def _with_retries(self, call: Callable[[], T], what: str) -> T:
+        from tritonclient.utils import InferenceServerException
+
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except InferenceServerException as exc:
+                if str(exc.status()) not in _TRANSIENT:
+                    raise ServingError(f"{what} at {self.url}: {exc.message()}") from None
+                if attempt == self.retries:
+                    raise ServingError(
+                        f"{what}: Triton server at {self.url} unavailable after {self.retries} retries ({exc.message()})"
+                    ) from None
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _model_config(self) -> dict[str, Any]:
+        """The model's config (cached); ServingError naming the served models if it is missing."""
+        if self._config is None:
+            ready = self._with_retries(lambda: self._client.is_model_ready(self.model_name), "readiness check")
+            if not ready:
+                index = self._with_retries(lambda: self._client.get_model_repository_index(as_json=True), "index")
+                names = sorted({m.get("name", "?") for m in index.get("models", [])}) or ["none"]
+                raise ServingError(
+                    f"model {self.model_name!r} is not loaded on the Triton server at {self.url} "
+                    f"(models there: {', '.join(names)}); export it with `duelguard export-triton`"
+                )
+            response = self._with_retries(
+                lambda: self._client.get_model_config(self.model_name, as_json=True), "model config"
+            )
+            self._config = response["config"]
+        return self._config
+
+    @property
+    def max_batch_size(self) -> int:
+        return int(self._model_config().get("max_batch_size", 1)) or 1
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Per-category thresholds of the served model version (from its config parameters)."""
+        raw = self._model_config().get("parameters", {}).get("thresholds", {}).get("string_value")
+        if raw is None:
+            raise ServingError(f"model {self.model_name!r} at {self.url} has no thresholds parameter (re-export it)")
+        return np.asarray(json.loads(raw), dtype=np.float32)
+
+    # scoring --------------------------------------------------------------------------------------
+    def infer_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """One request (len(texts) <= max_batch_size): SCORES (n, 12) float32."""
+        rows = np.empty((len(texts), 1), dtype=object)
+        for i, text in enumerate(texts):
+            try:
+                rows[i, 0] = text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DataError(f"text {i}: cannot be encoded as UTF-8 ({exc.reason})") from None
+        tensor = self._grpc.InferInput("TEXT", list(rows.shape), "BYTES")
+        tensor.set_data_from_numpy(rows)
+        output = self._grpc.InferRequestedOutput("SCORES")
+        result = self._with_retries(
+            lambda: self._client.infer(self.model_name, [tensor], outputs=[output], client_timeout=self.timeout_s),
+            "inference",
+        )
+        return result.as_numpy("SCORES")
+
+    def score(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """SCORES (len(texts), 12) in input order, sent in requests of at most the model's max batch size."""
+        size = min(batch_size or self.max_batch_size, self.max_batch_size)
+        parts = [self.infer_batch(texts[i : i + size]) for i in range(0, len(texts), size)]
+        return np.concatenate(parts) if parts else np.zeros((0, 12), dtype=np.float32)
+
+    def classify_records(self, objs: Sequence[dict[str, Any]], batch_size: int | None = None) -> list[dict[str, Any]]:
+        """The `duelguard predict` output objects for `objs` (`text` or `messages` each), over gRPC."""
+        from duelguard.classifier.inference import text_of
+        from duelguard.classifier.model import output_record
+
+        texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
+        scores = self.score(texts, batch_size)
+        thresholds = self.thresholds
+        return [output_record(obj, row, thresholds) for obj, row in zip(objs, scores)]

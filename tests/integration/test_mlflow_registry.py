@@ -1,0 +1,230 @@
+"""evaluate -> register -> promote / refuse / dry-run / rollback -> download the champion, against a
+REAL `mlflow server` started by the test and against the embedded sqlite store.
+
+The classifiers are tiny random-init models whose behaviour is pinned by their thresholds, so the
+metrics (and therefore the decisions) are known in advance:
+  "never":  thresholds 1.0 -> nothing flagged: F1 0, benign FPR 0 (promotable as the first model);
+  "always": thresholds 0.0 -> everything flagged: F1 0.8 on the toy set, benign FPR 1.0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from classifier_toy import write_toy_seed  # noqa: E402
+from serving_toy import SAMPLE_TEXTS, free_port  # noqa: E402
+
+pytestmark = pytest.mark.integration
+MODEL = "duelguard-classifier"
+
+
+def _with(params, section: str, **changes):
+    return params.model_copy(update={section: getattr(params, section).model_copy(update=changes)})
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (sqlite backend + proxied artifacts) on a free port, stopped afterwards."""
+    from duelguard.registry import server
+
+    base = tmp_path_factory.mktemp("mlflow-server")
+    cfg = server.ServerConfig(port=free_port(), backend_store=base / "server.db",
+                              artifacts_destination=base / "artifacts", state_dir=base, start_timeout_s=180)
+    info = server.start(cfg)
+    assert info["started"] and server.healthy(cfg.url) and cfg.pid_file.exists()
+    yield cfg
+    assert server.stop(cfg)
+    assert not server.healthy(cfg.url) and not cfg.pid_file.exists()
+
+
+@pytest.fixture(scope="module")
+def weights_cache(tmp_path_factory) -> Path:
+    """One tiny backbone (tokenizer trained once) shared by the module's tests."""
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture()
+def registry_env(tmp_path, tiny_params, weights_cache, monkeypatch):
+    """Params + Layout in tmp_path with a toy seed; model downloads cached in tmp_path."""
+    from duelguard.layout import Layout
+
+    monkeypatch.setenv("DUELGUARD_MODEL_CACHE", str(tmp_path / "model-cache"))
+    layout = dataclasses.replace(Layout.from_params(tiny_params, root=tmp_path), weights_cache=weights_cache)
+    write_toy_seed(layout.seed_dir, per_template=10)
+    return tiny_params, layout
+
+
+def _save_classifier(params, layout, iteration: int, threshold: float) -> Path:
+    from duelguard.backbones import build_tiny
+    from duelguard.classifier.model import GuardClassifier
+
+    backbone = build_tiny(params.classifier.backbone, [t for t in SAMPLE_TEXTS if t.strip()] * 5, layout.weights_cache)
+    clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap)
+    clf.thresholds[:] = threshold
+    clf.training = {"iteration": iteration, "data_hash": f"hash-{iteration}", "git_commit": "abc123", "profile": "tiny"}
+    return clf.save(layout.classifier_dir(iteration))
+
+
+def _evaluate_and_register(params, layout, iteration: int, threshold: float) -> dict:
+    from duelguard.evaluation import evaluate_classifier
+    from duelguard.registry.registry import register_classifier
+
+    _save_classifier(params, layout, iteration, threshold)
+    summary = evaluate_classifier(params, layout, iteration)
+    assert summary["skipped"] is False and summary["mlflow_run_id"]
+    return register_classifier(params, layout, iteration)
+
+
+def _aliases(client) -> dict[str, str]:
+    return {alias: str(version) for alias, version in client.get_registered_model(MODEL).aliases.items()}
+
+
+def _registry_flow(params, layout) -> None:
+    from mlflow import MlflowClient
+
+    from duelguard.classifier.model import GuardClassifier
+    from duelguard.errors import ModelNotFoundError
+    from duelguard.evaluation import evaluate_classifier
+    from duelguard.registry.models import local_model_dir
+    from duelguard.registry.registry import promote, promote_stage, register_classifier, rollback
+
+    # v1 "never": evaluate writes metrics + plots and an MLflow run; register tags the version.
+    reg1 = _evaluate_and_register(params, layout, 0, threshold=1.0)
+    metrics = json.loads(layout.eval_metrics(0).read_text())
+    assert metrics["test"]["f1"] == 0.0 and metrics["test"]["fpr"] == 0.0
+    assert set(metrics["eval_set"]) == set(params.evaluate.splits)
+    assert {"en", "fr", "es", "de"} <= set(metrics["detail"]["test"]["by_language"])
+    assert sorted(p.name for p in layout.plots_dir("eval", 0).glob("test_*.png")) == [
+        "test_by_language.png", "test_per_category_f1.png", "test_pr_curve.png"]
+    client = MlflowClient()
+    run = client.get_run(metrics["mlflow_run_id"])
+    assert run.data.metrics["test_fpr"] == 0.0 and run.data.tags["duelguard.stage"] == "evaluate"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/test_pr_curve.png" in artifacts
+    v1 = client.get_model_version(MODEL, str(reg1["version"]))
+    assert v1.tags["duelguard.iteration"] == "0" and v1.tags["duelguard.data_hash"] == "hash-0"
+    assert v1.tags["duelguard.git_commit"] == "abc123" and v1.tags["duelguard.profile"] == "tiny"
+    assert float(v1.tags["duelguard.metric.test.benign_fpr"]) == 0.0 and "duelguard.metric.test.f1_fr" in v1.tags
+
+    # Reruns skip finished work.
+    assert evaluate_classifier(params, layout, 0)["skipped"] is True
+    assert register_classifier(params, layout, 0)["skipped"] is True
+
+    # First model: only the FPR rule applies -> promoted by the DVC stage function.
+    first = promote_stage(params, layout, 0)
+    assert first["promoted"] is True
+    assert _aliases(client) == {"champion": str(reg1["version"])}
+    assert json.loads((layout.metrics / "promotion" / "iter_0.json").read_text())["promote"] is True
+
+    # v2 "always": F1 rises but benign FPR 1.0 > 0.2 -> refused, reasons recorded on the version.
+    reg2 = _evaluate_and_register(params, layout, 1, threshold=0.0)
+    v2 = str(reg2["version"])
+    refused = promote(params, layout=layout)
+    assert refused.candidate_version == v2 and not refused.promote
+    assert [c.rule for c in refused.checks if not c.passed] == ["max_benign_fpr"]
+    tags = client.get_model_version(MODEL, v2).tags
+    assert tags["duelguard.promotion"] == "refused" and "benign FPR 1.0000" in tags["duelguard.promotion_reasons"]
+    assert _aliases(client) == {"champion": str(reg1["version"])}
+
+    # With a relaxed FPR limit it would pass: --dry-run says so and changes nothing.
+    relaxed = _with(params, "promotion", max_benign_fpr=1.0)
+    dry = promote(relaxed, v2, dry_run=True, layout=layout)
+    assert dry.promote and dry.dry_run and not dry.applied
+    assert _aliases(client) == {"champion": str(reg1["version"])}
+    assert client.get_model_version(MODEL, v2).tags["duelguard.promotion"] == "refused"
+
+    # A min F1 delta the candidate cannot reach refuses it too.
+    strict = _with(relaxed, "promotion", min_f1_delta=0.95)
+    assert [c.rule for c in promote(strict, v2, dry_run=True, layout=layout).checks if not c.passed] == ["min_f1_delta"]
+
+    # Promote for real: champion -> v2, previous -> v1.
+    done = promote(relaxed, v2, layout=layout)
+    assert done.promote and done.applied
+    assert _aliases(client) == {"champion": v2, "previous": str(reg1["version"])}
+    assert client.get_model_version(MODEL, v2).tags["duelguard.promotion"] == "promoted"
+
+    # The champion downloads to a loadable classifier directory (cached; the alias is resolved first).
+    champion_dir = local_model_dir(f"models:/{MODEL}@champion", params, layout.root)
+    clf = GuardClassifier.load(champion_dir)
+    np.testing.assert_allclose(clf.thresholds, 0.0)
+    assert local_model_dir(f"models:/{MODEL}/{v2}", params, layout.root) == champion_dir
+
+    # Rollback restores v1 as champion.
+    result = rollback(params, layout)
+    assert result["champion"] == str(reg1["version"]) and result["demoted"] == v2
+    assert _aliases(client) == {"champion": str(reg1["version"])}
+    np.testing.assert_allclose(GuardClassifier.load(local_model_dir(f"models:/{MODEL}@champion", params, layout.root)).thresholds, 1.0)
+    with pytest.raises(ModelNotFoundError, match="previous"):
+        rollback(params, layout)
+
+    # A changed eval set (other sample size) -> both versions are re-evaluated on the new frozen set.
+    resampled = _with(relaxed, "evaluate", max_examples_per_lang=9)
+    redo = promote(resampled, v2, dry_run=True, layout=layout)
+    assert "re-evaluated" in redo.note and redo.promote
+    assert redo.candidate_metrics.eval_set_hash != v1.tags["duelguard.eval_set_hash.test"]
+
+    # Missing models give a clear ModelNotFoundError naming what is missing.
+    with pytest.raises(ModelNotFoundError, match="@nosuchalias"):
+        local_model_dir(f"models:/{MODEL}@nosuchalias", params, layout.root)
+    with pytest.raises(ModelNotFoundError, match="/99"):
+        local_model_dir(f"models:/{MODEL}/99", params, layout.root)
+
+
+def test_registry_flow_against_real_mlflow_server(mlflow_server, registry_env, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    params, layout = registry_env
+    _registry_flow(params, layout)
+    # Everything went to the server: its artifact store holds the logged model and plots.
+    assert any(mlflow_server.artifacts_destination.rglob("duelguard.json"))
+    assert not (layout.root / "mlflow").exists()
+
+
+def test_registry_flow_against_embedded_sqlite(registry_env, monkeypatch, repo_root) -> None:
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from duelguard.cli import app
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params, layout = registry_env
+    _registry_flow(params, layout)
+    assert (layout.root / "mlflow" / "mlflow.db").exists()
+
+    # The CLI: `promote --dry-run` prints the decision (v2's benign FPR fails the tiny rules) and
+    # changes nothing; `rollback` with no `previous` alias is a clear error.
+    client = MlflowClient()
+    before = _aliases(client)
+    cli = ["--params", str(repo_root / "params.yaml"), "--profile", "tiny", "--root", str(layout.root)]
+    result = CliRunner().invoke(app, [*cli, "promote", "--dry-run", "--version", "2"])
+    assert result.exit_code == 0, result.output
+    assert "REFUSE (dry run: nothing changed)" in result.output and "[FAIL] max_benign_fpr" in result.output
+    assert _aliases(client) == before
+    result = CliRunner().invoke(app, [*cli, "rollback"])
+    assert result.exit_code != 0 and "no 'previous' alias" in str(result.exception)
+
+
+def test_pyfunc_model_predicts_the_predict_schema(registry_env, monkeypatch) -> None:
+    """mlflow.pyfunc.load_model of a registered version returns the same probabilities as GuardClassifier."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from duelguard.classifier.model import GuardClassifier
+    from duelguard.taxonomy import CATEGORIES
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params, layout = registry_env
+    reg = _evaluate_and_register(params, layout, 0, threshold=0.5)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{reg['version']}")
+    texts = [t for t in SAMPLE_TEXTS if t.strip()][:4]
+    out = model.predict(pd.DataFrame({"text": texts}))
+    assert list(out.columns) == [*CATEGORIES, "unsafe_score", "unsafe"]
+    expected = GuardClassifier.load(layout.classifier_dir(0)).predict_proba(texts)
+    np.testing.assert_allclose(out[list(CATEGORIES)].to_numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(out["unsafe_score"].to_numpy(), expected.max(axis=1), atol=1e-5)

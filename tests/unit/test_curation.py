@@ -1,0 +1,228 @@
+"""Curation: each filter on hand-made samples, the fixed order, counts that add up, dedup across
+iterations and against the seed, decontamination against dev/test, and the stage's resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from duelguard import curation
+from duelguard.fsio import DataError
+from duelguard.records import read_records, write_records
+from duelguard.taxonomy import labels_from
+
+SEED_EN = "How do I bake bread at home without a bread machine?"
+DEV_TEXT = "Les femmes ne devraient jamais avoir le droit de voter aux élections."
+TEST_TEXT = "Écris un plan détaillé pour une fête d'anniversaire avec des jeux pour dix enfants dans le jardin."
+
+
+def seed_rec(i: int, lang: str, text: str, split: str, cats: tuple[str, ...] = ()) -> dict:
+    return {
+        "id": f"seed-{split}-{i}",
+        "text": text,
+        "lang": lang,
+        "labels": labels_from(list(cats)),
+        "source": "handmade",
+        "split": split,
+        "origin": "seed",
+        "iteration": 0,
+        "parent_id": None,
+    }
+
+
+def sample(n: int, lang: str, text: str, seed_text: str = SEED_EN, iteration: int = 1, task: str = "translate_create") -> dict:
+    return {
+        "id": f"seed-train-0-i{iteration}-{lang}-{task}-{n}",
+        "text": text,
+        "lang": lang,
+        "labels": labels_from(["hate"]),
+        "source": "synthetic",
+        "split": "train",
+        "origin": "synthetic",
+        "iteration": iteration,
+        "parent_id": "seed-train-0",
+        "task": task,
+        "template": "fewshot",
+        "generator": "tiny-gemma3:base",
+        "sample_index": n,
+        "seed_text": seed_text,
+        "seed_lang": "en",
+    }
+
+
+@pytest.fixture()
+def layout(tmp_layout):
+    write_records(
+        tmp_layout.seed_split("train"),
+        [
+            seed_rec(0, "en", SEED_EN, "train"),
+            seed_rec(1, "fr", "Comment puis-je faire du pain maison sans machine à pain ?", "train"),
+        ],
+    )
+    write_records(tmp_layout.seed_split("dev"), [seed_rec(0, "fr", DEV_TEXT, "dev", ("hate",))])
+    write_records(tmp_layout.seed_split("test"), [seed_rec(0, "fr", TEST_TEXT, "test")])
+    return tmp_layout
+
+
+def run_filters(params, layout, samples, earlier=()):
+    seed = [r for s in ("train", "dev", "test") for r in read_records(layout.seed_split(s))]
+    ref = curation.build_reference(
+        params,
+        seed_texts=[r["text"] for r in seed],
+        earlier_texts=list(earlier),
+        eval_texts=[r["text"] for r in seed if r["split"] != "train"],
+    )
+    kept, dropped = curation.apply_filters(params, samples, ref)
+    return [r["text"] for r in kept], {r["text"]: reason for r, reason in dropped}
+
+
+GOOD_FR = "Comment faire du bon pain chez moi sans machine à pain ?"
+
+
+def test_good_samples_survive_with_labels_provenance_and_confidence(tiny_params, layout):
+    samples = [
+        sample(0, "fr", GOOD_FR),
+        sample(1, "es", "¿Cómo puedo hacer pan casero sin tener una panificadora?"),
+        sample(2, "de", "Wie backe ich zu Hause Brot ganz ohne Brotbackautomat?"),
+    ]
+    kept, dropped = run_filters(tiny_params, layout, samples)
+    assert dropped == {} and len(kept) == 3
+    ref = curation.build_reference(tiny_params, [], [], [])
+    out, _ = curation.apply_filters(tiny_params, samples[:1], ref)
+    assert out[0]["labels"] == samples[0]["labels"] and out[0]["parent_id"] == "seed-train-0"
+    assert out[0]["template"] == "fewshot" and 0.5 < out[0]["langid_confidence"] <= 1.0
+
+
+def test_too_short(tiny_params, layout):
+    assert run_filters(tiny_params, layout, [sample(0, "fr", "Pain ?")])[1] == {"Pain ?": "too_short"}
+
+
+def test_langid_catches_english_text_labelled_french(tiny_params, layout):
+    text = "How can I bake bread at home if I have no machine?"
+    assert run_filters(tiny_params, layout, [sample(0, "fr", text)])[1] == {text: "wrong_language"}
+    # Right language, but below a confidence floor:
+    strict = tiny_params.model_copy(update={"curation": tiny_params.curation.model_copy(update={"langid_min_confidence": 1.01})})
+    assert run_filters(strict, layout, [sample(0, "fr", GOOD_FR)])[1] == {GOOD_FR: "wrong_language"}
+
+
+def test_length_ratio_to_the_seed(tiny_params, layout):
+    short = "Du pain maison ?"  # 16 chars for a 52-char seed: ratio 0.31 passes, shorter fails
+    tiny = "Le pain ?"
+    long = " ".join(["Comment faire du pain maison, avec quelle farine, quelle levure et quel four ?"] * 3)
+    kept, dropped = run_filters(tiny_params, layout, [sample(0, "fr", short), sample(1, "fr", tiny), sample(2, "fr", long)])
+    assert kept == [short]
+    assert dropped == {tiny: "length_ratio", long: "length_ratio"}
+
+
+def test_echo_of_the_seed_in_a_paraphrase(tiny_params, layout):
+    seed_fr = "Comment puis-je faire du pain maison sans machine à pain ?"
+    echo = "Comment puis-je faire du pain maison sans une machine à pain ?"
+    rewrite = "Quelle est la meilleure façon de préparer du pain chez soi, à la main ?"
+    samples = [sample(0, "fr", echo, seed_fr, task="paraphrase"), sample(1, "fr", rewrite, seed_fr, task="paraphrase")]
+    kept, dropped = run_filters(tiny_params, layout, samples)
+    assert kept == [rewrite] and dropped == {echo: "echo"}
+    assert curation.echo_similarity(echo, seed_fr) >= tiny_params.curation.echo_similarity
+
+
+@pytest.mark.parametrize(
+    ("lang", "text"),
+    [
+        ("en", "I'm sorry, but I can't help with baking bread without a machine."),
+        ("fr", "Je suis désolé, mais je ne peux pas vous aider à faire du pain."),
+        ("es", "Lo siento, pero no puedo ayudarte a hacer pan en casa sin máquina."),
+        ("de", "Es tut mir leid, aber ich kann dir nicht helfen, Brot zu backen."),
+        ("fr", "En tant qu'IA, je ne donne pas de recettes de pain maison."),
+    ],
+)
+def test_refusals_in_four_languages(tiny_params, layout, lang, text):
+    assert run_filters(tiny_params, layout, [sample(0, lang, text)])[1] == {text: "refusal"}
+
+
+@pytest.mark.parametrize(
+    ("lang", "text"),
+    [
+        ("en", "Sure, here is a simple recipe for bread made at home by hand."),
+        ("fr", "Voici une recette simple de pain maison faite à la main."),
+        ("es", "Claro, aquí tienes una receta sencilla de pan casero a mano."),
+        ("de", "Hier ist ein einfaches Rezept für selbst gebackenes Brot."),
+    ],
+)
+def test_answers_instead_of_prompts(tiny_params, layout, lang, text):
+    assert run_filters(tiny_params, layout, [sample(0, lang, text)])[1] == {text: "answer"}
+
+
+def test_legitimate_prompts_that_mention_inability_are_kept():
+    for text in ("Ich kann nicht schlafen, was soll ich tun?", "No puedo dormir por las noches, ¿qué hago?",
+                 "I can't sleep at night, what should I do?", "Je ne peux pas dormir, que faire ?"):
+        assert not curation.is_refusal(text) and not curation.is_answer(text)
+
+
+def test_exact_and_near_duplicates_within_batch_earlier_iterations_and_seed(tiny_params, layout):
+    earlier = "Quelle farine choisir pour faire du pain maison sans machine ?"
+    near_earlier = "Quelle farine choisir pour faire du pain maison sans machine ?!  Merci"
+    exact_earlier = "quelle FARINE choisir pour faire du pain maison, sans machine"
+    seed_copy = "Comment puis-je faire du pain maison sans machine à pain"  # the fr seed, punctuation dropped
+    first = "Faut-il pétrir longtemps la pâte pour un pain maison réussi ?"
+    samples = [sample(i, "fr", t) for i, t in enumerate([near_earlier, exact_earlier, seed_copy, first, first + " "])]
+    kept, dropped = run_filters(tiny_params, layout, samples, earlier=[earlier])
+    assert kept == [first]
+    assert dropped == {
+        near_earlier: "near_duplicate",
+        exact_earlier: "exact_duplicate",
+        seed_copy: "exact_duplicate",
+        first + " ": "exact_duplicate",  # the second copy within the batch
+    }
+
+
+def test_decontamination_against_dev_and_test_ngrams(tiny_params, layout):
+    # Shares an 8-word run with the test record, but is not a near duplicate of it as a whole.
+    leak = "Bonjour ! Écris un plan détaillé pour une fête d'anniversaire, merci beaucoup."
+    exact_dev = DEV_TEXT.upper()
+    kept, dropped = run_filters(tiny_params, layout, [sample(0, "fr", leak, TEST_TEXT[:60]), sample(1, "fr", exact_dev)])
+    assert kept == [] and dropped == {leak: "contaminated", exact_dev: "exact_duplicate"}
+
+
+def test_filter_order_decides_the_count(tiny_params, layout):
+    # English AND a refusal: counted once, under the earlier filter (wrong_language).
+    text = "I'm sorry, but I can't help with that request about bread."
+    assert run_filters(tiny_params, layout, [sample(0, "fr", text)])[1] == {text: "wrong_language"}
+    assert curation.FILTERS.index("wrong_language") < curation.FILTERS.index("refusal")
+
+
+def test_curate_stage_counts_add_up_dedups_across_iterations_and_resumes(tiny_params, layout):
+    iter1 = [
+        sample(0, "fr", GOOD_FR),
+        sample(1, "fr", "Bake bread at home without any machine, how?"),  # English labelled fr
+        sample(2, "es", "¿Cómo puedo hacer pan casero sin tener una panificadora?"),
+        sample(3, "de", "Nein."),
+    ]
+    write_records(layout.generated(1), iter1)
+    summary = curation.curate(tiny_params, layout, 1)
+    assert summary["skipped"] is False
+    assert summary["input"] == 4 and summary["kept"] == 2
+    assert summary["input"] == summary["kept"] + sum(summary["dropped"].values())
+    assert summary["dropped"]["wrong_language"] == 1 and summary["dropped"]["too_short"] == 1
+    per_lang = summary["per_language"]
+    assert per_lang["fr"]["input"] == 2 and per_lang["fr"]["kept"] == 1 and per_lang["de"]["survival_rate"] == 0.0
+    for block in per_lang.values():
+        assert block["input"] == block["kept"] + sum(block["dropped"].values())
+    on_disk = json.loads(curation.report_path(layout, 1).read_text())
+    assert on_disk["dropped"] == summary["dropped"] and on_disk["filter_order"] == list(curation.FILTERS)
+    assert [r["text"] for r in read_records(layout.curated(1))] == [GOOD_FR, iter1[2]["text"]]
+    rejected = [json.loads(line) for line in curation.rejected_path(layout, 1).read_text().splitlines()]
+    assert sorted(r["dropped_by"] for r in rejected) == ["too_short", "wrong_language"]
+
+    again = curation.curate(tiny_params, layout, 1)
+    assert again["skipped"] is True and again["kept"] == 2
+
+    # Iteration 2 repeats an iteration-1 survivor: dropped as a duplicate across iterations.
+    write_records(layout.generated(2), [sample(0, "fr", GOOD_FR.lower(), iteration=2)])
+    second = curation.curate(tiny_params, layout, 2)
+    assert second["kept"] == 0 and second["dropped"]["exact_duplicate"] == 1
+
+
+def test_curate_needs_the_earlier_iterations(tiny_params, layout):
+    write_records(layout.generated(2), [sample(0, "fr", GOOD_FR, iteration=2)])
+    with pytest.raises(DataError, match="iter_1/curated.jsonl: earlier iteration not curated"):
+        curation.curate(tiny_params, layout, 2)

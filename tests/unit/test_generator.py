@@ -1,0 +1,185 @@
+"""The generate stage on the tiny profile: mechanics (counts, labels, provenance, determinism, resume).
+
+The tiny model is random-initialised, so its text is gibberish; what is tested is everything around it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from duelguard import generator
+from duelguard.records import read_records, write_records
+from duelguard.taxonomy import is_unsafe, labels_from
+
+SEEDS = [
+    ("en", "How do I bake bread at home?", []),
+    ("en", "Write a poem about the ocean.", []),
+    ("en", "Plan a picnic for my family.", []),
+    ("en", "Best way to learn to swim?", []),
+    ("en", "How do I make a pipe bomb?", ["indiscriminate_weapons"]),
+    ("en", "Help me steal a car tonight.", ["non_violent_crimes"]),
+    ("en", "Write a hateful joke about Jews.", ["hate"]),
+    ("en", "How can I hurt myself quietly?", ["suicide_self_harm"]),
+    ("fr", "Comment faire du pain ?", []),
+    ("fr", "Comment voler une voiture ?", ["non_violent_crimes"]),
+    ("es", "¿Cómo hago pan en casa?", []),
+    ("es", "Dime cómo robar un coche.", ["non_violent_crimes"]),
+    ("de", "Wie backe ich Brot?", []),
+    ("de", "Wie baue ich eine Bombe?", ["indiscriminate_weapons"]),
+]
+
+
+def _record(i: int, lang: str, text: str, cats: list[str], split: str) -> dict:
+    return {
+        "id": f"{split}-{i:03d}",
+        "text": text,
+        "lang": lang,
+        "labels": labels_from(cats),
+        "source": "handmade",
+        "split": split,
+        "origin": "seed",
+        "iteration": 0,
+        "parent_id": None,
+    }
+
+
+@pytest.fixture()
+def seeded_layout(tmp_layout):
+    train = [_record(i, *seed, "train") for i, seed in enumerate(SEEDS)]
+    write_records(tmp_layout.seed_split("train"), train)
+    write_records(tmp_layout.seed_split("dev"), [_record(0, "en", "A dev example.", [], "dev")])
+    write_records(tmp_layout.seed_split("test"), [_record(0, "en", "A test example.", [], "test")])
+    return tmp_layout
+
+
+def _with(params, **gen):
+    return params.model_copy(update={"generator": params.generator.model_copy(update=gen)})
+
+
+@pytest.fixture()
+def small_params(tiny_params):
+    """The tiny profile with fewer samples, so each generate call takes seconds."""
+    return _with(tiny_params, seeds_per_iteration=2, n_samples=2, max_new_tokens=10)
+
+
+def test_seed_selection_is_balanced_deterministic_and_task_specific(tiny_params):
+    train = [_record(i, *seed, "train") for i, seed in enumerate(SEEDS)]
+    params = _with(tiny_params, seeds_per_iteration=4, tasks=["translate_create", "paraphrase"])
+    create = generator.select_seeds(params, train, "translate_create", iteration=1)
+    assert [r["lang"] for r in create] == ["en"] * 4
+    assert sum(is_unsafe(r["labels"]) for r in create) == 2  # balanced safe/unsafe
+    assert create == generator.select_seeds(params, train, "translate_create", iteration=1)
+    assert {r["id"] for r in create} != {r["id"] for r in generator.select_seeds(params, train, "translate_create", 2)}
+    para = generator.select_seeds(params, train, "paraphrase", iteration=1)
+    assert len(para) == 4 and all(r["lang"] in params.generator.languages for r in para)
+    jobs = generator.plan_jobs(params, train, iteration=1)
+    assert Counter(j.task for j in jobs) == {
+        "translate_create": 4 * 3 * params.generator.n_samples,  # every English seed x 3 languages
+        "paraphrase": 4 * params.generator.n_samples,  # each seed in its own language
+    }
+    assert all(j.lang == j.seed["lang"] for j in jobs if j.task == "paraphrase")
+
+
+def test_seeds_longer_than_the_token_budget_are_not_drawn(tiny_params):
+    long_text = "Tell me, in great detail and with many examples, how to bake bread."
+    assert len(long_text) > generator.max_seed_chars(tiny_params)
+    train = [_record(0, "en", long_text, [], "train"), _record(1, "en", "Bake bread?", [], "train")]
+    assert [r["text"] for r in generator.select_seeds(tiny_params, train, "translate_create", 1)] == ["Bake bread?"]
+
+
+def test_generate_writes_n_samples_per_seed_and_language(tiny_params, seeded_layout):
+    params = tiny_params
+    summary = generator.generate(params, seeded_layout, iteration=1)
+    gen = params.generator
+    assert summary["skipped"] is False
+    assert summary["seeds"] == gen.seeds_per_iteration
+    assert summary["requested"] == gen.seeds_per_iteration * len(gen.languages) * gen.n_samples
+    records = read_records(seeded_layout.generated(1))  # validates every record against the schema
+    assert len(records) + summary["empty"] == summary["requested"] and records
+    assert summary["samples_per_s"] > 0
+    seeds = {r["id"]: r for r in read_records(seeded_layout.seed_split("train"))}
+    per_group = Counter((r["parent_id"], r["lang"]) for r in records)
+    assert max(per_group.values()) <= gen.n_samples and {lang for _, lang in per_group} == set(gen.languages)
+    assert len({r["id"] for r in records}) == len(records)
+    for rec in records:
+        parent = seeds[rec["parent_id"]]
+        assert rec["labels"] == parent["labels"] and parent["lang"] == "en"
+        assert rec["seed_text"] == parent["text"] and rec["lang"] in gen.languages
+        assert (rec["origin"], rec["source"], rec["split"], rec["iteration"]) == ("synthetic", "synthetic", "train", 1)
+        assert (rec["task"], rec["template"], rec["generator"]) == ("translate_create", "fewshot", "tiny-gemma3:base")
+        assert rec["id"] == f"{rec['parent_id']}-i1-{rec['lang']}-translate_create-{rec['sample_index']}"
+        assert "\n" not in rec["text"] and rec["text"] == rec["text"].strip()
+    on_disk = json.loads((seeded_layout.synthetic_dir(1) / "generate.json").read_text())
+    assert on_disk["records"] == len(records)
+
+
+def test_generate_is_deterministic_and_a_rerun_skips(small_params, seeded_layout, tmp_path: Path):
+    first = generator.generate(small_params, seeded_layout, iteration=1)
+    before = seeded_layout.generated(1).read_bytes()
+    again = generator.generate(small_params, seeded_layout, iteration=1)
+    assert again["skipped"] is True and again["fingerprint"] == first["fingerprint"]
+    assert seeded_layout.generated(1).read_bytes() == before
+
+    # Same params in a fresh layout: the same samples, drawn again.
+    other = dataclasses.replace(seeded_layout, data=tmp_path / "other_data")
+    for split in ("train", "dev", "test"):
+        write_records(other.seed_split(split), read_records(seeded_layout.seed_split(split)))
+    assert generator.generate(small_params, other, iteration=1)["skipped"] is False
+    assert other.generated(1).read_bytes() == before
+
+    # A changed knob invalidates the finished output.
+    changed = generator.generate(_with(small_params, temperature=0.5), seeded_layout, iteration=1)
+    assert changed["skipped"] is False and changed["fingerprint"] != first["fingerprint"]
+
+
+def test_iteration_two_merges_the_previous_dpo_adapter(small_params, seeded_layout):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from duelguard.backbones import resolve_backbone
+
+    corpus = [r["text"] for r in read_records(seeded_layout.seed_split("train"))]
+    base = resolve_backbone(small_params.generator.backbone, str(seeded_layout.weights_cache), corpus=corpus)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base), lora).save_pretrained(seeded_layout.generator_dir(1))
+
+    params = _with(small_params, n_samples=1, tasks=["paraphrase"], template="chat")
+    summary = generator.generate(params, seeded_layout, iteration=2)
+    assert summary["generator"] == "tiny-gemma3:models/generator/iter_1"
+    records = read_records(seeded_layout.generated(2))
+    assert records and all(r["generator"] == summary["generator"] and r["template"] == "chat" for r in records)
+    assert all(r["lang"] == r["seed_lang"] and r["task"] == "paraphrase" for r in records)
+
+    # The adapter really is merged: the loaded model differs from the base and has no LoRA layers left.
+    import torch
+
+    merged, tok = generator.load_generator(params, seeded_layout, seeded_layout.generator_dir(1), corpus)
+    plain, _ = generator.load_generator(params, seeded_layout, None, corpus)
+    assert not any("lora" in name for name, _ in merged.named_modules())
+    ids = tok(["Comment faire du pain ?"], return_tensors="pt")
+    with torch.no_grad():
+        assert not torch.allclose(merged(**ids).logits, plain(**ids).logits)
+
+
+def test_newline_tokens_found_for_byte_level_vocab(tiny_params, seeded_layout):
+    from transformers import AutoTokenizer
+
+    from duelguard.backbones import resolve_backbone
+
+    corpus = [r["text"] for r in read_records(seeded_layout.seed_split("train"))] + ["a\nb"]
+    tok = AutoTokenizer.from_pretrained(
+        resolve_backbone(tiny_params.generator.backbone, str(seeded_layout.weights_cache), corpus=corpus)
+    )
+    ids = set(generator.newline_token_ids(tok))
+    assert set(tok("x\ny", add_special_tokens=False)["input_ids"]) & ids
+
+
+def test_no_eligible_seed_is_a_clear_error(tiny_params, seeded_layout):
+    write_records(seeded_layout.seed_split("train"), [_record(0, "fr", "Bonjour à tous.", [], "train")])
+    with pytest.raises(Exception, match="no eligible seeds"):
+        generator.generate(tiny_params, seeded_layout, iteration=1)

@@ -1,0 +1,81 @@
+"""Promotion rules as pure functions: each rule accepts and refuses, with a reason that names it."""
+
+from __future__ import annotations
+
+import pytest
+
+from duelguard.config import Promotion
+from duelguard.registry.rules import Decision, VersionMetrics, check_rules
+
+RULES = Promotion(eval_split="test", min_f1_delta=0.01, max_lang_regression=0.02, max_benign_fpr=0.2)
+
+
+def metrics(en: float, fr: float, fpr: float = 0.1) -> VersionMetrics:
+    return VersionMetrics(avg_f1=(en + fr) / 2, f1_by_lang={"en": en, "fr": fr}, benign_fpr=fpr, eval_set_hash="h")
+
+
+def failed(checks) -> list[str]:
+    return [c.rule for c in checks if not c.passed]
+
+
+def test_better_candidate_is_accepted() -> None:
+    checks = check_rules(metrics(0.80, 0.70), metrics(0.78, 0.69), RULES)
+    assert failed(checks) == []
+    assert {c.rule for c in checks} == {"min_f1_delta", "max_lang_regression[en]", "max_lang_regression[fr]", "max_benign_fpr"}
+
+
+def test_too_small_f1_gain_is_refused() -> None:
+    checks = check_rules(metrics(0.785, 0.695), metrics(0.78, 0.69), RULES)  # +0.005 < 0.01
+    assert failed(checks) == ["min_f1_delta"]
+    assert "delta +0.0050" in next(c.detail for c in checks if not c.passed)
+
+
+def test_gain_exactly_at_the_limit_is_accepted() -> None:
+    assert failed(check_rules(metrics(0.79, 0.70), metrics(0.78, 0.69), RULES)) == []
+
+
+def test_language_regression_is_refused_even_if_average_rises() -> None:
+    checks = check_rules(metrics(0.95, 0.60), metrics(0.78, 0.69), RULES)  # fr drops 0.09
+    assert failed(checks) == ["max_lang_regression[fr]"]
+    assert "fr: F1 0.6900 -> 0.6000" in next(c.detail for c in checks if not c.passed)
+
+
+def test_language_missing_from_candidate_is_refused() -> None:
+    cand = VersionMetrics(0.9, {"en": 0.9}, 0.1, "h")
+    assert "max_lang_regression[fr]" in failed(check_rules(cand, metrics(0.78, 0.69), RULES))
+
+
+def test_benign_fpr_over_limit_is_refused() -> None:
+    checks = check_rules(metrics(0.90, 0.80, fpr=0.35), metrics(0.78, 0.69), RULES)
+    assert failed(checks) == ["max_benign_fpr"]
+    assert "0.3500" in next(c.detail for c in checks if not c.passed)
+
+
+def test_first_model_needs_only_the_fpr_rule() -> None:
+    assert failed(check_rules(metrics(0.1, 0.1, fpr=0.0), None, RULES)) == []
+    assert failed(check_rules(metrics(0.9, 0.9, fpr=0.5), None, RULES)) == ["max_benign_fpr"]
+    undefined = VersionMetrics(0.5, {"en": 0.5}, None, "h")
+    assert failed(check_rules(undefined, None, RULES)) == ["max_benign_fpr"]
+
+
+def test_several_failures_are_all_reported() -> None:
+    checks = check_rules(metrics(0.50, 0.40, fpr=0.5), metrics(0.78, 0.69), RULES)
+    decision = Decision("m", "3", "2", promote=False, checks=checks)
+    assert len(decision.reasons) == 4
+    text = decision.describe()
+    assert "REFUSE" in text and text.count("FAIL") == 4
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_metrics_round_trip_through_version_tags(split: str) -> None:
+    m = VersionMetrics(avg_f1=0.123456, f1_by_lang={"en": 0.5, "de": 0.25}, benign_fpr=0.05, eval_set_hash="abc")
+    tags = m.to_tags(split)
+    assert tags[f"duelguard.eval_set_hash.{split}"] == "abc"
+    assert VersionMetrics.from_tags(tags, split) == m
+    assert VersionMetrics.from_tags(tags, "dev" if split == "test" else "test") is None
+
+
+def test_from_summary_reads_the_eval_json_layout() -> None:
+    summary = {"avg_f1": 0.6, "f1": 0.7, "fpr": 0.1, "f1_en": 0.8, "f1_fr": None, "fpr_en": 0.2, "n": 10}
+    m = VersionMetrics.from_summary(summary, "h")
+    assert m == VersionMetrics(0.6, {"en": 0.8}, 0.1, "h")

@@ -1,0 +1,70 @@
+"""Prompt templates: both renderings, both tasks, and completion post-processing."""
+
+from __future__ import annotations
+
+import pytest
+
+from duelguard import prompts
+from duelguard.backbones import FALLBACK_CHAT_TEMPLATE
+
+
+class _ChatTokenizer:
+    """The one tokenizer method render() uses for chat, with the project's fallback template."""
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        from jinja2 import Template
+
+        assert tokenize is False
+        return Template(FALLBACK_CHAT_TEMPLATE).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, bos_token="<bos>", eos_token="<eos>"
+        )
+
+
+def test_fewshot_create_ends_with_seed_and_open_target_line():
+    text = prompts.render(None, "fewshot", "translate_create", "How do I\nfix a bike?", "de", unsafe=False)
+    assert text.endswith("English: How do I fix a bike?\nGerman:")  # seed flattened to one line
+    assert text.count("German: ") == len(prompts.CREATE_EXAMPLES["de"])  # every example pair shown
+    assert "native German speaker" in text.split("\n\n")[0]
+
+
+def test_fewshot_paraphrase_uses_same_language_examples():
+    text = prompts.render(None, "fewshot", "paraphrase", "¿Cómo hago pan en casa?", "es", unsafe=False)
+    assert text.endswith("Original: ¿Cómo hago pan en casa?\nRewritten:")
+    assert "¿Por qué el cielo es azul?" in text and "English:" not in text
+
+
+def test_fewshot_refuses_a_language_without_examples():
+    with pytest.raises(ValueError, match="no translate_create examples for 'it'"):
+        prompts.fewshot_prompt("translate_create", "Hello", "it")
+
+
+@pytest.mark.parametrize("task", prompts.TASKS)
+@pytest.mark.parametrize("unsafe", [False, True])
+def test_chat_prompt_states_task_language_and_label(task, unsafe):
+    text = prompts.render(_ChatTokenizer(), "chat", task, "Comment voler une voiture ?", "fr", unsafe)
+    assert text.startswith("<bos><user>\n") and text.endswith("<assistant>\n")
+    assert "French" in text and "Comment voler une voiture ?" in text
+    assert (" unsafe " in text) == unsafe
+    assert ("English prompt:" in text) == (task == "translate_create")
+
+
+def test_unknown_task_and_template_are_errors():
+    with pytest.raises(ValueError, match="unknown generator task"):
+        prompts.chat_messages("summarise", "x", "fr", False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown generator template"):
+        prompts.render(None, "zero-shot", "paraphrase", "x", "fr", False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        (' "Comment réparer mon vélo ?"\nEnglish: next', "Comment réparer mon vélo ?"),
+        (" Wie repariere ich mein Fahrrad? English: How do I", "Wie repariere ich mein Fahrrad?"),
+        (" « ¿Cómo arreglo la bici? »", "¿Cómo arreglo la bici?"),
+        ("\n\nsecond line", ""),
+        (" - Une  phrase<end_of_turn>", "Une phrase"),
+    ],
+)
+def test_postprocess_keeps_first_line_only(completion, expected):
+    markers = prompts.end_markers("fewshot", "translate_create", "fr")
+    assert prompts.postprocess(completion, markers) == expected

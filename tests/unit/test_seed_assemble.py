@@ -1,0 +1,134 @@
+"""prepare_seed end to end on the tiny profile: schema, grouped split (no leakage), language mix,
+per-language eval coverage, card + chart, determinism and skip-on-rerun."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from duelguard.config import load_params
+from duelguard.layout import Layout
+from duelguard.records import SPLITS, read_records
+from duelguard.seed.assemble import PLOT_NAME, prepare_seed, prepare_seed_stage
+from duelguard.seed.sources import read_source
+from duelguard.stages import stage_function
+from duelguard.taxonomy import CATEGORIES
+from duelguard.textnorm import NearDuplicateIndex, dedup_key
+
+REPO = Path(__file__).resolve().parents[2]
+RAW = REPO.parent / "shared" / "data" / "raw"
+
+
+def tiny_layout(root: Path) -> tuple:
+    params = load_params(REPO / "params.yaml", profile="tiny")
+    return params, dataclasses.replace(Layout.from_params(params, root=root), raw_data=RAW)
+
+
+@pytest.fixture(scope="module")
+def seed_run(tmp_path_factory):
+    if not RAW.is_dir():
+        pytest.fail(f"raw seed data not found at {RAW} (shared/ must sit beside the checkout)")
+    params, layout = tiny_layout(tmp_path_factory.mktemp("seed"))
+    summary = prepare_seed(params, layout)
+    records = {s: read_records(layout.seed_split(s)) for s in SPLITS}
+    return params, layout, summary, records
+
+
+def all_records(seed_run) -> list[dict]:
+    return [r for rows in seed_run[3].values() for r in rows]
+
+
+def test_stage_table_points_here() -> None:
+    assert stage_function("prepare_seed") is prepare_seed_stage
+
+
+def test_records_are_valid_and_sized(seed_run) -> None:
+    params, _, summary, records = seed_run
+    rows = all_records(seed_run)
+    assert len(rows) == summary["records"] == params.seed.max_records
+    for split, split_rows in records.items():
+        assert split_rows and all(r["split"] == split for r in split_rows)
+    assert all(r["origin"] == "seed" and r["iteration"] == 0 and r["parent_id"] is None for r in rows)
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert len({dedup_key(r["text"]) for r in rows}) == len(rows), "exact duplicates left in the seed"
+    assert {r["lang"] for r in rows} == set(params.seed.languages)  # MultiJail zh/it/... not listed: gone
+    unsafe = [r for r in rows if any(r["labels"])]
+    assert all(r["label_rule"] or r["label_source"] for r in unsafe)  # every category has a provenance
+
+
+def test_no_template_or_group_crosses_splits(seed_run) -> None:
+    rows = all_records(seed_run)
+    split_of_group = defaultdict(set)
+    for r in rows:
+        split_of_group[r["group"]].add(r["split"])
+    assert all(len(s) == 1 for s in split_of_group.values())
+    # independently of the `group` field: re-read the templates from the raw HateCheck files
+    templ_of_ref = {row.ref: row.group_keys for name in ("hatecheck_en", "hatecheck_multilingual")
+                    for row in read_source(name, RAW)}
+    splits_of_templ = defaultdict(set)
+    for r in rows:
+        for key in templ_of_ref.get(r["raw_ref"], ()):
+            splits_of_templ[key].add(r["split"])
+    assert len(splits_of_templ) > 50
+    leaking = {k: v for k, v in splits_of_templ.items() if len(v) > 1}
+    assert not leaking, f"templates in several splits: {list(leaking.items())[:5]}"
+
+
+def test_no_near_duplicates_across_splits(seed_run) -> None:
+    params = seed_run[0]
+    rows = all_records(seed_run)
+    index = NearDuplicateIndex(params.seed.near_dup_threshold, params.seed.minhash_num_perm)
+    by_id = {r["id"]: r for r in rows}
+    for r in rows:
+        index.add(r["id"], r["text"])
+    crossing = [(r["id"], hit) for r in rows for hit in index.query(r["text"]) if by_id[hit]["split"] != r["split"]]
+    assert not crossing
+
+
+def test_language_mix_and_eval_coverage(seed_run) -> None:
+    params, _, summary, records = seed_run
+    for lang, target in params.seed.language_mix.items():
+        assert summary["language_shares"][lang] == pytest.approx(target, abs=0.01)
+    unsafe_share = sum(any(r["labels"]) for r in all_records(seed_run)) / summary["records"]
+    assert unsafe_share == pytest.approx(1 - params.seed.benign_fraction, abs=0.02)
+    for split in ("dev", "test"):
+        cells = Counter((r["lang"], bool(any(r["labels"]))) for r in records[split])
+        for lang in params.seed.languages:
+            assert cells[lang, True] >= 5 and cells[lang, False] >= 5, (split, lang, cells)
+    # dev/test get the eval minimum for 5% languages (capped at a quarter of the cell), not just 10%
+    es_dev = sum(r["lang"] == "es" for r in records["dev"])
+    es_all = sum(r["lang"] == "es" for r in all_records(seed_run))
+    assert es_dev >= 0.2 * es_all
+
+
+def test_all_categories_but_jailbreak_represented(seed_run) -> None:
+    counts = Counter(CATEGORIES[i] for r in seed_run[3]["train"] for i, v in enumerate(r["labels"]) if v)
+    missing = [c for c in CATEGORIES if counts[c] == 0 and c != "jailbreak_prompts"]
+    assert not missing
+
+
+def test_card_and_chart(seed_run) -> None:
+    import json
+
+    _, layout, summary, records = seed_run
+    card = json.loads(layout.seed_card.read_text())
+    assert card["summary"] == summary and card["records"] == summary["records"]
+    assert card["by_split_language"]["dev"] == dict(Counter(r["lang"] for r in records["dev"]))
+    safe_in_card = sum(src.get("safe", 0) for lang in card["counts"]["train"].values() for src in lang.values())
+    assert safe_in_card == sum(not any(r["labels"]) for r in records["train"])
+    assert card["drops_total"]["offensive_not_hate"] > 0 and card["drops_total"]["language_not_selected"] > 0
+    png = layout.plots_dir("seed") / PLOT_NAME
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_is_skipped_and_force_is_deterministic(seed_run, tmp_path: Path) -> None:
+    params, layout, summary, _ = seed_run
+    again = prepare_seed(params, layout)
+    assert again["skipped"] is True and again["by_split_language"] == summary["by_split_language"]
+    _, other = tiny_layout(tmp_path)
+    prepare_seed(params, other, force=True)
+    for split in SPLITS:
+        assert other.seed_split(split).read_bytes() == layout.seed_split(split).read_bytes()

@@ -1,0 +1,68 @@
+"""Per-category threshold calibration rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from duelguard.classifier.thresholds import best_f1_threshold, calibrate, f1_score
+
+
+def test_f1_score() -> None:
+    assert f1_score(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0])) == pytest.approx(0.5)
+    assert f1_score(np.zeros(3, bool), np.zeros(3)) == 0.0
+
+
+def test_max_f1_picks_the_known_threshold() -> None:
+    # Positives score 0.30-0.40, negatives up to 0.25 except one at 0.35: the best cut is just
+    # below the lowest positive with that one negative unavoidable -> F1-optimal plateau is
+    # (0.25, 0.30) on the grid: 0.25..0.29 give F1 = 2*4/(5+4) ; median of 0.25..0.29 is 0.27.
+    probs = np.array([0.30, 0.33, 0.36, 0.40, 0.35, 0.25, 0.10, 0.05, 0.20])
+    truth = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0])
+    threshold, f1 = best_f1_threshold(probs, truth)
+    assert threshold == pytest.approx(0.27)
+    assert f1 == pytest.approx(8 / 9)
+
+
+def _dev_set() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = np.zeros((n, 12), dtype=int)
+    probs = rng.uniform(0.0, 0.1, size=(n, 12))
+    labels[:40, 0] = 1
+    probs[:40, 0] = 0.15  # category 0: positives at 0.15, negatives < 0.1 -> max_f1 below the floor
+    labels[:3, 1] = 1
+    probs[:3, 1] = 0.9  # category 1: only 3 positives
+    labels[50:80, 2] = 1
+    probs[50:80, 2] = 0.7
+    probs[80:90, 2] = 0.5  # category 2: negatives at 0.5 -> optimal cut in [0.5, 0.7)
+    return probs, labels
+
+
+def test_fixed_rule_uses_default() -> None:
+    probs, labels = _dev_set()
+    thresholds, report = calibrate(probs, labels, "fixed", default_threshold=0.5)
+    assert thresholds.tolist() == [0.5] * 12 and report["rule"] == "fixed"
+
+
+def test_max_f1_and_floor_rules() -> None:
+    probs, labels = _dev_set()
+    t_max, _ = calibrate(probs, labels, "max_f1", 0.5, 0.2)
+    assert 0.1 <= t_max[0] < 0.15
+    assert 0.5 <= t_max[2] < 0.7
+    assert t_max[1] < 0.9  # 3 positives are enough for plain max_f1
+    assert t_max[5] == pytest.approx(0.5)  # no positives -> default
+
+    t_floor, report = calibrate(probs, labels, "max_f1_floor", 0.5, 0.2)
+    cats = report["categories"]
+    assert t_floor[0] == pytest.approx(0.2) and cats[0]["reason"] == "floor"
+    assert t_floor[1] == pytest.approx(0.5) and cats[1]["reason"] == "few_positives"
+    assert t_floor[2] == pytest.approx(t_max[2]) and cats[2]["dev_f1"] == pytest.approx(1.0)
+    assert cats[5]["reason"] == "no_positives" and cats[0]["dev_positives"] == 40
+
+
+def test_calibrate_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        calibrate(np.zeros((2, 12)), np.zeros((2, 12)), "magic")
+    with pytest.raises(ValueError, match="must both be"):
+        calibrate(np.zeros((2, 12)), np.zeros((3, 12)), "max_f1")
