@@ -175,9 +175,10 @@ def resolve_image(image: str, root: str | Path = ".") -> str:
 
 def with_iterations(params_json: str, iterations: int) -> str:
     """The params JSON with loop.iterations (and the matching loop.chain that dvc.yaml reads) set."""
+    from duelguard.config import Loop
+
     raw = json.loads(params_json)
-    raw["loop"] = {**raw.get("loop", {}), "iterations": iterations,
-                   "chain": {f"iter_{k}": {"i": k, "prev": k - 1} for k in range(1, iterations + 1)}}
+    raw["loop"] = {**raw.get("loop", {}), "iterations": iterations, "chain": Loop.expected_chain(iterations)}
     return json.dumps(raw)
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from duelguard.config import Params
-from duelguard.fsio import DataError, atomic_open, atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from duelguard.fsio import DataError, atomic_write_json, atomic_write_text, iter_jsonl, read_json
 from duelguard.layout import Layout
+from duelguard.plotting import pyplot, save_png
 from duelguard.taxonomy import TARGET_LANGUAGES
 
 # The languages the loop exists for (the seed is English-heavy; these are the scarce ones).
@@ -151,22 +152,6 @@ def iteration_report(params: Params, layout: Layout, iteration: int) -> dict[str
     return report
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
-
-
 def _f1(report: dict[str, Any], lang: str, split: str = "dev") -> float | None:
     summary = report.get(split) or {}
     return (summary.get("f1_per_language") or {}).get(lang)
@@ -174,7 +159,7 @@ def _f1(report: dict[str, Any], lang: str, split: str = "dev") -> float | None:
 
 def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") -> list[Path]:
     """PNG plots across iterations: F1 per language, language share (stacked), game value."""
-    plt = _pyplot()
+    plt = pyplot()
     out = layout.plots_dir("loop")
     iters = [r["iteration"] for r in reports]
     paths = []
@@ -189,7 +174,7 @@ def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev")
     ax.set_xticks(iters)
     ax.grid(alpha=0.3)
     ax.legend()
-    paths.append(_save(fig, out / "f1_per_language.png"))
+    paths.append(save_png(fig, out / "f1_per_language.png"))
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     all_langs = sorted({lang for r in reports for lang in r["language_share"]["share"]}, key=_lang_order)
@@ -202,7 +187,7 @@ def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev")
     ax.set_xticks(iters)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    paths.append(_save(fig, out / "language_share.png"))
+    paths.append(save_png(fig, out / "language_share.png"))
 
     game = [r for r in reports if r.get("game_value")]
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -218,7 +203,7 @@ def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev")
         ax.legend(loc="upper left")
         ax2.legend(loc="upper right")
     ax.set(xlabel="iteration", ylabel="mean classifier loss on fresh samples", title="Game value")
-    paths.append(_save(fig, out / "game_value.png"))
+    paths.append(save_png(fig, out / "game_value.png"))
     return paths
 
 
@@ -279,7 +264,7 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") 
     layout.reports.mkdir(parents=True, exist_ok=True)
     atomic_write_text(layout.reports / "ablation.md", "\n".join(lines) + "\n")
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(len(rows), 1)
     groups = list(TARGET_LANGUAGES) + ["fr/es/de avg"]
@@ -292,7 +277,7 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") 
     ax.set(ylabel=f"{split} F1 (unsafe)", title="Ablation: seed-only vs. loop iterations")
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _save(fig, layout.reports / "ablation.png")
+    save_png(fig, layout.reports / "ablation.png")
     return {"split": split, "rows": rows, "markdown": str(layout.reports / "ablation.md"),
             "plot": str(layout.reports / "ablation.png")}
 

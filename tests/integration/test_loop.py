@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from duelguard.stages import ITERATION_STAGES, SEED_STAGES
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -95,9 +97,10 @@ def _assert_iteration_outputs(root: Path, i: int) -> None:
 def test_two_iterations_end_to_end_then_rerun_skips_everything(tmp_path, raw_data):
     root = _make_root(tmp_path / "repo", raw_data)
     result = _run_loop(root, 2)
-    assert result["skipped"] == [] and len(result["ran"]) == 4 + 2 * 8
+    total = len(SEED_STAGES) + 2 * len(ITERATION_STAGES)
+    assert result["skipped"] == [] and len(result["ran"]) == total
     state = _state(root)
-    assert state["running"] is None and len(state["stages"]) == 20
+    assert state["running"] is None and len(state["stages"]) == total
     for i in (1, 2):
         _assert_iteration_outputs(root, i)
     # The iteration-2 generator continued from the iteration-1 adapter.
@@ -105,7 +108,7 @@ def test_two_iterations_end_to_end_then_rerun_skips_everything(tmp_path, raw_dat
     assert dpo2["init_from"].endswith("iter_1")
 
     timings = json.loads((root / "metrics" / "loop_timings.json").read_text())
-    assert set(timings["iterations"]) == {"0", "1", "2"} and len(timings["iterations"]["2"]) == 8
+    assert set(timings["iterations"]) == {"0", "1", "2"} and len(timings["iterations"]["2"]) == len(ITERATION_STAGES)
     assert all(v > 0 for it in timings["iterations"].values() for v in it.values())
     ablation = (root / "reports" / "ablation.md").read_text()
     assert "seed only (iter 0)" in ablation and "after iteration 2" in ablation
@@ -114,7 +117,7 @@ def test_two_iterations_end_to_end_then_rerun_skips_everything(tmp_path, raw_dat
     assert (root / "reports" / "ablation.png").exists()
 
     again = _run_loop(root, 2)
-    assert again["ran"] == [] and len(again["skipped"]) == 20
+    assert again["ran"] == [] and len(again["skipped"]) == total
 
 
 def test_killed_mid_stage_resumes_from_that_stage(tmp_path, raw_data):
@@ -145,7 +148,7 @@ def test_killed_mid_stage_resumes_from_that_stage(tmp_path, raw_data):
     completed_before = {k: v["completed_at"] for k, v in killed["stages"].items()}
 
     result = _run_loop(root, 1)
-    assert result["ran"] == ["1/train_classifier", "1/evaluate", "1/register"]
+    assert result["ran"] == ["1/train_classifier", "1/evaluate", "1/register", "1/promote"]
     assert result["skipped"] == list(completed_before)
     state = _state(root)
     assert state["running"] is None

@@ -26,7 +26,7 @@ def test_profile_overrides_are_deep_merged(repo_root: Path) -> None:
     assert tiny.classifier.max_length == 64
     # keys the tiny profile does not override keep the top-level value
     assert tiny.classifier.loss == default.classifier.loss
-    assert tiny.promotion == default.promotion
+    assert tiny.tracking == default.tracking
 
 
 def test_unknown_key_is_an_error_that_names_it(repo_root: Path) -> None:

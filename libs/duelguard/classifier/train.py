@@ -259,24 +259,16 @@ def _is_complete(model_dir: Path, metrics_path: Path, data_hash: str, config_has
 
 def plot_loss(losses: list[float], path: Path, title: str) -> Path:
     """Training loss per optimizer step as a PNG."""
-    import matplotlib
+    from duelguard.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from duelguard.fsio import atomic_open
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = pyplot().subplots(figsize=(6, 3.5))
     ax.plot(range(1, len(losses) + 1), losses, lw=1.2)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, tight=False)
 
 
 def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_texts: list[str]) -> GuardClassifier:

@@ -10,23 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from duelguard.fsio import atomic_open
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_open(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
+from duelguard.plotting import pyplot, save_png
 
 
 def _value(v: float | None) -> float:
@@ -35,7 +19,7 @@ def _value(v: float | None) -> float:
 
 def language_bars(by_language: dict[str, dict[str, Any]], title: str, path: Path) -> Path:
     """Grouped bars: unsafe-class F1, precision and recall per language."""
-    plt = _pyplot()
+    plt = pyplot()
     langs = list(by_language)
     names = ("f1", "precision", "recall")
     x = np.arange(len(langs))
@@ -49,12 +33,12 @@ def language_bars(by_language: dict[str, dict[str, Any]], title: str, path: Path
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def category_bars(per_category_f1: dict[str, float | None], title: str, path: Path) -> Path:
     """Horizontal bars: F1 of each category's own decision ("n/a": never labelled nor predicted)."""
-    plt = _pyplot()
+    plt = pyplot()
     cats = list(per_category_f1)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ax.barh(np.arange(len(cats)), [_value(per_category_f1[c]) for c in cats], color="tab:purple")
@@ -67,12 +51,12 @@ def category_bars(per_category_f1: dict[str, float | None], title: str, path: Pa
     ax.set_xlabel("F1")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], title: str, path: Path) -> Path:
     """Precision-recall curves of the unsafe score, one per slice: {label: (precision, recall, AP)}."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for label, (precision, recall, ap) in curves.items():
         if recall.size == 0:
@@ -86,4 +70,4 @@ def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], ti
     ax.set_title(title)
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -82,11 +82,11 @@ def build_card(records: list[dict[str, Any]], drops: Counter, read: Counter, quo
 
 def plot_card(card: dict[str, Any], path: Path) -> Path:
     """Two panels: unsafe/safe rows per language x split (log scale), and category counts per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from duelguard.plotting import pyplot, save_png
+
+    plt = pyplot()
 
     langs = sorted(card["by_language"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
@@ -125,9 +125,4 @@ def plot_card(card: dict[str, Any], path: Path) -> Path:
     ax2.set_title("Category counts per split")
     ax2.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_png(fig, path, tight=False)
