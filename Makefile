@@ -70,11 +70,12 @@ pull: ## Pull them back (fresh clone)
 bench-classifier: setup ## Training steps/s, predict texts/s and peak RSS (default profile) -> bench/results/classifier.json
 	$(PY) bench/bench_classifier.py
 
-bench-serving: setup ## gRPC latency/throughput vs in-process predict -> bench/results/serving_*.json
-	$(PY) bench/bench_serving.py
+bench-serving: setup ## gRPC latency/throughput vs in-process predict (tiny, and default when models/classifier/iter_0 exists) -> bench/results/serving_*.json
+	$(PY) bench/bench_serving.py --profile tiny
+	if [ -d models/classifier/iter_0 ]; then $(PY) bench/bench_serving.py --profile default; fi
 
-bench-loop: setup ## Per-iteration stage wall times, generation samples/s, DPO steps/s -> bench/results/loop.json
-	$(PY) bench/bench_loop.py
+bench-loop: setup ## Per-iteration stage wall times (of the last demo/loop run; ITERATIONS=N runs the loop first) -> bench/results/loop.json
+	$(PY) bench/bench_loop.py $${ITERATIONS:+--run $$ITERATIONS}
 
 mlflow-up: setup ## Start a real mlflow server on 127.0.0.1:5000 (sqlite + local artifacts); then export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
 	$(DG) mlflow up

@@ -2,11 +2,13 @@
 
     python bench/bench_loop.py [--run N] [--profile NAME] [--params params.yaml] [--root .]
 
-Reads what `duelguard loop` recorded (metrics/loop_timings.json, data/synthetic/iter_<i>/generate.json,
-metrics/dpo/iter_<i>.json); with --run N it first runs (or resumes) `duelguard loop --iterations N`
-on the chosen profile (default: params.yaml's, i.e. the default profile with real Gemma-3-270M
-weights). Stages a resumed loop skipped keep the time they took when they ran. Prints a table and
-writes bench/results/loop.json. Not a test: the figures depend on the machine.
+Reads the wall time every stage run recorded (metrics/timings/iter_<i>/<stage>.json, written by
+duelguard.stages.run_stage whether DVC, `duelguard loop` or Kubeflow ran it; `make demo` leaves them
+behind), data/synthetic/iter_<i>/generate.json and metrics/dpo/iter_<i>.json; with --run N it first runs
+(or resumes) `duelguard loop --iterations N` on the chosen profile (default: params.yaml's, i.e. the
+default profile with real Gemma-3-270M weights). Stages skipped as complete keep the time they took
+when they ran. Prints a table and writes bench/results/loop.json. Not a test: the figures depend on
+the machine.
 """
 
 from __future__ import annotations
@@ -20,21 +22,32 @@ from typing import Any
 from duelguard.config import load_params
 from duelguard.fsio import DataError, atomic_write_json, read_json
 from duelguard.layout import Layout
-from duelguard.loop import timings_path
 from duelguard.reports import stage_metrics_path
 from duelguard.stages import ITERATION_STAGES, SEED_STAGES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def collect(layout: Layout) -> dict[str, Any]:
+def stage_timings(layout: Layout) -> dict[str, dict[str, float]]:
+    """{iteration: {stage: seconds}} from the records duelguard.stages.run_stage writes for every stage
+    it runs (so DVC, `duelguard loop` and Kubeflow runs are all measured the same way)."""
+    table: dict[str, dict[str, float]] = {}
+    for path in sorted((layout.metrics / "timings").glob("iter_*/*.json")):
+        rec = read_json(path)
+        table.setdefault(str(rec["iteration"]), {})[rec["stage"]] = rec["seconds"]
+    order = list(dict.fromkeys([*SEED_STAGES, *ITERATION_STAGES]))
+    return {it: dict(sorted(stages.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
+            for it, stages in sorted(table.items(), key=lambda kv: int(kv[0]))}
+
+
+def collect(layout: Layout, profile: str) -> dict[str, Any]:
     """Timings per iteration and stage, plus generation and DPO throughput per iteration."""
-    path = timings_path(layout)
-    if not path.exists():
-        raise DataError(f"{path}: no loop timings; run `duelguard loop` first (or pass --run N)")
-    timings = read_json(path)
+    timings = stage_timings(layout)
+    if not timings:
+        raise DataError(f"{layout.metrics / 'timings'}: no stage timings; run `dvc repro` or `duelguard loop` first "
+                        "(or pass --run N)")
     per_iteration: dict[str, Any] = {}
-    for it, stages in timings["iterations"].items():
+    for it, stages in timings.items():
         row: dict[str, Any] = {"stages_s": stages, "total_s": round(sum(stages.values()), 3)}
         i = int(it)
         if i >= 1:
@@ -45,7 +58,8 @@ def collect(layout: Layout) -> dict[str, Any]:
             row["generation"] = {k: gen.get(k) for k in ("requested", "records", "samples_per_s", "generate_s", "load_s")}
             row["dpo"] = {k: dpo.get(k) for k in ("pairs_used", "steps", "steps_per_s", "train_runtime_s", "updated")}
         per_iteration[it] = row
-    return {"profile": timings["profile"], "total_s": timings["total_s"], "iterations": per_iteration}
+    total = round(sum(row["total_s"] for row in per_iteration.values()), 3)
+    return {"profile": profile, "total_s": total, "iterations": per_iteration}
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -90,7 +104,7 @@ def main() -> None:
         from duelguard.loop import run_loop
 
         run_loop(params, layout, args.run)
-    result = collect(layout)
+    result = collect(layout, params.profile)
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}"
     print_table(result)
     atomic_write_json(args.out, result)

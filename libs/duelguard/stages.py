@@ -9,7 +9,10 @@ JSON-able summary. Functions are named by dotted path so that importing this mod
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from duelguard.config import Params
@@ -55,6 +58,24 @@ def stage_function(name: str) -> StageFn:
     return getattr(importlib.import_module(module), attr)
 
 
+def timing_path(layout: Layout, name: str, iteration: int) -> Path:
+    """Where run_stage records a stage's wall time (read by bench/bench_loop.py, whoever ran the stage:
+    DVC, `duelguard loop` or a Kubeflow component)."""
+    return layout.metrics / "timings" / f"iter_{iteration}" / f"{name}.json"
+
+
 def run_stage(name: str, params: Params, layout: Layout, iteration: int = 0) -> dict[str, Any]:
-    """Run one stage by name."""
-    return stage_function(name)(params, layout, iteration)
+    """Run one stage by name and record its wall time (unless it skipped as already complete)."""
+    from duelguard.fsio import atomic_write_json
+
+    fn = stage_function(name)
+    started = time.perf_counter()
+    summary = fn(params, layout, iteration)
+    seconds = round(time.perf_counter() - started, 3)
+    if not (isinstance(summary, dict) and summary.get("skipped")):
+        atomic_write_json(
+            timing_path(layout, name, iteration),
+            {"stage": name, "iteration": iteration, "profile": params.profile, "seconds": seconds,
+             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        )
+    return summary

@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DUELGUARD = Path(sys.executable).with_name("duelguard")
 
 
-def _make_root(root: Path, raw_data: Path) -> Path:
+def _make_root(root: Path, raw_data: Path, classifier_epochs: float = 1.0) -> Path:
     """A repository root with its own params.yaml: tiny profile, made smaller still so a loop
     iteration takes tens of seconds on a shared 2-core machine."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -30,7 +30,7 @@ def _make_root(root: Path, raw_data: Path) -> Path:
     raw["paths"]["weights_cache"] = str(root / "weights")
     tiny = raw["profiles"]["tiny"]
     tiny.setdefault("seed", {})["max_records"] = 600
-    tiny.setdefault("classifier", {}).update({"max_train_examples": 200, "epochs": 1.0})
+    tiny.setdefault("classifier", {}).update({"max_train_examples": 200, "epochs": classifier_epochs})
     tiny.setdefault("evaluate", {})["max_examples_per_lang"] = 20
     tiny.setdefault("generator", {}).update({"seeds_per_iteration": 4, "n_samples": 3})
     tiny.setdefault("dpo", {})["max_length"] = 512
@@ -121,7 +121,7 @@ def test_two_iterations_end_to_end_then_rerun_skips_everything(tmp_path, raw_dat
 
 
 def test_killed_mid_stage_resumes_from_that_stage(tmp_path, raw_data):
-    root = _make_root(tmp_path / "repo", raw_data)
+    root = _make_root(tmp_path / "repo", raw_data, classifier_epochs=6.0)
     # iteration 1's classifier training: long enough (tens of seconds) to be killed in the middle.
     target = {"stage": "train_classifier", "iteration": 1}
     proc = subprocess.Popen(_loop_cmd(root, 1), cwd=root, env=_env(), stdout=subprocess.DEVNULL,
@@ -132,7 +132,7 @@ def test_killed_mid_stage_resumes_from_that_stage(tmp_path, raw_data):
             path = root / ".duelguard" / "loop_state.json"
             running = json.loads(path.read_text()).get("running") if path.exists() else None
             if running and {k: running[k] for k in target} == target:
-                time.sleep(1.0)  # inside the stage: its data is loading or the model training
+                time.sleep(0.5)  # inside the stage: its data is loading or the model training
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "the loop ended before reaching the target stage"

@@ -58,7 +58,8 @@ def registry_env(tmp_path, tiny_params, weights_cache, monkeypatch):
     monkeypatch.setenv("DUELGUARD_MODEL_CACHE", str(tmp_path / "model-cache"))
     layout = dataclasses.replace(Layout.from_params(tiny_params, root=tmp_path), weights_cache=weights_cache)
     write_toy_seed(layout.seed_dir, per_template=10)
-    return tiny_params, layout
+    # The production FPR gate (the tiny profile relaxes it so that its pipeline always has a champion).
+    return _with(tiny_params, "promotion", max_benign_fpr=0.2), layout
 
 
 def _save_classifier(params, layout, iteration: int, threshold: float) -> Path:
