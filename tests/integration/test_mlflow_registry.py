@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from classifier_toy import write_toy_seed  # noqa: E402
@@ -202,7 +203,12 @@ def test_registry_flow_against_embedded_sqlite(registry_env, monkeypatch, repo_r
     # changes nothing; `rollback` with no `previous` alias is a clear error.
     client = MlflowClient()
     before = _aliases(client)
-    cli = ["--params", str(repo_root / "params.yaml"), "--profile", "tiny", "--root", str(layout.root)]
+    # The repository's params with the production FPR gate (the tiny profile relaxes it).
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    raw["profiles"]["tiny"]["promotion"] = {"max_benign_fpr": 0.2}
+    params_file = layout.root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cli = ["--params", str(params_file), "--profile", "tiny", "--root", str(layout.root)]
     result = CliRunner().invoke(app, [*cli, "promote", "--dry-run", "--version", "2"])
     assert result.exit_code == 0, result.output
     assert "REFUSE (dry run: nothing changed)" in result.output and "[FAIL] max_benign_fpr" in result.output
