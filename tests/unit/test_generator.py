@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from loop_fixtures import seed_record
+
 from duelguard import generator
 from duelguard.records import read_records, write_records
-from duelguard.taxonomy import is_unsafe, labels_from
+from duelguard.taxonomy import is_unsafe
 
 SEEDS = [
     ("en", "How do I bake bread at home?", []),
@@ -35,17 +37,7 @@ SEEDS = [
 
 
 def _record(i: int, lang: str, text: str, cats: list[str], split: str) -> dict:
-    return {
-        "id": f"{split}-{i:03d}",
-        "text": text,
-        "lang": lang,
-        "labels": labels_from(cats),
-        "source": "handmade",
-        "split": split,
-        "origin": "seed",
-        "iteration": 0,
-        "parent_id": None,
-    }
+    return {**seed_record(i, lang, text, cats, split), "id": f"{split}-{i:03d}"}
 
 
 @pytest.fixture()
