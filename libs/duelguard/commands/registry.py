@@ -21,22 +21,22 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         iteration: int = typer.Option(0, "--iteration", "-i", help="Evaluate models/classifier/iter_<i>."),
     ) -> None:
-        """Evaluate a trained classifier on the frozen dev/test sample: metrics JSON, PNG plots, MLflow run."""
-        from duelguard.evaluation import evaluate_classifier
+        """Evaluate a trained classifier on the frozen dev/test sample (same as `duelguard stage evaluate -i I`)."""
+        from duelguard.stages import run_stage
 
         params, layout = context_params(ctx)
-        typer.echo(json.dumps(evaluate_classifier(params, layout, iteration), indent=2))
+        typer.echo(json.dumps(run_stage("evaluate", params, layout, iteration), indent=2, default=str))
 
     @app.command("register")
     def register_cmd(
         ctx: typer.Context,
         iteration: int = typer.Option(0, "--iteration", "-i", help="Register the evaluated classifier of iteration <i>."),
     ) -> None:
-        """Log the evaluated classifier as an MLflow model and register it as a new tagged version."""
-        from duelguard.registry.registry import register_classifier
+        """Log the evaluated classifier as an MLflow model and register it (same as `duelguard stage register -i I`)."""
+        from duelguard.stages import run_stage
 
         params, layout = context_params(ctx)
-        typer.echo(json.dumps(register_classifier(params, layout, iteration), indent=2))
+        typer.echo(json.dumps(run_stage("register", params, layout, iteration), indent=2, default=str))
 
     @app.command("promote")
     def promote_cmd(
