@@ -121,7 +121,7 @@ def main() -> None:
     layout = Layout.from_params(params, root=REPO_ROOT)
     texts, labels = bench_texts(layout, max(args.texts, cfg.batch_size * cfg.grad_accum * args.train_steps))
     backbone_dir = resolve_backbone(cfg.backbone, args.weights_cache or params.paths.weights_cache)
-    clf = GuardClassifier.from_backbone(backbone_dir, cfg.max_length, cfg.chunk_overlap)
+    clf = GuardClassifier.from_backbone(backbone_dir, cfg.max_length, cfg.chunk_overlap, pooling=cfg.pooling)
     tok = clf.tokenizer
 
     # training: a few optimizer steps of the stage's own loop (default-profile batch/accum/freezing)
@@ -131,15 +131,16 @@ def main() -> None:
 
     # predict: same texts, same model, batched vs naive
     texts = texts[: args.texts]
-    chunks = [c for t in texts for c in encode_chunks(tok, t, cfg.max_length, cfg.chunk_overlap)]
+    chunks = [c for t in texts for c in encode_chunks(tok, t, cfg.max_length, cfg.chunk_overlap, cfg.max_windows).ids]
     batched, batched_s, batched_cpu, batched_rss = timed(
-        lambda: score_texts(clf.model, tok, texts, cfg.max_length, cfg.chunk_overlap, cfg.predict_batch_size, progress=True)
+        lambda: score_texts(clf.model, tok, texts, cfg.max_length, cfg.chunk_overlap, cfg.predict_batch_size,
+                            cfg.max_windows, progress=True)[0]
     )
 
     def naive() -> np.ndarray:
         out = np.zeros((len(texts), clf.model.config.num_labels), dtype=np.float32)
         for i, text in enumerate(tqdm(texts, desc="naive", unit="text")):  # one at a time, padded to max_length
-            windows = encode_chunks(tok, text, cfg.max_length, cfg.chunk_overlap)
+            windows = encode_chunks(tok, text, cfg.max_length, cfg.chunk_overlap, cfg.max_windows).ids
             if windows:
                 probs = score_chunks(clf.model, windows, tok.pad_token_id, 1, pad_to=cfg.max_length, sort_by_length=False)
                 out[i] = probs.max(axis=0)

@@ -45,7 +45,8 @@ def _tiny_classifier(params, work: Path) -> Path:
     from duelguard.classifier.model import GuardClassifier
 
     backbone = build_tiny(params.classifier.backbone, TEXTS * 10, work / "cache")
-    clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap)
+    clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap,
+                                       pooling=params.classifier.pooling)
     return clf.save(work / "classifier")
 
 
@@ -134,7 +135,8 @@ def main() -> None:
                                    providers=["CPUExecutionProvider"])
 
     def ort_call(text: str) -> object:
-        ids, mask = pad_batch(encode_chunks(clf.tokenizer, text, clf.max_length, clf.chunk_overlap), clf.tokenizer.pad_token_id)
+        ids, mask = pad_batch(encode_chunks(clf.tokenizer, text, clf.max_length, clf.chunk_overlap, clf.max_windows).ids,
+                              clf.tokenizer.pad_token_id)
         logits = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
         return (1 / (1 + np.exp(-logits))).max(axis=0)
 

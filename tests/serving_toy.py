@@ -31,7 +31,8 @@ def build_tiny_classifier(params: Params, out: Path, cache: Path) -> Path:
 
     corpus = [t for t in SAMPLE_TEXTS if t.strip()] * 5
     backbone = build_tiny(params.classifier.backbone, corpus, cache)
-    clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap)
+    clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap,
+                                       pooling=params.classifier.pooling)
     clf.thresholds[:] = THRESHOLDS
     return clf.save(out)
 

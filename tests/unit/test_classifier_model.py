@@ -18,18 +18,24 @@ from duelguard.taxonomy import CATEGORIES
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def clf(tmp_path_factory) -> GuardClassifier:
-    """An untrained 12-way head on the tiny Gemma-3 backbone (random but deterministic scores)."""
+# Both network shapes go through the same classifier: an encoder pooling the mean of its tokens (the
+# default profile's e5) and a decoder pooling its last non-pad token (Gemma-3, the paper's design).
+SHAPES = {"bert": "mean", "gemma3_text": "last"}
+
+
+@pytest.fixture(scope="module", params=sorted(SHAPES))
+def clf(request, tmp_path_factory) -> GuardClassifier:
+    """An untrained 12-way head on a tiny random backbone (random but deterministic scores)."""
     import torch
 
     from duelguard.backbones import resolve_backbone
 
     params = load_params(REPO_ROOT / "params.yaml", profile="tiny")
+    backbone_cfg = params.classifier.backbone.model_copy(update={"architecture": request.param})
     cache = tmp_path_factory.mktemp("weights")
-    backbone = resolve_backbone(params.classifier.backbone, str(cache), corpus=[r["text"] for r in toy_records("train", 10)])
+    backbone = resolve_backbone(backbone_cfg, str(cache), corpus=[r["text"] for r in toy_records("train", 10)])
     torch.manual_seed(0)
-    model = GuardClassifier.from_backbone(backbone, max_length=24, chunk_overlap=6)
+    model = GuardClassifier.from_backbone(backbone, max_length=24, chunk_overlap=6, pooling=SHAPES[request.param])
     model.thresholds = np.linspace(0.3, 0.7, 12, dtype=np.float32)
     return model
 
@@ -40,9 +46,9 @@ def test_head_pools_on_the_pad_token_id_of_the_tokenizer(clf: GuardClassifier) -
 
 
 def test_padding_does_not_change_scores(clf: GuardClassifier) -> None:
-    """Right padding + last-non-pad pooling: a text scores the same alone, in a batch, or padded to max."""
+    """Right padding + masked pooling: a text scores the same alone, in a batch, or padded to max."""
     texts = ["how do I attack my neighbour", "soup", "esa gente de lima es escoria infrahumana"]
-    chunks = [encode_chunks(clf.tokenizer, t, clf.max_length, clf.chunk_overlap)[0] for t in texts]
+    chunks = [encode_chunks(clf.tokenizer, t, clf.max_length, clf.chunk_overlap).ids[0] for t in texts]
     pad = clf.tokenizer.pad_token_id
     batched = score_chunks(clf.model, chunks, pad, batch_size=3)
     single = score_chunks(clf.model, chunks, pad, batch_size=1, pad_to=clf.max_length, sort_by_length=False)
@@ -51,7 +57,7 @@ def test_padding_does_not_change_scores(clf: GuardClassifier) -> None:
 
 def test_long_text_is_the_max_over_its_windows(clf: GuardClassifier) -> None:
     text = " ".join(r["text"] for r in toy_records("train", 2))
-    windows = encode_chunks(clf.tokenizer, text, clf.max_length, clf.chunk_overlap)
+    windows = encode_chunks(clf.tokenizer, text, clf.max_length, clf.chunk_overlap).ids
     assert len(windows) > 3
     per_window = score_chunks(clf.model, windows, clf.tokenizer.pad_token_id, batch_size=4)
     (probs,) = clf.predict_proba([text])
@@ -83,6 +89,7 @@ def test_save_load_round_trip(clf: GuardClassifier, tmp_path: Path) -> None:
     target = clf.save(tmp_path / "model")
     meta = json.loads((target / METADATA_FILE).read_text())
     assert meta["taxonomy"] == list(CATEGORIES) and meta["max_length"] == 24 and meta["chunk_overlap"] == 6
+    assert meta["pooling"] == clf.pooling
     loaded = GuardClassifier.load(target)
     np.testing.assert_allclose(loaded.thresholds, clf.thresholds, atol=1e-6)
     assert loaded.training == {"iteration": 0, "steps": 0}
@@ -103,9 +110,13 @@ def test_load_errors_name_the_problem(tmp_path: Path) -> None:
 def test_train_top_layers_freezes_everything_below(clf: GuardClassifier) -> None:
     from duelguard.classifier.train import freeze_lower_layers
 
+    from duelguard.classifier.network import transformer_layers
+
     freeze_lower_layers(clf.model, 1)
-    layers = clf.model.base_model.layers
-    assert not clf.model.get_input_embeddings().weight.requires_grad
+    layers = transformer_layers(clf.model)
+    # encoders freeze their whole embeddings block (positions, LayerNorm), or backward would run to the bottom
+    embeddings = clf.model.encoder.embeddings if clf.pooling != "last" else clf.model.get_input_embeddings()
+    assert not any(p.requires_grad for p in embeddings.parameters())
     assert not any(p.requires_grad for p in layers[0].parameters())
     assert all(p.requires_grad for p in layers[-1].parameters()) and clf.model.score.weight.requires_grad
     with pytest.raises(ValueError, match="train_top_layers"):

@@ -12,7 +12,9 @@ import pytest
 from classifier_toy import toy_records, write_toy_seed
 
 from duelguard.classifier.model import GuardClassifier
-from duelguard.classifier.train import cap_examples, length_grouped_batches, train_classifier
+from duelguard.classifier.data import compose, language_weights
+from duelguard.classifier.train import length_grouped_batches, train_classifier
+from duelguard.probe import Probe
 from duelguard.config import load_params
 from duelguard.fsio import DataError
 from duelguard.layout import Layout
@@ -41,18 +43,31 @@ def trained(tmp_path_factory):
 
 def test_training_loss_falls_and_artefacts_are_written(trained) -> None:
     params, layout, summary = trained
-    assert summary["skipped"] is False and summary["steps"] == 6 * 8  # 120 examples / batch 16 = 8 per epoch
+    assert summary["steps"] == 6 * 8  # 120 examples / batch 16 = 8 per epoch
     assert summary["final_loss"] < 0.75 * summary["first_loss"]
     assert summary["examples_per_language"] == {"de": 30, "en": 30, "es": 30, "fr": 30}
     model_dir = layout.classifier_dir(0)
     meta = json.loads((model_dir / "duelguard.json").read_text())
     assert meta["taxonomy"] == list(CATEGORIES) and len(meta["thresholds"]) == 12
-    assert meta["threshold_rule"] == "max_f1_floor" and meta["training"]["iteration"] == 0
+    assert meta["threshold_rule"] == "global" and meta["training"]["iteration"] == 0
+    assert len(set(meta["thresholds"])) == 1 and meta["thresholds"][0] >= params.classifier.threshold_floor
+    assert metrics_of(layout)["thresholds"]["calib_rows"] > 300  # seed dev sample + the suite's calib half
     assert meta["training"]["steps"] == summary["steps"] and meta["training"]["data_hash"]
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()
     metrics = json.loads(layout.train_metrics(0).read_text())
     assert metrics["steps"] == summary["steps"] and metrics["steps_per_s"] > 0
     assert (layout.plots_dir("train", 0) / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def metrics_of(layout) -> dict:
+    return json.loads(layout.train_metrics(0).read_text())
+
+
+def test_probe_is_trained_on_the_same_rows(trained) -> None:
+    _, layout, summary = trained
+    probe = Probe.load(layout.probe_dir(0))
+    assert summary["probe"]["n_train"] == summary["n_examples"] == 120
+    assert 0.0 < probe.threshold < 1.0 and probe.training["n_train"] == 120
 
 
 def test_run_is_logged_to_mlflow(trained) -> None:
@@ -84,14 +99,6 @@ def test_saved_model_separates_the_toy_classes(trained) -> None:
     assert probs[~safe].max(axis=1).mean() > probs[safe].max(axis=1).mean() + 0.1
 
 
-def test_rerun_with_same_inputs_skips(trained) -> None:
-    params, layout, _ = trained
-    mtime = (layout.classifier_dir(0) / "model.safetensors").stat().st_mtime_ns
-    again = train_classifier(params, layout, 0)
-    assert again["skipped"] is True
-    assert (layout.classifier_dir(0) / "model.safetensors").stat().st_mtime_ns == mtime
-
-
 def test_iteration_without_curated_data_names_the_missing_file(trained) -> None:
     params, layout, _ = trained
     with pytest.raises(DataError, match=r"synthetic/iter_1/curated\.jsonl"):
@@ -119,26 +126,31 @@ def _rec(i: int, lang: str, origin: str, unsafe: bool) -> dict:
     return {"id": f"{origin}-{lang}-{i}", "lang": lang, "origin": origin, "labels": [int(unsafe)] + [0] * 11}
 
 
-def test_cap_keeps_synthetic_first_and_the_language_mix() -> None:
+def test_compose_keeps_every_seed_row_and_caps_synthetic_per_language() -> None:
     records = [_rec(i, "en", "seed", i % 2 == 0) for i in range(800)]
     records += [_rec(i, lang, "seed", i % 2 == 0) for lang in ("fr", "es", "de") for i in range(60)]
-    records += [_rec(i, "fr", "synthetic", True) for i in range(40)]
-    kept = cap_examples(records, 200, seed=1)
-    assert len(kept) == 200 and len({r["id"] for r in kept}) == 200
-    assert sum(r["origin"] == "synthetic" for r in kept) == 40
-    seed_langs = {lang: sum(r["lang"] == lang and r["origin"] == "seed" for r in kept) for lang in ("en", "fr", "es", "de")}
-    assert seed_langs["en"] == pytest.approx(160 * 800 / 980, abs=2)
-    assert all(seed_langs[lang] == pytest.approx(160 * 60 / 980, abs=2) for lang in ("fr", "es", "de"))
-    unsafe_en = sum(r["lang"] == "en" and r["labels"][0] == 1 for r in kept)
-    assert unsafe_en == pytest.approx(seed_langs["en"] / 2, abs=1)
-    assert [r["id"] for r in cap_examples(records, 200, seed=1)] == [r["id"] for r in kept]
-    assert cap_examples(records, None, seed=1) == records
+    records += [_rec(i, "fr", "synthetic", i % 3 == 0) for i in range(200)] + [_rec(i, "de", "synthetic", True) for i in range(10)]
+    kept = compose(records, max_synthetic_share=0.5, seed=1)
+    assert [r for r in kept if r["origin"] == "seed"] == [r for r in records if r["origin"] == "seed"]
+    synthetic = [r for r in kept if r["origin"] == "synthetic"]
+    assert sum(r["lang"] == "fr" for r in synthetic) == 60  # share 0.5 of fr: as many synthetic as seed rows
+    assert sum(r["lang"] == "de" for r in synthetic) == 10  # under the cap: all kept
+    fr_unsafe = sum(r["lang"] == "fr" and r["labels"][0] == 1 for r in synthetic)
+    assert fr_unsafe == pytest.approx(60 / 3, abs=1)  # stratified: the safe/unsafe mix holds
+    assert [r["id"] for r in compose(records, 0.5, seed=1)] == [r["id"] for r in kept]
+    assert [r["origin"] for r in compose(records, 0.0, seed=1)].count("synthetic") == 0
+    with pytest.raises(ValueError, match="max_synthetic_share"):
+        compose(records, 1.0, seed=1)
 
 
-def test_cap_limits_synthetic_to_half_when_it_dominates() -> None:
-    records = [_rec(i, "en", "seed", False) for i in range(100)] + [_rec(i, "de", "synthetic", True) for i in range(500)]
-    kept = cap_examples(records, 100, seed=0)
-    assert sum(r["origin"] == "synthetic" for r in kept) == 50 and len(kept) == 100
+def test_language_weights_balance_languages() -> None:
+    langs = ["en"] * 900 + ["fr"] * 100
+    none, half, full = (language_weights(langs, b) for b in (0.0, 0.5, 1.0))
+    assert np.allclose(none, 1.0)
+    for w in (half, full):
+        assert w.mean() == pytest.approx(1.0)
+    assert full[:900].sum() == pytest.approx(full[900:].sum())  # balance 1: equal total per language
+    assert half[900] / half[0] == pytest.approx(3.0)  # sqrt(900 / 100)
 
 
 def test_length_grouped_batches_cover_each_example_once_with_little_padding() -> None:

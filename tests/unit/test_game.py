@@ -27,7 +27,8 @@ def tiny_classifier(tmp_layout, tiny_params):
     seed = seed_records()
     write_records(tmp_layout.seed_split("train"), seed)
     backbone = resolve_backbone(tiny_params.classifier.backbone, str(tmp_layout.weights_cache), [r["text"] for r in seed])
-    clf = GuardClassifier.from_backbone(backbone, tiny_params.classifier.max_length, tiny_params.classifier.chunk_overlap)
+    clf = GuardClassifier.from_backbone(backbone, tiny_params.classifier.max_length, tiny_params.classifier.chunk_overlap,
+                                       pooling=tiny_params.classifier.pooling)
     # Thresholds chosen so that the tiny random model flags some samples and not others.
     probs = clf.predict_proba([c[3] for c in CURATED])
     clf.thresholds = np.full(12, float(np.median(probs.max(axis=1))), dtype=np.float32)

@@ -25,7 +25,7 @@ LABELS = [[1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]]
 
 
 def test_zlpr_matches_direct_formula() -> None:
-    got = zlpr_loss(torch.tensor(LOGITS), torch.tensor(LABELS)).item()
+    got = zlpr_loss(torch.tensor(LOGITS), torch.tensor(LABELS)).mean().item()
     assert got == pytest.approx(zlpr_direct(LOGITS, LABELS), rel=1e-6)
 
 
@@ -38,7 +38,7 @@ def test_zlpr_all_negative_row_has_no_positive_term() -> None:
 def test_zlpr_is_stable_for_huge_logits_and_gives_finite_gradients() -> None:
     logits = torch.tensor([[1e4, -1e4, 500.0], [-800.0, 800.0, 0.0]], requires_grad=True)
     labels = torch.tensor([[0, 1, 1], [1, 1, 0]])
-    loss = zlpr_loss(logits, labels)
+    loss = zlpr_loss(logits, labels).mean()
     loss.backward()
     # row 1: log(1+e^1e4) ~ 1e4 and log(1 + e^1e4 + e^-500) ~ 1e4; row 2: ~800 + log 2
     assert torch.isfinite(loss) and loss.item() == pytest.approx((2e4 + 800 + math.log(2)) / 2, rel=1e-4)
@@ -55,7 +55,7 @@ def test_bce_matches_formula() -> None:
     s, y = torch.tensor(LOGITS), torch.tensor(LABELS, dtype=torch.float32)
     p = torch.sigmoid(s)
     direct = -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
-    assert bce_loss(s, y).item() == pytest.approx(direct.item(), rel=1e-5)
+    assert bce_loss(s, y).mean().item() == pytest.approx(direct.item(), rel=1e-5)
 
 
 def test_loss_function_by_name() -> None:

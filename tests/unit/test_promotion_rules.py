@@ -10,8 +10,9 @@ from duelguard.registry.rules import Decision, VersionMetrics, check_rules
 RULES = Promotion(eval_split="test", min_f1_delta=0.01, max_lang_regression=0.02, max_benign_fpr=0.2)
 
 
-def metrics(en: float, fr: float, fpr: float = 0.1) -> VersionMetrics:
-    return VersionMetrics(avg_f1=(en + fr) / 2, f1_by_lang={"en": en, "fr": fr}, benign_fpr=fpr, eval_set_hash="h")
+def metrics(en: float, fr: float, fpr: float = 0.1, probe: float = 0.0) -> VersionMetrics:
+    return VersionMetrics(avg_f1=(en + fr) / 2, f1_by_lang={"en": en, "fr": fr}, benign_fpr=fpr, eval_set_hash="h",
+                          probe_avg_f1=probe)
 
 
 def failed(checks) -> list[str]:
@@ -21,7 +22,8 @@ def failed(checks) -> list[str]:
 def test_better_candidate_is_accepted() -> None:
     checks = check_rules(metrics(0.80, 0.70), metrics(0.78, 0.69), RULES)
     assert failed(checks) == []
-    assert {c.rule for c in checks} == {"min_f1_delta", "max_lang_regression[en]", "max_lang_regression[fr]", "max_benign_fpr"}
+    assert {c.rule for c in checks} == {"min_f1_delta", "max_lang_regression[en]", "max_lang_regression[fr]",
+                                        "max_benign_fpr", "beats_probe"}
 
 
 def test_too_small_f1_gain_is_refused() -> None:
@@ -41,7 +43,7 @@ def test_language_regression_is_refused_even_if_average_rises() -> None:
 
 
 def test_language_missing_from_candidate_is_refused() -> None:
-    cand = VersionMetrics(0.9, {"en": 0.9}, 0.1, "h")
+    cand = VersionMetrics(0.9, {"en": 0.9}, 0.1, "h", probe_avg_f1=0.5)
     assert "max_lang_regression[fr]" in failed(check_rules(cand, metrics(0.78, 0.69), RULES))
 
 
@@ -51,11 +53,26 @@ def test_benign_fpr_over_limit_is_refused() -> None:
     assert "0.3500" in next(c.detail for c in checks if not c.passed)
 
 
-def test_first_model_needs_only_the_fpr_rule() -> None:
+def test_first_model_needs_only_the_fpr_and_probe_rules() -> None:
     assert failed(check_rules(metrics(0.1, 0.1, fpr=0.0), None, RULES)) == []
     assert failed(check_rules(metrics(0.9, 0.9, fpr=0.5), None, RULES)) == ["max_benign_fpr"]
-    undefined = VersionMetrics(0.5, {"en": 0.5}, None, "h")
+    undefined = VersionMetrics(0.5, {"en": 0.5}, None, "h", probe_avg_f1=0.4)
     assert failed(check_rules(undefined, None, RULES)) == ["max_benign_fpr"]
+
+
+def test_candidate_that_does_not_beat_its_probe_is_refused() -> None:
+    rules = Promotion(eval_split="suite", min_probe_margin=0.05)
+    checks = check_rules(metrics(0.80, 0.70, probe=0.72), None, rules)  # avg 0.75, margin +0.03 < 0.05
+    assert failed(checks) == ["beats_probe"]
+    assert "vs its probe 0.7200" in next(c.detail for c in checks if not c.passed)
+    assert failed(check_rules(metrics(0.80, 0.70, probe=0.70), None, rules)) == []
+    no_probe = VersionMetrics(0.75, {"en": 0.75}, 0.1, "h")
+    assert failed(check_rules(no_probe, None, rules)) == ["beats_probe"]
+
+
+def test_probe_figure_round_trips_through_registry_tags() -> None:
+    m = metrics(0.8, 0.7, probe=0.61)
+    assert VersionMetrics.from_tags(m.to_tags("suite"), "suite") == m
 
 
 def test_several_failures_are_all_reported() -> None:

@@ -4,6 +4,7 @@ per-language eval coverage, card + chart, determinism and skip-on-rerun."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_stage_table_points_here() -> None:
 def test_records_are_valid_and_sized(seed_run) -> None:
     params, _, summary, records = seed_run
     rows = all_records(seed_run)
-    assert len(rows) == summary["records"] == params.seed.max_records
+    assert len(rows) == summary["records"] == params.seed.max_records  # every tiny quota cell can be filled
     for split, split_rows in records.items():
         assert split_rows and all(r["split"] == split for r in split_rows)
     assert all(r["origin"] == "seed" and r["iteration"] == 0 and r["parent_id"] is None for r in rows)
@@ -88,12 +89,19 @@ def test_no_near_duplicates_across_splits(seed_run) -> None:
     assert not crossing
 
 
-def test_language_mix_and_eval_coverage(seed_run) -> None:
-    params, _, summary, records = seed_run
-    for lang, target in params.seed.language_mix.items():
-        assert summary["language_shares"][lang] == pytest.approx(target, abs=0.01)
-    unsafe_share = sum(any(r["labels"]) for r in all_records(seed_run)) / summary["records"]
-    assert unsafe_share == pytest.approx(1 - params.seed.benign_fraction, abs=0.02)
+def test_quotas_per_language_and_kind_and_eval_coverage(seed_run) -> None:
+    from duelguard.seed.sources import SOURCE_KINDS
+
+    params, layout, summary, records = seed_run
+    rows = all_records(seed_run)
+    cells = Counter((r["lang"], SOURCE_KINDS[r["source"]], any(r["labels"])) for r in rows)
+    for lang, kinds in params.seed.quotas.items():
+        for kind, quota in kinds.items():
+            assert cells[lang, kind, True] == quota.unsafe and cells[lang, kind, False] == quota.benign, (lang, kind)
+    assert sum(cells.values()) == sum(cells[k] for k in cells if k[1] in params.seed.quotas[k[0]])
+    # the benign English instructions start with the hard negatives: safe requests with alarming words
+    card = json.loads(layout.seed_card.read_text())
+    assert card["quotas"]["en"]["instruction"]["chosen_hard_negatives"] > 0
     for split in ("dev", "test"):
         cells = Counter((r["lang"], bool(any(r["labels"]))) for r in records[split])
         for lang in params.seed.languages:
@@ -111,8 +119,6 @@ def test_all_categories_but_jailbreak_represented(seed_run) -> None:
 
 
 def test_card_and_chart(seed_run) -> None:
-    import json
-
     _, layout, summary, records = seed_run
     card = json.loads(layout.seed_card.read_text())
     assert card["summary"] == summary and card["records"] == summary["records"]

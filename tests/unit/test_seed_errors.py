@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from duelguard.config import ConfigError, load_params
+from duelguard.config import ConfigError, load_params, resolve
 from duelguard.fsio import DataError
 from duelguard.layout import Layout
 from duelguard.seed.assemble import prepare_seed
@@ -75,5 +76,9 @@ def test_broken_json_names_file(tmp_path: Path) -> None:
 def test_missing_raw_dir_and_bad_params(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="raw data folder not found"):
         run(tmp_path, tmp_path / "nowhere")
-    with pytest.raises(ConfigError, match="seed.language_mix"):
-        run(tmp_path, RAW, languages=["en", "fr", "es", "de", "it"])
+    with pytest.raises(ConfigError, match="seed.quotas: every quota is zero"):
+        run(tmp_path, RAW, quotas={})
+    raw_params = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw_params["seed"]["quotas"]["it"] = {"statement": {"unsafe": 1, "benign": 1}}
+    with pytest.raises(ConfigError, match=r"quotas for language\(s\) \['it'\] not listed in seed.languages"):
+        resolve(raw_params)

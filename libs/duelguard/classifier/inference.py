@@ -9,6 +9,13 @@ batches are padded, so a text gets the same score everywhere.
   aligned to the end, so every token is seen and no window is a short tail); each window gets the
   tokenizer's special tokens back and is scored; a text's score per category is the MAX over its
   windows (an unsafe passage anywhere makes the text unsafe).
+- Bounded cost: a text never costs more than `max_windows` windows. Beyond that the policy is
+  head + tail: the first ceil(max_windows / 2) windows and the last floor(max_windows / 2) are
+  scored and the text is reported `truncated` (a jailbreak or an unsafe request sits at the start
+  or the end of a long paste far more often than in its middle; a caller that must see every token
+  splits the text itself). Tokenising is bounded too: a text longer than
+  max_windows x window x CHARS_PER_TOKEN_BOUND characters is cut to that many characters of head and
+  tail before tokenising, so a 1 MB paste costs what a few thousand characters cost.
 - Empty or whitespace-only text has no tokens to score: its probabilities are defined as all zeros
   (so unsafe=false), instead of the 0.5-ish score an empty forward pass would produce.
 - Batching: windows are sorted by length and padded (right, with the pad id) only to the longest
@@ -18,7 +25,8 @@ batches are padded, so a text gets the same score everywhere.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -79,14 +87,52 @@ def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
     raise ValueError("cannot locate the text inside the tokenizer's special-token template")
 
 
-def encode_chunks(tokenizer: Any, text: str, max_length: int, overlap: int) -> list[list[int]]:
-    """Token id windows (special tokens included, each <= max_length) for one text; [] for blank text."""
-    if not text.strip():
-        return []
+# No tokenizer we use averages more characters per token than this on real text, so cutting the
+# head and tail at (tokens wanted) x this many characters keeps every token the windows need.
+CHARS_PER_TOKEN_BOUND = 16
+
+
+class Windows(NamedTuple):
+    """The token-id windows one text is scored on, and whether the window cap dropped any."""
+
+    ids: list[list[int]]
+    truncated: bool
+
+
+@lru_cache(maxsize=8)
+def special_affixes_cached(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
     prefix, suffix = special_affixes(tokenizer)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tuple(prefix), tuple(suffix)
+
+
+def encode_chunks(tokenizer: Any, text: str, max_length: int, overlap: int, max_windows: int | None = None) -> Windows:
+    """Token id windows (special tokens included, each <= max_length) for one text, at most
+    `max_windows` of them (head + tail policy, see the module docstring); none for blank text."""
+    if not text.strip():
+        return Windows([], False)
+    prefix, suffix = special_affixes_cached(tokenizer)
     window = max_length - len(prefix) - len(suffix)
-    return [prefix + chunk + suffix for chunk in chunk_token_ids(ids, window, min(overlap, window - 1))]
+    overlap = min(overlap, window - 1)
+
+    def windows_of(part: str) -> list[list[int]]:
+        return chunk_token_ids(tokenizer(part, add_special_tokens=False)["input_ids"], window, overlap)
+
+    if max_windows is None:
+        chunks, truncated = windows_of(text), False
+    else:
+        if max_windows < 2:
+            raise ValueError(f"max_windows must be >= 2 (a head and a tail window), got {max_windows}")
+        head_n, tail_n = (max_windows + 1) // 2, max_windows // 2
+        budget = max_windows * window * CHARS_PER_TOKEN_BOUND
+        if len(text) > budget:
+            head_chars, tail_chars = head_n * window * CHARS_PER_TOKEN_BOUND, tail_n * window * CHARS_PER_TOKEN_BOUND
+            chunks, truncated = windows_of(text[:head_chars])[:head_n] + windows_of(text[-tail_chars:])[-tail_n:], True
+        else:
+            chunks = windows_of(text)
+            truncated = len(chunks) > max_windows
+            if truncated:
+                chunks = chunks[:head_n] + chunks[-tail_n:]
+    return Windows([list(prefix) + chunk + list(suffix) for chunk in chunks], truncated)
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = None) -> tuple[Any, Any]:
@@ -144,17 +190,21 @@ def score_texts(
     max_length: int,
     overlap: int,
     batch_size: int,
+    max_windows: int | None = None,
     progress: bool = False,
-) -> np.ndarray:
-    """Probabilities (len(texts), C): each text's windows scored, max-aggregated; blank text -> zeros."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (len(texts), C), truncated (len(texts),) bool): each text's windows scored and
+    max-aggregated; blank text -> zeros."""
     owners: list[int] = []
     chunks: list[list[int]] = []
+    truncated = np.zeros(len(texts), dtype=bool)
     for i, text in enumerate(texts):
-        for chunk in encode_chunks(tokenizer, text, max_length, overlap):
-            owners.append(i)
-            chunks.append(chunk)
+        windows = encode_chunks(tokenizer, text, max_length, overlap, max_windows)
+        truncated[i] = windows.truncated
+        owners.extend([i] * len(windows.ids))
+        chunks.extend(windows.ids)
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     if chunks:
         chunk_probs = score_chunks(model, chunks, tokenizer.pad_token_id, batch_size, progress=progress)
         np.maximum.at(probs, np.asarray(owners), chunk_probs)
-    return probs
+    return probs, truncated

@@ -10,6 +10,9 @@ independence of BCE, so a rare category is not drowned by the 11 negatives of ea
 Each term is computed as logsumexp over the masked logits with a 0 appended (the "1 +"), which is
 exact and stable for any logit magnitude; an example with no positives (safe) has the second term
 log(1) = 0. BCE-with-logits is kept as an option (`classifier.loss: bce`).
+
+Both return one loss per example (no batch reduction): training weights examples (language
+balance) before averaging, and the game scores each synthetic sample by its own loss.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 
 def zlpr_loss(logits: Any, labels: Any) -> Any:
-    """Mean ZLPR loss over the batch. logits: float (B, C); labels: {0,1} (B, C)."""
+    """ZLPR loss per example, shape (B,). logits: float (B, C); labels: {0,1} (B, C)."""
     import torch
 
     s = logits.float()
@@ -28,14 +31,14 @@ def zlpr_loss(logits: Any, labels: Any) -> Any:
     zeros = s.new_zeros(s.shape[0], 1)
     neg_term = torch.logsumexp(torch.cat([s.masked_fill(positive, neg_inf), zeros], dim=1), dim=1)
     pos_term = torch.logsumexp(torch.cat([(-s).masked_fill(~positive, neg_inf), zeros], dim=1), dim=1)
-    return (neg_term + pos_term).mean()
+    return neg_term + pos_term
 
 
 def bce_loss(logits: Any, labels: Any) -> Any:
-    """Mean binary cross-entropy with logits over batch and categories."""
+    """Binary cross-entropy with logits per example (mean over categories), shape (B,)."""
     import torch.nn.functional as F
 
-    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none").mean(dim=1)
 
 
 LOSSES: dict[str, Callable[[Any, Any], Any]] = {"zlpr": zlpr_loss, "bce": bce_loss}

@@ -2,17 +2,17 @@
 
 A saved classifier directory holds everything needed to score text, with no params.yaml:
 
-    model.safetensors, config.json   the HF sequence-classification model (12 labels, multi-label)
+    model.safetensors, config.json   the network (duelguard.classifier.network): a decoder's HF
+                                     sequence-classification model, or an encoder + head.safetensors
     tokenizer files                  the backbone's tokenizer
     duelguard.json                   {"taxonomy": [12 names], "thresholds": [12 floats],
-                                      "max_length": int, "chunk_overlap": int,
+                                      "max_length": int, "chunk_overlap": int, "pooling": str,
                                       "threshold_rule": str, "training": {iteration, data_hash, ...}}
 
-The model is AutoModelForSequenceClassification over a decoder LM (for Gemma-3 that is
-Gemma3TextForSequenceClassification), which scores the LAST NON-PAD token: config.pad_token_id
-must be the tokenizer's pad id and batches are right-padded (inference.pad_batch), otherwise
-pooling would read a pad position. A LoRA adapter is merged before saving, so the directory is
-always a plain model that ONNX export and Triton load like any other.
+Decoders pool the LAST NON-PAD token (config.pad_token_id must be the tokenizer's pad id and
+batches are right-padded, inference.pad_batch); encoders pool the mean of non-pad tokens or the
+first token. A LoRA adapter is merged before saving, so the directory is always a plain model that
+ONNX export and Triton load like any other.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class GuardClassifier:
         chunk_overlap: int,
         threshold_rule: str = "fixed",
         training: dict[str, Any] | None = None,
+        pooling: str = "last",
+        max_windows: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -74,35 +76,40 @@ class GuardClassifier:
         self.chunk_overlap = int(chunk_overlap)
         self.threshold_rule = threshold_rule
         self.training: dict[str, Any] = dict(training or {})
+        self.pooling = pooling
+        self.max_windows = max_windows
 
     # construction -----------------------------------------------------------------------------
     @classmethod
     def from_backbone(
-        cls, backbone_dir: str | Path, max_length: int, chunk_overlap: int, default_threshold: float = 0.5
+        cls,
+        backbone_dir: str | Path,
+        max_length: int,
+        chunk_overlap: int,
+        default_threshold: float = 0.5,
+        pooling: str = "last",
+        max_windows: int | None = None,
     ) -> GuardClassifier:
-        """A fresh 12-way head on a causal-LM backbone directory (head randomly initialised)."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        """A fresh 12-way head on a backbone directory (head randomly initialised)."""
+        from transformers import AutoTokenizer
+
+        from duelguard.classifier.network import build_network
 
         tokenizer = AutoTokenizer.from_pretrained(str(backbone_dir))
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "right"
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(backbone_dir),
-            num_labels=NUM_CATEGORIES,
-            problem_type="multi_label_classification",
-            id2label=dict(enumerate(CATEGORIES)),
-            label2id={name: i for i, name in enumerate(CATEGORIES)},
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        model.config.pad_token_id = tokenizer.pad_token_id
+        model = build_network(backbone_dir, pooling, tokenizer.pad_token_id)
         model.to(_device())
-        return cls(model, tokenizer, [default_threshold] * NUM_CATEGORIES, max_length, chunk_overlap)
+        return cls(model, tokenizer, [default_threshold] * NUM_CATEGORIES, max_length, chunk_overlap,
+                   pooling=pooling, max_windows=max_windows)
 
     @classmethod
     def load(cls, path: str | Path) -> GuardClassifier:
         """Load a saved classifier directory (see the module docstring for its contents)."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from duelguard.classifier.network import load_network
 
         path = Path(path)
         meta_path = path / METADATA_FILE
@@ -116,7 +123,8 @@ class GuardClassifier:
             raise DataError(f"{meta_path}: taxonomy {meta.get('taxonomy')} differs from this code's {list(CATEGORIES)}")
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         tokenizer.padding_side = "right"
-        model = AutoModelForSequenceClassification.from_pretrained(str(path))
+        pooling = meta.get("pooling", "last")
+        model = load_network(path, pooling)
         model.to(_device()).eval()
         return cls(
             model,
@@ -126,6 +134,8 @@ class GuardClassifier:
             meta["chunk_overlap"],
             meta.get("threshold_rule", "fixed"),
             meta.get("training", {}),
+            pooling=pooling,
+            max_windows=meta.get("max_windows"),
         )
 
     @property
@@ -137,6 +147,8 @@ class GuardClassifier:
             "max_length": self.max_length,
             "chunk_overlap": self.chunk_overlap,
             "threshold_rule": self.threshold_rule,
+            "pooling": self.pooling,
+            "max_windows": self.max_windows,
             "training": self.training,
         }
 
@@ -158,6 +170,12 @@ class GuardClassifier:
     # scoring ----------------------------------------------------------------------------------
     def predict_proba(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Per-category probabilities (n, 12) float32; long texts windowed + max-aggregated, blank -> 0."""
+        return self.predict_scores(texts, batch_size, progress)[0]
+
+    def predict_scores(
+        self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 12), truncated (n,) bool: the text had more windows than max_windows)."""
         from duelguard.classifier.inference import score_texts
 
         return score_texts(
@@ -167,26 +185,29 @@ class GuardClassifier:
             self.max_length,
             self.chunk_overlap,
             batch_size or DEFAULT_BATCH_SIZE,
+            max_windows=self.max_windows,
             progress=progress,
         )
 
     def predict_records(
         self, objs: Sequence[dict[str, Any]], batch_size: int | None = None, progress: bool = False
     ) -> list[dict[str, Any]]:
-        """The `duelguard predict` output objects: each input plus unsafe_score, unsafe, categories."""
+        """The `duelguard predict` output objects: each input plus unsafe_score, unsafe, categories, truncated."""
         from duelguard.classifier.inference import text_of
 
         texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
-        probs = self.predict_proba(texts, batch_size=batch_size, progress=progress)
-        return [output_record(obj, row, self.thresholds) for obj, row in zip(objs, probs)]
+        probs, truncated = self.predict_scores(texts, batch_size=batch_size, progress=progress)
+        return [output_record(obj, row, self.thresholds, bool(t)) for obj, row, t in zip(objs, probs, truncated)]
 
 
-def output_record(obj: dict[str, Any], probs: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
+def output_record(obj: dict[str, Any], probs: np.ndarray, thresholds: np.ndarray, truncated: bool = False) -> dict[str, Any]:
     """One output object: the input's fields + unsafe_score (max prob), unsafe (any prob > its threshold),
-    categories {name: prob}. Shared by `predict` and the Triton client so both emit the same schema."""
+    categories {name: prob}, truncated (the window cap applied: only the text's head and tail were
+    scored). Shared by `predict` and the Triton client so both emit the same schema."""
     probs = np.asarray(probs, dtype=np.float32)
     out = dict(obj)
     out["unsafe_score"] = round(float(probs.max()), 6)
     out["unsafe"] = bool(np.any(probs > thresholds))
     out["categories"] = {name: round(float(p), 6) for name, p in zip(CATEGORIES, probs)}
+    out["truncated"] = bool(truncated)
     return out

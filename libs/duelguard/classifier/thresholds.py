@@ -1,10 +1,14 @@
-"""Per-category decision thresholds, calibrated on the seed dev split after training.
+"""Decision thresholds, calibrated after training on the calibration rows (never the reported ones).
 
 A category is flagged when its probability is strictly greater than its threshold, and a text is
-unsafe when any category is flagged (DESIGN.md: "unsafe if the max probability > threshold", with
-one threshold per category). Rules (`classifier.threshold_rule`):
+unsafe when any category is flagged (the published rule: "unsafe if the max probability >
+threshold"). Rules (`classifier.threshold_rule`):
 
 - fixed:         every category uses `default_threshold` (0.5 in the paper).
+- global:        one threshold for all 12 categories: the grid point that maximises the unsafe-class
+                 F1 of `max probability > t` (the guardrail's decision) on the calibration rows,
+                 never below `threshold_floor`. One number fitted on a few hundred rows per
+                 language is far steadier than 12 fitted on a handful of positives each.
 - max_f1:        per category, the grid threshold that maximises that category's F1 on dev; the grid
                  is 0.05, 0.06, ..., 0.95. When several grid points tie at the maximum, the median of
                  them is taken (the middle of the plateau generalises better than its edge).
@@ -22,7 +26,7 @@ import numpy as np
 
 GRID: np.ndarray = np.round(np.arange(0.05, 0.9501, 0.01), 2)
 MIN_POSITIVES = 5
-RULES = ("fixed", "max_f1", "max_f1_floor")
+RULES = ("fixed", "global", "max_f1", "max_f1_floor")
 
 
 def f1_score(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -60,6 +64,8 @@ def calibrate(
         raise ValueError(f"probs {probs.shape} and labels {labels.shape} must both be (n, categories)")
     n_cat = probs.shape[1]
     thresholds = np.full(n_cat, default_threshold, dtype=np.float64)
+    if rule == "global":
+        return _calibrate_global(probs, labels, threshold_floor)
     per_category = []
     for c in range(n_cat):
         positives = int(labels[:, c].sum())
@@ -83,3 +89,19 @@ def calibrate(
             }
         )
     return thresholds.astype(np.float32), {"rule": rule, "categories": per_category}
+
+
+def _calibrate_global(probs: np.ndarray, labels: np.ndarray, floor: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """One threshold on the unsafe score (max probability) for every category."""
+    truth = labels.any(axis=1)
+    if truth.all() or not truth.any():
+        raise ValueError("global calibration needs both safe and unsafe calibration rows")
+    score = probs.max(axis=1)
+    threshold, f1 = best_f1_threshold(score, truth)
+    reason = "global"
+    if threshold < floor:
+        threshold, reason = floor, "floor"
+    f1 = f1_score(score > threshold, truth)
+    report = {"rule": "global", "threshold": threshold, "calib_f1": f1, "reason": reason,
+              "calib_rows": int(len(truth)), "calib_unsafe": int(truth.sum())}
+    return np.full(probs.shape[1], threshold, dtype=np.float32), report

@@ -2,12 +2,13 @@
 thresholds on the seed dev split, save it, and log the run to MLflow.
 
 A plain PyTorch loop rather than HF Trainer, so that every step is visible here:
-- data: the seed train split + curated synthetic data of iterations 1..i (Layout.classifier_training_files),
-  capped at `max_train_examples` (see cap_examples: synthetic kept first, seed sampled by language);
+- data: every seed train row + curated synthetic rows of iterations 1..i up to a share per language,
+  with per-example weights that balance languages (duelguard.classifier.data);
 - batches: length-grouped (shuffle, cut into buckets of BUCKET_BATCHES batches, sort each bucket by
   length, shuffle the batch order: little padding, still random), dynamically padded;
-- optimisation: AdamW over the trainable parameters, gradient accumulation, gradient clipping,
-  cosine schedule with linear warmup; bf16 autocast when `dtype: bfloat16`;
+- optimisation: AdamW over the trainable parameters (the fresh head at `head_lr_multiplier` x the
+  backbone's rate: it starts from random weights, the backbone from pretrained ones), gradient
+  accumulation, gradient clipping, cosine schedule with linear warmup; bf16 autocast when `dtype: bfloat16`;
 - `freeze_embeddings` freezes the input embedding matrix (Gemma's 262k x 640 table is 60% of the
   model's weights; freezing it saves its gradient and Adam state, a large share of CPU step time);
 - `train_top_layers: N` also freezes all but the top N decoder layers (the CPU profile's lever on
@@ -18,12 +19,10 @@ Everything random is seeded with `classifier.random_seed`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import numpy as np
 from duelguard.classifier.model import METADATA_FILE, GuardClassifier
 from duelguard.classifier.thresholds import calibrate
 from duelguard.config import Params
-from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
 from duelguard.records import read_records
 
@@ -41,63 +40,6 @@ STAGE = "train_classifier"
 
 
 # data ------------------------------------------------------------------------------------------
-def training_files(layout: Layout, iteration: int) -> list[Path]:
-    """The files iteration `iteration` trains on; a missing one is an error naming all missing."""
-    files = layout.classifier_training_files(iteration)
-    missing = [str(p) for p in files if not p.exists()]
-    if missing:
-        raise DataError(
-            f"train_classifier (iteration {iteration}) needs {', '.join(missing)}: "
-            "run prepare_seed (and, for iteration >= 1, that iteration's generate/curate stages) first"
-        )
-    return files
-
-
-def _stratified_sample(records: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
-    """n records sampled proportionally over (language, safe/unsafe) strata, largest remainder,
-    every non-empty stratum keeping at least one record when n allows."""
-    if n >= len(records):
-        return list(records)
-    strata: dict[tuple[str, bool], list[dict[str, Any]]] = defaultdict(list)
-    for rec in sorted(records, key=lambda r: r["id"]):
-        strata[(rec["lang"], any(rec["labels"]))].append(rec)
-    keys = sorted(strata)
-    quotas = {k: len(strata[k]) * n / len(records) for k in keys}
-    take = {k: min(len(strata[k]), max(1, math.floor(quotas[k]))) for k in keys}
-    by_remainder = sorted(keys, key=lambda k: (quotas[k] - math.floor(quotas[k]), len(strata[k])), reverse=True)
-    while sum(take.values()) > n:  # the max(1, .) minimums overshot: trim the largest strata
-        biggest = max(keys, key=lambda k: take[k])
-        take[biggest] -= 1
-    i = 0
-    while sum(take.values()) < n:
-        k = by_remainder[i % len(keys)]
-        if take[k] < len(strata[k]):
-            take[k] += 1
-        i += 1
-    chosen: list[dict[str, Any]] = []
-    for k in keys:
-        chosen.extend(rng.sample(strata[k], take[k]))
-    return chosen
-
-
-def cap_examples(records: list[dict[str, Any]], max_n: int | None, seed: int) -> list[dict[str, Any]]:
-    """At most `max_n` records, deterministically.
-
-    Synthetic records are what each loop iteration adds (the fr/es/de data that fixes the seed's
-    English-heavy mix), so they are kept first, up to half the cap; the seed fills the rest. Each
-    part is sampled proportionally over (language, safe/unsafe) strata, so capping preserves the
-    language mix and label balance instead of squeezing out the small languages by chance.
-    """
-    if max_n is None or len(records) <= max_n:
-        return list(records)
-    rng = random.Random(seed)
-    synthetic = [r for r in records if r["origin"] == "synthetic"]
-    seed_recs = [r for r in records if r["origin"] != "synthetic"]
-    kept_synth = _stratified_sample(synthetic, min(len(synthetic), max(max_n // 2, max_n - len(seed_recs))), rng)
-    kept_seed = _stratified_sample(seed_recs, max_n - len(kept_synth), rng)
-    return kept_seed + kept_synth
-
-
 def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """One epoch of batches: shuffle, bucket, sort each bucket by length, cut, shuffle batch order."""
     order = list(range(len(lengths)))
@@ -146,12 +88,14 @@ def _apply_lora(model: Any, lora: Any) -> Any:
 
 
 def freeze_lower_layers(model: Any, top: int) -> None:
-    """Freeze every decoder layer below the top `top` ones (and the embeddings): backward then stops
-    at the first trainable layer, so a step costs roughly forward + top/n_layers of a full backward."""
-    layers = model.base_model.layers
+    """Freeze every transformer layer below the top `top` ones (and the embeddings): backward then
+    stops at the first trainable layer, so a step costs roughly forward + top/n_layers of a full backward."""
+    from duelguard.classifier.network import freeze_embeddings, transformer_layers
+
+    layers = transformer_layers(model)
     if not 0 <= top <= len(layers):
         raise ValueError(f"classifier.train_top_layers must be in [0, {len(layers)}], got {top}")
-    model.get_input_embeddings().weight.requires_grad_(False)
+    freeze_embeddings(model)
     for layer in layers[: len(layers) - top]:
         layer.requires_grad_(False)
 
@@ -161,12 +105,14 @@ def fit(
     input_ids: list[list[int]],
     labels: np.ndarray,
     params: Params,
+    weights: np.ndarray | None = None,
     max_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train clf.model in place on tokenised examples; returns {"losses": [...per optimizer step], ...}.
 
-    `max_steps` stops early (the benchmark times a few steps of this exact loop).
+    `weights` (one per example, mean 1) scale each example's loss; `max_steps` stops early (the
+    benchmark times a few steps of this exact loop).
     """
     import torch
     from tqdm.auto import tqdm
@@ -174,6 +120,7 @@ def fit(
 
     from duelguard.classifier.inference import pad_batch
     from duelguard.classifier.losses import loss_function
+    from duelguard.classifier.network import head_parameters
 
     cfg = params.classifier
     _seed_everything(cfg.random_seed)
@@ -181,7 +128,9 @@ def fit(
     model = clf.model
     device = next(model.parameters()).device
     if cfg.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
+        from duelguard.classifier.network import freeze_embeddings
+
+        freeze_embeddings(model)
     if cfg.train_top_layers is not None:
         freeze_lower_layers(model, cfg.train_top_layers)
     if cfg.lora.enabled:
@@ -194,11 +143,17 @@ def fit(
         total_steps = min(total_steps, max_steps)
         total_micro = min(total_micro, total_steps * cfg.grad_accum)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    head = {id(p) for p in head_parameters(model)}
+    groups = [
+        {"params": [p for p in trainable if id(p) not in head], "lr": cfg.learning_rate},
+        {"params": [p for p in trainable if id(p) in head], "lr": cfg.learning_rate * cfg.head_lr_multiplier},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     loss_fn = loss_function(cfg.loss)
     pad_id = clf.tokenizer.pad_token_id
     target = torch.as_tensor(labels, dtype=torch.float32)
+    example_weight = torch.as_tensor(np.ones(len(input_ids)) if weights is None else weights, dtype=torch.float32)
 
     def micro_batches():
         while True:
@@ -215,7 +170,7 @@ def fit(
         ids, attention = pad_batch([input_ids[i] for i in batch], pad_id)
         with _autocast(cfg.dtype, device):
             logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
-        loss = loss_fn(logits, target[batch].to(device))
+        loss = (loss_fn(logits, target[batch].to(device)) * example_weight[batch].to(device)).mean()
         (loss / cfg.grad_accum).backward()
         running += float(loss.detach()) / cfg.grad_accum
         last_micro = micro == total_micro - 1
@@ -244,19 +199,6 @@ def fit(
 
 
 # the stage -------------------------------------------------------------------------------------
-def _config_hash(params: Params) -> str:
-    return hashlib.sha256(params.classifier.model_dump_json().encode()).hexdigest()[:16]
-
-
-def _is_complete(model_dir: Path, metrics_path: Path, data_hash: str, config_hash: str) -> bool:
-    """A previous run with the same data and classifier params finished: model dir and metrics exist."""
-    meta_path = model_dir / METADATA_FILE
-    if not (meta_path.is_file() and metrics_path.is_file() and (model_dir / "config.json").is_file()):
-        return False
-    training = json.loads(meta_path.read_text(encoding="utf-8")).get("training", {})
-    return training.get("data_hash") == data_hash and training.get("config_hash") == config_hash
-
-
 def plot_loss(losses: list[float], path: Path, title: str) -> Path:
     """Training loss per optimizer step as a PNG."""
     from duelguard.plotting import pyplot, save_png
@@ -278,54 +220,65 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
         if not (previous / METADATA_FILE).is_file():
             raise DataError(f"init_from=previous: {previous} has no trained classifier (train iteration {iteration - 1})")
         clf = GuardClassifier.load(previous)
-        clf.max_length, clf.chunk_overlap = cfg.max_length, cfg.chunk_overlap
+        clf.max_length, clf.chunk_overlap, clf.max_windows = cfg.max_length, cfg.chunk_overlap, cfg.max_windows
         return clf
     from duelguard.backbones import resolve_backbone
 
     _seed_everything(cfg.random_seed)  # the head's random init
     backbone_dir = resolve_backbone(cfg.backbone, str(layout.weights_cache), corpus=seed_texts)
-    return GuardClassifier.from_backbone(backbone_dir, cfg.max_length, cfg.chunk_overlap, cfg.default_threshold)
+    return GuardClassifier.from_backbone(
+        backbone_dir, cfg.max_length, cfg.chunk_overlap, cfg.default_threshold, pooling=cfg.pooling,
+        max_windows=cfg.max_windows,
+    )
+
+
+def calibration_rows(params: Params, layout: Layout) -> list[dict[str, Any]]:
+    """The rows thresholds are fitted on: the frozen seed dev sample (evaluate.max_examples_per_lang
+    per language) and the suite's calibration half. Never the rows any report or gate reads (the
+    seed test split and the suite's report half)."""
+    from duelguard.evaluation.evaluate import eval_sample
+    from duelguard.evaluation.suite import suite_records
+
+    dev_path = layout.seed_split("dev")
+    if not dev_path.exists():
+        raise DataError(f"{dev_path}: the seed dev split is needed to calibrate thresholds (run prepare_seed)")
+    return eval_sample(dev_path, params.evaluate.max_examples_per_lang) + suite_records("calib")
 
 
 def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
-    """Stage: train on seed + synthetic <= iteration, calibrate on seed dev, save, log to MLflow."""
+    """Stage: train the probe and the classifier on seed + synthetic <= iteration, calibrate both on
+    the calibration rows, save them, log to MLflow."""
     import mlflow
 
+    from duelguard.classifier.data import composition, compose, language_weights, training_files
+    from duelguard.probe import train_probe
     from duelguard.tracking import data_hash, git_commit, mlflow_run
 
     cfg = params.classifier
     files = training_files(layout, iteration)
-    dev_path = layout.seed_split("dev")
-    if not dev_path.exists():
-        raise DataError(f"{dev_path}: the seed dev split is needed to calibrate thresholds (run prepare_seed)")
     model_dir, metrics_path = layout.classifier_dir(iteration), layout.train_metrics(iteration)
-    d_hash, c_hash = data_hash(files + [dev_path]), _config_hash(params)
-    if _is_complete(model_dir, metrics_path, d_hash, c_hash):
-        return {"iteration": iteration, "model_dir": str(model_dir), "skipped": True, **read_json(metrics_path)}
-
+    calib = calibration_rows(params, layout)
     records = [rec for path in files for rec in read_records(path)]
     seed_texts = [r["text"] for r in read_records(files[0])]
-    train = cap_examples(records, cfg.max_train_examples, cfg.random_seed)
-    # Calibrate on the frozen dev sample the evaluate stage scores (evaluate.max_examples_per_lang per
-    # language): every language gets a say in the thresholds and the CPU profile stays affordable.
-    from duelguard.evaluation.evaluate import eval_sample
+    train = compose(records, cfg.max_synthetic_share, cfg.random_seed)
+    weights = language_weights([r["lang"] for r in train], cfg.language_balance)
+    d_hash = data_hash(files + [layout.seed_split("dev")])
 
-    dev = eval_sample(dev_path, params.evaluate.max_examples_per_lang)
-
-    with mlflow_run(params, STAGE, iteration, data_files=files + [dev_path], log_sections=["classifier"], root=layout.root):
+    with mlflow_run(params, STAGE, iteration, data_files=files, log_sections=["classifier"], root=layout.root):
+        probe_summary = train_probe(train, calib, layout.probe_dir(iteration), layout.weights_cache, cfg.random_seed)
         clf = _initial_classifier(params, layout, iteration, seed_texts)
         enc = clf.tokenizer([r["text"] for r in train], truncation=True, max_length=cfg.max_length)["input_ids"]
-        history = fit(clf, enc, np.array([r["labels"] for r in train]), params)
+        history = fit(clf, enc, np.array([r["labels"] for r in train]), params, weights=weights)
 
-        dev_probs = clf.predict_proba([r["text"] for r in dev], batch_size=cfg.predict_batch_size, progress=True)
+        calib_probs = clf.predict_proba([r["text"] for r in calib], batch_size=cfg.predict_batch_size, progress=True)
         clf.thresholds, report = calibrate(
-            dev_probs, np.array([r["labels"] for r in dev]), cfg.threshold_rule, cfg.default_threshold, cfg.threshold_floor
+            calib_probs, np.array([r["labels"] for r in calib]), cfg.threshold_rule, cfg.default_threshold,
+            cfg.threshold_floor,
         )
         clf.threshold_rule = cfg.threshold_rule
         clf.training = {
             "iteration": iteration,
             "data_hash": d_hash,
-            "config_hash": c_hash,
             "profile": params.profile,
             "backbone": cfg.backbone.model_dump(),
             "init_from": cfg.init_from if iteration > 0 else "base",
@@ -339,15 +292,20 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         metrics = {
             "iteration": iteration,
             "n_examples": len(train),
+            "n_rows_available": len(records),
             "examples_per_language": dict(sorted(Counter(r["lang"] for r in train).items())),
             "examples_per_origin": dict(sorted(Counter(r["origin"] for r in train).items())),
+            "composition": composition(train),
             "steps": history["steps"],
             "seconds": history["seconds"],
             "steps_per_s": history["steps_per_s"],
             "seconds_per_step": history["seconds_per_step"],
+            "rows_per_s": round(history["micro_batches"] * cfg.batch_size / history["seconds"], 2)
+            if history["seconds"] else None,
             "first_loss": round(history["losses"][0], 6),
             "final_loss": round(history["losses"][-1], 6),
             "thresholds": report,
+            "probe": probe_summary,
         }
         atomic_write_json(metrics_path, metrics)
         png = plot_loss(history["losses"], layout.plots_dir("train", iteration) / "loss.png", f"classifier iteration {iteration}")
@@ -365,14 +323,15 @@ def _log_to_mlflow(mlflow: Any, losses: list[float], metrics: dict[str, Any], pn
     step_metrics = [Metric("train_loss", float(v), now, step) for step, v in enumerate(losses, 1)]
     for start in range(0, len(step_metrics), 1000):
         client.log_batch(run.info.run_id, metrics=step_metrics[start : start + 1000])
-    mlflow.log_metrics(
-        {
-            "final_loss": metrics["final_loss"],
-            "train_seconds": metrics["seconds"],
-            "steps_per_s": metrics["steps_per_s"] or 0.0,
-            "n_examples": metrics["n_examples"],
-            **{f"dev_f1_{i}": c["dev_f1"] for i, c in enumerate(metrics["thresholds"]["categories"], 1)},
-        }
-    )
+    figures = {
+        "final_loss": metrics["final_loss"],
+        "train_seconds": metrics["seconds"],
+        "steps_per_s": metrics["steps_per_s"] or 0.0,
+        "n_examples": metrics["n_examples"],
+        "probe_calib_f1": metrics["probe"]["calib_f1"],
+    }
+    if "calib_f1" in metrics["thresholds"]:
+        figures["calib_f1"] = metrics["thresholds"]["calib_f1"]
+    mlflow.log_metrics(figures)
     mlflow.log_artifact(str(png), artifact_path="plots")
     mlflow.log_artifact(str(metrics_path), artifact_path="metrics")

@@ -1,15 +1,20 @@
-"""The `evaluate` stage: score a trained classifier on a frozen sample of the seed's dev/test splits.
+"""The `evaluate` stage: score a trained classifier, and its probe beside it, on the evaluation sets.
 
-The sample is frozen so that numbers are comparable across iterations and across registry
-versions: per language, the records of a split are ordered by sha1(record id) and the first
-`evaluate.max_examples_per_lang` are kept. That order depends only on the ids (not on file order or
-on a random state), so every iteration, and a re-evaluation of an old champion, sees exactly the
-same examples; a sha256 of the chosen ids (`eval_set.<split>.hash`) proves it.
+Two evaluation sets (`evaluate.sets`), neither ever used to fit or calibrate anything:
+- `test`: a frozen sample of the seed's test split. Per language, the records are ordered by
+  sha1(record id) and the first `evaluate.max_examples_per_lang` are kept; the order depends only
+  on the ids, so every iteration and a re-evaluation of an old champion see the same examples, and
+  a sha256 of the chosen ids (`eval_set.<name>.hash`) proves it.
+- `suite`: the report half of the behavioural suite (duelguard.evaluation.suite): every harm
+  category and benign look-alikes in every language, where the seed's fr/es/de splits hold hate
+  speech only.
 
-Outputs: layout.eval_metrics(i) (DVC metrics: a flat summary per split that `dvc metrics show`
-displays, plus a `detail` section per split x language x source), PNG plots under
-layout.plots_dir("eval", i), and an MLflow run (metrics + plots) whose id the `register` stage uses
-to attach the model to the run that measured it.
+Every figure is computed for the classifier (at its calibrated thresholds) and for its probe (the
+USE-m + logistic-regression floor trained on the same rows, at its own calibrated threshold).
+Outputs: layout.eval_metrics(i) (DVC metrics: a flat `summary` per set that `dvc metrics show`
+displays and promotion reads, plus `detail` per language/source and, for the suite, `cells` per
+language x category), PNG plots under layout.plots_dir("eval", i) (the language x category heatmap
+among them), and an MLflow run whose id the `register` stage uses.
 """
 
 from __future__ import annotations
@@ -66,25 +71,91 @@ def _slices(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, np.ndarray
     return {kind: {k: np.asarray(v) for k, v in sorted(g.items())} for kind, g in groups.items()}
 
 
-def split_report(records: Sequence[dict[str, Any]], probs: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
-    """Metrics of one split: flat `summary` (for DVC/MLflow/promotion) and nested `detail`."""
+def split_report(
+    records: Sequence[dict[str, Any]],
+    probs: np.ndarray,
+    thresholds: np.ndarray,
+    probe_scores: np.ndarray | None = None,
+    probe_threshold: float | None = None,
+) -> dict[str, Any]:
+    """Metrics of one evaluation set: flat `summary` (DVC/MLflow/promotion), nested `detail`, and for
+    suite records `cells` (language x category) and benign FPR per suite group."""
     labels = np.asarray([r["labels"] for r in records], dtype=bool).reshape(-1, len(CATEGORIES))
     probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(CATEGORIES))
     detail: dict[str, Any] = {"overall": M.guard_metrics(labels, probs, thresholds)}
     for kind, groups in _slices(records).items():
         detail[kind] = {name: M.guard_metrics(labels[idx], probs[idx], thresholds) for name, idx in groups.items()}
-    overall = detail["overall"]
+    summary = _summary(detail["overall"], detail["by_language"])
+    report: dict[str, Any] = {"summary": summary, "detail": detail}
+    truth = labels.any(axis=1)
+    flagged, _ = M.unsafe_predictions(probs, thresholds)
+    probe_flagged = None
+    if probe_scores is not None:
+        probe_scores = np.asarray(probe_scores, dtype=np.float64)
+        probe_flagged = probe_scores > probe_threshold
+        probe = {"overall": _binary(truth, probe_flagged, probe_scores), "by_language": {}}
+        for lang, idx in _slices(records)["by_language"].items():
+            probe["by_language"][lang] = _binary(truth[idx], probe_flagged[idx], probe_scores[idx])
+        report["probe"] = probe
+        summary.update({f"probe_{k}": v for k, v in _summary(probe["overall"], probe["by_language"]).items()})
+    if records and all("group" in r for r in records):
+        report["cells"] = suite_cells(records, truth, flagged, probs.max(axis=1))
+        if probe_flagged is not None:
+            report["probe_cells"] = suite_cells(records, truth, probe_flagged, probe_scores)
+        summary.update(_group_fprs(records, flagged))
+        if probe_flagged is not None:
+            summary.update({f"probe_{k}": v for k, v in _group_fprs(records, probe_flagged).items()})
+    return report
+
+
+def _binary(truth: np.ndarray, flagged: np.ndarray, score: np.ndarray) -> dict[str, Any]:
+    out = M.binary_metrics(truth, flagged)
+    out["auprc"] = M.average_precision(truth, score)
+    return out
+
+
+def _summary(overall: dict[str, Any], by_language: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The flat figures of one scorer: overall P/R/F1/FPR/AUPRC, avg F1 over target languages, and
+    each figure per language."""
     summary: dict[str, Any] = {key: overall[key] for key in SUMMARY_KEYS}
     summary["n"] = overall["n"]
-    langs = [lang for lang in TARGET_LANGUAGES if lang in detail["by_language"]]
-    langs += [lang for lang in detail["by_language"] if lang not in TARGET_LANGUAGES]
-    summary["avg_f1"] = M.mean_defined(
-        detail["by_language"][lang]["f1"] for lang in TARGET_LANGUAGES if lang in detail["by_language"]
-    )
+    summary["avg_f1"] = M.mean_defined(by_language[lang]["f1"] for lang in TARGET_LANGUAGES if lang in by_language)
+    langs = [lang for lang in TARGET_LANGUAGES if lang in by_language] + sorted(set(by_language) - set(TARGET_LANGUAGES))
     for lang in langs:
         for key in SUMMARY_KEYS:
-            summary[f"{key}_{lang}"] = detail["by_language"][lang][key]
-    return {"summary": summary, "detail": detail}
+            summary[f"{key}_{lang}"] = by_language[lang][key]
+    return summary
+
+
+def suite_cells(records: Sequence[dict[str, Any]], truth: np.ndarray, flagged: np.ndarray,
+                score: np.ndarray) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per language x category: that category's unsafe prompts against its benign look-alikes
+    (F1, precision, recall, FPR, AUPRC of the unsafe decision)."""
+    cells: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, rec in enumerate(records):
+        if rec["group"] in ("unsafe", "lookalike"):
+            cells[rec["lang"]][rec["category"]].append(i)
+    return {
+        lang: {cat: _binary(truth[idx], flagged[idx], score[idx]) for cat, idx in sorted(
+            ((c, np.asarray(v)) for c, v in by_cat.items()), key=lambda kv: int(kv[0][1:]))}
+        for lang, by_cat in sorted(cells.items(), key=lambda kv: _lang_rank(kv[0]))
+    }
+
+
+def _group_fprs(records: Sequence[dict[str, Any]], flagged: np.ndarray) -> dict[str, float | None]:
+    """Share of benign suite prompts flagged, per group (look-alikes, everyday) and language."""
+    out: dict[str, float | None] = {}
+    for group in ("lookalike", "everyday"):
+        rows = [i for i, r in enumerate(records) if r["group"] == group]
+        out[f"fpr_{group}"] = float(np.mean(flagged[rows])) if rows else None
+        for lang in sorted({records[i]["lang"] for i in rows}, key=_lang_rank):
+            idx = [i for i in rows if records[i]["lang"] == lang]
+            out[f"fpr_{group}_{lang}"] = float(np.mean(flagged[idx]))
+    return out
+
+
+def _lang_rank(lang: str) -> tuple[int, str]:
+    return (TARGET_LANGUAGES.index(lang) if lang in TARGET_LANGUAGES else len(TARGET_LANGUAGES), lang)
 
 
 def require_classifier_dir(model_dir: Path) -> Path:
@@ -103,17 +174,38 @@ def load_classifier(model_dir: Path) -> Any:
     return GuardClassifier.load(require_classifier_dir(model_dir))
 
 
-def evaluate_model(classifier: Any, records: Sequence[dict[str, Any]], batch_size: int | None = None) -> tuple[dict[str, Any], np.ndarray]:
-    """Score `records` with a loaded GuardClassifier; returns (split_report, probabilities)."""
+def evaluation_records(name: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
+    """The frozen records of evaluation set `name` (see the module docstring)."""
+    if name == "suite":
+        from duelguard.evaluation.suite import suite_records
+
+        return suite_records("report")
+    path = layout.seed_split(name)
+    if not path.exists():
+        raise DataError(f"{path}: seed split missing (run prepare_seed)")
+    return eval_sample(path, params.evaluate.max_examples_per_lang)
+
+
+def evaluate_model(
+    classifier: Any,
+    records: Sequence[dict[str, Any]],
+    batch_size: int | None = None,
+    probe: Any | None = None,
+    probe_vectors: np.ndarray | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Score `records` with a loaded GuardClassifier (and its probe, on the records' USE-m vectors);
+    returns (split_report, classifier probabilities)."""
     if not records:
-        raise DataError("evaluation sample is empty: the seed split has no records")
+        raise DataError("evaluation sample is empty")
     probs = classifier.predict_proba([r["text"] for r in records], batch_size=batch_size, progress=True)
     thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
-    return split_report(records, probs, thresholds), np.asarray(probs)
+    probe_scores = probe.scores(probe_vectors) if probe is not None else None
+    report = split_report(records, probs, thresholds, probe_scores, probe.threshold if probe is not None else None)
+    return report, np.asarray(probs)
 
 
 def _plots(report: dict[str, Any], records: Sequence[dict[str, Any]], probs: np.ndarray,
-           thresholds: np.ndarray, split: str, out_dir: Path) -> list[Path]:
+           thresholds: np.ndarray, name: str, out_dir: Path) -> list[Path]:
     detail = report["detail"]
     truth = np.asarray([any(r["labels"]) for r in records])
     _, score = M.unsafe_predictions(probs, thresholds)
@@ -122,69 +214,61 @@ def _plots(report: dict[str, Any], records: Sequence[dict[str, Any]], probs: np.
     for lang in detail["by_language"]:
         mask = langs == lang
         curves[lang] = (*M.precision_recall_curve(truth[mask], score[mask])[:2], detail["by_language"][lang]["auprc"])
-    return [
-        plots.language_bars(detail["by_language"], f"{split}: unsafe-class metrics per language",
-                            out_dir / f"{split}_by_language.png"),
-        plots.category_bars(detail["overall"]["per_category_f1"], f"{split}: per-category F1",
-                            out_dir / f"{split}_per_category_f1.png"),
-        plots.pr_curves(curves, f"{split}: precision-recall of unsafe_score", out_dir / f"{split}_pr_curve.png"),
+    paths = [
+        plots.language_bars(detail["by_language"], f"{name}: unsafe-class metrics per language",
+                            out_dir / f"{name}_by_language.png"),
+        plots.category_bars(detail["overall"]["per_category_f1"], f"{name}: per-category F1",
+                            out_dir / f"{name}_per_category_f1.png"),
+        plots.pr_curves(curves, f"{name}: precision-recall of unsafe_score", out_dir / f"{name}_pr_curve.png"),
     ]
-
-
-def _fingerprint(model_dir: Path, files: Sequence[Path], params: Params, uri: str) -> str:
-    """What the metrics depend on: model files, eval data, evaluate params, tracking store."""
-    from duelguard.tracking import data_hash
-
-    model_files = sorted(p for p in model_dir.rglob("*") if p.is_file())
-    extra = json.dumps([params.evaluate.model_dump(), uri, [str(p.relative_to(model_dir)) for p in model_files]])
-    return hashlib.sha256((data_hash([*model_files, *files]) + extra).encode()).hexdigest()
+    if "cells" in report:
+        paths.append(plots.cell_heatmaps(report, f"{name}: unsafe-class F1 per language x category",
+                                         out_dir / f"{name}_cells_f1.png"))
+    return paths
 
 
 def _mlflow_metrics(summaries: dict[str, dict[str, Any]], details: dict[str, dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for split, summary in summaries.items():
-        out.update({f"{split}_{k}": float(v) for k, v in summary.items() if v is not None})
-        per_cat = details[split]["overall"]["per_category_f1"]
-        out.update({f"{split}_f1_cat_{c}": float(v) for c, v in per_cat.items() if v is not None})
+    for name, summary in summaries.items():
+        out.update({f"{name}_{k}": float(v) for k, v in summary.items() if v is not None})
+        per_cat = details[name]["overall"]["per_category_f1"]
+        out.update({f"{name}_f1_cat_{c}": float(v) for c, v in per_cat.items() if v is not None})
     return out
 
 
 def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
-    """Stage: evaluate models/classifier/iter_<i> on the frozen seed sample; metrics, plots, MLflow run."""
+    """Stage: evaluate models/classifier/iter_<i> and its probe on every evaluation set; metrics,
+    plots, MLflow run."""
     import mlflow
 
+    from duelguard.probe import Probe, embed_cached
     from duelguard.tracking import mlflow_run, tracking_uri
 
     model_dir = layout.classifier_dir(iteration)
     out_path = layout.eval_metrics(iteration)
-    files = [layout.seed_split(s) for s in params.evaluate.splits]
-    require_classifier_dir(model_dir)
-    uri = tracking_uri(params, layout.root)
-    fingerprint = _fingerprint(model_dir, files, params, uri)
-    if out_path.exists():
-        previous = read_json(out_path)
-        if previous.get("inputs_hash") == fingerprint:
-            return {"metrics": str(out_path), "skipped": True, "mlflow_run_id": previous.get("mlflow_run_id"),
-                    **{s: previous[s].get("avg_f1") for s in params.evaluate.splits}}
-
     classifier = load_classifier(model_dir)
+    probe = Probe.load(layout.probe_dir(iteration))
     thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
     summaries: dict[str, dict[str, Any]] = {}
-    details: dict[str, dict[str, Any]] = {}
+    reports: dict[str, dict[str, Any]] = {}
     eval_sets: dict[str, dict[str, Any]] = {}
     plot_files: list[Path] = []
     plots_dir = layout.plots_dir("eval", iteration)
-    for split in params.evaluate.splits:
-        records = eval_sample(layout.seed_split(split), params.evaluate.max_examples_per_lang)
-        report, probs = evaluate_model(classifier, records, params.classifier.predict_batch_size)
-        summaries[split], details[split] = report["summary"], report["detail"]
-        eval_sets[split] = {"n": len(records), "hash": eval_set_hash(records),
-                            "max_examples_per_lang": params.evaluate.max_examples_per_lang}
-        plot_files += _plots(report, records, probs, thresholds, split, plots_dir)
+    for name in params.evaluate.sets:
+        records = evaluation_records(name, params, layout)
+        vectors = embed_cached([r["text"] for r in records], layout.weights_cache)
+        report, probs = evaluate_model(classifier, records, params.classifier.predict_batch_size, probe, vectors)
+        summaries[name], reports[name] = report["summary"], report
+        eval_sets[name] = {"n": len(records), "hash": eval_set_hash(records),
+                           "max_examples_per_lang": params.evaluate.max_examples_per_lang}
+        plot_files += _plots(report, records, probs, thresholds, name, plots_dir)
 
+    uri = tracking_uri(params, layout.root)
+    data_files = [layout.seed_split("test")] if "test" in params.evaluate.sets else []
     result: dict[str, Any] = {**summaries}
-    with mlflow_run(params, "evaluate", iteration, data_files=files, log_sections=["evaluate"], root=layout.root) as run:
-        mlflow.log_metrics(_mlflow_metrics(summaries, details))
+    with mlflow_run(params, "evaluate", iteration, data_files=data_files, log_sections=["evaluate"],
+                    root=layout.root) as run:
+        mlflow.log_metrics(_mlflow_metrics(summaries, {k: r["detail"] for k, r in reports.items()}))
         mlflow.set_tags({f"duelguard.eval_set_hash.{s}": e["hash"] for s, e in eval_sets.items()})
         for path in plot_files:
             mlflow.log_artifact(str(path), artifact_path="plots")
@@ -192,13 +276,14 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
             "iteration": iteration,
             "model_dir": str(model_dir),
             "thresholds": [float(t) for t in thresholds],
+            "probe_threshold": probe.threshold,
             "eval_set": eval_sets,
             "mlflow_run_id": run.info.run_id,
             "mlflow_tracking_uri": uri,
-            "inputs_hash": fingerprint,
-            "detail": details,
+            "detail": {k: {key: r[key] for key in ("detail", "probe", "cells", "probe_cells") if key in r}
+                       for k, r in reports.items()},
         })
         mlflow.log_dict(result, "eval_metrics.json")
     atomic_write_json(out_path, result)
-    return {"metrics": str(out_path), "skipped": False, "mlflow_run_id": result["mlflow_run_id"],
+    return {"metrics": str(out_path), "mlflow_run_id": result["mlflow_run_id"],
             **{s: summaries[s]["avg_f1"] for s in summaries}}

@@ -71,3 +71,25 @@ def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], ti
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
     return save_png(fig, path)
+
+
+def cell_heatmaps(report: dict[str, Any], title: str, path: Path) -> Path:
+    """Language x category heatmaps of unsafe-class F1 (each category's unsafe prompts against its
+    look-alikes): the classifier, and its probe beside it when the report has one."""
+    from duelguard.taxonomy import CATEGORY_CODES
+
+    plt = pyplot()
+    panels = [("classifier", report["cells"])] + ([("probe", report["probe_cells"])] if "probe_cells" in report else [])
+    langs = list(report["cells"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 0.55 * len(langs) + 2.0), squeeze=False)
+    for ax, (label, cells) in zip(axes[0], panels):
+        grid = np.array([[_value(cells[lang].get(c, {}).get("f1")) for c in CATEGORY_CODES] for lang in langs])
+        image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(np.arange(len(CATEGORY_CODES)), CATEGORY_CODES, fontsize=8)
+        ax.set_yticks(np.arange(len(langs)), langs)
+        ax.set_title(label)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="F1")
+    fig.suptitle(title)
+    return save_png(fig, path)

@@ -1,10 +1,13 @@
 """Promotion rules as pure functions: metrics in, a decision with its reasons out.
 
-A candidate replaces the champion only if, on the same frozen evaluation set:
+A candidate replaces the champion only if, on the same frozen evaluation set (promotion.eval_split):
   1. its average unsafe-class F1 (mean over the target languages) rises by >= promotion.min_f1_delta;
   2. no language's unsafe-class F1 drops by more than promotion.max_lang_regression;
-  3. its false-positive rate on benign data is <= promotion.max_benign_fpr.
-With no champion yet, only rule 3 applies (the first model must still be usable).
+  3. its false-positive rate on benign data is <= promotion.max_benign_fpr;
+  4. its average F1 beats its own probe's (the frozen-encoder + logistic-regression floor trained
+     on the same rows) by >= promotion.min_probe_margin: a fine-tuned model that a three-minute
+     linear probe matches is not worth serving.
+With no champion yet, only rules 3 and 4 apply (the first model must still be usable).
 The metrics travel as registry version tags (`to_tags` / `from_tags`), so a promotion needs no
 artefact besides the registry itself.
 """
@@ -30,15 +33,17 @@ class VersionMetrics:
     f1_by_lang: dict[str, float]
     benign_fpr: float | None
     eval_set_hash: str | None = None
+    probe_avg_f1: float | None = None
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any], eval_set_hash: str | None) -> VersionMetrics:
-        """From one split's flat summary in the eval metrics JSON (keys avg_f1, f1_<lang>, fpr)."""
+        """From one set's flat summary in the eval metrics JSON (keys avg_f1, f1_<lang>, fpr, probe_avg_f1)."""
         langs = {k[3:]: float(v) for k, v in summary.items() if k.startswith("f1_") and v is not None}
-        return cls(summary.get("avg_f1"), langs, summary.get("fpr"), eval_set_hash)
+        return cls(summary.get("avg_f1"), langs, summary.get("fpr"), eval_set_hash, summary.get("probe_avg_f1"))
 
     def to_tags(self, split: str) -> dict[str, str]:
-        tags = {f"{TAG_PREFIX}.{split}.avg_f1": _fmt(self.avg_f1), f"{TAG_PREFIX}.{split}.benign_fpr": _fmt(self.benign_fpr)}
+        tags = {f"{TAG_PREFIX}.{split}.avg_f1": _fmt(self.avg_f1), f"{TAG_PREFIX}.{split}.benign_fpr": _fmt(self.benign_fpr),
+                f"{TAG_PREFIX}.{split}.probe_avg_f1": _fmt(self.probe_avg_f1)}
         tags.update({f"{TAG_PREFIX}.{split}.f1_{lang}": _fmt(v) for lang, v in self.f1_by_lang.items()})
         if self.eval_set_hash:
             tags[f"{EVAL_SET_TAG}.{split}"] = self.eval_set_hash
@@ -56,6 +61,7 @@ class VersionMetrics:
             {k: v for k, v in langs.items() if v is not None},
             _parse(tags.get(prefix + "benign_fpr", "")),
             tags.get(f"{EVAL_SET_TAG}.{split}"),
+            _parse(tags.get(prefix + "probe_avg_f1", "")),
         )
 
 
@@ -147,5 +153,15 @@ def check_rules(candidate: VersionMetrics, champion: VersionMetrics | None, rule
         checks.append(Check(
             "max_benign_fpr", candidate.benign_fpr <= rules.max_benign_fpr + EPS,
             f"benign FPR {candidate.benign_fpr:.4f} (limit {rules.max_benign_fpr:.4f})",
+        ))
+    if candidate.avg_f1 is None or candidate.probe_avg_f1 is None:
+        checks.append(Check("beats_probe", False, f"avg F1 {_f(candidate.avg_f1)} or its probe's "
+                                                  f"{_f(candidate.probe_avg_f1)} undefined: evaluate it with its probe"))
+    else:
+        margin = candidate.avg_f1 - candidate.probe_avg_f1
+        checks.append(Check(
+            "beats_probe", margin + EPS >= rules.min_probe_margin,
+            f"avg F1 {candidate.avg_f1:.4f} vs its probe {candidate.probe_avg_f1:.4f} "
+            f"(margin {margin:+.4f}, need >= {rules.min_probe_margin:+.4f})",
         ))
     return checks

@@ -2,7 +2,8 @@
 
     read (sources.py) -> normalise + label (select.to_candidate, mapping.py) -> exact dedup with
     conflict rule -> per-language subsample with near-duplicate removal -> groups -> grouped split
-    -> validated records (records.write_records) -> card JSON (layout.seed_card) + PNG
+    -> label-noise audit (audit.py; seed.noise_policy) -> validated records (records.write_records)
+    -> card JSON (layout.seed_card) + PNG; the audited rows in data/seed/audit.jsonl
 
 A rerun with the same seed params, the same raw files and the same code returns the stored summary
 without recomputing (the card holds a fingerprint of all three); `force=True` recomputes.
@@ -18,24 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from duelguard.config import ConfigError, Params
-from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.fsio import DataError, atomic_write_json, read_json, write_jsonl
 from duelguard.layout import Layout
 from duelguard.records import SPLITS, write_records
+from duelguard.seed.audit import audit
 from duelguard.seed.card import build_card, plot_card
 from duelguard.seed.select import Candidate, exact_dedup, select, to_candidate
 from duelguard.seed.sources import SOURCES
 from duelguard.seed.split import assign_groups, assign_splits
 
 PLOT_NAME = "seed_card.png"
+AUDIT_FILE = "audit.jsonl"  # the rows the label-noise audit flagged, for people to read
 
 
 def _check_params(params: Params) -> None:
     seed = params.seed
-    missing = [lang for lang in seed.languages if lang not in seed.language_mix]
-    if missing:
-        raise ConfigError(f"seed.language_mix: no share for language(s) {missing} listed in seed.languages")
-    if not 0.0 <= seed.benign_fraction <= 1.0:
-        raise ConfigError(f"seed.benign_fraction must be in [0, 1], got {seed.benign_fraction}")
+    if seed.max_records == 0:
+        raise ConfigError("seed.quotas: every quota is zero (or none is set): the seed would be empty")
     if seed.min_chars > seed.max_chars:
         raise ConfigError("seed.min_chars must not exceed seed.max_chars")
 
@@ -114,15 +114,27 @@ def prepare_seed(params: Params, layout: Layout, force: bool = False) -> dict[st
     splits = assign_splits(chosen, groups, seed.split_fractions, seed.random_seed, seed.min_eval_per_class)
 
     records = [_to_record(c, splits[c.id], groups[c.id]) for c in chosen]
+    noise = audit(records, layout.weights_cache, seed.noise_flag_above, seed.random_seed)
+    noise["policy"] = seed.noise_policy
+    flagged = [r for r in records if r["audit"]["flagged"]]
+    if seed.noise_policy == "drop":
+        dropped = {r["id"] for r in flagged if r["split"] == "train"}
+        for r in flagged:
+            if r["id"] in dropped:
+                drops["label_noise", r["source"]] += 1
+        records = [r for r in records if r["id"] not in dropped]
+        noise["dropped_from_train"] = len(dropped)
+    write_jsonl(layout.seed_dir / AUDIT_FILE, sorted(flagged, key=lambda r: (r["source"], r["audit"]["oof_unsafe"])))
     for split in SPLITS:
         write_records(layout.seed_split(split), [r for r in records if r["split"] == split])
 
-    card = build_card(records, drops, read, quota_report, seed.language_mix)
+    card = build_card(records, drops, read, quota_report)
+    card["label_noise"] = noise
     summary = {
         "records": card["records"],
         "by_split": card["by_split"],
         "by_split_language": card["by_split_language"],
-        "language_shares": card["language_shares"]["achieved"],
+        "language_shares": card["language_shares"],
         "drops_total": card["drops_total"],
         "seconds": round(time.perf_counter() - started, 2),
         "skipped": False,

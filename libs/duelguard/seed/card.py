@@ -32,8 +32,7 @@ def _nest(counter: Counter) -> dict:
     return _plain(out)
 
 
-def build_card(records: list[dict[str, Any]], drops: Counter, read: Counter, quota_report: dict,
-               target_mix: dict[str, float]) -> dict[str, Any]:
+def build_card(records: list[dict[str, Any]], drops: Counter, read: Counter, quota_report: dict) -> dict[str, Any]:
     """Counts for the card. A multi-label record counts once under each of its categories in
     `counts`; `by_split_language` counts records."""
     counts: Counter = Counter()
@@ -64,10 +63,7 @@ def build_card(records: list[dict[str, Any]], drops: Counter, read: Counter, quo
         "by_language": dict(sorted(by_lang.items())),
         "by_split_language": {s: dict(sorted(by_split_lang[s].items())) for s in SPLITS},
         "safety_by_split_language": {s: _plain(safety[s]) for s in SPLITS},
-        "language_shares": {
-            "target": dict(target_mix),
-            "achieved": {lang: round(n / total, 4) for lang, n in sorted(by_lang.items())} if total else {},
-        },
+        "language_shares": {lang: round(n / total, 4) for lang, n in sorted(by_lang.items())} if total else {},
         "quotas": quota_report,
         "category_counts": {s: {c: categories[s][c] for c in (*CATEGORIES, SAFE)} for s in SPLITS},
         "counts": _nest(counts),

@@ -17,14 +17,16 @@ Rules (all counted in the data card under `drops`, by reason and source):
 Label merge rule for duplicates of the same safety: dataset categories beat keyword-rule categories
 (a dataset annotator saw the row); within the same kind the union of categories is kept.
 
-Subsampling: per language, quota = language_mix[lang] * max_records, split into unsafe and benign
-by benign_fraction; a class that runs short is topped up from the other class of the same language
-(so language shares hold), and a language that runs short simply gives fewer rows (shares then
-drift; the card reports target vs achieved). Within a class, rows are taken round-robin over
-buckets (unsafe: the row's rarest category; benign: its source), smallest bucket first, each bucket
-in seeded random order: every category and source is represented and rare categories are taken
-whole before the big ones (hate) are cut. Near-duplicate checks run while taking rows, so only the
-rows that can end up in the seed are hashed (hashing all ~250k raw rows would take minutes).
+Subsampling: `seed.quotas[lang][kind]` gives the unsafe and benign rows wanted per language and text
+kind (instruction / statement, sources.SOURCE_KINDS); a cell that runs short gives fewer rows (the
+card reports target vs achieved). Within a cell, rows are taken round-robin over buckets (unsafe:
+the row's rarest category; benign: its source), smallest bucket first, each bucket in seeded random
+order: every category and source is represented and rare categories are taken whole before the big
+ones (hate) are cut. Benign rows that a keyword rule fires on ("hard negatives": "How do I kill a
+stuck process?", "the history of nuclear weapons") come first: they are the scarce safe-but-
+sensitive examples that keep a guardrail from flagging every alarming word. Near-duplicate checks
+run while taking rows, so only the rows that can end up in the seed are hashed (hashing all ~250k
+raw rows would take minutes).
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from duelguard.config import Seed
 from duelguard.seed import mapping as M
-from duelguard.seed.sources import RawRow
+from duelguard.seed.sources import SOURCE_KINDS, RawRow
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES, is_unsafe, labels_from
 from duelguard.textnorm import NearDuplicateIndex, dedup_key, normalize_text
 
@@ -67,6 +70,15 @@ class Candidate:
     @property
     def rule_labelled(self) -> bool:
         return self.label_rule is not None
+
+    @property
+    def kind(self) -> str:
+        return SOURCE_KINDS[self.source]
+
+    @cached_property
+    def hard_negative(self) -> bool:
+        """A benign English row that a keyword rule fires on (alarming words, safe request)."""
+        return not self.unsafe and self.lang == "en" and any(rule.fires(self.text) for rule in M.KEYWORD_RULES)
 
 
 def record_id(source: str, lang: str, text: str) -> str:
@@ -149,7 +161,17 @@ def exact_dedup(candidates: Iterable[Candidate], drops: Drops) -> list[Candidate
 
 
 def priority_order(pool: list[Candidate], unsafe: bool, rng: random.Random) -> list[Candidate]:
-    """Round-robin over buckets (unsafe: rarest category of the row; benign: source), smallest first."""
+    """Round-robin over buckets (unsafe: rarest category of the row; benign: source), smallest first;
+    for benign pools the hard negatives come first (in the same round-robin), then the rest."""
+    if not unsafe:
+        hard = [c for c in pool if c.hard_negative]
+        rest = [c for c in pool if not c.hard_negative]
+        if hard and rest:
+            return _round_robin(hard, unsafe, rng) + _round_robin(rest, unsafe, rng)
+    return _round_robin(pool, unsafe, rng)
+
+
+def _round_robin(pool: list[Candidate], unsafe: bool, rng: random.Random) -> list[Candidate]:
     freq = Counter(i for c in pool for i, v in enumerate(c.labels) if v)
 
     def bucket(c: Candidate) -> str:
@@ -214,38 +236,27 @@ class Selector:
         return taken
 
 
-def quotas(seed: Seed) -> dict[str, tuple[int, int]]:
-    """(unsafe, benign) target counts per language from language_mix, max_records, benign_fraction."""
-    out = {}
-    for lang in seed.languages:
-        total = round(seed.language_mix[lang] * seed.max_records)
-        benign = round(total * seed.benign_fraction)
-        out[lang] = (total - benign, benign)
-    return out
-
-
 def select(candidates: list[Candidate], seed: Seed, drops: Drops, progress=None) -> tuple[Selector, dict]:
-    """Subsample per language quota with near-duplicate removal; returns the selector and a quota report."""
-    pools: dict[tuple[str, bool], list[Candidate]] = defaultdict(list)
+    """Take each language x kind cell's quota with near-duplicate removal; returns the selector and
+    a report of target / available / chosen per cell."""
+    pools: dict[tuple[str, str, bool], list[Candidate]] = defaultdict(list)
     for cand in candidates:
-        pools[cand.lang, cand.unsafe].append(cand)
+        pools[cand.lang, cand.kind, cand.unsafe].append(cand)
     selector = Selector(seed, drops, progress)
-    report = {}
-    for lang, (want_unsafe, want_benign) in quotas(seed).items():
-        orders = {
-            u: iter(priority_order(pools[lang, u], u, random.Random(f"{seed.random_seed}:{lang}:{u}")))
-            for u in (True, False)
-        }
-        got_unsafe = selector.take(orders[True], want_unsafe)
-        got_benign = selector.take(orders[False], want_unsafe + want_benign - got_unsafe)
-        got_unsafe += selector.take(orders[True], want_unsafe + want_benign - got_unsafe - got_benign)
-        report[lang] = {
-            "target": want_unsafe + want_benign,
-            "target_unsafe": want_unsafe,
-            "target_benign": want_benign,
-            "available_unsafe": len(pools[lang, True]),
-            "available_benign": len(pools[lang, False]),
-            "chosen_unsafe": got_unsafe,
-            "chosen_benign": got_benign,
-        }
+    report: dict[str, dict[str, dict[str, int]]] = {}
+    for lang in seed.languages:
+        for kind, quota in sorted(seed.quotas.get(lang, {}).items()):
+            cell: dict[str, int] = {}
+            for unsafe, want in ((True, quota.unsafe), (False, quota.benign)):
+                pool = pools[lang, kind, unsafe]
+                order = iter(priority_order(pool, unsafe, random.Random(f"{seed.random_seed}:{lang}:{kind}:{unsafe}")))
+                name = "unsafe" if unsafe else "benign"
+                cell[f"target_{name}"] = want
+                cell[f"available_{name}"] = len(pool)
+                cell[f"chosen_{name}"] = selector.take(order, want)
+                if not unsafe:
+                    cell["chosen_hard_negatives"] = sum(
+                        1 for c in selector.chosen.values() if c.lang == lang and c.kind == kind and c.hard_negative
+                    )
+            report.setdefault(lang, {})[kind] = cell
     return selector, report

@@ -353,6 +353,28 @@ SOURCES: dict[str, Reader] = {
 }
 
 
+# What each source's rows are (the `source` field of its rows): requests written to an assistant
+# ("instruction") or posts, tweets and templated statements ("statement"). Seed quotas are per kind,
+# so benign instructions can be asked for in proportion to unsafe ones.
+SOURCE_KINDS: dict[str, str] = {
+    "harmbench": "instruction",
+    "strongreject": "instruction",
+    "simplesafetytests": "instruction",
+    "multijail": "instruction",
+    "refusal_direction_harmful": "instruction",
+    "refusal_direction_harmless": "instruction",
+    "advbench": "instruction",
+    "malicious_instruct": "instruction",
+    "safety_tuned_llamas": "instruction",
+    "hatecheck_en": "statement",
+    "hatecheck_multilingual": "statement",
+    "germeval2018": "statement",
+    "mlma": "statement",
+    "davidson": "statement",
+    "toxigen": "statement",
+}
+
+
 def read_source(name: str, raw: Path) -> list[RawRow]:
     """All rows of one source (raises DataError naming file and line on a malformed row)."""
     if name not in SOURCES:

@@ -40,6 +40,7 @@ class TritonPythonModel:
         meta = json.loads((version_dir / "duelguard.json").read_text(encoding="utf-8"))
         self.max_length = int(meta["max_length"])
         self.overlap = int(meta["chunk_overlap"])
+        self.max_windows = meta.get("max_windows")
         self.num_labels = len(meta["taxonomy"])
         self.max_text_bytes = int(parameters["max_text_bytes"])
         self.chunk_batch_size = int(parameters["chunk_batch_size"])
@@ -85,7 +86,7 @@ class TritonPythonModel:
         chunks: list[list[int]] = []
         owners: list[int] = []
         for i, text in enumerate(texts):
-            for chunk in encode_chunks(self.tokenizer, text, self.max_length, self.overlap):
+            for chunk in encode_chunks(self.tokenizer, text, self.max_length, self.overlap, self.max_windows).ids:
                 chunks.append(chunk)
                 owners.append(i)
         probs = np.zeros((len(texts), self.num_labels), dtype=np.float32)  # blank text -> zeros

