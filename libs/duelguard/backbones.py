@@ -92,9 +92,14 @@ def materialize_gguf(backbone: Backbone, cache_dir: Path) -> Path:
 
 
 def package_file(spec: str) -> Path:
-    """The file named by "package:relative/path" inside an installed package."""
+    """The file named by "package:relative/path" inside an installed package (or a plain file path)."""
     package, sep, relative = spec.partition(":")
-    if not sep or not relative:
+    if not sep:
+        path = expand(spec)
+        if not path.is_file():
+            raise BackboneError(f"{path}: file not found")
+        return path
+    if not relative:
         raise BackboneError(f"{spec!r}: expected 'package:relative/path'")
     try:
         root = importlib.import_module(package).__file__

@@ -59,11 +59,12 @@ def _halves(rows: list[dict[str, Any]]) -> dict[str, str]:
     return half
 
 
-@lru_cache(maxsize=1)
-def _load_all() -> tuple[dict[str, Any], ...]:
+@lru_cache(maxsize=4)
+def load_suite(directory: Path = SUITE_DIR) -> tuple[dict[str, Any], ...]:
+    """Every suite row as an evaluation record, validated; a malformed row is a DataError naming it."""
     rows: list[dict[str, Any]] = []
     for lang in LANGUAGES:
-        path = SUITE_DIR / f"{lang}.jsonl"
+        path = directory / f"{lang}.jsonl"
         if not path.is_file():
             raise DataError(f"{path}: behavioural suite file missing from the installed package")
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -97,4 +98,4 @@ def suite_records(half: str | None = None) -> list[dict[str, Any]]:
     """The suite as evaluation records (id, text, lang, 12 labels, source, group, category, half)."""
     if half is not None and half not in HALVES:
         raise ValueError(f"unknown suite half {half!r}; expected one of {HALVES}")
-    return [dict(r) for r in _load_all() if half is None or r["half"] == half]
+    return [dict(r) for r in load_suite() if half is None or r["half"] == half]
