@@ -45,7 +45,8 @@ def test_cells_and_group_fprs_match_hand_counts() -> None:
 
 
 def test_seed_records_get_no_cells() -> None:
-    records = [{"id": f"r{i}", "text": "x", "lang": "en", "source": "s", "labels": [i % 2] + [0] * 11} for i in range(6)]
+    records = [{"id": f"r{i}", "text": "x", "lang": "en", "source": "s", "group": "g", "labels": [i % 2] + [0] * 11}
+               for i in range(6)]  # seed records carry a split `group` too
     report = split_report(records, np.zeros((6, 12)), np.full(12, 0.5))
     assert "cells" not in report and "probe" not in report and report["summary"]["recall"] == 0.0
 

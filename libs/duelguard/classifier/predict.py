@@ -1,6 +1,6 @@
 """`duelguard predict`: score a JSONL file (or a few texts) with a classifier directory or MLflow model URI.
 
-Contract (DESIGN.md): each input line is a JSON object with `text` (or a `messages` chat list);
+Contract (docs/contracts.md): each input line is a JSON object with `text` (or a `messages` chat list);
 each output line is that object plus `unsafe_score`, `unsafe` and `categories`, in input order.
 Every input line is checked before anything is scored, so a bad line fails fast with its line
 number and no output file is created; the output is written atomically.
@@ -16,14 +16,14 @@ from duelguard.classifier.model import GuardClassifier
 from duelguard.fsio import DataError, iter_jsonl, write_jsonl
 
 
-def load_classifier(model: str | Path) -> GuardClassifier:
-    """A classifier from a directory, or from an MLflow model URI (models:/name@alias, runs:/...)."""
+def load_classifier(model: str | Path) -> tuple[GuardClassifier, Path]:
+    """(classifier, its local directory) from a directory or an MLflow model URI (models:/name@alias, runs:/...)."""
     path = Path(model)
     if not path.is_dir():
         from duelguard.registry.models import local_model_dir
 
         path = local_model_dir(str(model))
-    return GuardClassifier.load(path)
+    return GuardClassifier.load(path), path
 
 
 def read_inputs(path: str | Path) -> list[dict[str, Any]]:

@@ -20,7 +20,6 @@ among them), and an MLflow run whose id the `register` stage uses.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +30,9 @@ import numpy as np
 from duelguard.config import Params
 from duelguard.evaluation import metrics as M
 from duelguard.evaluation import plots
-from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
+from duelguard.evaluation.suite import SOURCE as SUITE_SOURCE
 from duelguard.records import read_records
 from duelguard.taxonomy import CATEGORIES, TARGET_LANGUAGES
 
@@ -98,7 +98,7 @@ def split_report(
             probe["by_language"][lang] = _binary(truth[idx], probe_flagged[idx], probe_scores[idx])
         report["probe"] = probe
         summary.update({f"probe_{k}": v for k, v in _summary(probe["overall"], probe["by_language"]).items()})
-    if records and all("group" in r for r in records):
+    if records and all(r["source"] == SUITE_SOURCE for r in records):
         report["cells"] = suite_cells(records, truth, flagged, probs.max(axis=1))
         if probe_flagged is not None:
             report["probe_cells"] = suite_cells(records, truth, probe_flagged, probe_scores)

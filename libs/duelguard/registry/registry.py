@@ -172,7 +172,7 @@ def _metrics_on(params: Params, layout: Layout, client: Any, mv: Any, current: t
 def promote(params: Params, candidate_version: str | int | None = None, dry_run: bool = False,
             layout: Layout | None = None) -> Decision:
     """Compare a candidate with the champion under params.promotion; move aliases unless refused or dry run."""
-    from duelguard.evaluation.evaluate import eval_sample, eval_set_hash
+    from duelguard.evaluation.evaluate import eval_set_hash, evaluation_records
 
     layout = layout or Layout.from_params(params)
     client = _client(params, layout.root)
@@ -186,8 +186,8 @@ def promote(params: Params, candidate_version: str | int | None = None, dry_run:
                         note=f"v{candidate.version} is already the champion: nothing to do")
 
     current = None
-    if layout.seed_split(split).exists():
-        records = eval_sample(layout.seed_split(split), params.evaluate.max_examples_per_lang)
+    if split == "suite" or layout.seed_split(split).exists():  # the suite ships with the package
+        records = evaluation_records(split, params, layout)
         current = (records, eval_set_hash(records))
     cand_tags = VersionMetrics.from_tags(dict(candidate.tags), split)
     ref_hash = current[1] if current else (cand_tags.eval_set_hash if cand_tags else None)
