@@ -18,8 +18,6 @@ Everything random is seeded with `classifier.random_seed`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import time
@@ -32,7 +30,7 @@ import numpy as np
 from duelguard.classifier.model import METADATA_FILE, GuardClassifier
 from duelguard.classifier.thresholds import calibrate
 from duelguard.config import Params
-from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
 from duelguard.records import read_records
 
@@ -244,19 +242,6 @@ def fit(
 
 
 # the stage -------------------------------------------------------------------------------------
-def _config_hash(params: Params) -> str:
-    return hashlib.sha256(params.classifier.model_dump_json().encode()).hexdigest()[:16]
-
-
-def _is_complete(model_dir: Path, metrics_path: Path, data_hash: str, config_hash: str) -> bool:
-    """A previous run with the same data and classifier params finished: model dir and metrics exist."""
-    meta_path = model_dir / METADATA_FILE
-    if not (meta_path.is_file() and metrics_path.is_file() and (model_dir / "config.json").is_file()):
-        return False
-    training = json.loads(meta_path.read_text(encoding="utf-8")).get("training", {})
-    return training.get("data_hash") == data_hash and training.get("config_hash") == config_hash
-
-
 def plot_loss(losses: list[float], path: Path, title: str) -> Path:
     """Training loss per optimizer step as a PNG."""
     from duelguard.plotting import pyplot, save_png
@@ -299,16 +284,14 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     if not dev_path.exists():
         raise DataError(f"{dev_path}: the seed dev split is needed to calibrate thresholds (run prepare_seed)")
     model_dir, metrics_path = layout.classifier_dir(iteration), layout.train_metrics(iteration)
-    d_hash, c_hash = data_hash(files + [dev_path]), _config_hash(params)
-    if _is_complete(model_dir, metrics_path, d_hash, c_hash):
-        return {"iteration": iteration, "model_dir": str(model_dir), "skipped": True, **read_json(metrics_path)}
+    d_hash = data_hash(files + [dev_path])
 
     records = [rec for path in files for rec in read_records(path)]
     seed_texts = [r["text"] for r in read_records(files[0])]
     train = cap_examples(records, cfg.max_train_examples, cfg.random_seed)
     # Calibrate on the frozen dev sample the evaluate stage scores (evaluate.max_examples_per_lang per
     # language): every language gets a say in the thresholds and the CPU profile stays affordable.
-    from duelguard.evaluation.evaluate import eval_sample
+    from duelguard.evalset import eval_sample
 
     dev = eval_sample(dev_path, params.evaluate.max_examples_per_lang)
 
@@ -325,7 +308,6 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         clf.training = {
             "iteration": iteration,
             "data_hash": d_hash,
-            "config_hash": c_hash,
             "profile": params.profile,
             "backbone": cfg.backbone.model_dump(),
             "init_from": cfg.init_from if iteration > 0 else "base",
@@ -352,7 +334,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         atomic_write_json(metrics_path, metrics)
         png = plot_loss(history["losses"], layout.plots_dir("train", iteration) / "loss.png", f"classifier iteration {iteration}")
         _log_to_mlflow(mlflow, history["losses"], metrics, png, metrics_path)
-    return {"iteration": iteration, "model_dir": str(model_dir), "skipped": False, **metrics}
+    return {"iteration": iteration, "model_dir": str(model_dir), **metrics}
 
 
 def _log_to_mlflow(mlflow: Any, losses: list[float], metrics: dict[str, Any], png: Path, metrics_path: Path) -> None:

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         """Train the classifier (same as `duelguard stage train_classifier -i I`)."""
         import json
 
-        from duelguard.stages import run_stage
+        from duelguard.pipeline.spec import run_stage
 
         params, layout = context_params(ctx)
         summary = run_stage("train_classifier", params, layout, iteration)
@@ -38,14 +38,18 @@ def register(app: typer.Typer) -> None:
         """Score texts: input objects plus unsafe_score, unsafe (at the model's thresholds) and categories."""
         import json
 
-        from duelguard.classifier.predict import load_classifier, read_inputs
+        from duelguard.classifier.model import GuardClassifier
+        from duelguard.classifier.predict import read_inputs
         from duelguard.fsio import write_jsonl
+        from duelguard.registry.models import local_model_dir
 
         if (input_path is None) == (not texts):
             raise typer.BadParameter("give either --input FILE or one or more --text")
         # Every line is checked before the model loads, so a bad line fails fast and writes nothing.
         objs = read_inputs(input_path) if input_path is not None else [{"text": t} for t in texts or []]
-        outputs = load_classifier(model).predict_records(objs, batch_size=batch_size, progress=output_path is not None)
+        # A directory, or an MLflow model URI (models:/name@alias, runs:/...) downloaded once into the cache.
+        model_dir = Path(model) if Path(model).is_dir() else local_model_dir(model)
+        outputs = GuardClassifier.load(model_dir).predict_records(objs, batch_size=batch_size, progress=output_path is not None)
         if output_path is not None:
             typer.echo(f"{output_path}: {write_jsonl(output_path, outputs)} predictions", err=True)
             return

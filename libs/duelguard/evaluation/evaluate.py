@@ -1,10 +1,8 @@
 """The `evaluate` stage: score a trained classifier on a frozen sample of the seed's dev/test splits.
 
-The sample is frozen so that numbers are comparable across iterations and across registry
-versions: per language, the records of a split are ordered by sha1(record id) and the first
-`evaluate.max_examples_per_lang` are kept. That order depends only on the ids (not on file order or
-on a random state), so every iteration, and a re-evaluation of an old champion, sees exactly the
-same examples; a sha256 of the chosen ids (`eval_set.<split>.hash`) proves it.
+The sample (duelguard.evalset: per language, the first `evaluate.max_examples_per_lang` records by
+sha1 of their id) is the same for every iteration and for a re-evaluation of an old champion; a
+sha256 of the chosen ids (`eval_set.<split>.hash`) proves it.
 
 Outputs: layout.eval_metrics(i) (DVC metrics: a flat summary per split that `dvc metrics show`
 displays, plus a `detail` section per split x language x source), PNG plots under
@@ -14,8 +12,6 @@ to attach the model to the run that measured it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,36 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from duelguard import metrics as M
 from duelguard.config import Params
-from duelguard.evaluation import metrics as M
+from duelguard.evalset import eval_sample, eval_set_hash
 from duelguard.evaluation import plots
-from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
-from duelguard.records import read_records
 from duelguard.taxonomy import CATEGORIES, TARGET_LANGUAGES
 
 SUMMARY_KEYS = ("f1", "precision", "recall", "fpr", "auprc")
-
-
-def _id_rank(record_id: str) -> str:
-    return hashlib.sha1(record_id.encode("utf-8")).hexdigest()
-
-
-def eval_sample(path: Path, max_per_lang: int | None) -> list[dict[str, Any]]:
-    """The frozen evaluation sample of one split file: per language, the first N ids by sha1 rank."""
-    by_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rec in read_records(path):
-        by_lang[rec["lang"]].append(rec)
-    sample: list[dict[str, Any]] = []
-    for lang in sorted(by_lang):
-        ranked = sorted(by_lang[lang], key=lambda r: _id_rank(r["id"]))
-        sample.extend(ranked if max_per_lang is None else ranked[:max_per_lang])
-    return sample
-
-
-def eval_set_hash(records: Sequence[dict[str, Any]]) -> str:
-    """sha256 of the sorted record ids: equal hashes mean the same frozen evaluation set."""
-    return hashlib.sha256("\n".join(sorted(r["id"] for r in records)).encode("utf-8")).hexdigest()
 
 
 def _slices(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
@@ -131,15 +106,6 @@ def _plots(report: dict[str, Any], records: Sequence[dict[str, Any]], probs: np.
     ]
 
 
-def _fingerprint(model_dir: Path, files: Sequence[Path], params: Params, uri: str) -> str:
-    """What the metrics depend on: model files, eval data, evaluate params, tracking store."""
-    from duelguard.tracking import data_hash
-
-    model_files = sorted(p for p in model_dir.rglob("*") if p.is_file())
-    extra = json.dumps([params.evaluate.model_dump(), uri, [str(p.relative_to(model_dir)) for p in model_files]])
-    return hashlib.sha256((data_hash([*model_files, *files]) + extra).encode()).hexdigest()
-
-
 def _mlflow_metrics(summaries: dict[str, dict[str, Any]], details: dict[str, dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
     for split, summary in summaries.items():
@@ -160,13 +126,6 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
     files = [layout.seed_split(s) for s in params.evaluate.splits]
     require_classifier_dir(model_dir)
     uri = tracking_uri(params, layout.root)
-    fingerprint = _fingerprint(model_dir, files, params, uri)
-    if out_path.exists():
-        previous = read_json(out_path)
-        if previous.get("inputs_hash") == fingerprint:
-            return {"metrics": str(out_path), "skipped": True, "mlflow_run_id": previous.get("mlflow_run_id"),
-                    **{s: previous[s].get("avg_f1") for s in params.evaluate.splits}}
-
     classifier = load_classifier(model_dir)
     thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
     summaries: dict[str, dict[str, Any]] = {}
@@ -195,10 +154,9 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
             "eval_set": eval_sets,
             "mlflow_run_id": run.info.run_id,
             "mlflow_tracking_uri": uri,
-            "inputs_hash": fingerprint,
             "detail": details,
         })
         mlflow.log_dict(result, "eval_metrics.json")
     atomic_write_json(out_path, result)
-    return {"metrics": str(out_path), "skipped": False, "mlflow_run_id": result["mlflow_run_id"],
+    return {"metrics": str(out_path), "mlflow_run_id": result["mlflow_run_id"],
             **{s: summaries[s]["avg_f1"] for s in summaries}}
