@@ -155,9 +155,13 @@ class Layout:
     def game_metrics(self, iteration: int) -> Path:
         return self._iteration_metrics("game", iteration)
 
+    @property
+    def timings_dir(self) -> Path:
+        return self.metrics / "timings"
+
     def timing(self, run_name: str) -> Path:
         """Wall time of one stage run (`run_name` as in the stage spec: prepare_seed, train_classifier_1...)."""
-        return self.metrics / "timings" / f"{run_name}.json"
+        return self.timings_dir / f"{run_name}.json"
 
     # plots and reports ------------------------------------------------------------------------
     def plots_dir(self, stage: str, iteration: int | None = None) -> Path:
