@@ -162,3 +162,17 @@ def test_nothing_outside_docs_cites_a_design_file_missing_from_the_repository():
     hits = subprocess.run(["git", "grep", "-n", "DESIGN" + ".md", "--", ".", ":!docs"], cwd=REPO,
                           capture_output=True, text=True)
     assert hits.returncode == 1 and hits.stdout == "", hits.stdout
+
+
+def test_git_tracks_exactly_the_outputs_dvc_does_not_cache():
+    """A clone + `dvc pull` restores a run only if every `cache: false` output can be committed."""
+    uncached, cached = set(), set()
+    for entry in _stages((REPO / "dvc.yaml").read_text()).values():
+        for item in [*entry.get("outs", []), *entry["metrics"]]:
+            path, flags = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+            (uncached if flags.get("cache") is False else cached).add(path)
+    assert uncached and cached
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO, capture_output=True, text=True,
+                             input="\n".join(sorted(uncached | cached))).stdout.split()
+    assert not uncached & set(ignored), "git-ignored, so lost on clone"
+    assert cached <= set(ignored), "cached by DVC and also committable to git"
