@@ -86,11 +86,11 @@ def repo(tmp_path: Path, repo_root: Path, raw_data: Path) -> Path:
 
 
 def test_a_clone_plus_dvc_pull_restores_the_run_exactly(repo: Path) -> None:
-    """A prefix of the DAG (seed, iteration 1's generation and curation) keeps this under a minute:
-    cached data, git-tracked metrics and plots, a metrics file per stage run. Side-effecting stages
-    and the run cache: test_side_effecting_stages_are_never_replayed_from_the_run_cache."""
-    out = _run([*DUELGUARD, "loop", "curate_1"], repo)
-    assert _ran(out) == ["prepare_seed", "generate_1", "curate_1"]
+    """A prefix of the DAG (the seed, iteration 1's generation) keeps this under a minute: cached data,
+    git-tracked metrics and plots, a metrics file per stage run. Side-effecting stages and the run
+    cache: test_side_effecting_stages_are_never_replayed_from_the_run_cache."""
+    out = _run([*DUELGUARD, "loop", "generate_1"], repo)
+    assert _ran(out) == ["prepare_seed", "generate_1"]
     # What a user commits after a run: the lock file and the git-tracked metrics and plots.
     _git(repo, "add", "dvc.lock", "metrics", "plots")
     _git(repo, "commit", "-qm", "run")
@@ -99,11 +99,11 @@ def test_a_clone_plus_dvc_pull_restores_the_run_exactly(repo: Path) -> None:
 
     clone = repo.parent / "clone"
     _run(["git", "clone", "-q", str(repo), str(clone)], repo.parent)
-    # (The rest of the DAG never ran, so pull and status look at the prefix: curate_1 and its upstream.)
-    _run([*DVC, "pull", "--with-deps", "curate_1"], clone)
-    assert json.loads(_run([*DVC, "status", "--json", "--with-deps", "curate_1"], clone)) == {}, "the clone would rerun"
-    for rel in ("data/seed/train.jsonl", "data/synthetic/iter_1/curated.jsonl", "data/synthetic/iter_1/rejected.jsonl",
-                "metrics/generate/iter_1.json", "metrics/curation/iter_1.json", "plots/seed/seed_card.png"):
+    # (The rest of the DAG never ran, so pull and status look at the prefix: generate_1 and its upstream.)
+    _run([*DVC, "pull", "--with-deps", "generate_1"], clone)
+    assert json.loads(_run([*DVC, "status", "--json", "--with-deps", "generate_1"], clone)) == {}, "the clone would rerun"
+    for rel in ("data/seed/train.jsonl", "data/synthetic/iter_1/generated.jsonl", "metrics/generate/iter_1.json",
+                "metrics/seed_card.json", "plots/seed/seed_card.png"):
         assert (clone / rel).read_bytes() == (repo / rel).read_bytes(), rel
 
 
