@@ -15,7 +15,7 @@ GIT_SHA      = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 # DVC stage commands call `duelguard`: put the venv first on PATH for every recipe.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup demo test test-unit test-integration lint repro push pull loop \
+.PHONY: help setup demo test test-unit test-integration lint repro push pull loop dvc-yaml \
         bench-classifier bench-serving bench-loop mlflow-up mlflow-down serve serve-stop export-triton \
         pipeline-compile pipeline-local pipeline-submit images profile-tiny profile-default profile-paper clean
 
@@ -36,6 +36,7 @@ demo: setup ## The main job on the default profile: seed -> loop -> promote -> T
 	set -euo pipefail
 	start=$$(date +%s)
 	$(DG) fetch-weights
+	$(DG) dvc-yaml --check
 	$(DVC) repro
 	$(DG) predict --model models:/duelguard-classifier@champion --input $(DEMO_INPUTS) --output build/demo/predict.jsonl
 	cat build/demo/predict.jsonl
@@ -55,11 +56,15 @@ test-unit: setup ## Unit tests only
 test-integration: setup ## Integration tests only
 	DUELGUARD_PROFILE=tiny $(VENV)/bin/pytest -q -m integration $(PYTEST_ARGS)
 
-repro: setup ## dvc repro on the active profile (params.yaml `profile:`)
+repro: setup ## dvc repro on the active profile (params.yaml `profile:`); dvc.yaml must be up to date
+	$(DG) dvc-yaml --check
 	$(DVC) repro
 
-loop: setup ## The same stages outside DVC: duelguard loop --iterations N (resumable)
+loop: setup ## duelguard loop: ITERATIONS=N sets loop.iterations, regenerates dvc.yaml, then dvc repro
 	$(DG) loop $${ITERATIONS:+--iterations $$ITERATIONS}
+
+dvc-yaml: setup ## Regenerate dvc.yaml from the stage spec (libs/duelguard/pipeline/spec.py) and loop.iterations
+	$(DG) dvc-yaml --write
 
 push: ## Push seed/synthetic data and models to the DVC remote (localstore by default)
 	$(DVC) push
@@ -74,7 +79,7 @@ bench-serving: setup ## gRPC latency/throughput vs in-process predict (tiny, and
 	$(PY) bench/bench_serving.py --profile tiny
 	if [ -d models/classifier/iter_0 ]; then $(PY) bench/bench_serving.py --profile default; fi
 
-bench-loop: setup ## Per-iteration stage wall times (of the last demo/loop run; ITERATIONS=N runs the loop first) -> bench/results/loop.json
+bench-loop: setup ## Per-iteration stage wall times (of the last demo/loop run; ITERATIONS=N runs duelguard loop first) -> bench/results/loop.json
 	$(PY) bench/bench_loop.py $${ITERATIONS:+--run $$ITERATIONS}
 
 mlflow-up: setup ## Start a real mlflow server on 127.0.0.1:5000 (sqlite + local artifacts); then export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
@@ -112,4 +117,4 @@ profile-paper: ## Switch params.yaml to the paper profile (GPU, Qwen2.5-0.5B, bf
 	$(DG) profile paper
 
 clean: ## Remove generated data, models, metrics and build outputs (not the DVC cache or remote)
-	rm -rf data models metrics plots reports build mlflow .duelguard
+	rm -rf data models metrics plots reports build mlflow

@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def mixed_texts(layout: Layout, n: int, seed: int = 0) -> list[str]:
     """n texts: 60% single prompts, 30% medium pastes, 10% long pastes (see the module docstring)."""
-    from duelguard.evaluation.suite import suite_records
+    from duelguard.suite import suite_records
     from duelguard.records import read_records
 
     rng = random.Random(seed)
@@ -121,8 +121,8 @@ def main() -> None:
     from duelguard.classifier.model import GuardClassifier
     from duelguard.classifier.runtime import OnnxNetwork
     from duelguard.classifier.train import fit
-    from duelguard.evaluation.suite import suite_records
-    from duelguard.serving.onnx_export import export_onnx, quantize_int8
+    from duelguard.suite import suite_records
+    from duelguard.classifier.onnx_export import export_onnx, quantize_int8
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models/classifier/iter_0",

@@ -25,24 +25,21 @@ counts add up (input = kept + sum of dropped) and are comparable across iteratio
                      sample that quotes an evaluation text would leak it into training
 
 Survivors keep the seed's labels and the generator's provenance, plus `langid_confidence`. Writes
-layout.curated(i), `curation.json` (counts overall and per language) and `rejected.jsonl` (each
-dropped sample with its filter) beside it. A rerun with the same inputs and params skips.
+layout.curated(i), layout.curation_report(i) (counts overall and per language) and layout.rejected(i)
+(each dropped sample with the filter that dropped it, for auditing the filters).
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from duelguard import langid, textnorm
 from duelguard.config import Params
-from duelguard.fsio import DataError, atomic_write_json, read_json, write_jsonl
+from duelguard.fsio import DataError, atomic_write_json, write_jsonl
 from duelguard.layout import Layout
 from duelguard.records import SPLITS, read_records, write_records
 
@@ -230,24 +227,6 @@ def count_report(samples: list[dict[str, Any]], kept: list[dict[str, Any]], drop
     }
 
 
-def report_path(layout: Layout, iteration: int) -> Path:
-    """Per-filter counts of one iteration's curation (the loop logs them to MLflow)."""
-    return layout.synthetic_dir(iteration) / "curation.json"
-
-
-def rejected_path(layout: Layout, iteration: int) -> Path:
-    """Every dropped sample with the filter that dropped it (for auditing the filters)."""
-    return layout.synthetic_dir(iteration) / "rejected.jsonl"
-
-
-def _fingerprint(params: Params, files: list[Path]) -> str:
-    digest = hashlib.sha256(json.dumps([params.curation.model_dump(), params.generator.languages, params.seed.languages]).encode())
-    for path in files:
-        digest.update(str(path.name).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `curate`: filter layout.generated(i) into layout.curated(i); returns the count report."""
     if iteration < 1:
@@ -261,12 +240,6 @@ def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     for path in inputs:
         if not path.exists():
             raise DataError(f"{path}: file not found (run the stage that writes it first)")
-    fingerprint = _fingerprint(params, inputs)
-    out, report_file = layout.curated(iteration), report_path(layout, iteration)
-    if out.exists() and report_file.exists():
-        done = read_json(report_file)
-        if done.get("fingerprint") == fingerprint:
-            return {**done, "skipped": True}
 
     samples = read_records(layout.generated(iteration))
     for n, rec in enumerate(samples, 1):
@@ -280,8 +253,8 @@ def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         eval_texts=(r["text"] for s in ("dev", "test") for r in seed[s]),
     )
     kept, dropped = apply_filters(params, samples, ref)
-    write_jsonl(rejected_path(layout, iteration), [{**rec, "dropped_by": reason} for rec, reason in dropped])
-    write_records(out, kept)
-    report = {"iteration": iteration, **count_report(samples, kept, dropped), "fingerprint": fingerprint}
-    atomic_write_json(report_file, report)
-    return {**report, "skipped": False}
+    write_jsonl(layout.rejected(iteration), [{**rec, "dropped_by": reason} for rec, reason in dropped])
+    write_records(layout.curated(iteration), kept)
+    report = {"iteration": iteration, **count_report(samples, kept, dropped)}
+    atomic_write_json(layout.curation_report(iteration), report)
+    return report

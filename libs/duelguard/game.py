@@ -21,7 +21,6 @@ from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json, write_jsonl
 from duelguard.layout import Layout
 from duelguard.records import read_records, write_records
-from duelguard.reports import stage_metrics_path
 from duelguard.taxonomy import is_unsafe
 
 # Probabilities are clipped before turning them back into logits: p = 1.0 in float32 would give an
@@ -61,7 +60,7 @@ def per_sample_loss(loss_name: str, logits: Any, labels: Any) -> list[float]:
 def score_records(classifier: Any, records: list[dict[str, Any]], loss_name: str,
                   batch_size: int | None = None) -> list[dict[str, Any]]:
     """Each record plus loss, unsafe_score, pred_unsafe and correct (predicted unsafe == true unsafe)."""
-    from duelguard.evaluation.metrics import unsafe_predictions
+    from duelguard.metrics import unsafe_predictions
 
     if not records:
         return []
@@ -109,7 +108,7 @@ def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `score`: the classifier of iteration-1 scores the curated samples of `iteration`.
 
     Writes layout.scored(iteration) (records + loss, unsafe_score, pred_unsafe, correct) and the
-    game value to metrics/score/iter_<i>.json; returns the same metrics.
+    game value to layout.score_metrics(iteration); returns the same metrics.
     """
     from duelguard.evaluation.evaluate import load_classifier
 
@@ -126,7 +125,7 @@ def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         "loss": params.classifier.loss,
         **game_value(scored),
     }
-    atomic_write_json(stage_metrics_path(layout, "score", iteration), metrics)
+    atomic_write_json(layout.score_metrics(iteration), metrics)
     return metrics
 
 
@@ -201,13 +200,13 @@ def build_pairs(params: Params, layout: Layout, iteration: int) -> dict[str, Any
     Each pair line: prompt (the generation prompt, as rendered for generation), template, chosen,
     rejected (sample texts), margin, chosen_loss, rejected_loss, chosen_correct, rejected_correct,
     parent_id, lang, task, seed_text, unsafe, chosen_id, rejected_id. Counts go to
-    metrics/pairs/iter_<i>.json.
+    layout.pairs_metrics(iteration).
     """
     scored = read_records(layout.scored(iteration))
     stubs, counts = select_pairs(scored, params.pairs.min_margin)
     tokenizer = None
     if any(stub["chosen"].get("template") == "chat" for stub in stubs):
-        from duelguard.dpo import generator_tokenizer
+        from duelguard.generator import generator_tokenizer
 
         tokenizer = generator_tokenizer(params, layout)
     rows = []
@@ -248,5 +247,5 @@ def build_pairs(params: Params, layout: Layout, iteration: int) -> dict[str, Any
         "mean_margin": round(sum(r["margin"] for r in rows) / len(rows), 6) if rows else None,
         "pairs_per_language": dict(sorted(per_lang.items())),
     }
-    atomic_write_json(stage_metrics_path(layout, "pairs", iteration), metrics)
+    atomic_write_json(layout.pairs_metrics(iteration), metrics)
     return metrics

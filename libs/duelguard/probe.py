@@ -111,7 +111,7 @@ class Probe:
 
     def save(self, path: Path) -> Path:
         """Write the directory atomically (temp dir + rename)."""
-        from duelguard.classifier.model import publish_dir
+        from duelguard.fsio import publish_dir
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,30 +136,3 @@ class Probe:
             raise DataError(f"{path}: probe built on {meta.get('encoder')!r}, this code embeds with {ENCODER!r}")
         weights = np.load(path / WEIGHTS_FILE)
         return cls(weights["coef"], float(weights["intercept"][0]), meta["threshold"], meta.get("training"))
-
-
-def train_probe(train: Sequence[dict[str, Any]], calib: Sequence[dict[str, Any]], out_dir: Path,
-                cache_dir: Path, seed: int) -> dict[str, Any]:
-    """Fit the probe on the classifier's training rows, calibrate its threshold on the classifier's
-    calibration rows (the same global max-F1 rule), save it to `out_dir`; returns a summary."""
-    import time
-
-    from duelguard.classifier.thresholds import best_f1_threshold, f1_score
-
-    started = time.perf_counter()
-    truth = np.array([any(r["labels"]) for r in train])
-    probe = Probe.fit(embed_cached([r["text"] for r in train], cache_dir, progress=True), truth, PROBE_C, seed)
-    calib_truth = np.array([any(r["labels"]) for r in calib])
-    calib_scores = probe.scores(embed_cached([r["text"] for r in calib], cache_dir))
-    probe.threshold, _ = best_f1_threshold(calib_scores, calib_truth)
-    summary = {
-        "encoder": ENCODER,
-        "c": PROBE_C,
-        "n_train": int(len(truth)),
-        "threshold": probe.threshold,
-        "calib_f1": f1_score(calib_scores > probe.threshold, calib_truth),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    probe.training = summary
-    probe.save(out_dir)
-    return summary

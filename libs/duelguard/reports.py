@@ -12,7 +12,7 @@ at any time with `duelguard report`):
 - quality: dev F1 per language (paper Fig. 7a) and per category (evaluate stage).
 
 Iteration 0 (seed-only classifier) has only the data and quality parts. Plots go to
-layout.plots_dir("loop"); the ablation to reports/ablation.md + reports/ablation.png.
+layout.plots_dir("loop"); the ablation to layout.ablation_markdown + layout.ablation_plot.
 """
 
 from __future__ import annotations
@@ -34,11 +34,6 @@ LOOP_LANGUAGES = ("fr", "es", "de")
 def _lang_order(lang: str) -> tuple[int, str]:
     """Target languages first, in their canonical order (en, fr, es, de), then the rest by code."""
     return (TARGET_LANGUAGES.index(lang) if lang in TARGET_LANGUAGES else len(TARGET_LANGUAGES), lang)
-
-
-def stage_metrics_path(layout: Layout, stage: str, iteration: int) -> Path:
-    """metrics/<stage>/iter_<i>.json: the small metrics file a loop stage writes (DVC `metrics:`)."""
-    return layout.metrics / stage / f"iter_{iteration}.json"
 
 
 def _maybe_json(path: Path) -> dict[str, Any] | None:
@@ -103,11 +98,11 @@ def curation_survival(layout: Layout, iteration: int) -> dict[str, Any] | None:
             lang: {"generated": gen[lang], "curated": cur[lang], "survival_rate": round(cur[lang] / gen[lang], 6)}
             for lang in sorted(gen)
         },
-        "filters": _maybe_json(layout.synthetic_dir(iteration) / "curation.json"),
+        "filters": _maybe_json(layout.curation_report(iteration)),
     }
 
 
-def eval_summary(layout: Layout, iteration: int, split: str = "dev") -> dict[str, Any] | None:
+def eval_summary(layout: Layout, iteration: int, split: str = "suite") -> dict[str, Any] | None:
     """F1 per language and per category on one split, from the evaluate stage's metrics."""
     metrics = _maybe_json(layout.eval_metrics(iteration))
     if not metrics or split not in metrics:
@@ -129,35 +124,35 @@ def iteration_report(params: Params, layout: Layout, iteration: int) -> dict[str
     """Gather iteration i's metrics and write layout.game_metrics(i); returns them."""
     report: dict[str, Any] = {"iteration": iteration, "profile": params.profile}
     if iteration >= 1:
-        score = _maybe_json(stage_metrics_path(layout, "score", iteration))
+        score = _maybe_json(layout.score_metrics(iteration))
         report["game_value"] = (
             {k: score.get(k) for k in ("n", "mean_loss", "error_rate", "per_language", "per_class")} if score else None
         )
-        report["pairs"] = _maybe_json(stage_metrics_path(layout, "pairs", iteration))
-        dpo = _maybe_json(stage_metrics_path(layout, "dpo", iteration))
+        report["pairs"] = _maybe_json(layout.pairs_metrics(iteration))
+        dpo = _maybe_json(layout.dpo_metrics(iteration))
         report["dpo"] = (
             {k: dpo.get(k) for k in ("updated", "pairs_used", "reward_margin", "reward_accuracy", "loss",
                                      "steps", "steps_per_s", "reason")} if dpo else None
         )
         report["curation"] = curation_survival(layout, iteration)
-        generate = _maybe_json(layout.synthetic_dir(iteration) / "generate.json")
+        generate = _maybe_json(layout.generate_summary(iteration))
         report["generation"] = (
             {k: generate.get(k) for k in ("requested", "records", "empty", "samples_per_s", "generate_s")}
             if generate else None
         )
     report["language_share"] = language_share(layout, iteration)
-    for split in params.evaluate.splits:
+    for split in params.evaluate.sets:
         report[split] = eval_summary(layout, iteration, split)
     atomic_write_json(layout.game_metrics(iteration), report)
     return report
 
 
-def _f1(report: dict[str, Any], lang: str, split: str = "dev") -> float | None:
+def _f1(report: dict[str, Any], lang: str, split: str = "suite") -> float | None:
     summary = report.get(split) or {}
     return (summary.get("f1_per_language") or {}).get(lang)
 
 
-def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") -> list[Path]:
+def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "suite") -> list[Path]:
     """PNG plots across iterations: F1 per language, language share (stacked), game value."""
     plt = pyplot()
     out = layout.plots_dir("loop")
@@ -213,8 +208,8 @@ def _fmt(v: float | None, pct: bool = True) -> str:
     return f"{100 * v:.1f}" if pct else f"{v:+.1f}"
 
 
-def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") -> dict[str, Any]:
-    """Seed-only (iteration 0) vs. after each iteration, per language: reports/ablation.md + .png.
+def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "suite") -> dict[str, Any]:
+    """Seed-only (iteration 0) vs. after each iteration, per language: layout.ablation_markdown + _plot.
 
     Returns the table: per iteration, F1 per target language, the fr/es/de average, and the
     English and fr/es/de deltas against the seed-only model (in F1 points).
@@ -261,8 +256,7 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") 
             f"{last['iteration']}: **{'met' if goal_loop and goal_en else 'not met'}** "
             f"(fr/es/de {_fmt(last['delta_fr_es_de_points'], pct=False)}, en {_fmt(last['delta_en_points'], pct=False)}).",
         ]
-    layout.reports.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(layout.reports / "ablation.md", "\n".join(lines) + "\n")
+    atomic_write_text(layout.ablation_markdown, "\n".join(lines) + "\n")
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -277,9 +271,8 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") 
     ax.set(ylabel=f"{split} F1 (unsafe)", title="Ablation: seed-only vs. loop iterations")
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    save_png(fig, layout.reports / "ablation.png")
-    return {"split": split, "rows": rows, "markdown": str(layout.reports / "ablation.md"),
-            "plot": str(layout.reports / "ablation.png")}
+    save_png(fig, layout.ablation_plot)
+    return {"split": split, "rows": rows, "markdown": str(layout.ablation_markdown), "plot": str(layout.ablation_plot)}
 
 
 def write_reports(params: Params, layout: Layout, iterations: list[int] | None = None,
@@ -296,7 +289,7 @@ def write_reports(params: Params, layout: Layout, iterations: list[int] | None =
     if not iterations:
         raise DataError(f"{layout.eval_metrics(0).parent}: no evaluated iteration to report on (run the loop first)")
     reports = [iteration_report(params, layout, i) for i in iterations]
-    split = "dev" if "dev" in params.evaluate.splits else params.evaluate.splits[0]
+    split = "suite" if "suite" in params.evaluate.sets else params.evaluate.sets[0]
     plots = plot_loop(layout, reports, split)
     table = ablation(layout, reports, split)
     if log_to_mlflow:
@@ -313,9 +306,15 @@ def write_reports(params: Params, layout: Layout, iterations: list[int] | None =
                 gv = r.get("game_value") or {}
                 step = r["iteration"]
                 values = {"game_mean_loss": gv.get("mean_loss"), "game_error_rate": gv.get("error_rate"),
-                          "dev_avg_f1": (r.get(split) or {}).get("avg_f1")}
+                          f"{split}_avg_f1": (r.get(split) or {}).get("avg_f1")}
                 values.update({f"share_{lang}": v for lang, v in r["language_share"]["share"].items()})
                 values.update({f"{split}_f1_{lang}": v for lang, v in ((r.get(split) or {}).get("f1_per_language")
                                                                         or {}).items()})
                 mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None}, step=step)
     return {"iterations": iterations, "plots": [str(p) for p in plots], "ablation": table}
+
+
+def report_stage(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Stage `report`: the reports over iterations 0..`iteration` (the last one), logged to MLflow."""
+    result = write_reports(params, layout, list(range(iteration + 1)))
+    return {"iterations": result["iterations"], "ablation": result["ablation"]["markdown"], "rows": result["ablation"]["rows"]}

@@ -1,4 +1,4 @@
-"""`duelguard predict` through the real console script: the DESIGN.md contract, bad lines, blank text."""
+"""`duelguard predict` through the real console script: the docs/contracts.md contract, bad lines, blank text."""
 
 from __future__ import annotations
 

@@ -190,7 +190,7 @@ def test_filter_order_decides_the_count(tiny_params, layout):
     assert curation.FILTERS.index("wrong_language") < curation.FILTERS.index("refusal")
 
 
-def test_curate_stage_counts_add_up_dedups_across_iterations_and_resumes(tiny_params, layout):
+def test_curate_stage_counts_add_up_and_dedups_across_iterations(tiny_params, layout):
     iter1 = [
         sample(0, "fr", GOOD_FR),
         sample(1, "fr", "Bake bread at home without any machine, how?"),  # English labelled fr
@@ -199,7 +199,6 @@ def test_curate_stage_counts_add_up_dedups_across_iterations_and_resumes(tiny_pa
     ]
     write_records(layout.generated(1), iter1)
     summary = curation.curate(tiny_params, layout, 1)
-    assert summary["skipped"] is False
     assert summary["input"] == 4 and summary["kept"] == 2
     assert summary["input"] == summary["kept"] + sum(summary["dropped"].values())
     assert summary["dropped"]["wrong_language"] == 1 and summary["dropped"]["too_short"] == 1
@@ -207,14 +206,11 @@ def test_curate_stage_counts_add_up_dedups_across_iterations_and_resumes(tiny_pa
     assert per_lang["fr"]["input"] == 2 and per_lang["fr"]["kept"] == 1 and per_lang["de"]["survival_rate"] == 0.0
     for block in per_lang.values():
         assert block["input"] == block["kept"] + sum(block["dropped"].values())
-    on_disk = json.loads(curation.report_path(layout, 1).read_text())
+    on_disk = json.loads(layout.curation_report(1).read_text())
     assert on_disk["dropped"] == summary["dropped"] and on_disk["filter_order"] == list(curation.FILTERS)
     assert [r["text"] for r in read_records(layout.curated(1))] == [GOOD_FR, iter1[2]["text"]]
-    rejected = [json.loads(line) for line in curation.rejected_path(layout, 1).read_text().splitlines()]
+    rejected = [json.loads(line) for line in layout.rejected(1).read_text().splitlines()]
     assert sorted(r["dropped_by"] for r in rejected) == ["too_short", "wrong_language"]
-
-    again = curation.curate(tiny_params, layout, 1)
-    assert again["skipped"] is True and again["kept"] == 2
 
     # Iteration 2 repeats an iteration-1 survivor: dropped as a duplicate across iterations.
     write_records(layout.generated(2), [sample(0, "fr", GOOD_FR.lower(), iteration=2)])

@@ -10,7 +10,7 @@ import pytest
 
 from duelguard.evaluation.evaluate import split_report
 from duelguard.evaluation.plots import cell_heatmaps
-from duelguard.evaluation.suite import suite_records
+from duelguard.suite import suite_records
 from duelguard.taxonomy import CATEGORY_CODES
 
 

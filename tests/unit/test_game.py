@@ -40,7 +40,7 @@ def test_score_uses_the_training_loss_on_the_model_logits(tmp_layout, tiny_param
     import torch
 
     from duelguard.classifier.losses import loss_function
-    from duelguard.evaluation.metrics import unsafe_predictions
+    from duelguard.metrics import unsafe_predictions
     from duelguard.game import score
 
     write_records(tmp_layout.curated(1), [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED])

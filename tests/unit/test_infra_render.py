@@ -19,8 +19,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from duelguard.commands.pipeline import load_pipeline_module
 from duelguard.config import load_params
+from duelguard.pipeline import kfp_pipeline as pl
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "prod")
@@ -146,7 +146,6 @@ def test_pipeline_needs_match_compiled_pipeline(rendered):
     """The PVC and Secrets the compiled pipeline mounts exist, with every key it maps to env."""
     _, docs = rendered
     kf = load_params(REPO / "params.yaml").kubeflow
-    pl = load_pipeline_module(REPO)
     pvc = find(docs, "PersistentVolumeClaim", kf.model_cache_pvc)
     ns = pvc["metadata"]["namespace"]
     for name, keys in ((kf.mlflow_secret, pl.MLFLOW_SECRET_KEYS), (kf.object_store_secret, pl.OBJECT_STORE_SECRET_KEYS)):

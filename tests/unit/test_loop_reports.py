@@ -1,4 +1,4 @@
-"""Loop bookkeeping (plan, fingerprints, state file) and the reports built from stage outputs."""
+"""The loop's reports (per-iteration game metrics, plots, ablation), built from the stages' outputs."""
 
 from __future__ import annotations
 
@@ -11,53 +11,14 @@ from duelguard.fsio import DataError, atomic_write_json
 from duelguard.records import write_records
 
 
-def test_plan_runs_iteration_zero_then_each_iteration_in_stage_order():
-    from duelguard.loop import plan
-    from duelguard.stages import ITERATION_STAGES, SEED_STAGES
-
-    steps = plan(2)
-    n0, n = len(SEED_STAGES), len(ITERATION_STAGES)
-    assert steps[:n0] == [(0, s) for s in SEED_STAGES]
-    assert steps[n0:n0 + n] == [(1, s) for s in ITERATION_STAGES]
-    assert steps[n0 + n:] == [(2, s) for s in ITERATION_STAGES]
-    assert plan(0) == [(0, s) for s in SEED_STAGES]
-
-
-def test_fingerprint_changes_only_with_the_params_a_stage_reads(tiny_params):
-    from duelguard.loop import stage_fingerprint
-
-    more_margin = tiny_params.model_copy(update={"pairs": tiny_params.pairs.model_copy(update={"min_margin": 0.5})})
-    assert stage_fingerprint(more_margin, "build_pairs", 1) != stage_fingerprint(tiny_params, "build_pairs", 1)
-    assert stage_fingerprint(more_margin, "score", 1) == stage_fingerprint(tiny_params, "score", 1)
-    assert stage_fingerprint(tiny_params, "score", 1) != stage_fingerprint(tiny_params, "score", 2)
-
-
-def test_every_stage_has_params_and_outputs(tmp_layout):
-    from duelguard.loop import STAGE_PARAMS, plan, stage_outputs
-
-    for iteration, stage in plan(1):
-        assert stage in STAGE_PARAMS
-        assert all(str(p).startswith(str(tmp_layout.root)) for p in stage_outputs(tmp_layout, stage, iteration))
-
-
-def test_corrupt_state_file_is_an_error_not_a_silent_restart(tmp_layout):
-    from duelguard.loop import load_state, state_path
-
-    assert load_state(tmp_layout)["stages"] == {}
-    state_path(tmp_layout).parent.mkdir(parents=True)
-    state_path(tmp_layout).write_text('{"something": "else"}')
-    with pytest.raises(DataError, match="loop_state.json"):
-        load_state(tmp_layout)
-
-
 def _eval_metrics(f1: dict[str, float]) -> dict:
     detail = {"overall": {"per_category_f1": {"hate": 0.5}}, "by_language": {k: {"f1": v} for k, v in f1.items()}}
     summary = {"avg_f1": sum(f1.values()) / len(f1), "f1": 0.6, **{f"f1_{k}": v for k, v in f1.items()}}
-    return {"dev": summary, "test": summary, "detail": {"dev": detail, "test": detail}}
+    return {"suite": summary, "test": summary, "detail": {"suite": detail, "test": detail}}
 
 
 def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_params):
-    from duelguard.reports import stage_metrics_path, write_reports
+    from duelguard.reports import write_reports
 
     layout = tmp_layout
     write_records(layout.seed_split("train"), seed_records())
@@ -66,9 +27,9 @@ def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_par
     write_records(layout.curated(1), gen[:3])
     atomic_write_json(layout.eval_metrics(0), _eval_metrics({"en": 0.80, "fr": 0.50, "es": 0.60, "de": 0.40}))
     atomic_write_json(layout.eval_metrics(1), _eval_metrics({"en": 0.795, "fr": 0.62, "es": 0.66, "de": 0.52}))
-    atomic_write_json(stage_metrics_path(layout, "score", 1), {"n": 3, "mean_loss": 1.5, "error_rate": 0.33,
+    atomic_write_json(layout.score_metrics(1), {"n": 3, "mean_loss": 1.5, "error_rate": 0.33,
                                                                "per_language": {}, "per_class": {}})
-    atomic_write_json(stage_metrics_path(layout, "dpo", 1), {"updated": True, "reward_margin": 0.02,
+    atomic_write_json(layout.dpo_metrics(1), {"updated": True, "reward_margin": 0.02,
                                                              "reward_accuracy": 0.75})
 
     out = write_reports(tiny_params, layout, log_to_mlflow=False)
@@ -83,7 +44,7 @@ def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_par
     rows = {r["iteration"]: r for r in out["ablation"]["rows"]}
     assert rows[1]["avg_fr_es_de"] == pytest.approx((0.62 + 0.66 + 0.52) / 3)
     assert rows[1]["delta_fr_es_de_points"] == pytest.approx(10.0) and rows[1]["delta_en_points"] == pytest.approx(-0.5)
-    md = (layout.reports / "ablation.md").read_text()
+    md = layout.ablation_markdown.read_text()
     assert "| after iteration 1 | 79.5 | 62.0 | 66.0 | 52.0 | 60.0 | +10.0 | -0.5 |" in md and "**met**" in md
     for path in out["plots"] + [out["ablation"]["plot"]]:
         assert open(path, "rb").read(4) == b"\x89PNG"

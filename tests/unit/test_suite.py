@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from duelguard.evaluation.suite import LANGUAGES, SUITE_DIR, load_suite, suite_records
+from duelguard.suite import LANGUAGES, SUITE_DIR, load_suite, suite_records
 from duelguard.fsio import DataError
 from duelguard.taxonomy import CATEGORY_CODES
 

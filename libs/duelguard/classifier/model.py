@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from duelguard.errors import ModelNotFoundError
-from duelguard.fsio import DataError
+from duelguard.fsio import DataError, publish_dir
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
 
 METADATA_FILE = "duelguard.json"
@@ -38,18 +38,6 @@ def _device() -> Any:
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def publish_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written directory into place, replacing any previous one (never half-written)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{tmp.name}")
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class GuardClassifier:

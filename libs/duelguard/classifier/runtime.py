@@ -56,7 +56,7 @@ def onnx_network(classifier: Any, model_dir: Path, cache_dir: Path, runtime: str
     once per model, and is verified against torch before it is used."""
     import hashlib
 
-    from duelguard.serving.onnx_export import export_onnx, probe_texts, quantize_int8, verify_onnx
+    from duelguard.classifier.onnx_export import export_onnx, probe_texts, quantize_int8, verify_onnx
 
     if runtime not in RUNTIMES[1:]:
         raise ValueError(f"unknown ONNX runtime {runtime!r}; expected one of {RUNTIMES[1:]}")

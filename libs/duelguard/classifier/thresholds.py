@@ -1,8 +1,8 @@
 """Decision thresholds, calibrated after training on the calibration rows (never the reported ones).
 
 A category is flagged when its probability is strictly greater than its threshold, and a text is
-unsafe when any category is flagged (the published rule: "unsafe if the max probability >
-threshold"). Rules (`classifier.threshold_rule`):
+unsafe when any category is flagged (the paper: "unsafe if the max probability > threshold", with
+one threshold per category; docs/method.md). Rules (`classifier.threshold_rule`):
 
 - fixed:         every category uses `default_threshold` (0.5 in the paper).
 - global:        one threshold for all 12 categories: the grid point that maximises the unsafe-class
@@ -30,8 +30,8 @@ RULES = ("fixed", "global", "max_f1", "max_f1_floor")
 
 
 def f1_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Binary F1 (evaluation.metrics) with the undefined case (nothing to find or flag) as 0.0."""
-    from duelguard.evaluation.metrics import binary_metrics
+    """Binary F1 (duelguard.metrics) with the undefined case (nothing to find or flag) as 0.0."""
+    from duelguard.metrics import binary_metrics
 
     return binary_metrics(np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool))["f1"] or 0.0
 

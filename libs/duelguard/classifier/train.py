@@ -236,8 +236,8 @@ def calibration_rows(params: Params, layout: Layout) -> list[dict[str, Any]]:
     """The rows thresholds are fitted on: the frozen seed dev sample (evaluate.max_examples_per_lang
     per language) and the suite's calibration half. Never the rows any report or gate reads (the
     seed test split and the suite's report half)."""
-    from duelguard.evaluation.evaluate import eval_sample
-    from duelguard.evaluation.suite import suite_records
+    from duelguard.evalset import eval_sample
+    from duelguard.suite import suite_records
 
     dev_path = layout.seed_split("dev")
     if not dev_path.exists():
@@ -251,7 +251,6 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     import mlflow
 
     from duelguard.classifier.data import composition, compose, language_weights, training_files
-    from duelguard.probe import train_probe
     from duelguard.tracking import data_hash, git_commit, mlflow_run
 
     cfg = params.classifier
@@ -310,7 +309,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         atomic_write_json(metrics_path, metrics)
         png = plot_loss(history["losses"], layout.plots_dir("train", iteration) / "loss.png", f"classifier iteration {iteration}")
         _log_to_mlflow(mlflow, history["losses"], metrics, png, metrics_path)
-    return {"iteration": iteration, "model_dir": str(model_dir), "skipped": False, **metrics}
+    return {"iteration": iteration, "model_dir": str(model_dir), **metrics}
 
 
 def _log_to_mlflow(mlflow: Any, losses: list[float], metrics: dict[str, Any], png: Path, metrics_path: Path) -> None:
@@ -335,3 +334,29 @@ def _log_to_mlflow(mlflow: Any, losses: list[float], metrics: dict[str, Any], pn
     mlflow.log_metrics(figures)
     mlflow.log_artifact(str(png), artifact_path="plots")
     mlflow.log_artifact(str(metrics_path), artifact_path="metrics")
+
+
+def train_probe(train: list[dict[str, Any]], calib: list[dict[str, Any]], out_dir: Path,
+                cache_dir: Path, seed: int) -> dict[str, Any]:
+    """Fit the probe on the classifier's training rows, calibrate its threshold on the classifier's
+    calibration rows (the same global max-F1 rule), save it to `out_dir`; returns a summary."""
+    from duelguard.classifier.thresholds import best_f1_threshold, f1_score
+    from duelguard.probe import ENCODER, PROBE_C, Probe, embed_cached
+
+    started = time.perf_counter()
+    truth = np.array([any(r["labels"]) for r in train])
+    probe = Probe.fit(embed_cached([r["text"] for r in train], cache_dir, progress=True), truth, PROBE_C, seed)
+    calib_truth = np.array([any(r["labels"]) for r in calib])
+    calib_scores = probe.scores(embed_cached([r["text"] for r in calib], cache_dir))
+    probe.threshold, _ = best_f1_threshold(calib_scores, calib_truth)
+    summary = {
+        "encoder": ENCODER,
+        "c": PROBE_C,
+        "n_train": int(len(truth)),
+        "threshold": probe.threshold,
+        "calib_f1": f1_score(calib_scores > probe.threshold, calib_truth),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    probe.training = summary
+    probe.save(out_dir)
+    return summary

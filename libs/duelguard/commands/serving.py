@@ -29,14 +29,13 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write a complete Triton model repository (ONNX verified against torch, config from params)."""
-        from duelguard.serving.export import repository_dir
         from duelguard.serving.triton_repository import export_triton
 
         if target not in ("local", "nvidia"):
             raise typer.BadParameter(f"--target must be local or nvidia, got {target!r}")
         params, layout = context_params(ctx)
         model = model or f"models:/{params.tracking.registered_model}@champion"
-        model_dir = export_triton(model, out or repository_dir(params, layout), params, target, root=layout.root)  # type: ignore[arg-type]
+        model_dir = export_triton(model, out or layout.triton_repository, params, target, root=layout.root)  # type: ignore[arg-type]
         typer.echo(f"exported {model} -> {model_dir}")
 
     @app.command("serve")
@@ -51,18 +50,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start tritonserver on 127.0.0.1 in the background (exporting the champion if the repository
         is missing), wait until the model is ready, and return."""
-        from duelguard.config import expand
         from duelguard.errors import ServingError
-        from duelguard.serving.export import champion_uri, repository_dir
+        from duelguard.serving.export import champion_uri
         from duelguard.serving.server import start_server, stop_server
         from duelguard.serving.triton_repository import export_triton
 
         params, layout = context_params(ctx)
-        state_dir = layout.root / expand(params.serving.state_dir)
+        state_dir = layout.serving_state
         if stop:
             _report_stop(stop_server(state_dir))
             return
-        repo = repository or repository_dir(params, layout)
+        repo = repository or layout.triton_repository
         if not (repo / params.serving.model_name / "config.pbtxt").exists():
             champion = champion_uri(params, layout.root)
             if champion is None:
@@ -89,11 +87,10 @@ def register(app: typer.Typer) -> None:
     @app.command("serve-stop")
     def serve_stop_cmd(ctx: typer.Context) -> None:
         """Stop the tritonserver started by `duelguard serve` (by the PID it recorded)."""
-        from duelguard.config import expand
         from duelguard.serving.server import stop_server
 
-        params, layout = context_params(ctx)
-        _report_stop(stop_server(layout.root / expand(params.serving.state_dir)))
+        _, layout = context_params(ctx)
+        _report_stop(stop_server(layout.serving_state))
 
     @app.command("classify")
     def classify_cmd(

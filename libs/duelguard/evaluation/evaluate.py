@@ -5,7 +5,7 @@ Two evaluation sets (`evaluate.sets`), neither ever used to fit or calibrate any
   sha1(record id) and the first `evaluate.max_examples_per_lang` are kept; the order depends only
   on the ids, so every iteration and a re-evaluation of an old champion see the same examples, and
   a sha256 of the chosen ids (`eval_set.<name>.hash`) proves it.
-- `suite`: the report half of the behavioural suite (duelguard.evaluation.suite): every harm
+- `suite`: the report half of the behavioural suite (duelguard.suite): every harm
   category and benign look-alikes in every language, where the seed's fr/es/de splits hold hate
   speech only.
 
@@ -19,7 +19,6 @@ among them), and an MLflow run whose id the `register` stage uses.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,37 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from duelguard import metrics as M
 from duelguard.config import Params
-from duelguard.evaluation import metrics as M
+from duelguard.evalset import eval_set_hash, evaluation_records
 from duelguard.evaluation import plots
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
-from duelguard.evaluation.suite import SOURCE as SUITE_SOURCE
-from duelguard.records import read_records
+from duelguard.suite import SOURCE as SUITE_SOURCE
 from duelguard.taxonomy import CATEGORIES, TARGET_LANGUAGES
 
 SUMMARY_KEYS = ("f1", "precision", "recall", "fpr", "auprc")
-
-
-def _id_rank(record_id: str) -> str:
-    return hashlib.sha1(record_id.encode("utf-8")).hexdigest()
-
-
-def eval_sample(path: Path, max_per_lang: int | None) -> list[dict[str, Any]]:
-    """The frozen evaluation sample of one split file: per language, the first N ids by sha1 rank."""
-    by_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rec in read_records(path):
-        by_lang[rec["lang"]].append(rec)
-    sample: list[dict[str, Any]] = []
-    for lang in sorted(by_lang):
-        ranked = sorted(by_lang[lang], key=lambda r: _id_rank(r["id"]))
-        sample.extend(ranked if max_per_lang is None else ranked[:max_per_lang])
-    return sample
-
-
-def eval_set_hash(records: Sequence[dict[str, Any]]) -> str:
-    """sha256 of the sorted record ids: equal hashes mean the same frozen evaluation set."""
-    return hashlib.sha256("\n".join(sorted(r["id"] for r in records)).encode("utf-8")).hexdigest()
 
 
 def _slices(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
@@ -174,18 +152,6 @@ def load_classifier(model_dir: Path) -> Any:
     return GuardClassifier.load(require_classifier_dir(model_dir))
 
 
-def evaluation_records(name: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
-    """The frozen records of evaluation set `name` (see the module docstring)."""
-    if name == "suite":
-        from duelguard.evaluation.suite import suite_records
-
-        return suite_records("report")
-    path = layout.seed_split(name)
-    if not path.exists():
-        raise DataError(f"{path}: seed split missing (run prepare_seed)")
-    return eval_sample(path, params.evaluate.max_examples_per_lang)
-
-
 def evaluate_model(
     classifier: Any,
     records: Sequence[dict[str, Any]],
@@ -240,7 +206,6 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
     """Stage: evaluate models/classifier/iter_<i> and its probe on every evaluation set; metrics,
     plots, MLflow run."""
     import mlflow
-
     from duelguard.probe import Probe, embed_cached
     from duelguard.tracking import mlflow_run, tracking_uri
 

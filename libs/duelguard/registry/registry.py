@@ -32,15 +32,6 @@ REASONS_TAG = "duelguard.promotion_reasons"
 REPLACED_TAG = "duelguard.replaced_version"
 
 
-def registry_record(layout: Layout, iteration: int) -> Path:
-    """The register stage's output (name, version, run id): what DVC chains the promote stage on."""
-    return layout.metrics / "registry" / f"iter_{iteration}.json"
-
-
-def promotion_record(layout: Layout, iteration: int) -> Path:
-    return layout.metrics / "promotion" / f"iter_{iteration}.json"
-
-
 def _client(params: Params, root: str | Path) -> Any:
     from mlflow import MlflowClient
 
@@ -95,7 +86,7 @@ def register_classifier(params: Params, layout: Layout, iteration: int) -> dict[
     if not run_id:
         raise DataError(f"{layout.eval_metrics(iteration)}: no 'mlflow_run_id' (run the evaluate stage first)")
     client = _client(params, layout.root)
-    out_path = registry_record(layout, iteration)
+    out_path = layout.registry_record(iteration)
     if out_path.exists():
         done = read_json(out_path)
         if done.get("run_id") == run_id and done.get("tracking_uri") == tracking_uri(params, layout.root):
@@ -172,7 +163,7 @@ def _metrics_on(params: Params, layout: Layout, client: Any, mv: Any, current: t
 def promote(params: Params, candidate_version: str | int | None = None, dry_run: bool = False,
             layout: Layout | None = None) -> Decision:
     """Compare a candidate with the champion under params.promotion; move aliases unless refused or dry run."""
-    from duelguard.evaluation.evaluate import eval_set_hash, evaluation_records
+    from duelguard.evalset import eval_set_hash, evaluation_records
 
     layout = layout or Layout.from_params(params)
     client = _client(params, layout.root)
@@ -250,10 +241,10 @@ def rollback(params: Params, layout: Layout | None = None) -> dict[str, Any]:
 
 def promote_stage(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage: promote the version registered for this iteration (if the rules allow); record the decision."""
-    record = read_json(registry_record(layout, iteration))
+    record = read_json(layout.registry_record(iteration))
     decision = promote(params, record["version"], layout=layout)
     out = decision.to_dict()
     out["iteration"] = iteration
-    atomic_write_json(promotion_record(layout, iteration), json.loads(json.dumps(out, default=str)))
+    atomic_write_json(layout.promotion_record(iteration), json.loads(json.dumps(out, default=str)))
     return {"version": decision.candidate_version, "promoted": decision.promote, "reasons": decision.reasons,
             "champion": decision.candidate_version if decision.promote else decision.champion_version}

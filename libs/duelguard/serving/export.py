@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from duelguard.config import Params, expand
+from duelguard.config import Params
 from duelguard.layout import Layout
 
 
@@ -25,18 +25,12 @@ def champion_uri(params: Params, root: str | Path) -> str | None:
     return f"models:/{name}@champion"
 
 
-def repository_dir(params: Params, layout: Layout) -> Path:
-    """params.serving.repository, resolved against the repository root."""
-    path = expand(params.serving.repository)
-    return path if path.is_absolute() else layout.root / path
-
-
 def export_stage(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Export the registry's champion (what production serves) or, with no champion yet, the
     classifier of `iteration`, into params.serving.repository."""
     from duelguard.serving.triton_repository import export_triton
 
     model = champion_uri(params, layout.root) or str(layout.classifier_dir(iteration))
-    model_dir = export_triton(model, repository_dir(params, layout), params, root=layout.root)
+    model_dir = export_triton(model, layout.triton_repository, params, root=layout.root)
     versions = sorted(p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
     return {"model": model, "repository": str(model_dir.parent), "versions": versions}

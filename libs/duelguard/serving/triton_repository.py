@@ -118,7 +118,7 @@ def export_triton(
     (e.g. an ONNX parity failure) never leaves a half-written model that Triton would load.
     """
     from duelguard.classifier.model import GuardClassifier
-    from duelguard.serving.onnx_export import export_onnx, probe_texts, verify_onnx
+    from duelguard.classifier.onnx_export import export_onnx, probe_texts, verify_onnx
 
     source, version = resolve_model(str(model), params, root)
     classifier = GuardClassifier.load(source)

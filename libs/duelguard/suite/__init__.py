@@ -1,4 +1,4 @@
-"""The behavioural suite: hand-written prompts per language x category (evaluation/suite/*.jsonl).
+"""The behavioural suite: hand-written prompts per language x category (this package's *.jsonl).
 
 The seed's fr/es/de splits hold hate speech only, so they cannot show whether a crime, weapon,
 self-harm or privacy request in French slips through, nor whether a safe question that uses an
@@ -25,7 +25,7 @@ from typing import Any
 from duelguard.fsio import DataError
 from duelguard.taxonomy import CATEGORY_CODES, labels_from
 
-SUITE_DIR = Path(__file__).parent / "suite"
+SUITE_DIR = Path(__file__).parent
 LANGUAGES = ("en", "fr", "es", "de")
 GROUPS = ("unsafe", "lookalike", "everyday")
 HALVES = ("calib", "report")
