@@ -16,7 +16,7 @@ GIT_SHA      = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup demo test test-unit test-integration lint repro push pull loop dvc-yaml \
-        bench-classifier bench-serving bench-loop mlflow-up mlflow-down serve serve-stop export-triton \
+        bench-classifier bench-backbones bench-serving bench-loop mlflow-up mlflow-down serve serve-stop export-triton \
         pipeline-compile pipeline-local pipeline-submit images profile-tiny profile-default profile-paper clean
 
 help: ## List every target
@@ -72,8 +72,11 @@ push: ## Push seed/synthetic data and models to the DVC remote (localstore by de
 pull: ## Pull them back (fresh clone)
 	$(DVC) pull
 
-bench-classifier: setup ## Training steps/s, predict texts/s and peak RSS (default profile) -> bench/results/classifier.json
+bench-classifier: setup ## Train rows/s; predict texts/s on a mixed-length set with torch, ONNX and ONNX INT8 (+ quality delta) -> bench/results/classifier.json
 	$(PY) bench/bench_classifier.py
+
+bench-backbones: setup ## e5-small vs Gemma-3-270M (vs the USE-m probe) through the real train/evaluate stages -> bench/results/backbones.json
+	$(PY) bench/bench_backbones.py
 
 bench-serving: setup ## gRPC latency/throughput vs in-process predict (tiny, and default when models/classifier/iter_0 exists) -> bench/results/serving_*.json
 	$(PY) bench/bench_serving.py --profile tiny

@@ -106,12 +106,14 @@ def fit(
     labels: np.ndarray,
     params: Params,
     weights: np.ndarray | None = None,
+    langs: list[str] | None = None,
     max_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train clf.model in place on tokenised examples; returns {"losses": [...per optimizer step], ...}.
 
-    `weights` (one per example, mean 1) scale each example's loss; `max_steps` stops early (the
+    `weights` (one per example, mean 1) scale each example's loss; `langs` (one per example) feed the
+    language adversary when `classifier.language_adversary` > 0; `max_steps` stops early (the
     benchmark times a few steps of this exact loop).
     """
     import torch
@@ -148,6 +150,16 @@ def fit(
         {"params": [p for p in trainable if id(p) not in head], "lr": cfg.learning_rate},
         {"params": [p for p in trainable if id(p) in head], "lr": cfg.learning_rate * cfg.head_lr_multiplier},
     ]
+    adversary, lang_index = None, None
+    if cfg.language_adversary > 0:
+        from duelguard.classifier.adversary import adversary_loss, language_head
+
+        if langs is None or not hasattr(model, "pool"):
+            raise ValueError("classifier.language_adversary needs an encoder network (pooling mean/cls) and languages")
+        names = sorted(set(langs))
+        adversary = language_head(model.config.hidden_size, names).to(device)
+        lang_index = torch.as_tensor([names.index(lang) for lang in langs], dtype=torch.long)
+        groups.append({"params": list(adversary.parameters()), "lr": cfg.learning_rate * cfg.head_lr_multiplier})
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     loss_fn = loss_function(cfg.loss)
@@ -169,8 +181,14 @@ def fit(
         batch = next(batch_iter)
         ids, attention = pad_batch([input_ids[i] for i in batch], pad_id)
         with _autocast(cfg.dtype, device):
-            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+            if adversary is None:
+                logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+            else:
+                pooled = model.pool(ids.to(device), attention.to(device))
+                logits = model.score(model.dropout(pooled))
         loss = (loss_fn(logits, target[batch].to(device)) * example_weight[batch].to(device)).mean()
+        if adversary is not None:
+            loss = loss + adversary_loss(adversary, pooled.float(), lang_index[batch].to(device), cfg.language_adversary)
         (loss / cfg.grad_accum).backward()
         running += float(loss.detach()) / cfg.grad_accum
         last_micro = micro == total_micro - 1
@@ -267,7 +285,8 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         probe_summary = train_probe(train, calib, layout.probe_dir(iteration), layout.weights_cache, cfg.random_seed)
         clf = _initial_classifier(params, layout, iteration, seed_texts)
         enc = clf.tokenizer([r["text"] for r in train], truncation=True, max_length=cfg.max_length)["input_ids"]
-        history = fit(clf, enc, np.array([r["labels"] for r in train]), params, weights=weights)
+        history = fit(clf, enc, np.array([r["labels"] for r in train]), params, weights=weights,
+                      langs=[r["lang"] for r in train])
 
         calib_probs = clf.predict_proba([r["text"] for r in calib], batch_size=cfg.predict_batch_size, progress=True)
         clf.thresholds, report = calibrate(
