@@ -15,8 +15,13 @@ class ServingError(RuntimeError):
     """The inference server is unreachable, not ready, or answered with an error."""
 
 
+class RegistryError(RuntimeError):
+    """The model registry could not be asked (server down, bad answer): never read as "no model"."""
+
+
 class BusyError(RuntimeError):
     """Another process holds the resource (e.g. a second `duelguard loop` in the same root)."""
 
 
-UserError = (DataError, ConfigError, BackboneError, ModelNotFoundError, ServingError, BusyError, FileNotFoundError)
+UserError = (DataError, ConfigError, BackboneError, ModelNotFoundError, RegistryError, ServingError, BusyError,
+             FileNotFoundError)
