@@ -71,6 +71,14 @@ def register(app: typer.Typer) -> None:
             f"log {info.log}"
         )
 
+    @app.command("serve-container")
+    def serve_container_cmd() -> None:
+        """The serving image's entrypoint: export $DUELGUARD_MODEL_URI and exec tritonserver (no params.yaml;
+        settings from DUELGUARD_SERVING_* variables, see duelguard.serving.container)."""
+        from duelguard.serving.container import main
+
+        main()
+
     @app.command("serve-stop")
     def serve_stop_cmd(ctx: typer.Context) -> None:
         """Stop the tritonserver started by `duelguard serve` (by the PID it recorded)."""

@@ -38,13 +38,16 @@ def is_missing(exc: Exception, alias: str | None = None) -> bool:
 
 @contextmanager
 def registry_call(client: Any, what: str) -> Iterator[None]:
-    """Turn any MlflowException raised inside into a RegistryError that names the store and `what`."""
+    """Turn any MlflowException (or RegistryError) raised inside into a RegistryError that names the
+    store and `what` (what the caller was doing, and what state that leaves)."""
     from mlflow.exceptions import MlflowException
 
     try:
         yield
     except MlflowException as exc:
         raise RegistryError(f"MLflow registry at {_store(client)}: {what} failed: {exc.message}") from exc
+    except RegistryError as exc:  # from a lookup inside: keep its detail, add what was being done
+        raise RegistryError(f"{what} failed: {exc}") from exc
 
 
 def alias_version(client: Any, name: str, alias: str) -> Any | None:

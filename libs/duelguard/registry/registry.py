@@ -55,11 +55,16 @@ def promotion_record(layout: Layout, iteration: int) -> Path:
 
 
 def _client(params: Params, root: str | Path) -> Any:
+    """A client on the tracking store (mlflow's fluent API pointed there too); RegistryError if unreachable."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    from duelguard.tracking import configure
+    from duelguard.tracking import configure, tracking_uri
 
-    configure(params, root)
+    try:
+        configure(params, root)
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow registry at {tracking_uri(params, root)}: connecting failed: {exc.message}") from exc
     return MlflowClient()
 
 
@@ -199,8 +204,10 @@ def promote(params: Params, candidate_version: str | int | None = None, dry_run:
     champion = alias_version(client, name, CHAMPION)
     if champion is not None and str(champion.version) == str(candidate.version):
         note = f"v{candidate.version} is already the champion: nothing to do"
-        if not dry_run and _finish_promotion(client, candidate):
-            note = f"v{candidate.version} is already the champion; finished its interrupted promotion"
+        if not dry_run:
+            with registry_call(client, f"finishing the interrupted promotion of {name} v{candidate.version}"):
+                if _finish_promotion(client, candidate):
+                    note = f"v{candidate.version} is already the champion; finished its interrupted promotion"
         return Decision(name, str(candidate.version), str(champion.version), promote=False, dry_run=dry_run,
                         note=note)
 
@@ -259,20 +266,20 @@ def _v(version: str | None) -> str:
 
 
 def _finish_promotion(client: Any, champion: Any) -> bool:
-    """After the `champion` alias moved: `previous` -> what it replaced, promotion tag. True if anything changed."""
+    """After the `champion` alias moved: `previous` -> what it replaced, promotion tag. True if anything
+    changed. Callers wrap it in registry_call (they know what state a failure leaves)."""
     name, version = champion.name, str(champion.version)
     tags = dict(champion.tags or {})
     replaced = tags.get(REPLACED_TAG)
     changed = False
-    with registry_call(client, f"finishing the promotion of {name} v{version}"):
-        if replaced is not None:
-            previous = alias_version(client, name, PREVIOUS)
-            if previous is None or str(previous.version) != replaced:
-                client.set_registered_model_alias(name, PREVIOUS, replaced)
-                changed = True
-        if tags.get(PROMOTION_TAG) != "promoted":
-            client.set_model_version_tag(name, version, PROMOTION_TAG, "promoted")
+    if replaced is not None:
+        previous = alias_version(client, name, PREVIOUS)
+        if previous is None or str(previous.version) != replaced:
+            client.set_registered_model_alias(name, PREVIOUS, replaced)
             changed = True
+    if tags.get(PROMOTION_TAG) != "promoted":
+        client.set_model_version_tag(name, version, PROMOTION_TAG, "promoted")
+        changed = True
     return changed
 
 

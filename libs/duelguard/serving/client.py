@@ -115,7 +115,7 @@ class GuardServingClient:
         return str(versions[0]) if len(versions) == 1 else None
 
     # scoring --------------------------------------------------------------------------------------
-    def _infer(self, texts: Sequence[str]) -> tuple[np.ndarray, str]:
+    def infer_with_version(self, texts: Sequence[str]) -> tuple[np.ndarray, str]:
         """One request (len(texts) <= max_batch_size): (SCORES (n, 12) float32, the version that answered)."""
         rows = np.empty((len(texts), 1), dtype=object)
         for i, text in enumerate(texts):
@@ -134,11 +134,11 @@ class GuardServingClient:
 
     def infer_batch(self, texts: Sequence[str]) -> np.ndarray:
         """One request (len(texts) <= max_batch_size): SCORES (n, 12) float32."""
-        return self._infer(texts)[0]
+        return self.infer_with_version(texts)[0]
 
     def _score(self, texts: Sequence[str], batch_size: int | None) -> tuple[np.ndarray, set[str]]:
         size = min(batch_size or self.max_batch_size, self.max_batch_size)
-        parts = [self._infer(texts[i : i + size]) for i in range(0, len(texts), size)]
+        parts = [self.infer_with_version(texts[i : i + size]) for i in range(0, len(texts), size)]
         scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 12), dtype=np.float32)
         return scores, {p[1] for p in parts}
 
