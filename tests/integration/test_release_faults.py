@@ -131,6 +131,7 @@ def _stop_server_on(monkeypatch: pytest.MonkeyPatch, cfg, alias: str) -> list[st
 
 def test_registry_stopped_at_the_commit_point_changes_nothing(registry, env, monkeypatch) -> None:
     from duelguard.errors import RegistryError
+    from duelguard.registry.models import local_model_dir
     from duelguard.registry.registry import PROMOTION_TAG, promote, rollback
     from duelguard.serving.export import champion_uri
 
@@ -158,6 +159,8 @@ def test_registry_stopped_at_the_commit_point_changes_nothing(registry, env, mon
         promote(params, v2, layout=layout)
     with pytest.raises(RegistryError, match=registry.url):
         rollback(params, layout)
+    with pytest.raises(RegistryError, match=f"{MODEL}@champion.*could not be read"):
+        local_model_dir(f"models:/{MODEL}@champion", params, layout.root)
     assert _aliases(store) == {"champion": v1}
 
     # The rerun (here on the same database through the embedded store) promotes v2 normally.
@@ -350,3 +353,25 @@ def test_promote_serve_rollback_serve_switches_without_a_failed_request(shared_r
         if prober is not None:
             prober.halt.set()
         stop_server(state_dir)
+
+
+def test_no_champion_is_an_error_never_the_latest_version(env, monkeypatch) -> None:
+    """A registry whose every candidate was refused serves nothing (export, serve) rather than the newest version."""
+    from duelguard.errors import ModelNotFoundError
+    from duelguard.registry.registry import promote
+    from duelguard.serving.export import champion_uri, export_stage
+    from duelguard.serving.release import serve_champion
+
+    params, layout = env
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the embedded sqlite store under tmp_path
+    strict = params.model_copy(update={"promotion": params.promotion.model_copy(update={"max_benign_fpr": 0.1})})
+    (version,) = _bare_versions(strict, layout, [0.9])
+    from mlflow import MlflowClient
+
+    MlflowClient().set_model_version_tag(MODEL, version, "duelguard.metric.test.benign_fpr", "0.5")
+    assert not promote(strict, version, layout=layout).promote  # refused: no champion
+    for attempt in (lambda: champion_uri(strict, layout.root), lambda: export_stage(strict, layout, 0),
+                    lambda: serve_champion(strict, layout)):
+        with pytest.raises(ModelNotFoundError, match=f"{MODEL} has no 'champion'"):
+            attempt()
+    assert not (layout.root / strict.serving.repository).exists()
