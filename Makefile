@@ -15,9 +15,9 @@ GIT_SHA      = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 # DVC stage commands call `duelguard`: put the venv first on PATH for every recipe.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help setup demo test test-unit test-integration lint repro push pull loop dvc-yaml \
-        bench-classifier bench-backbones bench-serving bench-loop mlflow-up mlflow-down serve serve-stop export-triton \
-        pipeline-compile pipeline-local pipeline-submit images profile-tiny profile-default profile-paper clean
+.PHONY: help setup demo test test-unit test-integration lint repro push pull loop \
+        bench-classifier bench-serving bench-loop mlflow-up mlflow-down serve serve-stop export-triton \
+        pipeline-compile pipeline-local pipeline-submit images image-base image-serving-cpu image-serving-smoke profile-tiny profile-default profile-paper clean
 
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -91,7 +91,7 @@ mlflow-up: setup ## Start a real mlflow server on 127.0.0.1:5000 (sqlite + local
 mlflow-down: ## Stop the mlflow server started by mlflow-up
 	$(DG) mlflow down
 
-serve: setup ## Start tritonserver on 127.0.0.1 (8000/8001/8002) with the champion (exported if missing)
+serve: setup ## Serve the champion on 127.0.0.1 (8000/8001/8002): start tritonserver, or switch it to a new champion without a gap
 	$(DG) serve
 
 export-triton: setup ## Export the champion to a Triton model repository (build/triton_repository)
@@ -111,6 +111,15 @@ pipeline-submit: setup ## Submit the pipeline to a real KFP endpoint ($$KFP_HOST
 
 images: ## Build the trainer, serving and mlflow images, tagged with the git commit
 	for img in trainer serving mlflow; do docker build -f docker/$$img/Dockerfile --build-arg GIT_COMMIT=$(GIT_SHA) -t duelguard-$$img:$(GIT_SHA) . || exit 1; done
+
+image-base: ## Build the local base image duelguard-base:bookworm-python3 (debootstrap + docker import: root, no registry)
+	docker/base/build-debian-base.sh
+
+image-serving-cpu: setup ## Build the serving image's CPU variant offline (wheelhouse, FROM the local base) -> duelguard-serving-cpu:<commit>
+	PYTHON=$(PY) docker/serving/build-cpu.sh duelguard-serving-cpu:$(GIT_SHA)
+
+image-serving-smoke: setup ## Run duelguard-serving-cpu:<commit> from a model URI alone (real mlflow server); check its gRPC answers
+	$(PY) docker/serving/smoke_test.py --image duelguard-serving-cpu:$(GIT_SHA)
 
 profile-tiny: ## Switch params.yaml to the tiny profile (tests-size models)
 	$(DG) profile tiny

@@ -24,8 +24,13 @@ SAMPLE_TEXTS = [
 THRESHOLDS = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.5, 0.5, 0.5]
 
 
-def build_tiny_classifier(params: Params, out: Path, cache: Path) -> Path:
-    """Save a GuardClassifier on a tiny random-init backbone (tokenizer trained on SAMPLE_TEXTS)."""
+def build_tiny_classifier(params: Params, out: Path, cache: Path, variant: int = 0) -> Path:
+    """Save a GuardClassifier on a tiny random-init backbone (tokenizer trained on SAMPLE_TEXTS).
+
+    `variant` > 0 adds seeded noise to every weight, so two variants give different SCORES (the
+    release tests tell served versions apart by their answers)."""
+    import torch
+
     from duelguard.backbones import build_tiny
     from duelguard.classifier.model import GuardClassifier
 
@@ -34,6 +39,11 @@ def build_tiny_classifier(params: Params, out: Path, cache: Path) -> Path:
     clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap,
                                        pooling=params.classifier.pooling)
     clf.thresholds[:] = THRESHOLDS
+    if variant:
+        generator = torch.Generator().manual_seed(variant)
+        with torch.no_grad():
+            for weight in clf.model.parameters():
+                weight.add_(torch.randn(weight.shape, generator=generator) * 0.5)
     return clf.save(out)
 
 

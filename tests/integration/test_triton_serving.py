@@ -34,7 +34,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     params = load_params(REPO_ROOT / "params.yaml", profile="tiny")
     base = tmp_path_factory.mktemp("triton")
     model_dir = build_tiny_classifier(params, base / "classifier", base / "cache")
-    export_triton(model_dir, base / "repo", params)
+    export_triton(model_dir, base / "repo", params.serving)
     state = base / "state"
     info = start_server(base / "repo", state, "duelguard", free_port(), free_port(), free_port(), timeout=180)
     try:
