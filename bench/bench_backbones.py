@@ -35,7 +35,7 @@ LANGS = ("en", "fr", "es", "de")
 GEMMA = {
     "backbone": Backbone(),  # the packaged Gemma-3-270M GGUF (the generator's backbone)
     "pooling": "last", "learning_rate": 5e-5, "head_lr_multiplier": 1.0, "batch_size": 8, "grad_accum": 2,
-    "train_top_layers": 6, "predict_batch_size": 16, "language_adversary": 0.0,
+    "train_top_layers": 6, "predict_batch_size": 16,
 }
 
 

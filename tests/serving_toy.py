@@ -37,7 +37,7 @@ def build_tiny_classifier(params: Params, out: Path, cache: Path, variant: int =
     corpus = [t for t in SAMPLE_TEXTS if t.strip()] * 5
     backbone = build_tiny(params.classifier.backbone, corpus, cache)
     clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap,
-                                       pooling=params.classifier.pooling)
+                                       pooling=params.classifier.pooling, max_windows=params.classifier.max_windows)
     clf.thresholds[:] = THRESHOLDS
     if variant:
         generator = torch.Generator().manual_seed(variant)

@@ -165,8 +165,6 @@ class Classifier(_Section):
     language_balance: float = 0.5
     # The fresh head learns at this multiple of learning_rate (it starts random, the backbone pretrained).
     head_lr_multiplier: float = 10.0
-    # Strength of the gradient-reversed language adversary (duelguard.classifier.adversary); 0 = off.
-    language_adversary: float = 0.0
     freeze_embeddings: bool = True
     train_top_layers: int | None = 4  # train only the top N decoder layers + head (CPU speed); null = all
     dtype: Literal["float32", "bfloat16"] = "float32"

@@ -10,7 +10,7 @@ same files for the same params. No other module builds an artefact path.
     data/synthetic/iter_<i>/scored.jsonl           curated samples + classifier loss (score)
     data/synthetic/iter_<i>/pairs.jsonl            DPO preference pairs (build_pairs)
     models/classifier/iter_<i>/                    classifier trained on seed + synthetic <= i
-    models/probe/iter_<i>/                         its floor: USE-m + logistic regression, same rows
+    models/classifier/iter_<i>/probe/              its floor: USE-m + logistic regression, same rows
     models/generator/iter_<i>/                     generator LoRA adapter after iteration i's DPO
     metrics/seed_card.json                         the seed's data card (prepare_seed)
     metrics/<kind>/iter_<i>.json                   one small JSON per stage and iteration (train, eval,
@@ -123,8 +123,12 @@ class Layout:
         return self.models / "classifier" / f"iter_{iteration}"
 
     def probe_dir(self, iteration: int) -> Path:
-        """The USE-m + logistic-regression floor trained beside classifier_dir(iteration)."""
-        return self.models / "probe" / f"iter_{iteration}"
+        """The classifier's floor (USE-m + logistic regression on the same rows), kept inside the
+        classifier's directory so that it travels with it (DVC, the MLflow registry): an old
+        champion re-evaluated on a new set is compared with its own probe."""
+        from duelguard.probe import probe_dir_of
+
+        return probe_dir_of(self.classifier_dir(iteration))
 
     def generator_dir(self, iteration: int) -> Path:
         return self.models / "generator" / f"iter_{iteration}"

@@ -285,7 +285,7 @@ class _Prober(threading.Thread):
             while not self.halt.is_set():
                 sent = time.monotonic()
                 try:
-                    scores, version = client.infer_with_version(PROBE)
+                    scores, _, version = client.infer_with_version(PROBE)
                     self.answers.append((sent, version, scores))
                 except Exception as exc:  # noqa: BLE001 - every failure is recorded, none hidden
                     self.errors.append(repr(exc))
@@ -374,7 +374,7 @@ def test_no_champion_is_an_error_never_the_latest_version(env, monkeypatch) -> N
     (version,) = _bare_versions(strict, layout, [0.9])
     from mlflow import MlflowClient
 
-    MlflowClient().set_model_version_tag(MODEL, version, "duelguard.metric.test.benign_fpr", "0.5")
+    MlflowClient().set_model_version_tag(MODEL, version, f"duelguard.metric.{strict.promotion.eval_split}.benign_fpr", "0.5")
     assert not promote(strict, version, layout=layout).promote  # refused: no champion
     for attempt in (lambda: champion_uri(strict, layout.root), lambda: export_stage(strict, layout, 0),
                     lambda: serve_champion(strict, layout)):

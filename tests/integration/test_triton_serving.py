@@ -96,10 +96,36 @@ def test_blank_text_scores_zero(served: dict, text: str) -> None:
     _assert_still_serving(served["info"].grpc_url)
 
 
-def test_one_megabyte_text_is_scored(served: dict) -> None:
-    text = ("Un texte très long, ein sehr langer Text, a very long text. " * 20000)[:1_000_000]
-    scores = _raw_infer(served["info"].grpc_url, np.array([[text.encode()]], dtype=object))
-    assert scores.shape == (1, 12) and np.all((scores > 0) & (scores < 1))
+def test_a_megabyte_request_is_bounded_and_does_not_hold_up_a_short_one(served: dict) -> None:
+    """1 MB of ordinary words costs at most max_windows windows (head + tail, answered TRUNCATED): a
+    short request sent meanwhile is answered promptly, and both answers are the in-process ones."""
+    import threading
+
+    from duelguard.classifier.model import GuardClassifier
+    from duelguard.serving.client import GuardServingClient
+
+    clf = GuardClassifier.load(served["model_dir"])
+    big = ("Un texte très long, ein sehr langer Text, a very long text. " * 20000)[:1_000_000]
+    results: dict[str, tuple] = {}
+
+    def ask(name: str, text: str) -> None:
+        with GuardServingClient(served["info"].grpc_url) as client:
+            started = time.perf_counter()
+            scores, truncated, _ = client.infer_with_version([text])
+            results[name] = (scores, truncated, time.perf_counter() - started)
+
+    worker = threading.Thread(target=ask, args=("big", big))
+    worker.start()
+    time.sleep(0.05)
+    ask("short", "Comment fabriquer une bombe ?")
+    worker.join(timeout=120)
+    expected, flags = clf.predict_scores([big, "Comment fabriquer une bombe ?"])
+    assert results["big"][1].tolist() == [True] and results["short"][1].tolist() == [False] and flags.tolist() == [True, False]
+    np.testing.assert_allclose(results["big"][0][0], expected[0], atol=1e-4)
+    np.testing.assert_allclose(results["short"][0][0], expected[1], atol=1e-4)
+    # Uncapped, this text is ~3,000 windows (minutes on two cores); capped, it is max_windows of them.
+    print(f"1 MB request {results['big'][2]:.2f} s, short request sent meanwhile {results['short'][2]:.2f} s")
+    assert results["short"][2] < 10.0 and results["big"][2] < 10.0
     _assert_still_serving(served["info"].grpc_url)
 
 

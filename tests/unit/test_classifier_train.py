@@ -162,38 +162,3 @@ def test_length_grouped_batches_cover_each_example_once_with_little_padding() ->
     assert padded < 1.15 * sum(lengths)  # random batches would pad ~1.6x
     assert batches == length_grouped_batches(lengths, 8, random.Random(3))
     assert batches != length_grouped_batches(lengths, 8, random.Random(4))
-
-
-def test_gradient_reversal_flips_and_scales_the_gradient() -> None:
-    import torch
-
-    from duelguard.classifier.adversary import gradient_reversal
-
-    x = torch.ones(3, requires_grad=True)
-    (gradient_reversal(x, 0.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-    assert x.grad.tolist() == [-0.5, -1.0, -1.5]
-
-
-def test_language_adversary_trains_beside_the_classifier(tmp_path: Path) -> None:
-    """With the adversary on, training runs the encoder through `pool`, and the adversary's reversed
-    gradient changes what the encoder learns (same seed, same data, different weights)."""
-    import torch
-
-    from duelguard.backbones import resolve_backbone
-    from duelguard.classifier.train import fit
-
-    records = toy_records("train", 4)
-    weights = {}
-    for strength in (0.0, 1.0):
-        params = _params(language_adversary=strength, epochs=1.0)
-        backbone = resolve_backbone(params.classifier.backbone, str(tmp_path / "w"), corpus=[r["text"] for r in records])
-        torch.manual_seed(0)
-        clf = GuardClassifier.from_backbone(backbone, 32, 8, pooling=params.classifier.pooling)
-        enc = clf.tokenizer([r["text"] for r in records], truncation=True, max_length=32)["input_ids"]
-        history = fit(clf, enc, np.array([r["labels"] for r in records]), params, langs=[r["lang"] for r in records],
-                      progress=False)
-        assert history["steps"] > 0 and np.isfinite(history["losses"]).all()
-        weights[strength] = clf.model.encoder.encoder.layer[-1].output.dense.weight.detach().clone()
-    assert not torch.allclose(weights[0.0], weights[1.0])
-    with pytest.raises(ValueError, match="language_adversary needs"):
-        fit(clf, enc, np.array([r["labels"] for r in records]), _params(language_adversary=1.0), langs=None)

@@ -53,16 +53,14 @@ def _pooled_classifier_class() -> type:
             self.dropout = torch.nn.Dropout(dropout)
             self.score = torch.nn.Linear(encoder.config.hidden_size, num_labels)
 
-        def pool(self, input_ids: Any, attention_mask: Any) -> Any:
-            """One vector per sequence: the mean of its non-pad token states, or its first token's."""
+        def forward(self, input_ids: Any, attention_mask: Any, **_: Any) -> _Output:
             states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             if self.pooling == "cls":
-                return states[:, 0]
-            mask = attention_mask.unsqueeze(-1).to(states.dtype)
-            return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-        def forward(self, input_ids: Any, attention_mask: Any, **_: Any) -> _Output:
-            return _Output(self.score(self.dropout(self.pool(input_ids, attention_mask))))
+                pooled = states[:, 0]
+            else:
+                mask = attention_mask.unsqueeze(-1).to(states.dtype)
+                pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            return _Output(self.score(self.dropout(pooled)))
 
         def get_input_embeddings(self) -> Any:
             return self.encoder.get_input_embeddings()

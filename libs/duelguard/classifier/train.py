@@ -106,14 +106,12 @@ def fit(
     labels: np.ndarray,
     params: Params,
     weights: np.ndarray | None = None,
-    langs: list[str] | None = None,
     max_steps: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train clf.model in place on tokenised examples; returns {"losses": [...per optimizer step], ...}.
 
-    `weights` (one per example, mean 1) scale each example's loss; `langs` (one per example) feed the
-    language adversary when `classifier.language_adversary` > 0; `max_steps` stops early (the
+    `weights` (one per example, mean 1) scale each example's loss; `max_steps` stops early (the
     benchmark times a few steps of this exact loop).
     """
     import torch
@@ -150,16 +148,7 @@ def fit(
         {"params": [p for p in trainable if id(p) not in head], "lr": cfg.learning_rate},
         {"params": [p for p in trainable if id(p) in head], "lr": cfg.learning_rate * cfg.head_lr_multiplier},
     ]
-    adversary, lang_index = None, None
-    if cfg.language_adversary > 0:
-        from duelguard.classifier.adversary import adversary_loss, language_head
 
-        if langs is None or not hasattr(model, "pool"):
-            raise ValueError("classifier.language_adversary needs an encoder network (pooling mean/cls) and languages")
-        names = sorted(set(langs))
-        adversary = language_head(model.config.hidden_size, names).to(device)
-        lang_index = torch.as_tensor([names.index(lang) for lang in langs], dtype=torch.long)
-        groups.append({"params": list(adversary.parameters()), "lr": cfg.learning_rate * cfg.head_lr_multiplier})
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     loss_fn = loss_function(cfg.loss)
@@ -181,14 +170,8 @@ def fit(
         batch = next(batch_iter)
         ids, attention = pad_batch([input_ids[i] for i in batch], pad_id)
         with _autocast(cfg.dtype, device):
-            if adversary is None:
-                logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
-            else:
-                pooled = model.pool(ids.to(device), attention.to(device))
-                logits = model.score(model.dropout(pooled))
+            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
         loss = (loss_fn(logits, target[batch].to(device)) * example_weight[batch].to(device)).mean()
-        if adversary is not None:
-            loss = loss + adversary_loss(adversary, pooled.float(), lang_index[batch].to(device), cfg.language_adversary)
         (loss / cfg.grad_accum).backward()
         running += float(loss.detach()) / cfg.grad_accum
         last_micro = micro == total_micro - 1
@@ -282,11 +265,10 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     d_hash = data_hash(files + [layout.seed_split("dev")])
 
     with mlflow_run(params, STAGE, iteration, data_files=files, log_sections=["classifier"], root=layout.root):
-        probe_summary = train_probe(train, calib, layout.probe_dir(iteration), layout.weights_cache, cfg.random_seed)
+        probe, probe_summary = train_probe(train, calib, layout.weights_cache, cfg.random_seed)
         clf = _initial_classifier(params, layout, iteration, seed_texts)
         enc = clf.tokenizer([r["text"] for r in train], truncation=True, max_length=cfg.max_length)["input_ids"]
-        history = fit(clf, enc, np.array([r["labels"] for r in train]), params, weights=weights,
-                      langs=[r["lang"] for r in train])
+        history = fit(clf, enc, np.array([r["labels"] for r in train]), params, weights=weights)
 
         calib_probs = clf.predict_proba([r["text"] for r in calib], batch_size=cfg.predict_batch_size, progress=True)
         clf.thresholds, report = calibrate(
@@ -306,6 +288,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
             "git_commit": git_commit(layout.root),
         }
         clf.save(model_dir)
+        probe.save(layout.probe_dir(iteration))  # inside the classifier's directory: it travels with it
 
         metrics = {
             "iteration": iteration,
@@ -355,10 +338,10 @@ def _log_to_mlflow(mlflow: Any, losses: list[float], metrics: dict[str, Any], pn
     mlflow.log_artifact(str(metrics_path), artifact_path="metrics")
 
 
-def train_probe(train: list[dict[str, Any]], calib: list[dict[str, Any]], out_dir: Path,
-                cache_dir: Path, seed: int) -> dict[str, Any]:
-    """Fit the probe on the classifier's training rows, calibrate its threshold on the classifier's
-    calibration rows (the same global max-F1 rule), save it to `out_dir`; returns a summary."""
+def train_probe(train: list[dict[str, Any]], calib: list[dict[str, Any]], cache_dir: Path,
+                seed: int) -> tuple[Any, dict[str, Any]]:
+    """(probe, summary): the probe fitted on the classifier's training rows, its threshold calibrated
+    on the classifier's calibration rows (the same global max-F1 rule)."""
     from duelguard.classifier.thresholds import best_f1_threshold, f1_score
     from duelguard.probe import ENCODER, PROBE_C, Probe, embed_cached
 
@@ -377,5 +360,4 @@ def train_probe(train: list[dict[str, Any]], calib: list[dict[str, Any]], out_di
         "seconds": round(time.perf_counter() - started, 2),
     }
     probe.training = summary
-    probe.save(out_dir)
-    return summary
+    return probe, summary

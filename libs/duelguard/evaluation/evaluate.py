@@ -12,8 +12,8 @@ Two evaluation sets (`evaluate.sets`), neither ever used to fit or calibrate any
 Every figure is computed for the classifier (at its calibrated thresholds) and for its probe (the
 USE-m + logistic-regression floor trained on the same rows, at its own calibrated threshold).
 Outputs: layout.eval_metrics(i) (DVC metrics: a flat `summary` per set that `dvc metrics show`
-displays and promotion reads, plus `detail` per language/source and, for the suite, `cells` per
-language x category), PNG plots under layout.plots_dir("eval", i) (the language x category heatmap
+displays and promotion reads, `detail` per language/source, `probe_detail`, and for the suite
+`cells` / `probe_cells` per language x category), PNG plots under layout.plots_dir("eval", i) (the language x category heatmap
 among them), and an MLflow run whose id the `register` stage uses.
 """
 
@@ -245,8 +245,10 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
             "eval_set": eval_sets,
             "mlflow_run_id": run.info.run_id,
             "mlflow_tracking_uri": uri,
-            "detail": {k: {key: r[key] for key in ("detail", "probe", "cells", "probe_cells") if key in r}
-                       for k, r in reports.items()},
+            "detail": {k: r["detail"] for k, r in reports.items()},
+            "probe_detail": {k: r["probe"] for k, r in reports.items() if "probe" in r},
+            "cells": {k: r["cells"] for k, r in reports.items() if "cells" in r},
+            "probe_cells": {k: r["probe_cells"] for k, r in reports.items() if "probe_cells" in r},
         })
         mlflow.log_dict(result, "eval_metrics.json")
     atomic_write_json(out_path, result)

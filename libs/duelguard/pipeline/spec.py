@@ -200,7 +200,7 @@ STAGES: tuple[Stage, ...] = (
         # the previous classifier: classifier.init_from=previous continues from it
         deps=lambda L, i, n: [*L.classifier_training_files(i), L.seed_split("dev"),
                               *_previous(L.classifier_dir, i, 0)],
-        outs=lambda L, i, n: [L.classifier_dir(i), L.probe_dir(i)],
+        outs=lambda L, i, n: [L.classifier_dir(i)],  # its probe inside: L.probe_dir(i)
         metrics=lambda L, i, n: [L.train_metrics(i)],
         plots=lambda L, i, n: [L.plots_dir("train", i)],
         gpu=True,
@@ -213,7 +213,7 @@ STAGES: tuple[Stage, ...] = (
             "language, category and source; an MLflow run.",
         when="every",
         params=("evaluate", "classifier.predict_batch_size", "paths.weights_cache", "tracking"),
-        deps=lambda L, i, n: [L.classifier_dir(i), L.probe_dir(i), L.seed_split("test")],
+        deps=lambda L, i, n: [L.classifier_dir(i), L.seed_split("test")],
         metrics=lambda L, i, n: [L.eval_metrics(i)],
         plots=lambda L, i, n: [L.plots_dir("eval", i)],
         gpu=True,

@@ -152,12 +152,15 @@ def register_classifier(params: Params, layout: Layout, iteration: int) -> dict[
 # promote ------------------------------------------------------------------------------------------
 def _reevaluate(params: Params, layout: Layout, name: str, version: str, records: list[dict[str, Any]],
                 eval_hash: str) -> VersionMetrics:
-    """Metrics of a registered version on the current frozen eval set, from its registered model."""
+    """Metrics of a registered version (and of the probe it carries) on the current frozen eval set."""
     from duelguard.evaluation.evaluate import evaluate_model, load_classifier
+    from duelguard.probe import Probe, embed_cached, probe_dir_of
     from duelguard.registry.models import local_model_dir
 
     model_dir = local_model_dir(f"models:/{name}/{version}", params, layout.root)
-    report, _ = evaluate_model(load_classifier(model_dir), records, params.classifier.predict_batch_size)
+    probe = Probe.load(probe_dir_of(model_dir)) if probe_dir_of(model_dir).is_dir() else None
+    vectors = embed_cached([r["text"] for r in records], layout.weights_cache) if probe is not None else None
+    report, _ = evaluate_model(load_classifier(model_dir), records, params.classifier.predict_batch_size, probe, vectors)
     return VersionMetrics.from_summary(report["summary"], eval_hash)
 
 

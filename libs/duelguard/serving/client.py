@@ -115,8 +115,10 @@ class GuardServingClient:
         return str(versions[0]) if len(versions) == 1 else None
 
     # scoring --------------------------------------------------------------------------------------
-    def infer_with_version(self, texts: Sequence[str]) -> tuple[np.ndarray, str]:
-        """One request (len(texts) <= max_batch_size): (SCORES (n, 12) float32, the version that answered)."""
+    def infer_with_version(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str]:
+        """One request (len(texts) <= max_batch_size): (SCORES (n, 12) float32, TRUNCATED (n,) bool: the
+        text was longer than the model's window cap and only its head and tail were scored, the version
+        that answered)."""
         rows = np.empty((len(texts), 1), dtype=object)
         for i, text in enumerate(texts):
             try:
@@ -125,38 +127,40 @@ class GuardServingClient:
                 raise DataError(f"text {i}: cannot be encoded as UTF-8 ({exc.reason})") from None
         tensor = self._grpc.InferInput("TEXT", list(rows.shape), "BYTES")
         tensor.set_data_from_numpy(rows)
-        output = self._grpc.InferRequestedOutput("SCORES")
+        outputs = [self._grpc.InferRequestedOutput(name) for name in ("SCORES", "TRUNCATED")]
         result = self._with_retries(
-            lambda: self._client.infer(self.model_name, [tensor], outputs=[output], client_timeout=self.timeout_s),
+            lambda: self._client.infer(self.model_name, [tensor], outputs=outputs, client_timeout=self.timeout_s),
             "inference",
         )
-        return result.as_numpy("SCORES"), str(result.get_response().model_version)
+        truncated = result.as_numpy("TRUNCATED").reshape(-1).astype(bool)
+        return result.as_numpy("SCORES"), truncated, str(result.get_response().model_version)
 
     def infer_batch(self, texts: Sequence[str]) -> np.ndarray:
         """One request (len(texts) <= max_batch_size): SCORES (n, 12) float32."""
         return self.infer_with_version(texts)[0]
 
-    def _score(self, texts: Sequence[str], batch_size: int | None) -> tuple[np.ndarray, set[str]]:
+    def _score(self, texts: Sequence[str], batch_size: int | None) -> tuple[np.ndarray, np.ndarray, set[str]]:
         size = min(batch_size or self.max_batch_size, self.max_batch_size)
         parts = [self.infer_with_version(texts[i : i + size]) for i in range(0, len(texts), size)]
         scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 12), dtype=np.float32)
-        return scores, {p[1] for p in parts}
+        truncated = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=bool)
+        return scores, truncated, {p[2] for p in parts}
 
     def score(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """SCORES (len(texts), 12) in input order, sent in requests of at most the model's max batch size."""
         return self._score(texts, batch_size)[0]
 
-    def score_versioned(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(SCORES, thresholds) where every row was answered by the version the thresholds belong to."""
+    def score_versioned(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(SCORES, TRUNCATED, thresholds) where every row was answered by the version the thresholds belong to."""
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
-            scores, versions = self._score(texts, batch_size)
+            scores, truncated, versions = self._score(texts, batch_size)
             for fresh in (False, True):
                 if fresh:
                     self._config = None  # the server may have switched versions since the config was read
                 served = self.served_version()
                 if served is None or not versions or versions == {served}:
-                    return scores, self.thresholds
+                    return scores, truncated, self.thresholds
             if attempt < self.retries:  # a switch is in flight: answers and config disagree for a moment
                 time.sleep(delay)
                 delay *= 2
@@ -171,5 +175,5 @@ class GuardServingClient:
         from duelguard.classifier.model import output_record
 
         texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
-        scores, thresholds = self.score_versioned(texts, batch_size)
-        return [output_record(obj, row, thresholds) for obj, row in zip(objs, scores)]
+        scores, truncated, thresholds = self.score_versioned(texts, batch_size)
+        return [output_record(obj, row, thresholds, bool(t)) for obj, row, t in zip(objs, scores, truncated)]

@@ -1,4 +1,5 @@
-"""The Triton Python-backend model `duelguard`: TEXT (one UTF-8 string per row) -> SCORES (FP32, 12).
+"""The Triton Python-backend model `duelguard`: TEXT (one UTF-8 string per row) -> SCORES (FP32, 12)
+and TRUNCATED (BOOL: the text exceeded the window cap and was scored on its head and tail windows).
 
 This file is copied verbatim into every exported repository as <model>/<version>/model.py; it runs
 inside Triton's Python backend stub, not in the duelguard process. It imports the installed
@@ -81,23 +82,26 @@ class TritonPythonModel:
         except UnicodeDecodeError as exc:
             raise ValueError(f"TEXT row {index} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
 
-    def _scores(self, texts: list[str]) -> np.ndarray:
-        """(n, 12) probabilities: the windows, batching and max rule of GuardClassifier.predict_proba."""
+    def _scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """((n, 12) probabilities, (n,) truncated): the windows, cap, batching and max rule of
+        GuardClassifier.predict_scores."""
         chunks: list[list[int]] = []
         owners: list[int] = []
+        truncated = np.zeros(len(texts), dtype=bool)
         for i, text in enumerate(texts):
-            for chunk in encode_chunks(self.tokenizer, text, self.max_length, self.overlap, self.max_windows).ids:
-                chunks.append(chunk)
-                owners.append(i)
+            windows = encode_chunks(self.tokenizer, text, self.max_length, self.overlap, self.max_windows)
+            truncated[i] = windows.truncated
+            chunks.extend(windows.ids)
+            owners.extend([i] * len(windows.ids))
         probs = np.zeros((len(texts), self.num_labels), dtype=np.float32)  # blank text -> zeros
         if not chunks:
-            return probs
+            return probs, truncated
         logits = np.zeros((len(chunks), self.num_labels), dtype=np.float32)
         for batch in length_sorted_batches([len(c) for c in chunks], self.chunk_batch_size):
             input_ids, attention = pad_batch([chunks[i] for i in batch], self.tokenizer.pad_token_id)
             logits[batch] = self._logits(input_ids.numpy(), attention.numpy())
         np.maximum.at(probs, np.asarray(owners), 1.0 / (1.0 + np.exp(-logits)))
-        return probs
+        return probs, truncated
 
     def execute(self, requests: list[Any]) -> list[Any]:
         texts: list[str] = []
@@ -111,12 +115,14 @@ class TritonPythonModel:
                 continue
             spans.append((len(texts), len(texts) + len(decoded)))
             texts.extend(decoded)
-        scores = self._scores(texts) if texts else np.zeros((0, self.num_labels), dtype=np.float32)
+        scores, truncated = self._scores(texts)
         responses = []
         for span in spans:
             if isinstance(span, str):
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(span)))
                 continue
-            out = pb_utils.Tensor("SCORES", scores[span[0] : span[1]].astype(np.float32))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+            rows = slice(span[0], span[1])
+            out = [pb_utils.Tensor("SCORES", scores[rows].astype(np.float32)),
+                   pb_utils.Tensor("TRUNCATED", truncated[rows].reshape(-1, 1))]
+            responses.append(pb_utils.InferenceResponse(output_tensors=out))
         return responses

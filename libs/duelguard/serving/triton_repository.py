@@ -125,7 +125,8 @@ input [
   {{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }}
 ]
 output [
-  {{ name: "SCORES" data_type: TYPE_FP32 dims: [ {len(meta["taxonomy"])} ] label_filename: "labels.txt" }}
+  {{ name: "SCORES" data_type: TYPE_FP32 dims: [ {len(meta["taxonomy"])} ] label_filename: "labels.txt" }},
+  {{ name: "TRUNCATED" data_type: TYPE_BOOL dims: [ 1 ] }}
 ]
 dynamic_batching {{
   preferred_batch_size: [ {preferred} ]
