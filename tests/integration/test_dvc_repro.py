@@ -73,8 +73,9 @@ def repo(tmp_path: Path, repo_root: Path, raw_data: Path) -> Path:
     raw["profile"] = "tiny"
     raw["paths"]["weights_cache"] = str(tmp_path / "weights")
     tiny = raw["profiles"]["tiny"]
-    tiny["seed"]["max_records"] = 600
-    tiny["classifier"].update({"max_train_examples": 150, "epochs": 1.0})
+    tiny["seed"]["quotas"] = {lang: {kind: {"unsafe": 40, "benign": 40} for kind in cells}
+                              for lang, cells in tiny["seed"]["quotas"].items()}
+    tiny["classifier"].update({"epochs": 1.0})
     tiny["evaluate"]["max_examples_per_lang"] = 20
     tiny["generator"].update({"seeds_per_iteration": 4, "n_samples": 3})
     tiny["dpo"]["max_length"] = 512

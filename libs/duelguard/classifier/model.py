@@ -93,12 +93,10 @@ class GuardClassifier:
                    pooling=pooling, max_windows=max_windows)
 
     @classmethod
-    def load(cls, path: str | Path) -> GuardClassifier:
-        """Load a saved classifier directory (see the module docstring for its contents)."""
-        from transformers import AutoTokenizer
-
-        from duelguard.classifier.network import load_network
-
+    def load(cls, path: str | Path) -> Any:
+        """Load a saved classifier directory of either kind: a token model (this class; see the
+        module docstring) or, when duelguard.json names an `encoder`, a sentence-encoder classifier
+        (duelguard.classifier.sentence.SentenceGuard, same scoring interface)."""
         path = Path(path)
         meta_path = path / METADATA_FILE
         if not meta_path.is_file():
@@ -109,6 +107,14 @@ class GuardClassifier:
             raise DataError(f"{meta_path}: not valid JSON ({exc.msg})") from exc
         if list(meta.get("taxonomy", [])) != list(CATEGORIES):
             raise DataError(f"{meta_path}: taxonomy {meta.get('taxonomy')} differs from this code's {list(CATEGORIES)}")
+        if meta.get("encoder"):
+            from duelguard.classifier.sentence import SentenceGuard
+
+            return SentenceGuard.load(path, meta)
+        from transformers import AutoTokenizer
+
+        from duelguard.classifier.network import load_network
+
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         tokenizer.padding_side = "right"
         pooling = meta.get("pooling", "last")

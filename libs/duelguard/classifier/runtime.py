@@ -50,7 +50,7 @@ def num_labels(model: Any) -> int:
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
-def onnx_network(classifier: Any, model_dir: Path, cache_dir: Path, runtime: str, opset: int = 17) -> OnnxNetwork:
+def onnx_network(classifier: Any, model_dir: Path, cache_dir: Path, runtime: str, opset: int = 17) -> Any:
     """The classifier's network exported to ONNX (and INT8-quantised for "onnx-int8"), cached under
     `cache_dir`/onnx by the hash of the model's files: the export (~half a minute for e5-small) runs
     once per model, and is verified against torch before it is used."""
@@ -66,14 +66,24 @@ def onnx_network(classifier: Any, model_dir: Path, cache_dir: Path, runtime: str
         digest.update(path.read_bytes())
     base = Path(cache_dir) / "onnx" / digest.hexdigest()[:24]
     fp32 = base.with_suffix(".onnx")
+    sentence = hasattr(classifier, "encoder")  # a SentenceGuard: only its head goes to ONNX
     if not fp32.is_file():
         tmp = base.with_suffix(".partial.onnx")
-        export_onnx(classifier.model, tmp, opset)
-        verify_onnx(tmp, classifier.model, classifier.tokenizer, probe_texts(8), classifier.max_length)
+        if sentence:
+            from duelguard.classifier.sentence import export_head_onnx
+
+            export_head_onnx(classifier.model, tmp, int(classifier.head_config["dim"]), opset)
+        else:
+            export_onnx(classifier.model, tmp, opset)
+            verify_onnx(tmp, classifier.model, classifier.tokenizer, probe_texts(8), classifier.max_length)
         tmp.replace(fp32)
-    if runtime == "onnx":
-        return OnnxNetwork(fp32)
-    int8 = base.with_suffix(".int8.onnx")
-    if not int8.is_file():
-        quantize_int8(fp32, int8)
-    return OnnxNetwork(int8)
+    path = fp32
+    if runtime == "onnx-int8":
+        path = base.with_suffix(".int8.onnx")
+        if not path.is_file():
+            quantize_int8(fp32, path)
+    if sentence:
+        from duelguard.classifier.sentence import OnnxHead
+
+        return OnnxHead(path)
+    return OnnxNetwork(path)

@@ -145,11 +145,16 @@ def require_classifier_dir(model_dir: Path) -> Path:
     return Path(model_dir)
 
 
-def load_classifier(model_dir: Path) -> Any:
-    """GuardClassifier.load with a clear error when the directory is not a saved classifier."""
+def load_classifier(model_dir: Path, embed_cache: Path | None = None) -> Any:
+    """GuardClassifier.load with a clear error when the directory is not a saved classifier.
+    `embed_cache`: where a sentence classifier memoises its window embeddings (stages score the
+    same texts again and again; duelguard.probe.embed_cached)."""
     from duelguard.classifier.model import GuardClassifier
 
-    return GuardClassifier.load(require_classifier_dir(model_dir))
+    classifier = GuardClassifier.load(require_classifier_dir(model_dir))
+    if hasattr(classifier, "embed_cache"):
+        classifier.embed_cache = embed_cache
+    return classifier
 
 
 def evaluate_model(
@@ -211,7 +216,7 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
 
     model_dir = layout.classifier_dir(iteration)
     out_path = layout.eval_metrics(iteration)
-    classifier = load_classifier(model_dir)
+    classifier = load_classifier(model_dir, layout.weights_cache)
     probe = Probe.load(layout.probe_dir(iteration))
     thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
     summaries: dict[str, dict[str, Any]] = {}

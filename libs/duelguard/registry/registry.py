@@ -160,7 +160,7 @@ def _reevaluate(params: Params, layout: Layout, name: str, version: str, records
     model_dir = local_model_dir(f"models:/{name}/{version}", params, layout.root)
     probe = Probe.load(probe_dir_of(model_dir)) if probe_dir_of(model_dir).is_dir() else None
     vectors = embed_cached([r["text"] for r in records], layout.weights_cache) if probe is not None else None
-    report, _ = evaluate_model(load_classifier(model_dir), records, params.classifier.predict_batch_size, probe, vectors)
+    report, _ = evaluate_model(load_classifier(model_dir, layout.weights_cache), records, params.classifier.predict_batch_size, probe, vectors)
     return VersionMetrics.from_summary(report["summary"], eval_hash)
 
 

@@ -33,8 +33,6 @@ class TritonPythonModel:
     """Tokenise + chunk in Python, run the network, sigmoid and max over each text's chunks."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        from transformers import AutoTokenizer
-
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
@@ -45,7 +43,17 @@ class TritonPythonModel:
         self.num_labels = len(meta["taxonomy"])
         self.max_text_bytes = int(parameters["max_text_bytes"])
         self.chunk_batch_size = int(parameters["chunk_batch_size"])
-        self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
+        # A sentence classifier (duelguard.json names an encoder) embeds word windows with the
+        # packaged encoder and runs only its head as the network; a token model tokenises.
+        self.encoder = meta.get("encoder")
+        if self.encoder:
+            from duelguard.probe import embed
+
+            self.embed = embed
+        else:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
         self.network_model = parameters.get("network_model", "")
         if not self.network_model:
             import onnxruntime as ort
@@ -58,13 +66,13 @@ class TritonPythonModel:
                 str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
             )
 
-    def _logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def _logits(self, **feeds: np.ndarray) -> np.ndarray:
         if not self.network_model:
-            return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+            return self.session.run(["logits"], feeds)[0]
         request = pb_utils.InferenceRequest(
             model_name=self.network_model,
             requested_output_names=["logits"],
-            inputs=[pb_utils.Tensor("input_ids", input_ids), pb_utils.Tensor("attention_mask", attention_mask)],
+            inputs=[pb_utils.Tensor(name, value) for name, value in feeds.items()],
         )
         response = request.exec()
         if response.has_error():
@@ -84,7 +92,16 @@ class TritonPythonModel:
 
     def _scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """((n, 12) probabilities, (n,) truncated): the windows, cap, batching and max rule of
-        GuardClassifier.predict_scores."""
+        GuardClassifier.predict_scores (SentenceGuard.predict_scores for a sentence classifier)."""
+        if self.encoder:
+            from duelguard.classifier.sentence import score_windows
+
+            def window_logits(windows: list[str]) -> np.ndarray:
+                vectors = self.embed(windows)
+                return np.concatenate([self._logits(embedding=vectors[i : i + self.chunk_batch_size])
+                                       for i in range(0, len(vectors), self.chunk_batch_size)])
+
+            return score_windows(window_logits, texts, self.max_length, self.overlap, self.max_windows)
         chunks: list[list[int]] = []
         owners: list[int] = []
         truncated = np.zeros(len(texts), dtype=bool)
@@ -99,7 +116,7 @@ class TritonPythonModel:
         logits = np.zeros((len(chunks), self.num_labels), dtype=np.float32)
         for batch in length_sorted_batches([len(c) for c in chunks], self.chunk_batch_size):
             input_ids, attention = pad_batch([chunks[i] for i in batch], self.tokenizer.pad_token_id)
-            logits[batch] = self._logits(input_ids.numpy(), attention.numpy())
+            logits[batch] = self._logits(input_ids=input_ids.numpy(), attention_mask=attention.numpy())
         np.maximum.at(probs, np.asarray(owners), 1.0 / (1.0 + np.exp(-logits)))
         return probs, truncated
 
