@@ -75,7 +75,7 @@ pull: ## Pull them back (fresh clone)
 bench-classifier: setup ## Train rows/s; predict texts/s on a mixed-length set with torch, ONNX and ONNX INT8 (+ quality delta) -> bench/results/classifier.json
 	$(PY) bench/bench_classifier.py
 
-bench-backbones: setup ## e5-small vs Gemma-3-270M (vs the USE-m probe) through the real train/evaluate stages -> bench/results/backbones.json
+bench-backbones: setup ## USE-m head (default) vs e5-small vs Gemma-3-270M (vs the USE-m probe) through the real train/evaluate stages -> bench/results/backbones.json
 	$(PY) bench/bench_backbones.py
 
 bench-serving: setup ## gRPC latency/throughput vs in-process predict (tiny, and default when models/classifier/iter_0 exists) -> bench/results/serving_*.json

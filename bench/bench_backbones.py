@@ -3,10 +3,12 @@ on the same seed (a per-candidate row budget, so slow backbones get a comparable
 evaluated by the real evaluate stage on the behavioural suite's report half and the seed test
 sample, with predict throughput on the mixed-length set of bench_classifier.py.
 
-    python bench/bench_backbones.py [--candidates e5,gemma] [--gemma-rows 1200] [--texts 200]
+    python bench/bench_backbones.py [--candidates sentence,e5,gemma] [--gemma-rows 1200] [--texts 200]
 
-Needs data/seed (run `duelguard stage prepare_seed`). The frozen-encoder candidate (USE-m + logistic
-regression) is each run's probe, so it is reported beside every candidate. Writes
+Candidates: `sentence` (the default profile: frozen USE-m + gated MLP head), `e5` (the e5 profile:
+top 4 layers of multilingual-e5-small fine-tuned), `gemma` (the e5 profile's token-model settings on
+the packaged Gemma-3-270M). Needs data/seed (run `duelguard stage prepare_seed`). The frozen-encoder
+floor (USE-m + logistic regression) is each run's probe, so it is reported beside every candidate. Writes
 bench/results/backbones.json and prints the table the README carries. Minutes per candidate.
 """
 
@@ -53,12 +55,13 @@ def subsample(rows: list[dict[str, Any]], n: int, seed: int = 0) -> list[dict[st
     return out
 
 
-def run_candidate(name: str, overrides: dict[str, Any], train_rows: int | None, texts: list[str]) -> dict[str, Any]:
+def run_candidate(name: str, profile: str, overrides: dict[str, Any], train_rows: int | None,
+                  texts: list[str]) -> dict[str, Any]:
     from duelguard.classifier.model import GuardClassifier
     from duelguard.evaluation.evaluate import evaluate_classifier
     from duelguard.pipeline.spec import run_stage
 
-    params = load_params(REPO_ROOT / "params.yaml", profile="default")
+    params = load_params(REPO_ROOT / "params.yaml", profile=profile)
     params = params.model_copy(update={"classifier": params.classifier.model_copy(update=overrides)})
     source = Layout.from_params(params, root=REPO_ROOT)
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
@@ -80,6 +83,7 @@ def run_candidate(name: str, overrides: dict[str, Any], train_rows: int | None, 
     suite, test = evaluation["suite"], evaluation["test"]
     return {
         "backbone": params.classifier.backbone.name_or_path,
+        "profile": params.profile,
         "train_rows": metrics["n_examples"],
         "train_stage_seconds": round(train_s, 1),
         "train_rows_per_s": metrics["rows_per_s"],
@@ -98,7 +102,7 @@ def main() -> None:
     from bench_classifier import mixed_texts
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidates", default="e5,gemma")
+    parser.add_argument("--candidates", default="sentence,e5,gemma")
     parser.add_argument("--gemma-rows", type=int, default=1200, help="train rows for Gemma (~3 min on 2 cores)")
     parser.add_argument("--texts", type=int, default=200, help="texts in the mixed-length predict set")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench/results/backbones.json")
@@ -106,7 +110,7 @@ def main() -> None:
 
     params = load_params(REPO_ROOT / "params.yaml", profile="default")
     texts = mixed_texts(Layout.from_params(params, root=REPO_ROOT), args.texts)
-    plans = {"e5": ({}, None), "gemma": (GEMMA, args.gemma_rows)}
+    plans = {"sentence": ("default", {}, None), "e5": ("e5", {}, None), "gemma": ("e5", GEMMA, args.gemma_rows)}
     results = {name: run_candidate(name, *plans[name], texts) for name in args.candidates.split(",")}
     atomic_write_json(args.output, results)
     print("| backbone | train rows | train rows/s | predict texts/s | suite F1 en/fr/es/de | look-alike FPR | seed test F1 en/fr/es/de |")

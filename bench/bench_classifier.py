@@ -2,13 +2,13 @@
 each runtime (torch, ONNX Runtime float32, ONNX Runtime INT8 dynamic quantisation), with the quality
 delta of each runtime against torch on the behavioural suite's report half.
 
-    python bench/bench_classifier.py [--model models/classifier/iter_0] [--texts 400] [--train-steps 4]
+    python bench/bench_classifier.py [--model models/classifier/iter_0] [--profile default] [--texts 400]
 
 Prints a table and writes bench/results/classifier.json. Not a test: figures depend on the machine
 (its load average is recorded beside them; CPU seconds are less sensitive to other load than wall
 seconds). The mixed-length set: 60% single prompts (the suite and the seed test split), 30% medium
 pastes (3-8 joined prompts), 10% long pastes (20-80 joined prompts, many over the window cap); its
-token-length distribution is part of the output.
+length distribution (tokens, or words for a sentence classifier) is part of the output.
 """
 
 from __future__ import annotations
@@ -91,15 +91,24 @@ def timed(fn: Callable[[], Any]) -> dict[str, Any]:
             "load_average_1m": round(psutil.getloadavg()[0], 2)}
 
 
-def length_distribution(tokenizer: Any, texts: list[str], clf: Any) -> dict[str, Any]:
+def length_distribution(texts: list[str], clf: Any) -> dict[str, Any]:
+    """Tokens (token models) or words (sentence classifiers) per text, and the windows they cost."""
     from duelguard.classifier.inference import encode_chunks
+    from duelguard.classifier.sentence import word_windows
 
-    tokens = np.array([len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts])
-    windows = [encode_chunks(tokenizer, t, clf.max_length, clf.chunk_overlap, clf.max_windows) for t in texts]
+    sentence = hasattr(clf, "encoder")
+    if sentence:
+        units = np.array([len(t.split()) for t in texts])
+        windows = [word_windows(t, clf.max_length, clf.chunk_overlap, clf.max_windows) for t in texts]
+    else:
+        units = np.array([len(clf.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts])
+        windows = [encode_chunks(clf.tokenizer, t, clf.max_length, clf.chunk_overlap, clf.max_windows) for t in texts]
     return {
         "texts": len(texts),
-        "tokens_per_text": {f"p{q}": int(np.percentile(tokens, q)) for q in (10, 50, 90, 99)} | {"max": int(tokens.max()),
-                                                                                                  "mean": round(float(tokens.mean()), 1)},
+        "unit": "words" if sentence else "tokens",
+        "per_text": {f"p{q}": int(np.percentile(units, q)) for q in (10, 50, 90, 99)} | {"max": int(units.max()),
+                                                                                         "mean": round(float(units.mean()), 1)},
+        "chars_per_text_mean": round(float(np.mean([len(t) for t in texts])), 1),
         "windows": int(sum(len(w.ids) for w in windows)),
         "truncated_texts": int(sum(w.truncated for w in windows)),
         "max_length": clf.max_length,
@@ -114,49 +123,87 @@ def suite_quality(probs: np.ndarray, records: list[dict[str, Any]], thresholds: 
     return {k: summary[k] for k in ("avg_f1", "f1_en", "f1_fr", "f1_es", "f1_de", "fpr_lookalike")}
 
 
+def train_speed(clf: Any, params: Any, texts: list[str], train_steps: int) -> dict[str, Any]:
+    """Training throughput of the stage's own code: a sentence head = encoder embedding of the rows
+    (uncached) + the head's epochs; a token model = `train_steps` optimizer steps on a fresh head."""
+    from duelguard.backbones import resolve_backbone
+    from duelguard.classifier.model import GuardClassifier
+
+    cfg = params.classifier
+    rows = [t for t in texts if len(t) < 400]
+    if hasattr(clf, "encoder"):
+        from duelguard.classifier.sentence import SentenceGuard, first_window, fit_head
+        from duelguard.probe import embed
+
+        embedded = timed(lambda: embed([first_window(t, cfg.max_length) for t in rows]))
+        vectors = embedded["result"]
+        labels = np.zeros((len(rows), 12))
+        labels[::2, 0] = 1
+        fresh = SentenceGuard.fresh(clf.encoder, vectors.shape[1], cfg.head_hidden, cfg.head_dropout, cfg.max_length,
+                                    cfg.chunk_overlap, cfg.max_windows)
+        fitted = timed(lambda: fit_head(fresh, vectors, labels, None, cfg.learning_rate, cfg.batch_size, 20, 1000,
+                                        cfg.weight_decay, cfg.random_seed, progress=False))
+        return {"kind": "sentence", "rows": len(rows), "embed_rows_per_s": round(len(rows) / embedded["seconds"], 1),
+                "head_epoch_rows_per_s": round(20 * len(rows) / fitted["seconds"], 1),
+                "cpu_seconds": embedded["cpu_seconds"] + fitted["cpu_seconds"],
+                "peak_rss_mb": max(embedded["peak_rss_mb"], fitted["peak_rss_mb"]),
+                "load_average_1m": fitted["load_average_1m"]}
+    from duelguard.classifier.train import fit
+
+    backbone_dir = resolve_backbone(cfg.backbone, params.paths.weights_cache)
+    fresh = GuardClassifier.from_backbone(backbone_dir, cfg.max_length, cfg.chunk_overlap, pooling=cfg.pooling)
+    enc = fresh.tokenizer(rows[: cfg.batch_size * cfg.grad_accum * train_steps], truncation=True,
+                          max_length=cfg.max_length)["input_ids"]
+    labels = np.zeros((len(enc), 12))
+    labels[::2, 0] = 1
+    run = timed(lambda: fit(fresh, enc, labels, params, max_steps=train_steps, progress=False))
+    history = run["result"]
+    return {"kind": "token", "optimizer_steps": history["steps"], "rows_per_step": cfg.batch_size * cfg.grad_accum,
+            "train_top_layers": cfg.train_top_layers, "seconds": history["seconds"],
+            "rows_per_s": round(history["steps"] * cfg.batch_size * cfg.grad_accum / history["seconds"], 2),
+            "mean_tokens_per_row": round(float(np.mean([len(e) for e in enc])), 1),
+            "cpu_seconds": run["cpu_seconds"], "peak_rss_mb": run["peak_rss_mb"], "load_average_1m": run["load_average_1m"]}
+
+
 def main() -> None:
     import torch
 
-    from duelguard.backbones import resolve_backbone
     from duelguard.classifier.model import GuardClassifier
-    from duelguard.classifier.runtime import OnnxNetwork
-    from duelguard.classifier.train import fit
+    from duelguard.classifier.runtime import RUNTIMES, onnx_network
     from duelguard.suite import suite_records
-    from duelguard.classifier.onnx_export import export_onnx, quantize_int8
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models/classifier/iter_0",
-                        help="a trained classifier directory (quality deltas need one); else a fresh head")
+                        help="a trained classifier directory (run `make demo` or `duelguard stage train_classifier`)")
+    parser.add_argument("--profile", default="default", help="the profile the model was trained on")
     parser.add_argument("--texts", type=int, default=400, help="texts in the mixed-length predict set")
-    parser.add_argument("--train-steps", type=int, default=4, help="optimizer steps of the real training loop")
+    parser.add_argument("--train-steps", type=int, default=4, help="optimizer steps of a token model's training loop")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench/results/classifier.json")
     args = parser.parse_args()
 
-    params = load_params(REPO_ROOT / "params.yaml", profile="default")
+    params = load_params(REPO_ROOT / "params.yaml", profile=args.profile)
     cfg = params.classifier
     layout = Layout.from_params(params, root=REPO_ROOT)
-    backbone_dir = resolve_backbone(cfg.backbone, params.paths.weights_cache)
-    trained = (args.model / "duelguard.json").is_file()
-    clf = GuardClassifier.load(args.model) if trained else GuardClassifier.from_backbone(
-        backbone_dir, cfg.max_length, cfg.chunk_overlap, pooling=cfg.pooling, max_windows=cfg.max_windows)
+    if not (args.model / "duelguard.json").is_file():
+        raise SystemExit(f"{args.model}: no trained classifier (run `make demo` or `duelguard stage train_classifier`)")
+    clf = GuardClassifier.load(args.model)
     texts = mixed_texts(layout, args.texts)
     suite = suite_records("report")
     results: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "cpus": psutil.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__},
         "backbone": cfg.backbone.name_or_path,
-        "model": str(args.model) if trained else "untrained head (quality deltas not meaningful)",
-        "mixed_set": length_distribution(clf.tokenizer, texts, clf),
+        "model": str(args.model),
+        "mixed_set": length_distribution(texts, clf),
         "predict": {},
     }
-    runtimes: dict[str, Any] = {"torch": clf.model}
+    reference = None
+    torch_network = clf.model
     with tempfile.TemporaryDirectory() as tmp:
-        onnx = export_onnx(clf.model, Path(tmp) / "model.onnx", params.serving.onnx_opset)
-        runtimes["onnx"] = OnnxNetwork(onnx)
-        runtimes["onnx-int8"] = OnnxNetwork(quantize_int8(onnx, Path(tmp) / "model.int8.onnx"))
-        reference = None
-        for name, network in runtimes.items():
-            clf.model = network
+        for name in RUNTIMES:
+            clf.model = torch_network if name == "torch" else onnx_network(clf, args.model, Path(tmp), name,
+                                                                           params.serving.onnx_opset)
+            clf.predict_scores(texts[:8])  # load/warm-up outside the clock
             run = timed(lambda: clf.predict_scores(texts, batch_size=cfg.predict_batch_size, progress=True))
             suite_probs = clf.predict_proba([r["text"] for r in suite], batch_size=cfg.predict_batch_size)
             reference = suite_probs if reference is None else reference
@@ -169,35 +216,19 @@ def main() -> None:
                                                          != (reference > clf.thresholds).any(1)).sum()),
                 "suite_report_half": suite_quality(suite_probs, suite, clf.thresholds),
             }
-    # training: a few optimizer steps of the stage's own loop on a fresh head
-    fresh = GuardClassifier.from_backbone(backbone_dir, cfg.max_length, cfg.chunk_overlap, pooling=cfg.pooling)
-    n_train = cfg.batch_size * cfg.grad_accum * args.train_steps
-    train_texts = [t for t in texts if len(t) < 400][:n_train]
-    enc = fresh.tokenizer(train_texts, truncation=True, max_length=cfg.max_length)["input_ids"]
-    labels = np.zeros((len(enc), 12))
-    labels[::2, 0] = 1
-    run = timed(lambda: fit(fresh, enc, labels, params, max_steps=args.train_steps, progress=False))
-    history = run["result"]
-    results["train"] = {
-        "optimizer_steps": history["steps"], "rows_per_step": cfg.batch_size * cfg.grad_accum,
-        "train_top_layers": cfg.train_top_layers, "seconds": history["seconds"],
-        "rows_per_s": round(history["steps"] * cfg.batch_size * cfg.grad_accum / history["seconds"], 2),
-        "mean_tokens_per_row": round(float(np.mean([len(e) for e in enc])), 1),
-        "cpu_seconds": run["cpu_seconds"], "peak_rss_mb": run["peak_rss_mb"], "load_average_1m": run["load_average_1m"],
-    }
+    clf.model = torch_network
+    results["train"] = train_speed(clf, params, texts, args.train_steps)
     atomic_write_json(args.output, results)
     dist = results["mixed_set"]
     print(f"\nclassifier benchmark ({cfg.backbone.name_or_path}; {results['model']})")
-    print(f"mixed set: {dist['texts']} texts, tokens/text {dist['tokens_per_text']}, {dist['windows']} windows, "
+    print(f"mixed set: {dist['texts']} texts, {dist['unit']}/text {dist['per_text']}, {dist['windows']} windows, "
           f"{dist['truncated_texts']} truncated at {dist['max_windows']} windows")
     print(f"{'runtime':<11}{'texts/s':>9}{'wall s':>8}{'CPU s':>8}{'RSS MiB':>9}{'load':>6}  suite avg F1 / max|dp| / flips")
     for name, r in results["predict"].items():
         print(f"{name:<11}{r['texts_per_s']:>9.1f}{r['seconds']:>8.1f}{r['cpu_seconds']:>8.1f}{r['peak_rss_mb']:>9.0f}"
               f"{r['load_average_1m']:>6.1f}  {r['suite_report_half']['avg_f1']:.4f} / "
               f"{r['suite_max_abs_prob_diff_vs_torch']:.2e} / {r['suite_decisions_changed_vs_torch']}")
-    t = results["train"]
-    print(f"train: {t['rows_per_s']} rows/s ({t['optimizer_steps']} steps of {t['rows_per_step']}, top "
-          f"{t['train_top_layers']} layers, {t['mean_tokens_per_row']} tokens/row); wrote {args.output}")
+    print(f"train: {results['train']}; wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -291,7 +291,7 @@ class Promotion(_Section):
     eval_split: Literal["test", "suite"] = "suite"
     min_f1_delta: float = 0.0
     max_lang_regression: float = 0.02
-    max_benign_fpr: float = 0.6
+    max_benign_fpr: float = 0.3
     # The candidate's avg F1 must exceed its own probe's by this much (duelguard.registry.rules).
     min_probe_margin: float = 0.0
 

@@ -176,7 +176,7 @@ def _assert_iteration_outputs(root: Path, i: int) -> None:
     game = json.loads((root / "metrics" / "game" / f"iter_{i}.json").read_text())
     assert game["game_value"]["n"] == len(scored)
     if scored:
-        assert game["game_value"]["error_rate"] == sum(not r["correct"] for r in scored) / len(scored)
+        assert game["game_value"]["error_rate"] == pytest.approx(sum(not r["correct"] for r in scored) / len(scored), abs=1e-6)
     assert game["curation"]["curated"] == len(curated) and game["pairs"]["pairs"] == len(pairs)
     assert game["language_share"]["synthetic_available"] == sum(
         len(read_records(root / "data" / "synthetic" / f"iter_{k}" / "curated.jsonl")) for k in range(1, i + 1)

