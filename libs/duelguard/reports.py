@@ -4,15 +4,20 @@ and the seed-only vs. loop ablation.
 Per iteration i, layout.game_metrics(i) gathers (from the stages' own outputs, so it can be rebuilt
 at any time with `duelguard report`):
 
-- game value: mean classifier loss and error rate on the fresh curated samples (score stage), which
-  should fall as the classifier catches up with the generator;
-- DPO: reward margin and accuracy, loss, steps/s, whether the adapter was updated;
-- pairs: groups, pairs, drops by rule; curation: survival rate overall and per language;
-- data: language share of the classifier's training data (paper Fig. 7b), per origin;
-- quality: dev F1 per language (paper Fig. 7a) and per category (evaluate stage).
+- generation: samples asked for and written, samples/s, and the stop rule's decision (game.stop_decision);
+- curation: survival overall, per filter and per language, the fidelity scores' distribution, the game set;
+- game value on the FRESH samples (score stage: mean loss and error of classifier i-1 on iteration i's
+  curated samples) and on the FIXED game set (classifier i on the samples iteration 1 held out: the
+  figure that can show convergence, since its samples never change);
+- pairs: by rule (vs. an unfaithful sample, vs. a correct one), drops; DPO: steps, pairs used, reward
+  margin, the chosen/rejected log-probability margin before and after, and whether the adapter changes
+  greedy outputs on fixed prompts;
+- data: the classifier's training-set composition (language x origin x category) and language share;
+- quality: unsafe-class F1 per language and per category on every evaluation set (evaluate stage),
+  and the mean F1 over the suite's fr/es/de language x category cells (what the stop rule reads).
 
-Iteration 0 (seed-only classifier) has only the data and quality parts. Plots go to
-layout.plots_dir("loop"); the ablation to reports/ablation.md + reports/ablation.png.
+Iteration 0 (seed-only classifier) has only the game set, data and quality parts. Plots go to
+layout.plots_dir("loop"); the ablation (on the suite's report half) to reports/ablation.md + .png.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from duelguard.taxonomy import TARGET_LANGUAGES
 
 # The languages the loop exists for (the seed is English-heavy; these are the scarce ones).
 LOOP_LANGUAGES = ("fr", "es", "de")
+# What the issue asks of the loop against the seed-only model (F1 points): fr/es/de up, English not down.
+GOAL_FR_ES_DE_POINTS = 3.0
+GOAL_EN_POINTS = -1.0
 
 
 def _lang_order(lang: str) -> tuple[int, str]:
@@ -89,12 +97,16 @@ def language_share(layout: Layout, iteration: int) -> dict[str, Any]:
 
 
 def curation_survival(layout: Layout, iteration: int) -> dict[str, Any] | None:
-    """Generated -> curated survival rate, overall and per language, plus the curation stage's own counts."""
+    """Generated -> curated survival, overall and per language, and the curation stage's own counts
+    (per filter and language, fidelity distribution, game set)."""
+    from duelguard.curation import report_path
+
     generated, curated = layout.generated(iteration), layout.curated(iteration)
     if not (generated.exists() and curated.exists()):
         return None
     gen, cur = _lang_counts(generated), _lang_counts(curated)
     n_gen, n_cur = sum(gen.values()), sum(cur.values())
+    filters = _maybe_json(report_path(layout, iteration)) or {}
     return {
         "generated": n_gen,
         "curated": n_cur,
@@ -103,26 +115,58 @@ def curation_survival(layout: Layout, iteration: int) -> dict[str, Any] | None:
             lang: {"generated": gen[lang], "curated": cur[lang], "survival_rate": round(cur[lang] / gen[lang], 6)}
             for lang in sorted(gen)
         },
-        "filters": _maybe_json(layout.synthetic_dir(iteration) / "curation.json"),
+        "dropped": filters.get("dropped"),
+        "dropped_per_language": {lang: b.get("dropped") for lang, b in (filters.get("per_language") or {}).items()},
+        "fidelity": filters.get("fidelity"),
+        "game_set": filters.get("game_set"),
     }
 
 
-def eval_summary(layout: Layout, iteration: int, split: str = "dev") -> dict[str, Any] | None:
-    """F1 per language and per category on one split, from the evaluate stage's metrics."""
+def eval_summary(layout: Layout, iteration: int, split: str) -> dict[str, Any] | None:
+    """F1 per language and per category on one evaluation set, from the evaluate stage's metrics."""
     metrics = _maybe_json(layout.eval_metrics(iteration))
     if not metrics or split not in metrics:
         return None
     summary = metrics[split]
-    detail = metrics.get("detail", {}).get(split, {})
+    detail = (metrics.get("detail", {}).get(split) or {}).get("detail", {})
     by_lang = detail.get("by_language", {})
     langs = sorted(by_lang, key=_lang_order)
-    return {
+    out = {
         "split": split,
         "avg_f1": summary.get("avg_f1"),
         "f1": summary.get("f1"),
         "f1_per_language": {lang: by_lang[lang].get("f1") for lang in langs},
         "per_category_f1": detail.get("overall", {}).get("per_category_f1", {}),
     }
+    if split == "suite":
+        from duelguard.game import suite_cell_f1
+
+        out["fr_es_de_cell_f1"] = suite_cell_f1(layout, iteration)
+        out["fpr_lookalike"] = summary.get("fpr_lookalike")
+    return out
+
+
+def game_set_value(params: Params, layout: Layout, iteration: int) -> dict[str, Any] | None:
+    """Classifier `iteration` on the fixed game set: from the score stage that used it as the opponent
+    (metrics/score/iter_<i+1>.json) or, for a classifier no score stage has used (the last), scored
+    here. None when no game set exists yet (no loop iteration has been curated)."""
+    from duelguard.curation import game_set_path
+    from duelguard.game import game_value, score_records
+    from duelguard.records import read_records
+
+    path = game_set_path(layout, 1)
+    if not path.exists():
+        return None
+    used = _maybe_json(stage_metrics_path(layout, "score", iteration + 1)) or {}
+    if (used.get("game_set") or {}).get("classifier_iteration") == iteration:
+        return {**used["game_set"], "source": "score stage"}
+    if not (layout.classifier_dir(iteration) / "duelguard.json").exists():
+        return None
+    from duelguard.evaluation.evaluate import load_classifier
+
+    scored = score_records(load_classifier(layout.classifier_dir(iteration)), read_records(path),
+                           params.classifier.loss, params.classifier.predict_batch_size)
+    return {"classifier_iteration": iteration, **game_value(scored), "source": "report"}
 
 
 def iteration_report(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
@@ -136,28 +180,36 @@ def iteration_report(params: Params, layout: Layout, iteration: int) -> dict[str
         report["pairs"] = _maybe_json(stage_metrics_path(layout, "pairs", iteration))
         dpo = _maybe_json(stage_metrics_path(layout, "dpo", iteration))
         report["dpo"] = (
-            {k: dpo.get(k) for k in ("updated", "pairs_used", "reward_margin", "reward_accuracy", "loss",
-                                     "steps", "steps_per_s", "reason")} if dpo else None
+            {k: dpo.get(k) for k in ("updated", "pairs_used", "steps", "reward_margin", "reward_accuracy", "loss",
+                                     "step_logp_margin", "logp_margin", "adapter_effect", "steps_per_s",
+                                     "wall_s", "reason")} if dpo else None
         )
         report["curation"] = curation_survival(layout, iteration)
         generate = _maybe_json(layout.synthetic_dir(iteration) / "generate.json")
         report["generation"] = (
-            {k: generate.get(k) for k in ("requested", "records", "empty", "samples_per_s", "generate_s")}
+            {k: generate.get(k) for k in ("requested", "records", "empty", "samples_per_s", "generate_s", "stopped")}
             if generate else None
         )
+    report["game_set"] = game_set_value(params, layout, iteration)
+    trained = _maybe_json(layout.train_metrics(iteration)) or {}
+    report["composition"] = trained.get("composition")
     report["language_share"] = language_share(layout, iteration)
-    for split in params.evaluate.splits:
+    for split in params.evaluate.sets:
         report[split] = eval_summary(layout, iteration, split)
     atomic_write_json(layout.game_metrics(iteration), report)
     return report
 
 
-def _f1(report: dict[str, Any], lang: str, split: str = "dev") -> float | None:
+def _f1(report: dict[str, Any], lang: str, split: str) -> float | None:
     summary = report.get(split) or {}
     return (summary.get("f1_per_language") or {}).get(lang)
 
 
-def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") -> list[Path]:
+def _nan(values: list[float | None]) -> list[float]:
+    return [float("nan") if v is None else v for v in values]
+
+
+def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str) -> list[Path]:
     """PNG plots across iterations: F1 per language, language share (stacked), game value."""
     plt = pyplot()
     out = layout.plots_dir("loop")
@@ -168,8 +220,7 @@ def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev")
     langs = sorted({lang for r in reports for lang in ((r.get(split) or {}).get("f1_per_language") or {})},
                    key=_lang_order)
     for lang in [lang for lang in langs if lang in TARGET_LANGUAGES]:
-        ys = [_f1(r, lang, split) for r in reports]
-        ax.plot(iters, [float("nan") if y is None else y for y in ys], marker="o", label=lang)
+        ax.plot(iters, _nan([_f1(r, lang, split) for r in reports]), marker="o", label=lang)
     ax.set(xlabel="iteration (0 = seed only)", ylabel=f"{split} F1 (unsafe)", title=f"{split} F1 per language")
     ax.set_xticks(iters)
     ax.grid(alpha=0.3)
@@ -189,20 +240,28 @@ def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "dev")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     paths.append(save_png(fig, out / "language_share.png"))
 
-    game = [r for r in reports if r.get("game_value")]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    if game:
-        gi = [r["iteration"] for r in game]
-        ax.plot(gi, [r["game_value"]["mean_loss"] or 0.0 for r in game], marker="o", label="mean loss")
-        ax2 = ax.twinx()
-        ax2.plot(gi, [r["game_value"]["error_rate"] or 0.0 for r in game], marker="s", color="tab:red",
-                 label="error rate")
-        ax2.set_ylabel("error rate on fresh samples")
-        ax2.set_ylim(0, 1)
-        ax.set_xticks(gi)
-        ax.legend(loc="upper left")
-        ax2.legend(loc="upper right")
-    ax.set(xlabel="iteration", ylabel="mean classifier loss on fresh samples", title="Game value")
+    # Game value: the fixed game set (classifier i, the same samples every iteration) beside the fresh
+    # samples of each iteration (classifier i-1 on iteration i's samples, plotted at i-1).
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fixed = [r for r in reports if r.get("game_set")]
+    fresh = [r for r in reports if r.get("game_value") and r["game_value"].get("n")]
+    if fixed:
+        ax.plot([r["iteration"] for r in fixed], _nan([r["game_set"]["mean_loss"] for r in fixed]), marker="o",
+                label="fixed game set")
+        ax2.plot([r["iteration"] for r in fixed], _nan([r["game_set"]["error_rate"] for r in fixed]), marker="o",
+                 label="fixed game set")
+    if fresh:
+        ax.plot([r["iteration"] - 1 for r in fresh], _nan([r["game_value"]["mean_loss"] for r in fresh]),
+                marker="s", ls="--", label="fresh samples of iteration i+1")
+        ax2.plot([r["iteration"] - 1 for r in fresh], _nan([r["game_value"]["error_rate"] for r in fresh]),
+                 marker="s", ls="--", label="fresh samples of iteration i+1")
+    ax.set(xlabel="classifier iteration", ylabel="mean training loss", title="Game value: loss")
+    ax2.set(xlabel="classifier iteration", ylabel="error rate", title="Game value: error rate", ylim=(0, 1))
+    for a in (ax, ax2):
+        a.set_xticks(iters)
+        a.grid(alpha=0.3)
+        if fixed or fresh:
+            a.legend(fontsize=8)
     paths.append(save_png(fig, out / "game_value.png"))
     return paths
 
@@ -213,7 +272,7 @@ def _fmt(v: float | None, pct: bool = True) -> str:
     return f"{100 * v:.1f}" if pct else f"{v:+.1f}"
 
 
-def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") -> dict[str, Any]:
+def ablation(layout: Layout, reports: list[dict[str, Any]], split: str) -> dict[str, Any]:
     """Seed-only (iteration 0) vs. after each iteration, per language: reports/ablation.md + .png.
 
     Returns the table: per iteration, F1 per target language, the fr/es/de average, and the
@@ -237,7 +296,7 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") 
     lines = [
         "# Ablation: seed-only classifier vs. after each loop iteration",
         "",
-        f"Binary F1 (unsafe class, %) on the frozen seed **{split}** sample, per language. Iteration 0 is the",
+        f"Binary F1 (unsafe class, %) on the **{split}** evaluation set, per language. Iteration 0 is the",
         "classifier trained on the seed alone; iteration i adds the curated synthetic data of iterations <= i.",
         "Deltas are in F1 points against iteration 0.",
         "",
@@ -253,11 +312,12 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "dev") 
         )
     if len(rows) > 1 and base_row:
         last = rows[-1]
-        goal_loop = last["delta_fr_es_de_points"] is not None and last["delta_fr_es_de_points"] > 0
-        goal_en = last["delta_en_points"] is not None and last["delta_en_points"] >= -1.0
+        goal_loop = last["delta_fr_es_de_points"] is not None and last["delta_fr_es_de_points"] >= GOAL_FR_ES_DE_POINTS
+        goal_en = last["delta_en_points"] is not None and last["delta_en_points"] >= GOAL_EN_POINTS
         lines += [
             "",
-            f"Goal (fr/es/de average up, English not down by more than 1 point) after iteration "
+            f"Goal (fr/es/de average up >= {GOAL_FR_ES_DE_POINTS:g} points, English down <= {-GOAL_EN_POINTS:g} point) "
+            f"after iteration "
             f"{last['iteration']}: **{'met' if goal_loop and goal_en else 'not met'}** "
             f"(fr/es/de {_fmt(last['delta_fr_es_de_points'], pct=False)}, en {_fmt(last['delta_en_points'], pct=False)}).",
         ]
@@ -296,7 +356,7 @@ def write_reports(params: Params, layout: Layout, iterations: list[int] | None =
     if not iterations:
         raise DataError(f"{layout.eval_metrics(0).parent}: no evaluated iteration to report on (run the loop first)")
     reports = [iteration_report(params, layout, i) for i in iterations]
-    split = "dev" if "dev" in params.evaluate.splits else params.evaluate.splits[0]
+    split = "suite" if "suite" in params.evaluate.sets else params.evaluate.sets[0]
     plots = plot_loop(layout, reports, split)
     table = ablation(layout, reports, split)
     if log_to_mlflow:
@@ -310,10 +370,20 @@ def write_reports(params: Params, layout: Layout, iterations: list[int] | None =
             mlflow.log_artifact(table["markdown"], artifact_path="reports")
             mlflow.log_artifact(table["plot"], artifact_path="reports")
             for r in reports:
-                gv = r.get("game_value") or {}
+                gv, gs = r.get("game_value") or {}, r.get("game_set") or {}
+                cur, dpo, pairs = r.get("curation") or {}, r.get("dpo") or {}, r.get("pairs") or {}
                 step = r["iteration"]
                 values = {"game_mean_loss": gv.get("mean_loss"), "game_error_rate": gv.get("error_rate"),
-                          "dev_avg_f1": (r.get(split) or {}).get("avg_f1")}
+                          "game_set_mean_loss": gs.get("mean_loss"), "game_set_error_rate": gs.get("error_rate"),
+                          f"{split}_avg_f1": (r.get(split) or {}).get("avg_f1"),
+                          "suite_fr_es_de_cell_f1": (r.get("suite") or {}).get("fr_es_de_cell_f1"),
+                          "curation_survival_rate": cur.get("survival_rate"), "pairs": pairs.get("pairs"),
+                          "dpo_steps": dpo.get("steps"),
+                          "dpo_logp_margin_before": (dpo.get("logp_margin") or {}).get("before"),
+                          "dpo_logp_margin_after": (dpo.get("logp_margin") or {}).get("after"),
+                          "dpo_outputs_changed": (dpo.get("adapter_effect") or {}).get("changed")}
+                values.update({f"dropped_{k}": v for k, v in (cur.get("dropped") or {}).items()})
+
                 values.update({f"share_{lang}": v for lang, v in r["language_share"]["share"].items()})
                 values.update({f"{split}_f1_{lang}": v for lang, v in ((r.get(split) or {}).get("f1_per_language")
                                                                         or {}).items()})
