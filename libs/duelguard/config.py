@@ -223,11 +223,6 @@ class Generator(_Section):
     # Sampling precision: bfloat16 on GPUs and CPUs with native bf16 (AVX512-BF16); float32 elsewhere
     # (measured on an AVX2-only 2-core CPU: a bf16 matmul ran 12x slower than fp32).
     dtype: Literal["float32", "bfloat16"] = "float32"
-    # Sampling on CPU only: "int8_dynamic" quantises every nn.Linear to int8 (torch dynamic quantisation)
-    # for generation; DPO still trains the float model. Measured here on Gemma-3-270M, batch 8: a decode
-    # step 1.4-2.9 s -> 0.06 s, prefill 14 s -> 4.5 s (decoding is bound by reading the 262k-vocabulary
-    # head's weights). It ruins Qwen2.5's outputs (outlier weights): keep "none" there.
-    cpu_quantization: Literal["none", "int8_dynamic"] = "none"
     random_seed: int = 13
 
 
@@ -244,10 +239,10 @@ class Curation(_Section):
     decontam_ngram: int = 8
     # Label fidelity: USE-m cosine similarity of seed and sample at least this, and the frozen seed-only
     # probe's probability of the label's opposite class below this.
-    min_similarity: float = 0.5
-    max_label_contradiction: float = 0.9
+    min_similarity: float = 0.6
+    max_label_contradiction: float = 0.85
     # Faithful samples per language that iteration 1 holds out as the fixed game set (never trained on).
-    game_set_per_language: int = 16
+    game_set_per_language: int = 8
 
     @field_validator("min_similarity", "max_label_contradiction")
     @classmethod

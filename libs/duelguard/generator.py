@@ -68,8 +68,10 @@ def max_seed_chars(params: Params) -> int:
 
 
 def _balanced_sample(rng: random.Random, strata: dict[Any, list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
-    """Draw n records spread as evenly as the strata allow (a short stratum's share goes to the others)."""
-    keys = sorted(k for k in strata if strata[k])
+    """Draw n records spread as evenly as the strata allow (a short stratum's share goes to the others;
+    when n is smaller than the number of strata, which strata get one is drawn too)."""
+    keys = sorted((k for k in strata if strata[k]), key=str)
+    rng.shuffle(keys)
     quota = dict.fromkeys(keys, 0)
     remaining = min(n, sum(len(strata[k]) for k in keys))
     while remaining > 0:
@@ -201,12 +203,6 @@ def load_generator(params: Params, layout: Layout, adapter: Path | None, corpus:
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     if not gen.load_in_4bit and cuda:
         model = model.to("cuda")
-    elif gen.cpu_quantization == "int8_dynamic":
-        import warnings
-
-        with warnings.catch_warnings():  # torch points eager dynamic quantisation users to torchao
-            warnings.simplefilter("ignore")
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     model.eval()
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
     tokenizer.padding_side = "left"
