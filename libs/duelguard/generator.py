@@ -285,7 +285,7 @@ def draw(params: Params, model: Any, tokenizer: Any, jobs: list[Job], iteration:
     batches = [order[s : s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
     for b, batch in enumerate(tqdm(batches, desc=f"generate iter {iteration}", unit="batch")):
         batch_seed = gen.random_seed + 1000 * iteration + b
-        outs = sample(model, tokenizer, params, [rendered[i] for i in batch], batch_seed, gen.template == "fewshot",
+        outs = sample(model, tokenizer, params, [rendered[i] for i in batch], batch_seed, gen.template != "chat",
                       stopper)
         completions.update(zip(batch, outs, strict=True))
     return [completions[i] for i in range(len(jobs))]

@@ -43,11 +43,11 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "evaluate": ("evaluate", "classifier.predict_batch_size", "tracking"),
     "register": ("tracking", "promotion.eval_split"),
     "promote": ("promotion", "evaluate.max_examples_per_lang", "classifier.predict_batch_size", "tracking"),
-    "generate": ("generator", "paths.weights_cache"),
-    "curate": ("curation", "generator.languages", "seed.languages"),
+    "generate": ("generator", "paths.weights_cache", "loop.stop_min_gain", "loop.stop_patience"),
+    "curate": ("curation", "generator.languages", "seed.languages", "paths.weights_cache"),
     "score": ("classifier.loss", "classifier.predict_batch_size"),
     "build_pairs": ("pairs", "generator.template", "generator.backbone", "paths.weights_cache"),
-    "train_generator": ("dpo", "generator.backbone", "paths.weights_cache", "tracking"),
+    "train_generator": ("dpo", "generator", "paths.weights_cache", "tracking"),
 }
 
 

@@ -158,3 +158,24 @@ def test_stop_rule_needs_the_evaluations_and_remembers_a_stop(tmp_layout, tiny_p
         stop_decision(tiny_params, tmp_layout, 2)
     atomic_write_json(summary_path(tmp_layout, 2), {"stopped": {"stop": True}})
     assert stop_decision(tiny_params, tmp_layout, 3)["stop"] is True  # once over, the game stays over
+
+
+def test_a_stopped_iteration_carries_the_previous_classifier_over(tmp_layout, tiny_params, tiny_classifier):
+    from loop_fixtures import write_judge
+
+    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.train import train_classifier
+    from duelguard.fsio import atomic_write_json
+    from duelguard.generator import summary_path
+
+    write_judge(tmp_layout)  # stands in for iteration 0's probe
+    atomic_write_json(tmp_layout.train_metrics(0), {"iteration": 0, "n_examples": 30})
+    write_records(tmp_layout.curated(1), [])
+    atomic_write_json(summary_path(tmp_layout, 1), {"stopped": {"stop": True, "reason": "converged"}})
+    result = train_classifier(tiny_params, tmp_layout, 1)
+    assert result["carried_over_from"] == 0 and result["stopped"]["reason"] == "converged"
+    saved = json.loads(tmp_layout.train_metrics(1).read_text())
+    assert saved["iteration"] == 1 and saved["n_examples"] == 30
+    again = GuardClassifier.load(tmp_layout.classifier_dir(1))
+    assert np.allclose(again.thresholds, tiny_classifier.thresholds)
+    assert (tmp_layout.probe_dir(1) / "probe.json").exists()
