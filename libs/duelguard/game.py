@@ -122,8 +122,9 @@ def game_value(scored: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `score`: the classifier of iteration-1 scores the curated samples of `iteration`.
 
-    Writes layout.scored(iteration) (records + loss, unsafe_score, pred_unsafe, correct) and the
-    game value to metrics/score/iter_<i>.json; returns the same metrics.
+    Writes layout.scored(iteration) (records + loss, unsafe_score, pred_unsafe, correct; then this
+    iteration's own game-set samples, marked `game_set`) and the game value on the fresh curated samples
+    and on the whole game set to metrics/score/iter_<i>.json; returns the same metrics.
     """
     from duelguard.evaluation.evaluate import load_classifier
 
@@ -136,8 +137,11 @@ def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     game_set = read_records(game_set_path(layout, iteration))
     classifier = load_classifier(clf_dir)
     scored = score_records(classifier, records, params.classifier.loss, params.classifier.predict_batch_size)
-    write_records(layout.scored(iteration), scored)
     game_scored = score_records(classifier, game_set, params.classifier.loss, params.classifier.predict_batch_size)
+    # This iteration's own game-set samples are faithful samples of this generation too: build_pairs may
+    # use them (the generator trains on pairs; the classifier never sees the game set).
+    own = [{**r, "game_set": True} for r in game_scored if r.get("iteration") == iteration]
+    write_records(layout.scored(iteration), scored + own)
     metrics = {
         "iteration": iteration,
         "classifier": str(clf_dir.relative_to(layout.root)) if clf_dir.is_relative_to(layout.root) else str(clf_dir),

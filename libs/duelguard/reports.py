@@ -342,6 +342,76 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str) -> dict[
             "plot": str(layout.reports / "ablation.png")}
 
 
+def _num(v: Any, fmt: str = "{:.3f}") -> str:
+    return "n/a" if v is None else fmt.format(v)
+
+
+def loop_markdown(layout: Layout, reports: list[dict[str, Any]]) -> Path:
+    """reports/loop.md: per iteration, what curation kept and why it dropped, the pairs, whether DPO
+    moved the generator, the game value on the fixed game set, suite F1 per language, and the last
+    training set's language x category composition."""
+    from duelguard.curation import FILTERS
+
+    lines = ["# The two-player loop, iteration by iteration", "",
+             "Built by `duelguard report` from the stages' outputs (metrics/game/iter_<i>.json holds every figure).",
+             "", "## Generation and curation", "",
+             "| iter | asked | written | curated | game set | survival | " + " | ".join(FILTERS) + " |",
+             "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(FILTERS)]
+    for r in reports:
+        gen, cur = r.get("generation") or {}, r.get("curation") or {}
+        if not gen and not cur:
+            continue
+        stopped = (gen.get("stopped") or {}).get("stop")
+        dropped = cur.get("dropped") or {}
+        lines.append(
+            f"| {r['iteration']}{' (stopped)' if stopped else ''} | {_num(gen.get('requested'), '{}')} | "
+            f"{_num(gen.get('records'), '{}')} | {_num(cur.get('curated'), '{}')} | "
+            f"{_num((cur.get('game_set') or {}).get('held_out_here'), '{}')} | {_num(cur.get('survival_rate'), '{:.2f}')} | "
+            + " | ".join(str(dropped.get(name, 0)) for name in FILTERS) + " |")
+    lines += ["", "## Pairs and DPO", "",
+              "| iter | pairs | vs unfaithful | vs correct | no wrong sample | DPO steps | log-prob margin before → after "
+              "| fixed prompts changed |", "|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in reports:
+        pairs, dpo = r.get("pairs") or {}, r.get("dpo") or {}
+        if not pairs and not dpo:
+            continue
+        margin, effect = dpo.get("logp_margin") or {}, dpo.get("adapter_effect") or {}
+        moved = "not updated: " + str(dpo.get("reason")) if dpo.get("updated") is False else (
+            f"{effect.get('changed')}/{effect.get('prompts')}" if effect else "n/a")
+        lines.append(f"| {r['iteration']} | {_num(pairs.get('pairs'), '{}')} | {_num(pairs.get('pairs_vs_unfaithful'), '{}')} | "
+                     f"{_num(pairs.get('pairs_vs_correct'), '{}')} | {_num(pairs.get('no_wrong_sample'), '{}')} | "
+                     f"{_num(dpo.get('steps'), '{}')} | {_num(margin.get('before'), '{:.2f}')} → "
+                     f"{_num(margin.get('after'), '{:.2f}')} | {moved} |")
+    lines += ["", "## Game value and quality", "",
+              "Game set: the fixed faithful samples held out at iteration 1, scored by classifier i. Fresh: classifier "
+              "i-1 on iteration i's own samples. Suite: unsafe-class F1 on the behavioural suite's report half.", "",
+              "| classifier | game set loss | game set error | fresh loss | fresh error | suite F1 en | fr | es | de "
+              "| fr/es/de cell F1 |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in reports:
+        gs, gv = r.get("game_set") or {}, r.get("game_value") or {}
+        f1 = (r.get("suite") or {}).get("f1_per_language") or {}
+        lines.append(f"| {r['iteration']} | {_num(gs.get('mean_loss'))} | {_num(gs.get('error_rate'), '{:.2f}')} | "
+                     f"{_num(gv.get('mean_loss'))} | {_num(gv.get('error_rate'), '{:.2f}')} | "
+                     + " | ".join(_num(f1.get(lang), "{:.3f}") for lang in TARGET_LANGUAGES)
+                     + f" | {_num((r.get('suite') or {}).get('fr_es_de_cell_f1'))} |")
+    last = next((r for r in reversed(reports) if r.get("composition")), None)
+    if last:
+        comp = {lang: last["composition"][lang] for lang in sorted(last["composition"], key=_lang_order)}
+        cats = list(dict.fromkeys(c for lang in comp.values() for c in lang.get("categories", {})))
+        lines += ["", f"## Training set of classifier {last['iteration']}: rows per language x category (seed + synthetic)",
+                  "", "| category | " + " | ".join(comp) + " |", "|---|" + "---:|" * len(comp)]
+        for cat in cats:
+            cells = []
+            for lang in comp:
+                n = comp[lang].get("categories", {}).get(cat, {})
+                cells.append(f"{n.get('seed', 0)} + {n.get('synthetic', 0)}" if n else "0")
+            lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+    path = layout.reports / "loop.md"
+    layout.reports.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def write_reports(params: Params, layout: Layout, iterations: list[int] | None = None,
                   log_to_mlflow: bool = True) -> dict[str, Any]:
     """(Re)build the per-iteration reports, the loop plots and the ablation; log them to MLflow.
@@ -359,6 +429,7 @@ def write_reports(params: Params, layout: Layout, iterations: list[int] | None =
     split = "suite" if "suite" in params.evaluate.sets else params.evaluate.sets[0]
     plots = plot_loop(layout, reports, split)
     table = ablation(layout, reports, split)
+    summary = loop_markdown(layout, reports)
     if log_to_mlflow:
         import mlflow
 
@@ -368,6 +439,7 @@ def write_reports(params: Params, layout: Layout, iterations: list[int] | None =
             for path in plots:
                 mlflow.log_artifact(str(path), artifact_path="plots/loop")
             mlflow.log_artifact(table["markdown"], artifact_path="reports")
+            mlflow.log_artifact(str(summary), artifact_path="reports")
             mlflow.log_artifact(table["plot"], artifact_path="reports")
             for r in reports:
                 gv, gs = r.get("game_value") or {}, r.get("game_set") or {}
@@ -388,4 +460,4 @@ def write_reports(params: Params, layout: Layout, iterations: list[int] | None =
                 values.update({f"{split}_f1_{lang}": v for lang, v in ((r.get(split) or {}).get("f1_per_language")
                                                                         or {}).items()})
                 mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None}, step=step)
-    return {"iterations": iterations, "plots": [str(p) for p in plots], "ablation": table}
+    return {"iterations": iterations, "plots": [str(p) for p in plots], "ablation": table, "loop": str(summary)}

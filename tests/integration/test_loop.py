@@ -81,9 +81,11 @@ def _assert_iteration_outputs(root: Path, i: int) -> None:
     syn = root / "data" / "synthetic" / f"iter_{i}"
     curated = read_records(syn / "curated.jsonl")
     scored = read_records(syn / "scored.jsonl")
-    assert [r["id"] for r in scored] == [r["id"] for r in curated]
-    assert all({"loss", "unsafe_score", "pred_unsafe", "correct", "similarity"} <= set(r) for r in scored)
     game_set = read_records(syn / "game_set.jsonl")
+    own_game = [r["id"] for r in game_set if r["iteration"] == i]
+    assert [r["id"] for r in scored] == [r["id"] for r in curated] + own_game
+    assert [r["id"] for r in scored if r.get("game_set")] == own_game
+    assert all({"loss", "unsafe_score", "pred_unsafe", "correct", "similarity"} <= set(r) for r in scored)
     assert game_set == read_records(root / "data" / "synthetic" / "iter_1" / "game_set.jsonl")
     assert not {r["id"] for r in game_set} & {r["id"] for r in curated}
     rejected = read_jsonl(syn / "rejected.jsonl")
@@ -98,9 +100,10 @@ def _assert_iteration_outputs(root: Path, i: int) -> None:
     assert marker["updated"] is bool(pairs) or marker.get("reason")
     assert (root / "models" / "classifier" / f"iter_{i}" / "duelguard.json").exists()
     game = json.loads((root / "metrics" / "game" / f"iter_{i}.json").read_text())
-    assert game["game_value"]["n"] == len(scored)
-    if scored:
-        assert game["game_value"]["error_rate"] == sum(not r["correct"] for r in scored) / len(scored)
+    fresh = [r for r in scored if not r.get("game_set")]
+    assert game["game_value"]["n"] == len(fresh)
+    if fresh:
+        assert game["game_value"]["error_rate"] == sum(not r["correct"] for r in fresh) / len(fresh)
     assert game["curation"]["curated"] == len(curated) and game["pairs"]["pairs"] == len(pairs)
     assert sum(game["curation"]["dropped"].values()) == len(rejected)
     assert game["game_set"]["n"] == len(game_set) and game["game_set"]["classifier_iteration"] == i

@@ -112,6 +112,10 @@ def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_par
     assert rows[1]["delta_fr_es_de_points"] == pytest.approx(10.0) and rows[1]["delta_en_points"] == pytest.approx(-0.5)
     md = (layout.reports / "ablation.md").read_text()
     assert "| after iteration 1 | 79.5 | 62.0 | 66.0 | 52.0 | 60.0 | +10.0 | -0.5 |" in md and "**met**" in md
+    loop_md = (layout.reports / "loop.md").read_text()
+    assert "| 1 | n/a | n/a | 3 |" in loop_md  # no generate.json here; 3 curated
+    assert "-1.00 → -0.50 | 2/6 |" in loop_md
+    assert "| category | en | fr | es | de |" in loop_md and "| hate | 0 | 3 + 3 | 0 | 0 |" in loop_md
     for path in out["plots"] + [out["ablation"]["plot"]]:
         assert open(path, "rb").read(4) == b"\x89PNG"
 
