@@ -241,6 +241,8 @@ class Curation(_Section):
     # probe's probability of the label's opposite class below this.
     min_similarity: float = 0.7
     max_label_contradiction: float = 0.85
+    # Quoted strings and numbers of the seed must appear verbatim in the sample.
+    keep_details: bool = True
     # Faithful samples per language that iteration 1 holds out as the fixed game set (never trained on).
     game_set_per_language: int = 4
 

@@ -30,7 +30,10 @@ Both checks use frozen judges that the classifier being trained cannot influence
 10. low_similarity   cosine similarity of the multilingual USE-m embeddings (duelguard.probe, trained to
                      put a sentence next to its translations) of seed and sample below
                      curation.min_similarity: the sample talks about something else
-11. label_contradiction  the iteration-0 probe (USE-m + logistic regression fitted on seed rows only,
+11. lost_details     a quoted string or a number of the seed is missing from the sample (curation.keep_details):
+                     a translation keeps them verbatim, and the 270M generator's typical slip is to
+                     swap the words it was asked to use ("rat", "hat", "mat" -> "rat", "hat", "mardi")
+12. label_contradiction  the iteration-0 probe (USE-m + logistic regression fitted on seed rows only,
                      layout.probe_dir(0), never retrained) gives the OPPOSITE of the inherited label a
                      probability >= curation.max_label_contradiction: the sample reads as safe while
                      its label says unsafe, or the reverse
@@ -78,9 +81,10 @@ FILTERS: tuple[str, ...] = (
     "near_duplicate",
     "contaminated",
     "low_similarity",
+    "lost_details",
     "label_contradiction",
 )
-FIDELITY_FILTERS: tuple[str, ...] = ("low_similarity", "label_contradiction")
+FIDELITY_FILTERS: tuple[str, ...] = ("low_similarity", "lost_details", "label_contradiction")
 # The filters that say the GENERATOR failed at its job (wrote something else, in another language, an
 # answer, a refusal, a copy): such samples are what DPO should push it away from. Duplicates and
 # contamination say nothing about a sample's quality, so they are not among them.
@@ -146,6 +150,28 @@ def is_refusal(text: str) -> bool:
 def is_answer(text: str) -> bool:
     """The text opens like an assistant's answer, not like a user's request or statement."""
     return bool(_ANSWER_RE.search(text.lstrip(" \"'«“-*")))
+
+
+# Quoted spans (straight or curly double quotes; single quotes only around a whole word, not apostrophes)
+# and numbers: what a faithful translation carries over verbatim.
+_QUOTED_RE = re.compile(r'"([^"]{1,60})"|“([^”]{1,60})”|(?<![\w])\'([^\'\s][^\']{0,58})\'(?![\w])')
+_NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def seed_details(seed_text: str) -> list[str]:
+    """The quoted strings and numbers of a seed, in order, without duplicates."""
+    found = [next(g for g in m.groups() if g) for m in _QUOTED_RE.finditer(seed_text)]
+    found += _NUMBER_RE.findall(seed_text)
+    return list(dict.fromkeys(d.strip() for d in found if d.strip()))
+
+
+def missing_details(text: str, seed_text: str) -> list[str]:
+    """The seed's quoted strings and numbers that the sample does not contain (case-insensitive; numbers
+    compared by their digits, so "3.5" matches the localised "3,5")."""
+    low = text.casefold()
+    digits = {re.sub(r"\D", "", n) for n in _NUMBER_RE.findall(text)}
+    return [d for d in seed_details(seed_text)
+            if not (re.sub(r"\D", "", d) in digits if _NUMBER_RE.fullmatch(d) else d.casefold() in low)]
 
 
 def echo_similarity(text: str, seed_text: str) -> float:
@@ -251,6 +277,8 @@ def first_failing_filter(params: Params, rec: dict[str, Any], ref: Reference, la
         return "contaminated"
     if fidelity.similarity < cur.min_similarity:
         return "low_similarity"
+    if cur.keep_details and missing_details(text, seed_text):
+        return "lost_details"
     if fidelity.contradiction(is_unsafe(rec["labels"])) >= cur.max_label_contradiction:
         return "label_contradiction"
     return None

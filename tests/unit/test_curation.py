@@ -279,7 +279,7 @@ def test_fidelity_filters_come_after_the_others(tiny_params, layout):
     # An English text labelled fr that is also off-topic: counted once, as wrong_language.
     text = "What is the best electric car for a long trip?"
     assert run_filters(tiny_params, layout, [sample(0, "fr", text)], fidelity_checks=True)[1] == {text: "wrong_language"}
-    assert curation.FILTERS[-2:] == curation.FIDELITY_FILTERS
+    assert curation.FILTERS[-len(curation.FIDELITY_FILTERS):] == curation.FIDELITY_FILTERS
     assert set(curation.FIDELITY_FILTERS) <= set(curation.UNFAITHFUL)
     assert not {"exact_duplicate", "near_duplicate", "contaminated"} & set(curation.UNFAITHFUL)
 
@@ -348,3 +348,22 @@ def test_curate_holds_the_game_set_out_at_iteration_one_and_reuses_it(tiny_param
     second = curation.curate(params, layout, 2)
     assert read_records(curation.game_set_path(layout, 2)) == game
     assert second["curated"] == 1 and second["game_set"]["held_out_here"] == 0
+
+
+def test_lost_details_quoted_words_and_numbers_must_survive(tiny_params, layout):
+    seed = 'Construct a true sentence with the words "rat", "hat", and "mat" in 3.5 minutes.'
+    good = 'Construis une vraie phrase avec les mots "rat", "hat" et "mat" en 3,5 minutes.'
+    swapped = 'Construis une vraie phrase avec les mots "rat", "hat" et "mardi" en 3,5 minutes.'
+    assert curation.seed_details(seed) == ["rat", "hat", "mat", "3.5"]
+    assert curation.missing_details(good, seed) == [] and curation.missing_details(swapped, seed) == ["mat"]
+    params = with_curation(tiny_params, min_similarity=-1.0, max_label_contradiction=1.0)
+    samples = [sample(0, "fr", good, seed), sample(1, "fr", swapped, seed)]
+    fidelity = curation.fidelity_scores(samples, curation.load_judge(layout), layout.weights_cache)
+    kept, dropped = curation.apply_filters(params, samples, curation.build_reference(params, [], [], []), fidelity)
+    assert [r["text"] for r in kept] == [good] and [(r["text"], why) for r, why in dropped] == [(swapped, "lost_details")]
+    off = with_curation(params, keep_details=False)
+    kept, _ = curation.apply_filters(off, samples, curation.build_reference(off, [], [], []), fidelity)
+    assert len(kept) == 2
+    # Apostrophes are not quotes; a number must keep its digits.
+    assert curation.seed_details("Don't tell them it's 42") == ["42"]
+    assert curation.missing_details("Ne leur dis pas que c'est 24", "Don't tell them it's 42") == ["42"]
