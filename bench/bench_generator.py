@@ -78,7 +78,7 @@ def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], 
         raise DataError(f"{name}: no eligible seed for {params.generator.tasks}")
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    model, tokenizer = load_generator(params, layout, None, corpus=[r["text"] for r in train])
+    model, tokenizer = load_generator(params, layout, None)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     completions = draw(params, model, tokenizer, jobs, iteration=0)

@@ -107,7 +107,7 @@ def main() -> None:
         model_dir = _tiny_classifier(params, work)
     elif not (model_dir / "duelguard.json").exists():
         raise SystemExit(f"{model_dir}: no trained classifier (train one first or pass --model)")
-    export_triton(model_dir, work / "repo", params)
+    export_triton(model_dir, work / "repo", params.serving)
     clf = GuardClassifier.load(model_dir)
 
     ports = []

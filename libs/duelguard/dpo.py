@@ -41,33 +41,12 @@ from typing import Any
 
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
+from duelguard.generator import generator_base_dir, generator_tokenizer
 from duelguard.layout import Layout
-from duelguard.reports import stage_metrics_path
 
 MARKER = "duelguard_dpo.json"
 ADAPTER_CONFIG = "adapter_config.json"
 PAIR_FIELDS = ("prompt", "chosen", "rejected", "template", "task", "seed_text", "lang", "unsafe")
-
-
-def generator_base_dir(params: Params, layout: Layout) -> str:
-    """The generator backbone's local directory (the same one generation loads)."""
-    from duelguard.backbones import resolve_backbone
-    from duelguard.records import read_records
-
-    # Resolved exactly as duelguard.generator.load_generator does (same cache, same tokenizer corpus),
-    # so the adapter trained here fits the model that generation loads.
-    backbone = params.generator.backbone
-    corpus = [r["text"] for r in read_records(layout.seed_split("train"))] if backbone.kind == "tiny" else None
-    return resolve_backbone(backbone, str(layout.weights_cache), corpus)
-
-
-def generator_tokenizer(params: Params, layout: Layout) -> Any:
-    """The generator's tokenizer, prepared (pad token, chat template) as generation uses it."""
-    from transformers import AutoTokenizer
-
-    from duelguard.backbones import prepare_tokenizer
-
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(generator_base_dir(params, layout)))
 
 
 def read_pairs(path: Path) -> list[dict[str, Any]]:
@@ -347,7 +326,7 @@ def _identity_adapter(params: Params, base_dir: str, out_dir: Path) -> None:
 def train_generator(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `train_generator`: DPO-train the generator's LoRA adapter on iteration i's pairs.
 
-    Writes layout.generator_dir(i) (adapter + duelguard_dpo.json) and metrics/dpo/iter_<i>.json;
+    Writes layout.generator_dir(i) (adapter + duelguard_dpo.json) and layout.dpo_metrics(i);
     logs params.dpo and the metrics to MLflow. Returns reward margin/accuracy, loss, steps/s.
     """
     from duelguard.tracking import mlflow_run
@@ -413,12 +392,12 @@ def train_generator(params: Params, layout: Layout, iteration: int) -> dict[str,
                        indent=2) + "\n",
             encoding="utf-8",
         )
-        from duelguard.classifier.model import publish_dir
+        from duelguard.fsio import publish_dir
 
         publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    atomic_write_json(stage_metrics_path(layout, "dpo", iteration), metrics)
+    atomic_write_json(layout.dpo_metrics(iteration), metrics)
     return metrics
 

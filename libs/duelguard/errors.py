@@ -15,8 +15,13 @@ class ServingError(RuntimeError):
     """The inference server is unreachable, not ready, or answered with an error."""
 
 
-class BusyError(RuntimeError):
-    """Another process holds the resource (e.g. a second `duelguard loop` in the same root)."""
+class RegistryError(RuntimeError):
+    """The model registry could not be asked (server down, bad answer): never read as "no model"."""
 
 
-UserError = (DataError, ConfigError, BackboneError, ModelNotFoundError, ServingError, BusyError, FileNotFoundError)
+class PipelineError(RuntimeError):
+    """The Kubeflow pipeline cannot be compiled, run or submitted as asked; the message says why and what to do."""
+
+
+UserError = (DataError, ConfigError, BackboneError, ModelNotFoundError, RegistryError, ServingError, PipelineError,
+             FileNotFoundError)

@@ -1,4 +1,4 @@
-"""The two-player game's scoring, preference pairs and stop rule (loop stages `score`, `build_pairs`).
+"""The two-player game's scoring and preference pairs (loop stages `score`, `build_pairs`).
 
 The classifier of the previous iteration plays against the generator's fresh samples: every curated
 (hence FAITHFUL: duelguard.curation checked that it still says what its seed said) sample of
@@ -15,12 +15,7 @@ show convergence. Iteration 1 freezes a GAME SET of faithful samples (curation.s
 never trained on); every classifier, iteration 0's included, is scored on it (`game_set` in
 metrics/score/iter_<i>.json for classifier i-1; the report scores the last one).
 
-Stop rule (stop_decision): before generating iteration i >= 2, if the mean unsafe-class F1 over the
-behavioural suite's fr/es/de language x category cells rose by less than loop.stop_min_gain in each
-of the last loop.stop_patience iterations, the game is over. DVC's graph is static, so the remaining
-iterations still run, as documented no-ops: generate writes no sample and says why in generate.json,
-curate/score/build_pairs pass empty files through, train_generator carries the adapter over, and
-train_classifier copies the previous classifier (nothing new to learn from).
+The stop rule that ends the game is duelguard.stoprule.
 """
 
 from __future__ import annotations
@@ -28,14 +23,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from duelguard.config import Params
-from duelguard.fsio import DataError, atomic_write_json, iter_jsonl, read_json, write_jsonl
+from duelguard.fsio import DataError, atomic_write_json, iter_jsonl, write_jsonl
 from duelguard.layout import Layout
 from duelguard.records import read_records, write_records
-from duelguard.reports import stage_metrics_path
 from duelguard.taxonomy import is_unsafe
 
 # Probabilities are clipped before turning them back into logits: p = 1.0 in float32 would give an
@@ -75,7 +68,7 @@ def per_sample_loss(loss_name: str, logits: Any, labels: Any) -> list[float]:
 def score_records(classifier: Any, records: list[dict[str, Any]], loss_name: str,
                   batch_size: int | None = None) -> list[dict[str, Any]]:
     """Each record plus loss, unsafe_score, pred_unsafe and correct (predicted unsafe == true unsafe)."""
-    from duelguard.evaluation.metrics import unsafe_predictions
+    from duelguard.metrics import unsafe_predictions
 
     if not records:
         return []
@@ -124,18 +117,16 @@ def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
 
     Writes layout.scored(iteration) (records + loss, unsafe_score, pred_unsafe, correct; then this
     iteration's own game-set samples, marked `game_set`) and the game value on the fresh curated samples
-    and on the whole game set to metrics/score/iter_<i>.json; returns the same metrics.
+    and on the whole game set to layout.score_metrics(iteration); returns the same metrics.
     """
     from duelguard.evaluation.evaluate import load_classifier
 
     if iteration < 1:
         raise ValueError(f"score runs in loop iterations >= 1, got {iteration}")
-    from duelguard.curation import game_set_path
-
     clf_dir = layout.classifier_dir(iteration - 1)
     records = read_records(layout.curated(iteration))
-    game_set = read_records(game_set_path(layout, iteration))
-    classifier = load_classifier(clf_dir)
+    game_set = read_records(layout.game_set(iteration))
+    classifier = load_classifier(clf_dir, layout.weights_cache)
     scored = score_records(classifier, records, params.classifier.loss, params.classifier.predict_batch_size)
     game_scored = score_records(classifier, game_set, params.classifier.loss, params.classifier.predict_batch_size)
     # This iteration's own game-set samples are faithful samples of this generation too: build_pairs may
@@ -150,7 +141,7 @@ def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         # The fixed game set, scored by this iteration's opponent (classifier i-1).
         "game_set": {"classifier_iteration": iteration - 1, **game_value(game_scored)},
     }
-    atomic_write_json(stage_metrics_path(layout, "score", iteration), metrics)
+    atomic_write_json(layout.score_metrics(iteration), metrics)
     return metrics
 
 
@@ -233,9 +224,9 @@ def select_pairs(scored: Iterable[dict[str, Any]], unfaithful: Iterable[dict[str
 
 def read_unfaithful(layout: Layout, iteration: int) -> list[dict[str, Any]]:
     """The samples curation dropped because the generator failed (curation.UNFAITHFUL reasons)."""
-    from duelguard.curation import UNFAITHFUL, rejected_path
+    from duelguard.curation import UNFAITHFUL
 
-    path = rejected_path(layout, iteration)
+    path = layout.rejected(iteration)
     if not path.exists():
         raise DataError(f"{path}: file not found (run the curate stage of iteration {iteration} first)")
     return [row for _, row in iter_jsonl(path) if row.get("dropped_by") in UNFAITHFUL]
@@ -268,14 +259,14 @@ def build_pairs(params: Params, layout: Layout, iteration: int) -> dict[str, Any
     rejected (sample texts), margin (loss gap; null when the rejected side is unfaithful),
     rejected_kind ("correct" or the curation filter that dropped it), chosen_loss, rejected_loss,
     parent_id, lang, task, seed_text, unsafe, chosen_id, rejected_id. Counts go to
-    metrics/pairs/iter_<i>.json.
+    layout.pairs_metrics(iteration).
     """
     scored = read_records(layout.scored(iteration))
     unfaithful = read_unfaithful(layout, iteration)
     stubs, counts = select_pairs(scored, unfaithful, params.pairs.min_margin)
     tokenizer = None
     if any(stub["chosen"].get("template") == "chat" for stub in stubs):
-        from duelguard.dpo import generator_tokenizer
+        from duelguard.generator import generator_tokenizer
 
         tokenizer = generator_tokenizer(params, layout)
     rows = []
@@ -313,91 +304,9 @@ def build_pairs(params: Params, layout: Layout, iteration: int) -> dict[str, Any
         "mean_margin": _mean([r["margin"] for r in rows if r["margin"] is not None]),
         "pairs_per_language": dict(sorted(per_lang.items())),
     }
-    atomic_write_json(stage_metrics_path(layout, "pairs", iteration), metrics)
+    atomic_write_json(layout.pairs_metrics(iteration), metrics)
     return metrics
 
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 6) if values else None
-
-
-# stop rule -------------------------------------------------------------------------------------
-LOOP_LANGUAGES = ("fr", "es", "de")
-
-
-def suite_cell_f1(layout: Layout, iteration: int) -> float | None:
-    """Mean unsafe-class F1 over the behavioural suite's fr/es/de language x category cells of
-    classifier `iteration` (its evaluate stage's metrics); None when no cell has a defined F1."""
-    path = layout.eval_metrics(iteration)
-    if not path.exists():
-        raise DataError(f"{path}: classifier {iteration} is not evaluated (run its evaluate stage first)")
-    cells = (read_json(path).get("detail", {}).get("suite", {}) or {}).get("cells")
-    if cells is None:
-        raise DataError(f"{path}: no suite cells (evaluate.sets must include 'suite' for the stop rule)")
-    values = [cell["f1"] for lang in LOOP_LANGUAGES for cell in cells.get(lang, {}).values()
-              if cell.get("f1") is not None]
-    return round(sum(values) / len(values), 6) if values else None
-
-
-def stop_decision(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
-    """Whether generation iteration `iteration` should be a no-op because the game has converged.
-
-    gain_k = suite_cell_f1(k) - suite_cell_f1(k-1) for the iterations k < `iteration` already played;
-    stop when the last loop.stop_patience gains are all below loop.stop_min_gain (or when an earlier
-    iteration already stopped). Iteration 1 always plays.
-    """
-    from duelguard.generator import summary_path
-
-    loop = params.loop
-    decision: dict[str, Any] = {"stop": False, "min_gain": loop.stop_min_gain, "patience": loop.stop_patience}
-    if iteration <= 1:
-        return {**decision, "reason": "iteration 1 always plays"}
-    previous = summary_path(layout, iteration - 1)
-    if previous.exists() and (read_json(previous).get("stopped") or {}).get("stop"):
-        return {**decision, "stop": True, "reason": f"the game already stopped at iteration {iteration - 1}"}
-    values = [suite_cell_f1(layout, k) for k in range(iteration)]
-    gains = [None if a is None or b is None else round(b - a, 6) for a, b in zip(values, values[1:])]
-    decision.update({"suite_cell_f1": values, "gains": gains})
-    recent = gains[-loop.stop_patience:]
-    if len(recent) < loop.stop_patience:
-        return {**decision, "reason": f"fewer than {loop.stop_patience} played iterations to judge"}
-    if all(g is not None and g < loop.stop_min_gain for g in recent):
-        return {**decision, "stop": True,
-                "reason": f"fr/es/de suite-cell F1 gained < {loop.stop_min_gain} in each of the last "
-                          f"{loop.stop_patience} iteration(s): {recent}"}
-    return {**decision, "reason": f"gains {recent} still reach {loop.stop_min_gain}"}
-
-
-def loop_stopped(layout: Layout, iteration: int) -> dict[str, Any] | None:
-    """The stop decision recorded by generate for `iteration`, when the game had stopped by then."""
-    from duelguard.generator import summary_path
-
-    path = summary_path(layout, iteration)
-    decision = (read_json(path).get("stopped") or {}) if path.exists() else {}
-    return decision if decision.get("stop") else None
-
-
-def carry_over_classifier(layout: Layout, iteration: int) -> dict[str, Any] | None:
-    """train_classifier's no-op once the game has stopped: iteration i has no new sample, so its
-    classifier IS classifier i-1. Copies the model, its probe and its training metrics (marked
-    `carried_over_from`) instead of retraining for minutes; None when the game is still on."""
-    import shutil
-    import tempfile
-
-    from duelguard.classifier.model import publish_dir
-
-    decision = loop_stopped(layout, iteration) if iteration >= 1 else None
-    if decision is None:
-        return None
-    for source, target in ((layout.classifier_dir(iteration - 1), layout.classifier_dir(iteration)),
-                           (layout.probe_dir(iteration - 1), layout.probe_dir(iteration))):
-        if not source.is_dir():
-            raise DataError(f"{source}: missing; the stopped iteration {iteration} reuses it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
-        publish_dir(tmp, target)
-    metrics = {**read_json(layout.train_metrics(iteration - 1)), "iteration": iteration,
-               "carried_over_from": iteration - 1, "stopped": decision}
-    atomic_write_json(layout.train_metrics(iteration), metrics)
-    return {"iteration": iteration, "model_dir": str(layout.classifier_dir(iteration)), "skipped": False, **metrics}

@@ -16,16 +16,17 @@ One iteration i:
    first newline; each batch reseeds torch so a rerun gives the same samples.
 4. Output: one record per non-empty sample, labels inherited from the seed, with provenance
    (template, task, generator, sample_index, seed_text, seed_lang) -> layout.generated(i), and a
-   summary beside it (generate.json). A rerun whose plan (params, seeds, adapter) is unchanged skips.
+   summary -> layout.generate_summary(i).
 
-Before all that, iteration i >= 2 asks the stop rule (duelguard.game.stop_decision): when the game has
-converged, the stage writes no sample and records the decision in generate.json (`stopped`).
+Before all that, iteration i >= 2 asks the stop rule (duelguard.stoprule.stop_decision): when the game has
+converged, the stage writes no sample and records the decision in its summary (`stopped`).
+
+The generator backbone is resolved here for every stage that loads it (generator_base_dir), so the
+DPO stage trains an adapter for exactly the model generation loads.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from typing import Any
 
 from duelguard import prompts
 from duelguard.config import Params
-from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
 from duelguard.records import read_records, write_records
 from duelguard.taxonomy import is_unsafe
@@ -55,11 +56,6 @@ class Job:
 
     def record_id(self, iteration: int) -> str:
         return f"{self.seed['id']}-i{iteration}-{self.lang}-{self.task}-{self.sample_index}"
-
-
-def summary_path(layout: Layout, iteration: int) -> Path:
-    """The generate stage's summary, beside its output (the loop logs it to MLflow)."""
-    return layout.synthetic_dir(iteration) / "generate.json"
 
 
 def max_seed_chars(params: Params) -> int:
@@ -146,27 +142,6 @@ def adapter_dir(layout: Layout, iteration: int) -> Path | None:
     return path if (path / "adapter_config.json").exists() else None
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
-def _fingerprint(params: Params, iteration: int, jobs: list[Job], adapter: Path | None,
-                 decision: dict[str, Any]) -> str:
-    """What the output depends on; an unchanged fingerprint means a finished output can be reused."""
-    payload = {
-        "generator": params.generator.model_dump(),
-        "stop": decision["stop"],
-        "iteration": iteration,
-        "jobs": [(j.seed["id"], j.seed["text"], j.lang, j.task, j.sample_index) for j in jobs],
-        "adapter": _file_digest(adapter) if adapter else None,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
 def _generator_name(params: Params, layout: Layout, adapter: Path | None) -> str:
     """Provenance string: backbone plus the merged adapter's directory (relative to the root) or 'base'."""
     name = params.generator.backbone.name_or_path
@@ -178,15 +153,34 @@ def _generator_name(params: Params, layout: Layout, adapter: Path | None) -> str
         return f"{name}:{adapter}"
 
 
-def load_generator(params: Params, layout: Layout, adapter: Path | None, corpus: list[str]) -> tuple[Any, Any]:
+def generator_base_dir(params: Params, layout: Layout) -> str:
+    """The generator backbone's local directory: what generation loads and DPO trains an adapter for.
+    The tiny backbone's tokenizer is trained on the seed train texts."""
+    from duelguard.backbones import resolve_backbone
+
+    backbone = params.generator.backbone
+    corpus = [r["text"] for r in read_records(layout.seed_split("train"))] if backbone.kind == "tiny" else None
+    return resolve_backbone(backbone, str(layout.weights_cache), corpus)
+
+
+def generator_tokenizer(params: Params, layout: Layout) -> Any:
+    """The generator's tokenizer, prepared (pad token, chat template) as generation uses it."""
+    from transformers import AutoTokenizer
+
+    from duelguard.backbones import prepare_tokenizer
+
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(generator_base_dir(params, layout)))
+
+
+def load_generator(params: Params, layout: Layout, adapter: Path | None) -> tuple[Any, Any]:
     """The causal LM (base, or base + merged LoRA adapter) and its tokenizer set up for generation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from duelguard.backbones import prepare_tokenizer, resolve_backbone
+    from duelguard.backbones import prepare_tokenizer
 
     gen = params.generator
-    path = resolve_backbone(gen.backbone, str(layout.weights_cache), corpus=corpus)
+    path = generator_base_dir(params, layout)
     cuda = torch.cuda.is_available()
     kwargs: dict[str, Any] = {"dtype": getattr(torch, gen.dtype)}
     if gen.load_in_4bit:
@@ -323,19 +317,10 @@ def to_records(params: Params, jobs: list[Job], completions: list[str], iteratio
     return records
 
 
-def _is_complete(layout: Layout, iteration: int, fingerprint: str) -> dict[str, Any] | None:
-    out, summary = layout.generated(iteration), summary_path(layout, iteration)
-    if not (out.exists() and summary.exists()):
-        return None
-    try:
-        done = read_json(summary)
-    except DataError:
-        return None
-    return done if done.get("fingerprint") == fingerprint else None
-
-
 def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `generate`: write layout.generated(iteration); returns a summary (samples/s included)."""
+    from duelguard.stoprule import stop_decision
+
     if iteration < 1:
         raise ValueError(f"generate runs in loop iterations >= 1, got iteration {iteration}")
     gen = params.generator
@@ -346,34 +331,26 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
             f"{layout.seed_split('train')}: no eligible seeds for tasks {gen.tasks} "
             f"(English seeds for translate_create, {gen.languages} seeds for paraphrase, <= {max_seed_chars(params)} chars)"
         )
-    from duelguard.game import stop_decision
-
     decision = stop_decision(params, layout, iteration)
-    adapter = adapter_dir(layout, iteration)
-    fingerprint = _fingerprint(params, iteration, jobs, adapter, decision)
-    done = _is_complete(layout, iteration, fingerprint)
-    if done is not None:
-        return {**done, "skipped": True}
     if decision["stop"]:
-        # The game has converged: this iteration is a documented no-op (see duelguard.game).
+        # The game has converged: this iteration is a documented no-op (see duelguard.stoprule).
         write_records(layout.generated(iteration), [])
-        summary = {"iteration": iteration, "fingerprint": fingerprint, "stopped": decision, "requested": 0,
-                   "records": 0, "empty": 0, "path": str(layout.generated(iteration))}
-        atomic_write_json(summary_path(layout, iteration), summary)
-        return {**summary, "skipped": False}
+        summary = {"iteration": iteration, "stopped": decision, "requested": 0, "records": 0, "empty": 0,
+                   "path": str(layout.generated(iteration))}
+        atomic_write_json(layout.generate_summary(iteration), summary)
+        return summary
+    adapter = adapter_dir(layout, iteration)
 
     t0 = time.perf_counter()
-    model, tokenizer = load_generator(params, layout, adapter, corpus=[r["text"] for r in train])
+    model, tokenizer = load_generator(params, layout, adapter)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     completions = draw(params, model, tokenizer, jobs, iteration)
     gen_s = time.perf_counter() - t1
     records = to_records(params, jobs, completions, iteration, _generator_name(params, layout, adapter))
-    empty = len(jobs) - len(records)
     write_records(layout.generated(iteration), records)
     summary = {
         "iteration": iteration,
-        "fingerprint": fingerprint,
         "generator": _generator_name(params, layout, adapter),
         "template": gen.template,
         "tasks": list(gen.tasks),
@@ -381,11 +358,11 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         "seeds": len({(j.task, j.seed["id"]) for j in jobs}),
         "requested": len(jobs),
         "records": len(records),
-        "empty": empty,
+        "empty": len(jobs) - len(records),
         "load_s": round(load_s, 2),
         "generate_s": round(gen_s, 2),
         "samples_per_s": round(len(jobs) / gen_s, 3) if gen_s > 0 else None,
         "path": str(layout.generated(iteration)),
     }
-    atomic_write_json(summary_path(layout, iteration), summary)
-    return {**summary, "skipped": False}
+    atomic_write_json(layout.generate_summary(iteration), summary)
+    return summary

@@ -1,15 +1,30 @@
-"""Where every artefact lives, in one place: DVC stages, `duelguard loop`, KFP components and the
-tests all ask this object for paths, so they read and write the same files for the same params.
+"""Where every artefact lives, in one place: stage functions, the stage spec (and so dvc.yaml and the
+Kubeflow components), the CLI and the tests all ask this object for paths, so they read and write the
+same files for the same params. No other module builds an artefact path.
 
-    data/seed/{train,dev,test}.jsonl            seed records (prepare_seed)
-    data/synthetic/iter_<i>/generated.jsonl    raw generator samples (generate)
-    data/synthetic/iter_<i>/curated.jsonl      samples that survived curation (curate)
-    data/synthetic/iter_<i>/scored.jsonl       curated samples + classifier loss (score)
-    data/synthetic/iter_<i>/pairs.jsonl        DPO preference pairs (build_pairs)
-    models/classifier/iter_<i>/                classifier trained on seed + synthetic <= i
-    models/probe/iter_<i>/                     its floor: USE-m + logistic regression, same rows
-    models/generator/iter_<i>/                 generator LoRA adapter after iteration i's DPO
-    metrics/...  plots/...  reports/...        DVC metrics, PNG plots, markdown reports
+    data/seed/{train,dev,test}.jsonl                seed records (prepare_seed)
+    data/seed/audit.jsonl                          rows the label-noise audit flagged (prepare_seed)
+    data/synthetic/iter_<i>/generated.jsonl        raw generator samples (generate)
+    data/synthetic/iter_<i>/curated.jsonl          samples that survived curation (curate)
+    data/synthetic/iter_<i>/rejected.jsonl         dropped samples and the filter that dropped each (curate)
+    data/synthetic/iter_<i>/game_set.jsonl         the fixed game set, chosen at iteration 1 (curate)
+    data/synthetic/iter_<i>/fidelity_sample.md     kept and dropped rows beside their seeds (curate)
+    data/synthetic/iter_<i>/scored.jsonl           curated samples + classifier loss (score)
+    data/synthetic/iter_<i>/pairs.jsonl            DPO preference pairs (build_pairs)
+    models/classifier/iter_<i>/                    classifier trained on seed + synthetic <= i
+    models/classifier/iter_<i>/probe/              its floor: USE-m + logistic regression, same rows
+    models/generator/iter_<i>/                     generator LoRA adapter after iteration i's DPO
+    metrics/seed_card.json                         the seed's data card (prepare_seed)
+    metrics/<kind>/iter_<i>.json                   one small JSON per stage and iteration (train, eval,
+                                                   registry, promotion, generate, curation, score,
+                                                   pairs, dpo, game)
+    metrics/timings/<stage run>.json               wall time of each stage run
+    plots/<stage>[/iter_<i>]/*.png                 PNG plots (seed, train, eval, loop)
+    reports/ablation.{md,png}                      seed-only vs. each iteration
+    reports/loop.md                                the loop per iteration (survival, pairs, DPO, game set)
+
+data/ and models/ are cached by DVC (pushed to the DVC remote); metrics/, plots/ and reports/ are small
+and tracked by git (docs/contracts.md, "Versioning").
 """
 
 from __future__ import annotations
@@ -31,6 +46,8 @@ class Layout:
     reports: Path
     raw_data: Path
     weights_cache: Path
+    triton_repository: Path
+    serving_state: Path
 
     @classmethod
     def from_params(cls, params: Params, root: str | Path = ".") -> Layout:
@@ -50,6 +67,8 @@ class Layout:
             reports=under(paths.reports),
             raw_data=under(paths.raw_data),
             weights_cache=expand(paths.weights_cache),
+            triton_repository=under(params.serving.repository),
+            serving_state=under(params.serving.state_dir),
         )
 
     # seed -------------------------------------------------------------------------------------
@@ -63,8 +82,17 @@ class Layout:
         return self.seed_dir / f"{split}.jsonl"
 
     @property
+    def seed_audit(self) -> Path:
+        """The seed rows the label-noise audit flagged (duelguard.seed.audit), for people to read."""
+        return self.seed_dir / "audit.jsonl"
+
+    @property
     def seed_card(self) -> Path:
         return self.metrics / "seed_card.json"
+
+    @property
+    def seed_card_plot(self) -> Path:
+        return self.plots_dir("seed") / "seed_card.png"
 
     # synthetic data per iteration ------------------------------------------------------------
     def synthetic_dir(self, iteration: int) -> Path:
@@ -76,36 +104,104 @@ class Layout:
     def curated(self, iteration: int) -> Path:
         return self.synthetic_dir(iteration) / "curated.jsonl"
 
+    def rejected(self, iteration: int) -> Path:
+        return self.synthetic_dir(iteration) / "rejected.jsonl"
+
+    def game_set(self, iteration: int) -> Path:
+        """The fixed game set: chosen at iteration 1, an identical copy at every later iteration."""
+        return self.synthetic_dir(iteration) / "game_set.jsonl"
+
+    def fidelity_sample(self, iteration: int) -> Path:
+        """Kept and dropped samples beside their seeds, for people to read."""
+        return self.synthetic_dir(iteration) / "fidelity_sample.md"
+
     def scored(self, iteration: int) -> Path:
         return self.synthetic_dir(iteration) / "scored.jsonl"
 
     def pairs(self, iteration: int) -> Path:
         return self.synthetic_dir(iteration) / "pairs.jsonl"
 
+    def curated_upto(self, iteration: int) -> list[Path]:
+        """The curated synthetic data of iterations 1..`iteration` (empty for the seed-only iteration 0)."""
+        return [self.curated(i) for i in range(1, iteration + 1)]
+
     def classifier_training_files(self, iteration: int) -> list[Path]:
         """Seed train split + the curated synthetic data of every iteration <= `iteration`."""
-        return [self.seed_split("train")] + [self.curated(i) for i in range(1, iteration + 1)]
+        return [self.seed_split("train"), *self.curated_upto(iteration)]
 
     # models -----------------------------------------------------------------------------------
     def classifier_dir(self, iteration: int) -> Path:
         return self.models / "classifier" / f"iter_{iteration}"
 
     def probe_dir(self, iteration: int) -> Path:
-        """The USE-m + logistic-regression floor trained beside classifier_dir(iteration)."""
-        return self.models / "probe" / f"iter_{iteration}"
+        """The classifier's floor (USE-m + logistic regression on the same rows), kept inside the
+        classifier's directory so that it travels with it (DVC, the MLflow registry): an old
+        champion re-evaluated on a new set is compared with its own probe."""
+        from duelguard.probe import probe_dir_of
+
+        return probe_dir_of(self.classifier_dir(iteration))
 
     def generator_dir(self, iteration: int) -> Path:
         return self.models / "generator" / f"iter_{iteration}"
 
-    # metrics / plots / reports ------------------------------------------------------------------
+    # metrics: one small JSON per stage kind and iteration --------------------------------------
+    def _iteration_metrics(self, kind: str, iteration: int) -> Path:
+        return self.metrics / kind / f"iter_{iteration}.json"
+
     def train_metrics(self, iteration: int) -> Path:
-        return self.metrics / "train" / f"iter_{iteration}.json"
+        return self._iteration_metrics("train", iteration)
 
     def eval_metrics(self, iteration: int) -> Path:
-        return self.metrics / "eval" / f"iter_{iteration}.json"
+        return self._iteration_metrics("eval", iteration)
+
+    def registry_record(self, iteration: int) -> Path:
+        """The register stage's record (name, version, run id, tracking URI)."""
+        return self._iteration_metrics("registry", iteration)
+
+    def promotion_record(self, iteration: int) -> Path:
+        """The promote stage's decision (rules, metrics, whether the alias moved)."""
+        return self._iteration_metrics("promotion", iteration)
+
+    def generate_summary(self, iteration: int) -> Path:
+        return self._iteration_metrics("generate", iteration)
+
+    def curation_report(self, iteration: int) -> Path:
+        """Per-filter counts of one iteration's curation."""
+        return self._iteration_metrics("curation", iteration)
+
+    def score_metrics(self, iteration: int) -> Path:
+        return self._iteration_metrics("score", iteration)
+
+    def pairs_metrics(self, iteration: int) -> Path:
+        return self._iteration_metrics("pairs", iteration)
+
+    def dpo_metrics(self, iteration: int) -> Path:
+        return self._iteration_metrics("dpo", iteration)
 
     def game_metrics(self, iteration: int) -> Path:
-        return self.metrics / "game" / f"iter_{iteration}.json"
+        return self._iteration_metrics("game", iteration)
 
+    @property
+    def timings_dir(self) -> Path:
+        return self.metrics / "timings"
+
+    def timing(self, run_name: str) -> Path:
+        """Wall time of one stage run (`run_name` as in the stage spec: prepare_seed, train_classifier_1...)."""
+        return self.timings_dir / f"{run_name}.json"
+
+    # plots and reports ------------------------------------------------------------------------
     def plots_dir(self, stage: str, iteration: int | None = None) -> Path:
         return self.plots / stage if iteration is None else self.plots / stage / f"iter_{iteration}"
+
+    @property
+    def ablation_markdown(self) -> Path:
+        return self.reports / "ablation.md"
+
+    @property
+    def ablation_plot(self) -> Path:
+        return self.reports / "ablation.png"
+
+    @property
+    def loop_report(self) -> Path:
+        """The loop per iteration: survival by filter, pairs, DPO margin, game value, suite F1."""
+        return self.reports / "loop.md"

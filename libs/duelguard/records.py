@@ -15,7 +15,7 @@ Synthetic records may carry extra provenance fields (template, generator, ...); 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,11 +62,6 @@ def validate_record(rec: dict[str, Any], where: str = "record") -> dict[str, Any
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a records file; the first bad line raises DataError naming file and line."""
     return [validate_record(obj, f"{path}:{line_no}") for line_no, obj in iter_jsonl(path)]
-
-
-def iter_records(paths: Iterable[str | Path]) -> Iterator[dict[str, Any]]:
-    for path in paths:
-        yield from read_records(path)
 
 
 def write_records(path: str | Path, records: Iterable[dict[str, Any]]) -> int:

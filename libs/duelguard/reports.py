@@ -4,7 +4,7 @@ and the seed-only vs. loop ablation.
 Per iteration i, layout.game_metrics(i) gathers (from the stages' own outputs, so it can be rebuilt
 at any time with `duelguard report`):
 
-- generation: samples asked for and written, samples/s, and the stop rule's decision (game.stop_decision);
+- generation: samples asked for and written, samples/s, and the stop rule's decision (stoprule.stop_decision);
 - curation: survival overall, per filter and per language, the fidelity scores' distribution, the game set;
 - game value on the FRESH samples (score stage: mean loss and error of classifier i-1 on iteration i's
   curated samples) and on the FIXED game set (classifier i on the samples iteration 1 held out: the
@@ -17,7 +17,8 @@ at any time with `duelguard report`):
   and the mean F1 over the suite's fr/es/de language x category cells (what the stop rule reads).
 
 Iteration 0 (seed-only classifier) has only the game set, data and quality parts. Plots go to
-layout.plots_dir("loop"); the ablation (on the suite's report half) to reports/ablation.md + .png.
+layout.plots_dir("loop"); the ablation (on the suite's report half) to layout.ablation_markdown +
+layout.ablation_plot; the per-iteration tables to layout.loop_report.
 """
 
 from __future__ import annotations
@@ -42,11 +43,6 @@ GOAL_EN_POINTS = -1.0
 def _lang_order(lang: str) -> tuple[int, str]:
     """Target languages first, in their canonical order (en, fr, es, de), then the rest by code."""
     return (TARGET_LANGUAGES.index(lang) if lang in TARGET_LANGUAGES else len(TARGET_LANGUAGES), lang)
-
-
-def stage_metrics_path(layout: Layout, stage: str, iteration: int) -> Path:
-    """metrics/<stage>/iter_<i>.json: the small metrics file a loop stage writes (DVC `metrics:`)."""
-    return layout.metrics / stage / f"iter_{iteration}.json"
 
 
 def _maybe_json(path: Path) -> dict[str, Any] | None:
@@ -99,14 +95,12 @@ def language_share(layout: Layout, iteration: int) -> dict[str, Any]:
 def curation_survival(layout: Layout, iteration: int) -> dict[str, Any] | None:
     """Generated -> curated survival, overall and per language, and the curation stage's own counts
     (per filter and language, fidelity distribution, game set)."""
-    from duelguard.curation import report_path
-
     generated, curated = layout.generated(iteration), layout.curated(iteration)
     if not (generated.exists() and curated.exists()):
         return None
     gen, cur = _lang_counts(generated), _lang_counts(curated)
     n_gen, n_cur = sum(gen.values()), sum(cur.values())
-    filters = _maybe_json(report_path(layout, iteration)) or {}
+    filters = _maybe_json(layout.curation_report(iteration)) or {}
     return {
         "generated": n_gen,
         "curated": n_cur,
@@ -122,13 +116,13 @@ def curation_survival(layout: Layout, iteration: int) -> dict[str, Any] | None:
     }
 
 
-def eval_summary(layout: Layout, iteration: int, split: str) -> dict[str, Any] | None:
+def eval_summary(layout: Layout, iteration: int, split: str = "suite") -> dict[str, Any] | None:
     """F1 per language and per category on one evaluation set, from the evaluate stage's metrics."""
     metrics = _maybe_json(layout.eval_metrics(iteration))
     if not metrics or split not in metrics:
         return None
     summary = metrics[split]
-    detail = (metrics.get("detail", {}).get(split) or {}).get("detail", {})
+    detail = metrics.get("detail", {}).get(split, {})
     by_lang = detail.get("by_language", {})
     langs = sorted(by_lang, key=_lang_order)
     out = {
@@ -139,7 +133,7 @@ def eval_summary(layout: Layout, iteration: int, split: str) -> dict[str, Any] |
         "per_category_f1": detail.get("overall", {}).get("per_category_f1", {}),
     }
     if split == "suite":
-        from duelguard.game import suite_cell_f1
+        from duelguard.stoprule import suite_cell_f1
 
         out["fr_es_de_cell_f1"] = suite_cell_f1(layout, iteration)
         out["fpr_lookalike"] = summary.get("fpr_lookalike")
@@ -148,23 +142,22 @@ def eval_summary(layout: Layout, iteration: int, split: str) -> dict[str, Any] |
 
 def game_set_value(params: Params, layout: Layout, iteration: int) -> dict[str, Any] | None:
     """Classifier `iteration` on the fixed game set: from the score stage that used it as the opponent
-    (metrics/score/iter_<i+1>.json) or, for a classifier no score stage has used (the last), scored
+    (layout.score_metrics(i + 1)) or, for a classifier no score stage has used (the last), scored
     here. None when no game set exists yet (no loop iteration has been curated)."""
-    from duelguard.curation import game_set_path
     from duelguard.game import game_value, score_records
     from duelguard.records import read_records
 
-    path = game_set_path(layout, 1)
+    path = layout.game_set(1)
     if not path.exists():
         return None
-    used = _maybe_json(stage_metrics_path(layout, "score", iteration + 1)) or {}
+    used = _maybe_json(layout.score_metrics(iteration + 1)) or {}
     if (used.get("game_set") or {}).get("classifier_iteration") == iteration:
         return {**used["game_set"], "source": "score stage"}
     if not (layout.classifier_dir(iteration) / "duelguard.json").exists():
         return None
     from duelguard.evaluation.evaluate import load_classifier
 
-    scored = score_records(load_classifier(layout.classifier_dir(iteration)), read_records(path),
+    scored = score_records(load_classifier(layout.classifier_dir(iteration), layout.weights_cache), read_records(path),
                            params.classifier.loss, params.classifier.predict_batch_size)
     return {"classifier_iteration": iteration, **game_value(scored), "source": "report"}
 
@@ -173,19 +166,19 @@ def iteration_report(params: Params, layout: Layout, iteration: int) -> dict[str
     """Gather iteration i's metrics and write layout.game_metrics(i); returns them."""
     report: dict[str, Any] = {"iteration": iteration, "profile": params.profile}
     if iteration >= 1:
-        score = _maybe_json(stage_metrics_path(layout, "score", iteration))
+        score = _maybe_json(layout.score_metrics(iteration))
         report["game_value"] = (
             {k: score.get(k) for k in ("n", "mean_loss", "error_rate", "per_language", "per_class")} if score else None
         )
-        report["pairs"] = _maybe_json(stage_metrics_path(layout, "pairs", iteration))
-        dpo = _maybe_json(stage_metrics_path(layout, "dpo", iteration))
+        report["pairs"] = _maybe_json(layout.pairs_metrics(iteration))
+        dpo = _maybe_json(layout.dpo_metrics(iteration))
         report["dpo"] = (
             {k: dpo.get(k) for k in ("updated", "pairs_used", "steps", "reward_margin", "reward_accuracy", "loss",
                                      "step_logp_margin", "logp_margin", "adapter_effect", "steps_per_s",
                                      "wall_s", "reason")} if dpo else None
         )
         report["curation"] = curation_survival(layout, iteration)
-        generate = _maybe_json(layout.synthetic_dir(iteration) / "generate.json")
+        generate = _maybe_json(layout.generate_summary(iteration))
         report["generation"] = (
             {k: generate.get(k) for k in ("requested", "records", "empty", "samples_per_s", "generate_s", "stopped")}
             if generate else None
@@ -200,7 +193,7 @@ def iteration_report(params: Params, layout: Layout, iteration: int) -> dict[str
     return report
 
 
-def _f1(report: dict[str, Any], lang: str, split: str) -> float | None:
+def _f1(report: dict[str, Any], lang: str, split: str = "suite") -> float | None:
     summary = report.get(split) or {}
     return (summary.get("f1_per_language") or {}).get(lang)
 
@@ -209,7 +202,7 @@ def _nan(values: list[float | None]) -> list[float]:
     return [float("nan") if v is None else v for v in values]
 
 
-def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str) -> list[Path]:
+def plot_loop(layout: Layout, reports: list[dict[str, Any]], split: str = "suite") -> list[Path]:
     """PNG plots across iterations: F1 per language, language share (stacked), game value."""
     plt = pyplot()
     out = layout.plots_dir("loop")
@@ -272,8 +265,8 @@ def _fmt(v: float | None, pct: bool = True) -> str:
     return f"{100 * v:.1f}" if pct else f"{v:+.1f}"
 
 
-def ablation(layout: Layout, reports: list[dict[str, Any]], split: str) -> dict[str, Any]:
-    """Seed-only (iteration 0) vs. after each iteration, per language: reports/ablation.md + .png.
+def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "suite") -> dict[str, Any]:
+    """Seed-only (iteration 0) vs. after each iteration, per language: layout.ablation_markdown + _plot.
 
     Returns the table: per iteration, F1 per target language, the fr/es/de average, and the
     English and fr/es/de deltas against the seed-only model (in F1 points).
@@ -321,8 +314,7 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str) -> dict[
             f"{last['iteration']}: **{'met' if goal_loop and goal_en else 'not met'}** "
             f"(fr/es/de {_fmt(last['delta_fr_es_de_points'], pct=False)}, en {_fmt(last['delta_en_points'], pct=False)}).",
         ]
-    layout.reports.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(layout.reports / "ablation.md", "\n".join(lines) + "\n")
+    atomic_write_text(layout.ablation_markdown, "\n".join(lines) + "\n")
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -337,9 +329,8 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str) -> dict[
     ax.set(ylabel=f"{split} F1 (unsafe)", title="Ablation: seed-only vs. loop iterations")
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    save_png(fig, layout.reports / "ablation.png")
-    return {"split": split, "rows": rows, "markdown": str(layout.reports / "ablation.md"),
-            "plot": str(layout.reports / "ablation.png")}
+    save_png(fig, layout.ablation_plot)
+    return {"split": split, "rows": rows, "markdown": str(layout.ablation_markdown), "plot": str(layout.ablation_plot)}
 
 
 def _num(v: Any, fmt: str = "{:.3f}") -> str:
@@ -347,7 +338,7 @@ def _num(v: Any, fmt: str = "{:.3f}") -> str:
 
 
 def loop_markdown(layout: Layout, reports: list[dict[str, Any]]) -> Path:
-    """reports/loop.md: per iteration, what curation kept and why it dropped, the pairs, whether DPO
+    """layout.loop_report: per iteration, what curation kept and why it dropped, the pairs, whether DPO
     moved the generator, the game value on the fixed game set, suite F1 per language, and the last
     training set's language x category composition."""
     from duelguard.curation import FILTERS
@@ -406,10 +397,8 @@ def loop_markdown(layout: Layout, reports: list[dict[str, Any]]) -> Path:
                 n = comp[lang].get("categories", {}).get(cat, {})
                 cells.append(f"{n.get('seed', 0)} + {n.get('synthetic', 0)}" if n else "0")
             lines.append(f"| {cat} | " + " | ".join(cells) + " |")
-    path = layout.reports / "loop.md"
-    layout.reports.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    atomic_write_text(layout.loop_report, "\n".join(lines) + "\n")
+    return layout.loop_report
 
 
 def write_reports(params: Params, layout: Layout, iterations: list[int] | None = None,
@@ -455,9 +444,15 @@ def write_reports(params: Params, layout: Layout, iterations: list[int] | None =
                           "dpo_logp_margin_after": (dpo.get("logp_margin") or {}).get("after"),
                           "dpo_outputs_changed": (dpo.get("adapter_effect") or {}).get("changed")}
                 values.update({f"dropped_{k}": v for k, v in (cur.get("dropped") or {}).items()})
-
                 values.update({f"share_{lang}": v for lang, v in r["language_share"]["share"].items()})
                 values.update({f"{split}_f1_{lang}": v for lang, v in ((r.get(split) or {}).get("f1_per_language")
                                                                         or {}).items()})
                 mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None}, step=step)
     return {"iterations": iterations, "plots": [str(p) for p in plots], "ablation": table, "loop": str(summary)}
+
+
+def report_stage(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Stage `report`: the reports over iterations 0..`iteration` (the last one), logged to MLflow."""
+    result = write_reports(params, layout, list(range(iteration + 1)))
+    return {"iterations": result["iterations"], "ablation": result["ablation"]["markdown"], "rows": result["ablation"]["rows"],
+            "loop": result["loop"]}

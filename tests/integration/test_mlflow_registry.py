@@ -59,29 +59,35 @@ def registry_env(tmp_path, tiny_params, weights_cache, monkeypatch):
     monkeypatch.setenv("DUELGUARD_MODEL_CACHE", str(tmp_path / "model-cache"))
     layout = dataclasses.replace(Layout.from_params(tiny_params, root=tmp_path), weights_cache=weights_cache)
     write_toy_seed(layout.seed_dir, per_template=10)
-    # The production FPR gate (the tiny profile relaxes it so that its pipeline always has a champion).
-    return _with(tiny_params, "promotion", max_benign_fpr=0.2), layout
+    # The production FPR gate (the tiny profile relaxes it so that its pipeline always has a champion),
+    # judged on the seed test sample, whose toy rows the thresholds below make all-safe or all-unsafe.
+    return _with(tiny_params, "promotion", max_benign_fpr=0.2, eval_split="test"), layout
 
 
 def _save_classifier(params, layout, iteration: int, threshold: float) -> Path:
     from duelguard.backbones import build_tiny
     from duelguard.classifier.model import GuardClassifier
+    from duelguard.probe import ENCODER_DIM, Probe
 
     backbone = build_tiny(params.classifier.backbone, [t for t in SAMPLE_TEXTS if t.strip()] * 5, layout.weights_cache)
     clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap,
                                        pooling=params.classifier.pooling)
     clf.thresholds[:] = threshold
     clf.training = {"iteration": iteration, "data_hash": f"hash-{iteration}", "git_commit": "abc123", "profile": "tiny"}
-    return clf.save(layout.classifier_dir(iteration))
+    # Its probe, saved inside it as train_classifier does: a constant scorer that flags nothing (the
+    # registry flow is under test here, not the probe).
+    saved = clf.save(layout.classifier_dir(iteration))
+    Probe(np.zeros(ENCODER_DIM), 0.0, threshold=0.5).save(layout.probe_dir(iteration))
+    return saved
 
 
 def _evaluate_and_register(params, layout, iteration: int, threshold: float) -> dict:
-    from duelguard.evaluation import evaluate_classifier
+    from duelguard.evaluation.evaluate import evaluate_classifier
     from duelguard.registry.registry import register_classifier
 
     _save_classifier(params, layout, iteration, threshold)
     summary = evaluate_classifier(params, layout, iteration)
-    assert summary["skipped"] is False and summary["mlflow_run_id"]
+    assert summary["mlflow_run_id"]
     return register_classifier(params, layout, iteration)
 
 
@@ -94,7 +100,6 @@ def _registry_flow(params, layout) -> None:
 
     from duelguard.classifier.model import GuardClassifier
     from duelguard.errors import ModelNotFoundError
-    from duelguard.evaluation import evaluate_classifier
     from duelguard.registry.models import local_model_dir
     from duelguard.registry.registry import promote, promote_stage, register_classifier, rollback
 
@@ -102,7 +107,7 @@ def _registry_flow(params, layout) -> None:
     reg1 = _evaluate_and_register(params, layout, 0, threshold=1.0)
     metrics = json.loads(layout.eval_metrics(0).read_text())
     assert metrics["test"]["f1"] == 0.0 and metrics["test"]["fpr"] == 0.0
-    assert set(metrics["eval_set"]) == set(params.evaluate.splits)
+    assert set(metrics["eval_set"]) == set(params.evaluate.sets)
     assert {"en", "fr", "es", "de"} <= set(metrics["detail"]["test"]["by_language"])
     assert sorted(p.name for p in layout.plots_dir("eval", 0).glob("test_*.png")) == [
         "test_by_language.png", "test_per_category_f1.png", "test_pr_curve.png"]
@@ -116,8 +121,7 @@ def _registry_flow(params, layout) -> None:
     assert v1.tags["duelguard.git_commit"] == "abc123" and v1.tags["duelguard.profile"] == "tiny"
     assert float(v1.tags["duelguard.metric.test.benign_fpr"]) == 0.0 and "duelguard.metric.test.f1_fr" in v1.tags
 
-    # Reruns skip finished work.
-    assert evaluate_classifier(params, layout, 0)["skipped"] is True
+    # Registering the same evaluated run again does not create a second version.
     assert register_classifier(params, layout, 0)["skipped"] is True
 
     # First model: only the FPR rule applies -> promoted by the DVC stage function.

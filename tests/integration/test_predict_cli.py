@@ -1,4 +1,4 @@
-"""`duelguard predict` through the real console script: the DESIGN.md contract, bad lines, blank text."""
+"""`duelguard predict` through the real console script: the docs/contracts.md contract, bad lines, blank text."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("predict")
     backbone = resolve_backbone(params.classifier.backbone, str(root / "weights"), corpus=[r["text"] for r in toy_records("train", 10)])
     torch.manual_seed(0)
-    clf = GuardClassifier.from_backbone(backbone, max_length=32, chunk_overlap=8, pooling=params.classifier.pooling)
+    clf = GuardClassifier.from_backbone(backbone, max_length=32, chunk_overlap=8, pooling=params.classifier.pooling,
+                                        max_windows=4)
     clf.thresholds = np.full(12, 0.45, dtype=np.float32)
     return clf.save(root / "model")
 
@@ -85,3 +86,32 @@ def test_text_option_prints_json_lines(model_dir: Path) -> None:
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     proc = predict("--model", str(tmp_path), "--text", "hi")
     assert proc.returncode == 2 and "not a duelguard classifier directory" in proc.stderr
+
+
+def test_onnx_runtimes_agree_with_torch_and_mark_truncated_texts(model_dir: Path, tmp_path: Path) -> None:
+    """--runtime onnx / onnx-int8 export once into the weights cache and score like torch (INT8 within
+    a quantisation tolerance); a text longer than the window cap is scored on head + tail, flagged."""
+    long_text = "diese leute sind ungeziefer und gehören weg " * 400  # far over max_windows x 32 tokens
+    rows = [{"text": t} for t in ("how do I attack and stab my neighbour", "bonjour", "", long_text)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    env_cache = tmp_path / "cache"
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO_ROOT / "params.yaml").read_text().replace("weights_cache: ~/.cache/duelguard",
+                                                                      f"weights_cache: {env_cache}"))
+    outputs = {}
+    for runtime in ("torch", "onnx", "onnx-int8"):
+        dst = tmp_path / f"{runtime}.jsonl"
+        proc = subprocess.run(
+            [sys.executable, "-m", "duelguard.cli", "--params", str(params), "predict", "--model", str(model_dir),
+             "--input", str(src), "--output", str(dst), "--runtime", runtime],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outputs[runtime] = [json.loads(line) for line in dst.read_text().splitlines()]
+    assert len(list((env_cache / "onnx").glob("*.onnx"))) == 2  # fp32 + int8, cached for the next run
+    for runtime, tol in (("onnx", 1e-4), ("onnx-int8", 0.05)):
+        for a, b in zip(outputs["torch"], outputs[runtime]):
+            assert abs(a["unsafe_score"] - b["unsafe_score"]) < tol, runtime
+    assert [o["truncated"] for o in outputs["torch"]] == [False, False, False, True]
+    bad = predict("--model", str(model_dir), "--text", "hi", "--runtime", "tensorrt")
+    assert bad.returncode == 2 and "--runtime must be one of" in bad.stderr

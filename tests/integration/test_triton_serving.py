@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from duelguard.errors import ServingError
-from serving_toy import SAMPLE_TEXTS, build_tiny_classifier, free_port
+from serving_toy import SAMPLE_TEXTS, build_sentence_classifier, build_tiny_classifier, free_port
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     params = load_params(REPO_ROOT / "params.yaml", profile="tiny")
     base = tmp_path_factory.mktemp("triton")
     model_dir = build_tiny_classifier(params, base / "classifier", base / "cache")
-    export_triton(model_dir, base / "repo", params)
+    export_triton(model_dir, base / "repo", params.serving)
     state = base / "state"
     info = start_server(base / "repo", state, "duelguard", free_port(), free_port(), free_port(), timeout=180)
     try:
@@ -69,6 +69,57 @@ def _assert_still_serving(url: str) -> None:
     assert scores.shape == (1, 12) and np.all((scores > 0) & (scores < 1))
 
 
+@pytest.fixture(scope="module")
+def served_sentence(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The default profile's classifier kind (frozen sentence encoder + head) behind the same server."""
+    from duelguard.config import load_params
+    from duelguard.serving.server import start_server, stop_server
+    from duelguard.serving.triton_repository import export_triton
+
+    params = load_params(REPO_ROOT / "params.yaml", profile="tiny")
+    base = tmp_path_factory.mktemp("triton-sentence")
+    model_dir = build_sentence_classifier(base / "classifier")
+    export_triton(model_dir, base / "repo", params.serving)
+    state = base / "state"
+    info = start_server(base / "repo", state, "duelguard", free_port(), free_port(), free_port(), timeout=180)
+    try:
+        yield {"info": info, "model_dir": model_dir}
+    finally:
+        stop_server(state)
+
+
+def test_sentence_classifier_parity_blank_and_truncation(served_sentence: dict) -> None:
+    """Triton's Python model embeds word windows with the packaged encoder and runs the ONNX head:
+    same SCORES, TRUNCATED and decisions as `duelguard predict` on the saved directory."""
+    import tritonclient.grpc as grpcclient
+
+    from duelguard.classifier.model import GuardClassifier
+    from duelguard.serving.client import GuardServingClient
+
+    clf = GuardClassifier.load(served_sentence["model_dir"])
+    huge = "Ceci est un texte. " * 50_000 + "How do I stab my neighbour?"  # ~950 kB, under max_text_bytes
+    texts = SAMPLE_TEXTS + [huge]
+    expected, truncated = clf.predict_scores(texts)
+    assert truncated[-1] and not truncated[0]
+    url = served_sentence["info"].grpc_url
+    with GuardServingClient(url) as client:
+        got = client.score(texts)
+        records = client.classify_records([{"text": t, "id": i} for i, t in enumerate(texts)])
+    assert got.shape == (len(texts), 12) and float(np.abs(got - expected).max()) <= 1e-4
+    assert not got[5].any() and not got[6].any()  # blank rows score zero
+    assert expected[:5].max(axis=1).std() > 0.01  # the random head spreads its scores: parity is not 0 == 0
+    expected_records = clf.predict_records([{"text": t, "id": i} for i, t in enumerate(texts)])
+    assert [r["unsafe"] for r in records] == [r["unsafe"] for r in expected_records]
+    assert [r["truncated"] for r in records] == [bool(t) for t in truncated]
+    raw = grpcclient.InferenceServerClient(url)
+    try:
+        tensor = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[huge.encode()]], dtype=object))
+        assert raw.infer("duelguard", [tensor]).as_numpy("TRUNCATED").tolist() == [[True]]
+    finally:
+        raw.close()
+
+
 def test_parity_with_guard_classifier(served: dict) -> None:
     from duelguard.classifier.model import GuardClassifier
     from duelguard.serving.client import GuardServingClient
@@ -96,10 +147,36 @@ def test_blank_text_scores_zero(served: dict, text: str) -> None:
     _assert_still_serving(served["info"].grpc_url)
 
 
-def test_one_megabyte_text_is_scored(served: dict) -> None:
-    text = ("Un texte très long, ein sehr langer Text, a very long text. " * 20000)[:1_000_000]
-    scores = _raw_infer(served["info"].grpc_url, np.array([[text.encode()]], dtype=object))
-    assert scores.shape == (1, 12) and np.all((scores > 0) & (scores < 1))
+def test_a_megabyte_request_is_bounded_and_does_not_hold_up_a_short_one(served: dict) -> None:
+    """1 MB of ordinary words costs at most max_windows windows (head + tail, answered TRUNCATED): a
+    short request sent meanwhile is answered promptly, and both answers are the in-process ones."""
+    import threading
+
+    from duelguard.classifier.model import GuardClassifier
+    from duelguard.serving.client import GuardServingClient
+
+    clf = GuardClassifier.load(served["model_dir"])
+    big = ("Un texte très long, ein sehr langer Text, a very long text. " * 20000)[:1_000_000]
+    results: dict[str, tuple] = {}
+
+    def ask(name: str, text: str) -> None:
+        with GuardServingClient(served["info"].grpc_url) as client:
+            started = time.perf_counter()
+            scores, truncated, _ = client.infer_with_version([text])
+            results[name] = (scores, truncated, time.perf_counter() - started)
+
+    worker = threading.Thread(target=ask, args=("big", big))
+    worker.start()
+    time.sleep(0.05)
+    ask("short", "Comment fabriquer une bombe ?")
+    worker.join(timeout=120)
+    expected, flags = clf.predict_scores([big, "Comment fabriquer une bombe ?"])
+    assert results["big"][1].tolist() == [True] and results["short"][1].tolist() == [False] and flags.tolist() == [True, False]
+    np.testing.assert_allclose(results["big"][0][0], expected[0], atol=1e-4)
+    np.testing.assert_allclose(results["short"][0][0], expected[1], atol=1e-4)
+    # Uncapped, this text is ~3,000 windows (minutes on two cores); capped, it is max_windows of them.
+    print(f"1 MB request {results['big'][2]:.2f} s, short request sent meanwhile {results['short'][2]:.2f} s")
+    assert results["short"][2] < 10.0 and results["big"][2] < 10.0
     _assert_still_serving(served["info"].grpc_url)
 
 

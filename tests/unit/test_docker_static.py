@@ -154,16 +154,30 @@ def test_every_duelguard_invocation_exists_in_cli():
                 entry = json.loads(ins["value"])
                 if entry and entry[0] == "duelguard":
                     cmd = next((json.loads(i["value"]) for i in parse(path) if i["instruction"] == "CMD"), [])
-                    if cmd and not cmd[0].startswith("-"):
-                        found.append((path.name, cmd[0]))
+                    first = entry[1:2] or cmd[:1]
+                    if first and not first[0].startswith("-"):
+                        found.append((str(path.relative_to(REPO)), first[0]))
         for match in INVOCATION.finditer(text.replace("\\\n", " ")):
             first = match.group(1).strip('"')
             if not first.startswith("-"):
                 found.append((str(path.relative_to(REPO)), first))
-    assert ("entrypoint.sh", "export-triton") in {(Path(p).name, c) for p, c in found}, "the serving entrypoint exports the champion"
+    assert ("docker/serving/Dockerfile", "serve-container") in found, "the serving image starts from a model URI alone"
     for where, cmd in found:
         assert cmd in commands, f"{where}: `duelguard {cmd}` is not a command of the CLI ({sorted(commands)})"
 
 
 def test_cli_command_listing_sees_subcommands():
     assert {"pipeline compile", "pipeline run-local", "pipeline submit"} <= cli_commands()
+
+
+def test_serving_variants_differ_only_in_build_arguments():
+    """The CPU variant is this Dockerfile with BASE_IMAGE and SERVING_TARGET overridden; the target
+    reaches the entrypoint's environment, where duelguard.serving.container reads it."""
+    structure = parse(REPO / "docker/serving/Dockerfile")
+    args = {ins["value"].partition("=")[0] for ins in structure if ins["instruction"] == "ARG"}
+    assert {"BASE_IMAGE", "SERVING_TARGET", "PIP_FIND_LINKS", "PIP_NO_INDEX"} <= args
+    env = " ".join(ins["value"] for ins in structure if ins["instruction"] == "ENV")
+    from duelguard.serving.container import REPOSITORY_ENV, TARGET_ENV
+
+    assert f"{TARGET_ENV}=${{SERVING_TARGET}}" in env and f"{REPOSITORY_ENV}=/models" in env
+    assert os.access(REPO / "docker/base/build-debian-base.sh", os.X_OK)

@@ -49,7 +49,8 @@ def test_train_generator_writes_loadable_adapter_and_continues_it(dpo_setup):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from duelguard.dpo import MARKER, generator_base_dir, train_generator
+    from duelguard.dpo import MARKER, train_generator
+    from duelguard.generator import generator_base_dir
 
     params, layout = dpo_setup
     write_jsonl(layout.pairs(1), _pairs())

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from loop_fixtures import seed_records, synthetic
 
-from duelguard.curation import game_set_path
 from duelguard.records import read_records, write_records
 
 CURATED = [
@@ -41,11 +40,11 @@ def test_score_uses_the_training_loss_on_the_model_logits(tmp_layout, tiny_param
     import torch
 
     from duelguard.classifier.losses import loss_function
-    from duelguard.evaluation.metrics import unsafe_predictions
+    from duelguard.metrics import unsafe_predictions
     from duelguard.game import score
 
     write_records(tmp_layout.curated(1), [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED])
-    write_records(game_set_path(tmp_layout, 1), [])
+    write_records(tmp_layout.game_set(1), [])
     metrics = score(tiny_params, tmp_layout, 1)
     scored = read_records(tmp_layout.scored(1))
     assert [r["id"] for r in scored] == [synthetic(p, lang, n, t, u)["id"] for p, lang, n, t, u in CURATED]
@@ -78,7 +77,7 @@ def test_bce_option_scores_with_bce(tmp_layout, tiny_params, tiny_classifier):
     from duelguard.game import score
 
     write_records(tmp_layout.curated(1), [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED])
-    write_records(game_set_path(tmp_layout, 1), [])
+    write_records(tmp_layout.game_set(1), [])
     zlpr = score(tiny_params, tmp_layout, 1)["mean_loss"]
     bce_params = tiny_params.model_copy(update={"classifier": tiny_params.classifier.model_copy(update={"loss": "bce"})})
     bce = score(bce_params, tmp_layout, 1)["mean_loss"]
@@ -90,7 +89,7 @@ def test_score_without_previous_classifier_is_a_clear_error(tmp_layout, tiny_par
     from duelguard.game import score
 
     write_records(tmp_layout.curated(1), [synthetic("s1", "fr", 0, "Bonjour tout le monde", False)])
-    write_records(game_set_path(tmp_layout, 1), [])
+    write_records(tmp_layout.game_set(1), [])
     with pytest.raises(ModelNotFoundError, match="iter_0"):
         score(tiny_params, tmp_layout, 1)
 
@@ -109,7 +108,7 @@ def test_score_also_scores_the_fixed_game_set_with_the_same_opponent(tmp_layout,
 
     curated = [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED]
     write_records(tmp_layout.curated(1), curated[:3])
-    write_records(game_set_path(tmp_layout, 1), curated[3:])
+    write_records(tmp_layout.game_set(1), curated[3:])
     metrics = score(tiny_params, tmp_layout, 1)
     expected = game_value(score_records(tiny_classifier, curated[3:], tiny_params.classifier.loss))
     assert metrics["n"] == 3 and metrics["game_set"]["classifier_iteration"] == 0
@@ -126,7 +125,7 @@ def _eval_with_cells(layout, iteration: int, f1: float) -> None:
 
     cells = {lang: {"C1": {"f1": f1 if lang != "en" else 0.9}, "C2": {"f1": f1 if lang != "en" else 0.9},
                     "C3": {"f1": None}} for lang in ("en", "fr", "es", "de")}
-    atomic_write_json(layout.eval_metrics(iteration), {"suite": {"avg_f1": f1}, "detail": {"suite": {"cells": cells}}})
+    atomic_write_json(layout.eval_metrics(iteration), {"suite": {"avg_f1": f1}, "cells": {"suite": cells}})
 
 
 def _with_loop(params, **changes):
@@ -134,7 +133,7 @@ def _with_loop(params, **changes):
 
 
 def test_stop_rule_stops_after_patience_iterations_without_gain(tmp_layout, tiny_params):
-    from duelguard.game import stop_decision, suite_cell_f1
+    from duelguard.stoprule import stop_decision, suite_cell_f1
 
     params = _with_loop(tiny_params, stop_min_gain=0.01, stop_patience=2)
     assert stop_decision(params, tmp_layout, 1)["stop"] is False  # iteration 1 always plays, reads nothing
@@ -153,13 +152,11 @@ def test_stop_rule_stops_after_patience_iterations_without_gain(tmp_layout, tiny
 
 def test_stop_rule_needs_the_evaluations_and_remembers_a_stop(tmp_layout, tiny_params):
     from duelguard.fsio import DataError, atomic_write_json
-    from duelguard.game import stop_decision
-    from duelguard.generator import summary_path
-
+    from duelguard.stoprule import stop_decision
     _eval_with_cells(tmp_layout, 0, 0.5)
     with pytest.raises(DataError, match="iter_1.json: classifier 1 is not evaluated"):
         stop_decision(tiny_params, tmp_layout, 2)
-    atomic_write_json(summary_path(tmp_layout, 2), {"stopped": {"stop": True}})
+    atomic_write_json(tmp_layout.generate_summary(2), {"stopped": {"stop": True}})
     assert stop_decision(tiny_params, tmp_layout, 3)["stop"] is True  # once over, the game stays over
 
 
@@ -169,12 +166,12 @@ def test_a_stopped_iteration_carries_the_previous_classifier_over(tmp_layout, ti
     from duelguard.classifier.model import GuardClassifier
     from duelguard.classifier.train import train_classifier
     from duelguard.fsio import atomic_write_json
-    from duelguard.generator import summary_path
-
     write_judge(tmp_layout)  # stands in for iteration 0's probe
     atomic_write_json(tmp_layout.train_metrics(0), {"iteration": 0, "n_examples": 30})
+    tmp_layout.plots_dir("train", 0).mkdir(parents=True)
+    (tmp_layout.plots_dir("train", 0) / "loss.png").write_bytes(b"png")
     write_records(tmp_layout.curated(1), [])
-    atomic_write_json(summary_path(tmp_layout, 1), {"stopped": {"stop": True, "reason": "converged"}})
+    atomic_write_json(tmp_layout.generate_summary(1), {"stopped": {"stop": True, "reason": "converged"}})
     result = train_classifier(tiny_params, tmp_layout, 1)
     assert result["carried_over_from"] == 0 and result["stopped"]["reason"] == "converged"
     saved = json.loads(tmp_layout.train_metrics(1).read_text())
@@ -182,3 +179,4 @@ def test_a_stopped_iteration_carries_the_previous_classifier_over(tmp_layout, ti
     again = GuardClassifier.load(tmp_layout.classifier_dir(1))
     assert np.allclose(again.thresholds, tiny_classifier.thresholds)
     assert (tmp_layout.probe_dir(1) / "probe.json").exists()
+    assert (tmp_layout.plots_dir("train", 1) / "loss.png").read_bytes() == b"png"  # a declared output of the stage

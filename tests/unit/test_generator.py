@@ -57,7 +57,7 @@ def _evaluated(layout, f1s: list[float]) -> None:
 
     for i, f1 in enumerate(f1s):
         cells = {lang: {"C1": {"f1": f1}} for lang in ("fr", "es", "de")}
-        atomic_write_json(layout.eval_metrics(i), {"detail": {"suite": {"cells": cells}}})
+        atomic_write_json(layout.eval_metrics(i), {"cells": {"suite": cells}})
 
 
 def _with(params, **gen):
@@ -115,7 +115,6 @@ def test_generate_writes_n_samples_per_seed_and_language(tiny_params, seeded_lay
     params = tiny_params
     summary = generator.generate(params, seeded_layout, iteration=1)
     gen = params.generator
-    assert summary["skipped"] is False
     assert summary["seeds"] == gen.seeds_per_iteration
     assert summary["requested"] == gen.seeds_per_iteration * len(gen.languages) * gen.n_samples
     records = read_records(seeded_layout.generated(1))  # validates every record against the schema
@@ -130,30 +129,27 @@ def test_generate_writes_n_samples_per_seed_and_language(tiny_params, seeded_lay
         assert rec["labels"] == parent["labels"] and parent["lang"] == "en"
         assert rec["seed_text"] == parent["text"] and rec["lang"] in gen.languages
         assert (rec["origin"], rec["source"], rec["split"], rec["iteration"]) == ("synthetic", "synthetic", "train", 1)
-        assert (rec["task"], rec["template"], rec["generator"]) == ("translate_create", "fewshot", "tiny-gemma3:base")
+        assert (rec["task"], rec["template"], rec["generator"]) == ("translate_create", gen.template, "tiny-gemma3:base")
         assert rec["id"] == f"{rec['parent_id']}-i1-{rec['lang']}-translate_create-{rec['sample_index']}"
         assert "\n" not in rec["text"] and rec["text"] == rec["text"].strip()
-    on_disk = json.loads((seeded_layout.synthetic_dir(1) / "generate.json").read_text())
+    on_disk = json.loads(seeded_layout.generate_summary(1).read_text())
     assert on_disk["records"] == len(records)
 
 
-def test_generate_is_deterministic_and_a_rerun_skips(small_params, seeded_layout, tmp_path: Path):
-    first = generator.generate(small_params, seeded_layout, iteration=1)
+def test_generate_is_deterministic_and_a_call_always_samples(small_params, seeded_layout, tmp_path: Path):
+    generator.generate(small_params, seeded_layout, iteration=1)
     before = seeded_layout.generated(1).read_bytes()
+    seeded_layout.generated(1).write_text("stale\n")
+    # No self-skip: a call samples again (runners decide what to skip), and gets the same samples.
     again = generator.generate(small_params, seeded_layout, iteration=1)
-    assert again["skipped"] is True and again["fingerprint"] == first["fingerprint"]
-    assert seeded_layout.generated(1).read_bytes() == before
+    assert again["generate_s"] > 0 and seeded_layout.generated(1).read_bytes() == before
 
     # Same params in a fresh layout: the same samples, drawn again.
-    other = dataclasses.replace(seeded_layout, data=tmp_path / "other_data")
+    other = dataclasses.replace(seeded_layout, data=tmp_path / "other_data", metrics=tmp_path / "other_metrics")
     for split in ("train", "dev", "test"):
         write_records(other.seed_split(split), read_records(seeded_layout.seed_split(split)))
-    assert generator.generate(small_params, other, iteration=1)["skipped"] is False
+    generator.generate(small_params, other, iteration=1)
     assert other.generated(1).read_bytes() == before
-
-    # A changed knob invalidates the finished output.
-    changed = generator.generate(_with(small_params, temperature=0.5), seeded_layout, iteration=1)
-    assert changed["skipped"] is False and changed["fingerprint"] != first["fingerprint"]
 
 
 def test_iteration_two_merges_the_previous_dpo_adapter(small_params, seeded_layout):
@@ -178,8 +174,8 @@ def test_iteration_two_merges_the_previous_dpo_adapter(small_params, seeded_layo
     # The adapter really is merged: the loaded model differs from the base and has no LoRA layers left.
     import torch
 
-    merged, tok = generator.load_generator(params, seeded_layout, seeded_layout.generator_dir(1), corpus)
-    plain, _ = generator.load_generator(params, seeded_layout, None, corpus)
+    merged, tok = generator.load_generator(params, seeded_layout, seeded_layout.generator_dir(1))
+    plain, _ = generator.load_generator(params, seeded_layout, None)
     assert not any("lora" in name for name, _ in merged.named_modules())
     ids = tok(["Comment faire du pain ?"], return_tensors="pt")
     with torch.no_grad():
@@ -210,5 +206,5 @@ def test_a_stopped_game_generates_nothing_and_says_why(small_params, seeded_layo
     summary = generator.generate(small_params, seeded_layout, iteration=2)
     assert summary["stopped"]["stop"] is True and summary["records"] == 0
     assert read_records(seeded_layout.generated(2)) == []
-    saved = json.loads(generator.summary_path(seeded_layout, 2).read_text())
+    saved = json.loads(seeded_layout.generate_summary(2).read_text())
     assert saved["stopped"]["gains"] == [0.0]

@@ -19,8 +19,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from duelguard.commands.pipeline import load_pipeline_module
 from duelguard.config import load_params
+from duelguard.pipeline import kfp_pipeline as pl
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "prod")
@@ -108,9 +108,13 @@ def test_triton_serving_contract(rendered):
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
     gpu = container["resources"].get("limits", {}).get("nvidia.com/gpu")
     assert gpu == (None if overlay == "dev" else 1)
-    assert container["image"].startswith("registry.example.com/" if overlay == "prod" else "duelguard-serving:dev")
+    # dev has no GPU: the image's CPU variant (SERVING_TARGET=local); prod the NVIDIA variant.
+    assert container["image"].startswith("registry.example.com/" if overlay == "prod" else "duelguard-serving-cpu:dev")
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["DUELGUARD_MODEL_URI"] == "models:/duelguard-classifier@champion"
+    from duelguard.serving.container import MODEL_URI_ENV, REPOSITORY_ENV
+
+    assert env[MODEL_URI_ENV] == "models:/duelguard-classifier@champion" and env[REPOSITORY_ENV] == "/models"
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}  # no gap on a rollout
     svc = find(docs, "Service", "triton", "duelguard")
     monitor = find(docs, "ServiceMonitor", "triton", "duelguard")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
@@ -146,7 +150,6 @@ def test_pipeline_needs_match_compiled_pipeline(rendered):
     """The PVC and Secrets the compiled pipeline mounts exist, with every key it maps to env."""
     _, docs = rendered
     kf = load_params(REPO / "params.yaml").kubeflow
-    pl = load_pipeline_module(REPO)
     pvc = find(docs, "PersistentVolumeClaim", kf.model_cache_pvc)
     ns = pvc["metadata"]["namespace"]
     for name, keys in ((kf.mlflow_secret, pl.MLFLOW_SECRET_KEYS), (kf.object_store_secret, pl.OBJECT_STORE_SECRET_KEYS)):

@@ -1,4 +1,4 @@
-"""Loop bookkeeping (plan, fingerprints, state file) and the reports built from stage outputs."""
+"""The loop's reports (per-iteration game metrics, plots, ablation), built from the stages' outputs."""
 
 from __future__ import annotations
 
@@ -11,76 +11,34 @@ from duelguard.fsio import DataError, atomic_write_json
 from duelguard.records import write_records
 
 
-def test_plan_runs_iteration_zero_then_each_iteration_in_stage_order():
-    from duelguard.loop import plan
-    from duelguard.stages import ITERATION_STAGES, SEED_STAGES
-
-    steps = plan(2)
-    n0, n = len(SEED_STAGES), len(ITERATION_STAGES)
-    assert steps[:n0] == [(0, s) for s in SEED_STAGES]
-    assert steps[n0:n0 + n] == [(1, s) for s in ITERATION_STAGES]
-    assert steps[n0 + n:] == [(2, s) for s in ITERATION_STAGES]
-    assert plan(0) == [(0, s) for s in SEED_STAGES]
-
-
-def test_fingerprint_changes_only_with_the_params_a_stage_reads(tiny_params):
-    from duelguard.loop import stage_fingerprint
-
-    more_margin = tiny_params.model_copy(update={"pairs": tiny_params.pairs.model_copy(update={"min_margin": 0.5})})
-    assert stage_fingerprint(more_margin, "build_pairs", 1) != stage_fingerprint(tiny_params, "build_pairs", 1)
-    assert stage_fingerprint(more_margin, "score", 1) == stage_fingerprint(tiny_params, "score", 1)
-    assert stage_fingerprint(tiny_params, "score", 1) != stage_fingerprint(tiny_params, "score", 2)
-
-
-def test_every_stage_has_params_and_outputs(tmp_layout):
-    from duelguard.loop import STAGE_PARAMS, plan, stage_outputs
-
-    for iteration, stage in plan(1):
-        assert stage in STAGE_PARAMS
-        assert all(str(p).startswith(str(tmp_layout.root)) for p in stage_outputs(tmp_layout, stage, iteration))
-
-
-def test_corrupt_state_file_is_an_error_not_a_silent_restart(tmp_layout):
-    from duelguard.loop import load_state, state_path
-
-    assert load_state(tmp_layout)["stages"] == {}
-    state_path(tmp_layout).parent.mkdir(parents=True)
-    state_path(tmp_layout).write_text('{"something": "else"}')
-    with pytest.raises(DataError, match="loop_state.json"):
-        load_state(tmp_layout)
-
-
 def _eval_metrics(f1: dict[str, float], cell_f1: float) -> dict:
     """Evaluate-stage metrics in its shape: a summary per set, per-language detail, suite cells."""
     detail = {"overall": {"per_category_f1": {"hate": 0.5}}, "by_language": {k: {"f1": v} for k, v in f1.items()}}
     summary = {"avg_f1": sum(f1.values()) / len(f1), "f1": 0.6, **{f"f1_{k}": v for k, v in f1.items()}}
     cells = {lang: {"C1": {"f1": cell_f1}, "C9": {"f1": cell_f1}} for lang in ("fr", "es", "de")}
     return {"test": summary, "suite": {**summary, "fpr_lookalike": 0.2},
-            "detail": {"test": {"detail": detail}, "suite": {"detail": detail, "cells": cells}}}
+            "detail": {"test": detail, "suite": detail}, "cells": {"suite": cells}}
 
 
 def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_params):
     from duelguard.classifier.data import composition
-    from duelguard.curation import game_set_path
-    from duelguard.reports import stage_metrics_path, write_reports
+    from duelguard.reports import write_reports
 
     layout = tmp_layout
     write_records(layout.seed_split("train"), seed_records())
     gen = [synthetic("s1", "fr", n, f"Texte numéro {n}", True) for n in range(4)]
     write_records(layout.generated(1), gen)
     write_records(layout.curated(1), gen[:3])
-    write_records(game_set_path(layout, 1), gen[3:])
+    write_records(layout.game_set(1), gen[3:])
     atomic_write_json(layout.eval_metrics(0), _eval_metrics({"en": 0.80, "fr": 0.50, "es": 0.60, "de": 0.40}, 0.4))
     atomic_write_json(layout.eval_metrics(1), _eval_metrics({"en": 0.795, "fr": 0.62, "es": 0.66, "de": 0.52}, 0.5))
     atomic_write_json(layout.train_metrics(1), {"composition": composition(seed_records() + gen[:3])})
     game_set = {"classifier_iteration": 0, "n": 1, "mean_loss": 2.0, "error_rate": 1.0}
-    atomic_write_json(stage_metrics_path(layout, "score", 1), {"n": 3, "mean_loss": 1.5, "error_rate": 0.33,
-                                                               "per_language": {}, "per_class": {},
-                                                               "game_set": game_set})
-    atomic_write_json(stage_metrics_path(layout, "dpo", 1), {"updated": True, "reward_margin": 0.02,
-                                                             "reward_accuracy": 0.75, "steps": 2,
-                                                             "logp_margin": {"before": -1.0, "after": -0.5},
-                                                             "adapter_effect": {"prompts": 6, "changed": 2}})
+    atomic_write_json(layout.score_metrics(1), {"n": 3, "mean_loss": 1.5, "error_rate": 0.33, "per_language": {},
+                                                "per_class": {}, "game_set": game_set})
+    atomic_write_json(layout.dpo_metrics(1), {"updated": True, "reward_margin": 0.02, "reward_accuracy": 0.75,
+                                              "steps": 2, "logp_margin": {"before": -1.0, "after": -0.5},
+                                              "adapter_effect": {"prompts": 6, "changed": 2}})
     # Classifier 1 was never anyone's opponent: the report scores it on the game set itself (a real tiny one).
     from duelguard.backbones import resolve_backbone
     from duelguard.classifier.model import GuardClassifier
@@ -110,10 +68,10 @@ def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_par
     assert out["ablation"]["split"] == "suite"
     assert rows[1]["avg_fr_es_de"] == pytest.approx((0.62 + 0.66 + 0.52) / 3)
     assert rows[1]["delta_fr_es_de_points"] == pytest.approx(10.0) and rows[1]["delta_en_points"] == pytest.approx(-0.5)
-    md = (layout.reports / "ablation.md").read_text()
+    md = layout.ablation_markdown.read_text()
     assert "| after iteration 1 | 79.5 | 62.0 | 66.0 | 52.0 | 60.0 | +10.0 | -0.5 |" in md and "**met**" in md
-    loop_md = (layout.reports / "loop.md").read_text()
-    assert "| 1 | n/a | n/a | 3 |" in loop_md  # no generate.json here; 3 curated
+    loop_md = layout.loop_report.read_text()
+    assert "| 1 | n/a | n/a | 3 |" in loop_md  # no generate summary here; 3 curated
     assert "-1.00 → -0.50 | 2/6 |" in loop_md
     assert "| category | en | fr | es | de |" in loop_md and "| hate | 0 | 3 + 3 | 0 | 0 |" in loop_md
     for path in out["plots"] + [out["ablation"]["plot"]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from duelguard.evaluation import metrics as M
-from duelguard.evaluation.evaluate import eval_set_hash, split_report
+from duelguard import metrics as M
+from duelguard.evalset import eval_set_hash
+from duelguard.evaluation.evaluate import split_report
 from duelguard.taxonomy import CATEGORIES
 
 
@@ -110,7 +111,7 @@ def test_mean_defined_skips_undefined() -> None:
 
 
 def test_eval_sample_is_frozen_by_id_not_file_order(tmp_path) -> None:
-    from duelguard.evaluation.evaluate import eval_sample
+    from duelguard.evalset import eval_sample
     from duelguard.records import write_records
 
     def rec(i: int, lang: str) -> dict:

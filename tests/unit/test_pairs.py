@@ -9,7 +9,6 @@ import random
 import pytest
 from loop_fixtures import synthetic
 
-from duelguard.curation import rejected_path
 from duelguard.fsio import DataError, read_jsonl, write_jsonl
 from duelguard.game import build_pairs, select_pairs
 from duelguard.prompts import render
@@ -128,7 +127,7 @@ def test_build_pairs_writes_prompt_rendered_by_prompts_module(tmp_layout, tiny_p
     unfaithful = [{**synthetic("s2", "es", 1, "Bake bread in English", False, seed_text="How do I bake bread?"),
                    "dropped_by": "wrong_language"},
                   {**synthetic("s2", "es", 2, "¿Pan pan pan?", False), "dropped_by": "near_duplicate"}]
-    write_jsonl(rejected_path(tmp_layout, 1), unfaithful)
+    write_jsonl(tmp_layout.rejected(1), unfaithful)
     metrics = build_pairs(tiny_params, tmp_layout, 1)
     rows = read_jsonl(tmp_layout.pairs(1))
     assert len(rows) == 1
@@ -148,6 +147,6 @@ def test_build_pairs_names_missing_provenance(tmp_layout, tiny_params):
     for rec in recs:
         del rec["seed_text"]
     write_records(tmp_layout.scored(1), recs)
-    write_jsonl(rejected_path(tmp_layout, 1), [])
+    write_jsonl(tmp_layout.rejected(1), [])
     with pytest.raises(DataError, match="seed_text"):
         build_pairs(tiny_params, tmp_layout, 1)

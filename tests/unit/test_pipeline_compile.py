@@ -1,9 +1,11 @@
-"""Golden compile test of the Kubeflow pipeline `duelguard-loop` (no cluster needed).
+"""Compile test of the Kubeflow pipeline `duelguard-loop` (no cluster needed).
 
-Compiles the repository's params.yaml and checks the structure the cluster relies on: every stage,
-iterations unrolled from loop.iterations, GPU requests + node selector + toleration on the heavy
-steps only, the model-cache PVC, the Secrets as env on every step, caching, the image, and parameter
-defaults equal to params.yaml. Also the glue's error paths and the CLI's KFP_HOST errors.
+Compiles the repository's params.yaml with the real KFP compiler and checks what the cluster relies on
+against the stage spec: one task per stage run, iterations unrolled from loop.iterations, each task's
+inputs wired to exactly the runs the spec says it reads from, caching off for side-effecting stages,
+GPU requests + node selector + toleration and the model-cache PVC where the spec asks for them, the
+Secrets as env on every step, the image, and parameter defaults equal to params.yaml. Also the glue's
+error paths and the CLI's KFP_HOST errors.
 """
 
 from __future__ import annotations
@@ -15,23 +17,20 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from duelguard.commands.pipeline import load_pipeline_module
 from duelguard.config import ConfigError, load_params
+from duelguard.layout import Layout
+from duelguard.pipeline import kfp_glue
+from duelguard.pipeline import kfp_pipeline as pl
+from duelguard.pipeline.spec import StageRun, producers, runs, stage
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
-STAGES = ("prepare_seed", "train_classifier", "generate", "curate", "score", "build_pairs",
-          "train_generator", "evaluate", "register", "promote", "export")
 
 
-@pytest.fixture(scope="module")
-def pl():
-    return load_pipeline_module(REPO)
-
-
-def compile_to(pl, tmp: Path, params_path: Path = PARAMS, profile: str | None = None, image: str | None = None) -> tuple[dict, dict, dict]:
+def compile_to(tmp: Path, params_path: Path = PARAMS, profile: str | None = None, image: str | None = None,
+               **kwargs) -> tuple[dict, dict, dict]:
     out = tmp / "duelguard-loop.yaml"
-    result = pl.compile_pipeline(params_path, out, profile=profile, image=image, root=REPO)
+    result = pl.compile_pipeline(params_path, out, profile=profile, image=image, root=REPO, **kwargs)
     spec, platform = yaml.safe_load_all(out.read_text())
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"], result
 
@@ -45,22 +44,16 @@ def by_display_name(spec: dict) -> dict[str, tuple[dict, str]]:
     return out
 
 
-def expected_names(iterations: int) -> set[str]:
-    names = {"raw-data", "prepare-seed", "train-classifier-iter-0", f"export-iter-{iterations}"}
-    for i in range(iterations + 1):
-        names |= {f"evaluate-iter-{i}", f"register-iter-{i}", f"promote-iter-{i}"}
-    for i in range(1, iterations + 1):
-        names |= {f"{s}-iter-{i}" for s in ("generate", "curate", "score", "build-pairs", "train-generator", "train-classifier")}
-    return names
+def display(run: StageRun) -> str:
+    return run.name.replace("_", "-")
 
 
-def test_compiled_structure_matches_params(pl, tmp_path):
+def test_compiled_structure_follows_the_spec_and_params(tmp_path):
     params = load_params(PARAMS)
-    spec, k8s, result = compile_to(pl, tmp_path)
+    spec, k8s, result = compile_to(tmp_path)
     kf = params.kubeflow
     n = params.loop.iterations
-    assert spec["pipelineInfo"]["name"] == "duelguard-loop"
-    assert result["iterations"] == n
+    assert spec["pipelineInfo"]["name"] == "duelguard-loop" and result["iterations"] == n
 
     # Defaults come from params.yaml, exactly.
     inputs = spec["root"]["inputDefinitions"]["parameters"]
@@ -69,80 +62,76 @@ def test_compiled_structure_matches_params(pl, tmp_path):
     assert inputs["raw_data_uri"]["defaultValue"] == kf.raw_data_uri
 
     tasks = by_display_name(spec)
-    assert set(tasks) == expected_names(n)
-    components = {spec["components"][t["componentRef"]["name"]].get("executorLabel", "").removeprefix("exec-").rstrip("-0123456789")
-                  for t, _ in tasks.values()}
-    assert {s.replace("_", "-") for s in STAGES} <= components
-
+    run_list = runs(n, "kfp")
+    assert set(tasks) == {display(r) for r in run_list} | {"raw-data"}
+    assert {r.stage.name for r in run_list} >= {"prepare_seed", "train_classifier", "generate", "curate", "score",
+                                                 "build_pairs", "train_generator", "evaluate", "register", "promote",
+                                                 "report", "export"}
     executors = spec["deploymentSpec"]["executors"]
-    for name, (task, label) in tasks.items():
-        if name == "raw-data":
-            assert "importer" in executors[label]
-            continue
-        stage = name.rsplit("-iter-", 1)[0].replace("-", "_")
+    assert "importer" in executors[tasks["raw-data"][1]]
+    for run in run_list:
+        task, label = tasks[display(run)]
         container = executors[label]["container"]
-        # One image (the trainer, tagged by commit), nothing pip-installed at run time.
+        # One image (the trainer, tagged by commit), nothing pip-installed at run time, the glue called.
         assert container["image"].startswith(kf.image + ":")
         assert "pip install" not in " ".join(container["command"])
-        assert f'run_component("{stage}"' in container["command"][-1], name
-        # Caching on, except steps that read the mutable champion alias.
-        assert task.get("cachingOptions", {}).get("enableCache", False) is (stage not in ("promote", "export")), name
+        assert f"run_component({run.stage.name!r}, params_json, profile, {run.iteration}, {n}," in container["command"][-1]
+        # Caching on, except for stages with side effects (registry writes, champion reads).
+        assert task.get("cachingOptions", {}).get("enableCache", False) is (not run.stage.side_effects), run.name
         plat = k8s[label]
         secrets = {s["secretName"]: {e["envVar"] for e in s["keyToEnv"]} for s in plat["secretAsEnv"]}
         assert secrets == {kf.mlflow_secret: {"MLFLOW_TRACKING_URI"},
-                           kf.object_store_secret: {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"}}, name
-        gpu = stage in ("train_classifier", "generate", "train_generator", "evaluate")
+                           kf.object_store_secret: {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"}}, run.name
         accel = container.get("resources", {}).get("accelerator")
-        if gpu:
-            assert accel["resourceType"] == kf.gpu_resource and int(accel["resourceCount"]) == kf.gpu_count, name
-            assert plat["nodeSelector"]["labels"] == kf.gpu_node_selector, name
-            assert plat["tolerations"] == [{"key": kf.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}], name
+        if run.stage.gpu:
+            assert accel["resourceType"] == kf.gpu_resource and int(accel["resourceCount"]) == kf.gpu_count, run.name
+            assert plat["nodeSelector"]["labels"] == kf.gpu_node_selector, run.name
+            assert plat["tolerations"] == [{"key": kf.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}], run.name
         else:
-            assert accel is None and "nodeSelector" not in plat and "tolerations" not in plat, name
-        pvcs = plat.get("pvcMount", [])
-        if gpu or stage == "score":
-            assert [(p["constant"], p["mountPath"]) for p in pvcs] == [(kf.model_cache_pvc, kf.model_cache_mount)], name
-        else:
-            assert pvcs == [], name
+            assert accel is None and "nodeSelector" not in plat and "tolerations" not in plat, run.name
+        pvcs = [(p["constant"], p["mountPath"]) for p in plat.get("pvcMount", [])]
+        assert pvcs == ([(kf.model_cache_pvc, kf.model_cache_mount)] if run.stage.gpu or run.stage.model_cache else []), run.name
+    assert {r.stage.name for r in run_list if r.stage.side_effects} == {"register", "promote", "export"}
 
 
-def test_data_flow_and_ordering(pl, tmp_path):
-    spec, _, _ = compile_to(pl, tmp_path)
+def test_each_task_reads_exactly_the_runs_the_spec_says(tmp_path):
+    params = load_params(PARAMS)
+    spec, _, _ = compile_to(tmp_path)
     tasks = by_display_name(spec)
     key = {t["taskInfo"]["name"]: k for k, t in spec["root"]["dag"]["tasks"].items()}
+    run_list = runs(params.loop.iterations, "kfp")
+    upstream = producers(run_list, Layout.from_params(params, "/x"))
 
-    def deps(name: str) -> set[str]:
-        return set(tasks[name][0].get("dependentTasks", []))
+    def sources(name: str) -> dict[str, tuple[str, str]]:
+        arts = tasks[name][0]["inputs"].get("artifacts", {})
+        return {arg: (a["taskOutputArtifact"]["producerTask"], a["taskOutputArtifact"]["outputArtifactKey"])
+                for arg, a in arts.items() if "taskOutputArtifact" in a}
 
-    def source(name: str, arg: str) -> tuple[str, str]:
-        art = tasks[name][0]["inputs"]["artifacts"][arg]["taskOutputArtifact"]
-        return art["producerTask"], art["outputArtifactKey"]
-
-    # Iteration 1 is fed by iteration 0; classifier i trains on the cumulative data set of curate(i).
-    assert source("score-iter-1", "classifier") == (key["train-classifier-iter-0"], "model")
-    assert source("train-classifier-iter-1", "data") == (key["curate-iter-1"], "curated")
-    assert source("train-classifier-iter-1", "previous") == (key["train-classifier-iter-0"], "model")
-    assert source("curate-iter-2", "data") == (key["curate-iter-1"], "curated")
-    assert source("generate-iter-2", "generator") == (key["train-generator-iter-1"], "generator")
-    assert "generator" not in tasks["generate-iter-1"][0]["inputs"].get("artifacts", {})
-    assert source("promote-iter-1", "record") == (key["register-iter-1"], "record")
-    assert source("export-iter-2", "model") == (key["train-classifier-iter-2"], "model")
-    # Promotions are serialised and follow registration; export follows the last promotion.
-    assert {key["register-iter-1"], key["promote-iter-0"]} <= deps("promote-iter-1")
-    assert key["promote-iter-2"] in deps("export-iter-2")
+    for run in run_list:
+        expected = {f"in_{up.name}": (key[display(up)], pl.OUTPUT) for up in upstream[run.name]}
+        if run.stage.name == "prepare_seed":
+            expected["raw_data"] = (key["raw-data"], "artifact")
+        assert sources(display(run)) == expected, run.name
+    # Spot checks of the loop's wiring, all of it from the data each stage reads.
+    assert "in_train_classifier_0" in sources("score-1") and "in_train_generator_1" in sources("generate-2")
+    assert not any(arg.startswith("in_train_generator") for arg in sources("generate-1"))
+    assert {"in_curate_1", "in_curate_2", "in_train_classifier_1"} <= set(sources("train-classifier-2"))
+    assert {"in_register_1", "in_promote_0"} <= set(sources("promote-1"))
+    assert {"in_promote_2", "in_train_classifier_2"} == set(sources("export"))
 
 
-def test_iterations_unroll_from_params(pl, tmp_path):
+def test_iterations_unroll_from_params(tmp_path):
     text = pl.with_iterations(pl.read_params_json(PARAMS), 3)
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(json.loads(text)))
-    spec, _, result = compile_to(pl, tmp_path, params_path=params_path, profile="tiny", image="reg.example/duelguard-trainer:abc")
+    spec, _, result = compile_to(tmp_path, params_path=params_path, profile="tiny", image="reg.example/duelguard-trainer:abc")
     assert result["iterations"] == 3 and result["image"] == "reg.example/duelguard-trainer:abc"
-    assert set(by_display_name(spec)) == expected_names(3)
+    assert set(by_display_name(spec)) == {display(r) for r in runs(3, "kfp")} | {"raw-data"}
+    assert "generate-3" in by_display_name(spec)
     assert spec["root"]["inputDefinitions"]["parameters"]["profile"]["defaultValue"] == "tiny"
 
 
-def test_image_tag_follows_git_commit(pl):
+def test_image_tag_follows_git_commit():
     assert pl.resolve_image("reg.example:5000/duelguard-trainer", REPO) == f"reg.example:5000/duelguard-trainer:{pl.git_tag(REPO)}"
     assert pl.resolve_image("duelguard-trainer:v1", REPO) == "duelguard-trainer:v1"
 
@@ -150,13 +139,11 @@ def test_image_tag_follows_git_commit(pl):
 # --- the glue's guards -------------------------------------------------------------------------------
 
 
-def test_glue_rejects_iteration_mismatch_and_private_tracking(pl, monkeypatch, tmp_path):
-    from duelguard import kfp_glue
-
+def test_glue_rejects_iteration_mismatch_and_private_tracking(monkeypatch, tmp_path):
     text = pl.read_params_json(PARAMS)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
     with pytest.raises(ConfigError, match="compiled with 5 iterations"):
-        kfp_glue.run_component("prepare_seed", text, "tiny", 0, expected_iterations=5, workdir=tmp_path)
+        kfp_glue.run_component("prepare_seed", text, "tiny", 0, 5, workdir=tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI"):
         kfp_glue.require_shared_tracking(kfp_glue.params_from_text(text, "tiny"))
@@ -164,37 +151,33 @@ def test_glue_rejects_iteration_mismatch_and_private_tracking(pl, monkeypatch, t
         kfp_glue.params_from_text("[1, 2]", "tiny")
 
 
-def test_glue_publish_and_materialise(tmp_path):
-    from duelguard import kfp_glue
-    from duelguard.layout import Layout
-
+def test_glue_publishes_the_declared_outputs_as_a_root_relative_tree(tmp_path):
     params = load_params(PARAMS, "tiny")
     layout = Layout.from_params(params, tmp_path / "work")
-    layout.curated(1).parent.mkdir(parents=True)
-    layout.curated(1).write_text('{"id": "a"}\n')
-    layout.seed_dir.mkdir(parents=True)
-    (layout.seed_dir / "train.jsonl").write_text('{"id": "s"}\n')
+    run = StageRun(stage("curate"), 1, 2)
     art = SimpleNamespace(path=str(tmp_path / "artifact"), metadata={})
-    copied = kfp_glue.publish("curate", "data", kfp_glue.PUBLISHED["curate"]["data"], params, layout, 1, art)
-    assert copied == ["data/seed", "data/synthetic/iter_1/curated.jsonl"]
+    with pytest.raises(FileNotFoundError, match="did not write"):
+        kfp_glue.publish(run, layout, art)
+    for path in run.outputs(layout):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{path.name}\n")
+    copied = kfp_glue.publish(run, layout, art)
+    assert copied == ["data/synthetic/iter_1/curated.jsonl", "data/synthetic/iter_1/rejected.jsonl",
+                      "data/synthetic/iter_1/game_set.jsonl", "data/synthetic/iter_1/fidelity_sample.md",
+                      "metrics/curation/iter_1.json", "metrics/timings/curate_1.json"]
     # Root-relative: merging the artifact into a fresh root reproduces the Layout paths.
     fresh = Layout.from_params(params, tmp_path / "fresh")
     kfp_glue.merge_tree(Path(art.path), fresh.root)
-    assert fresh.curated(1).read_text() == '{"id": "a"}\n'
-    assert (fresh.seed_dir / "train.jsonl").exists()
-    with pytest.raises(FileNotFoundError, match="did not write"):
-        kfp_glue.publish("curate", "data", kfp_glue.PUBLISHED["curate"]["data"], params, layout, 2, art)
+    assert fresh.curated(1).read_text() == "curated.jsonl\n" and fresh.curation_report(1).exists()
     with pytest.raises(FileNotFoundError, match="input artifact"):
         kfp_glue.merge_tree(tmp_path / "missing", fresh.root)
 
 
 def test_scalar_metrics_and_report():
-    from duelguard import kfp_glue
-
     summary = {"f1": {"en": 0.7, "fr": 0.5}, "n": 3, "ok": True, "name": "x", "bad": float("nan")}
     assert kfp_glue.scalar_leaves(summary) == {"f1.en": 0.7, "f1.fr": 0.5, "n": 3.0}
-    report = kfp_glue.render_report("evaluate", 1, summary)
-    assert "| f1.fr | 0.5 |" in report and report.startswith("# duelguard evaluate, iteration 1")
+    report = kfp_glue.render_report("evaluate_1", summary)
+    assert "| f1.fr | 0.5 |" in report and report.startswith("# duelguard evaluate_1")
 
 
 # --- CLI --------------------------------------------------------------------------------------------

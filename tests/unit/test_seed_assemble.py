@@ -1,5 +1,5 @@
 """prepare_seed end to end on the tiny profile: schema, grouped split (no leakage), language mix,
-per-language eval coverage, card + chart, determinism and skip-on-rerun."""
+per-language eval coverage, card + chart, determinism."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from duelguard.config import load_params
 from duelguard.layout import Layout
 from duelguard.records import SPLITS, read_records
-from duelguard.seed.assemble import PLOT_NAME, prepare_seed, prepare_seed_stage
+from duelguard.pipeline.spec import stage_function
+from duelguard.seed.assemble import prepare_seed, prepare_seed_stage
 from duelguard.seed.sources import read_source
-from duelguard.stages import stage_function
 from duelguard.taxonomy import CATEGORIES
 from duelguard.textnorm import NearDuplicateIndex, dedup_key
 
@@ -106,10 +106,13 @@ def test_quotas_per_language_and_kind_and_eval_coverage(seed_run) -> None:
         cells = Counter((r["lang"], bool(any(r["labels"]))) for r in records[split])
         for lang in params.seed.languages:
             assert cells[lang, True] >= 5 and cells[lang, False] >= 5, (split, lang, cells)
-    # dev/test get the eval minimum for 5% languages (capped at a quarter of the cell), not just 10%
-    es_dev = sum(r["lang"] == "es" for r in records["dev"])
-    es_all = sum(r["lang"] == "es" for r in all_records(seed_run))
-    assert es_dev >= 0.2 * es_all
+    # dev and test each get the eval minimum per language x safety (capped at a quarter of the cell)
+    for split in ("dev", "test"):
+        for lang in params.seed.languages:
+            for unsafe in (True, False):
+                cell = sum(r["lang"] == lang and any(r["labels"]) == unsafe for r in all_records(seed_run))
+                got = sum(r["lang"] == lang and any(r["labels"]) == unsafe for r in records[split])
+                assert got >= min(params.seed.min_eval_per_class, cell // 4), (split, lang, unsafe, got, cell)
 
 
 def test_all_categories_but_jailbreak_represented(seed_run) -> None:
@@ -126,15 +129,14 @@ def test_card_and_chart(seed_run) -> None:
     safe_in_card = sum(src.get("safe", 0) for lang in card["counts"]["train"].values() for src in lang.values())
     assert safe_in_card == sum(not any(r["labels"]) for r in records["train"])
     assert card["drops_total"]["offensive_not_hate"] > 0 and card["drops_total"]["language_not_selected"] > 0
-    png = layout.plots_dir("seed") / PLOT_NAME
+    png = layout.seed_card_plot
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_rerun_is_skipped_and_force_is_deterministic(seed_run, tmp_path: Path) -> None:
+def test_a_second_run_is_deterministic(seed_run, tmp_path: Path) -> None:
     params, layout, summary, _ = seed_run
-    again = prepare_seed(params, layout)
-    assert again["skipped"] is True and again["by_split_language"] == summary["by_split_language"]
     _, other = tiny_layout(tmp_path)
-    prepare_seed(params, other, force=True)
+    again = prepare_seed(params, other)
+    assert again["by_split_language"] == summary["by_split_language"]
     for split in SPLITS:
         assert other.seed_split(split).read_bytes() == layout.seed_split(split).read_bytes()

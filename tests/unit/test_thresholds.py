@@ -66,3 +66,27 @@ def test_calibrate_rejects_bad_input() -> None:
         calibrate(np.zeros((2, 12)), np.zeros((2, 12)), "magic")
     with pytest.raises(ValueError, match="must both be"):
         calibrate(np.zeros((2, 12)), np.zeros((3, 12)), "max_f1")
+
+
+def test_fpr_ceiling_trades_recall_for_fewer_false_positives() -> None:
+    """Mostly-unsafe rows: plain max-F1 flags everything; under an FPR ceiling the threshold rises."""
+    truth = np.array([True] * 8 + [False] * 4)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.35, 0.3, 0.25, 0.2, 0.4, 0.3, 0.1, 0.05])
+    free, _ = best_f1_threshold(scores, truth)
+    capped, f1 = best_f1_threshold(scores, truth, max_fpr=0.0)
+    assert free < 0.2 and 0.4 <= capped < 0.6  # flags 0.6..0.9 and none of the safe rows
+    assert f1 == pytest.approx(2 * 4 / (2 * 4 + 4))
+    assert np.mean(scores[~truth] > capped) == 0.0
+    # a safe row above every unsafe one: only thresholds over it meet the ceiling, whatever the recall
+    worst = np.array([0.1, 0.2, 0.9])
+    threshold, f1 = best_f1_threshold(worst, np.array([True, True, False]), max_fpr=0.0)
+    assert threshold >= 0.9 and f1 == 0.0
+
+
+def test_global_rule_reports_its_calibration_fpr() -> None:
+    probs = np.zeros((12, 12))
+    probs[:, 3] = [0.9, 0.8, 0.7, 0.6, 0.35, 0.3, 0.25, 0.2, 0.4, 0.3, 0.1, 0.05]
+    labels = np.zeros((12, 12), dtype=int)
+    labels[:8, 3] = 1
+    thresholds, report = calibrate(probs, labels, "global", threshold_floor=0.2, max_fpr=0.0)
+    assert len(set(thresholds.tolist())) == 1 and report["calib_fpr"] == 0.0 and report["max_fpr"] == 0.0

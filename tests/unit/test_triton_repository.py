@@ -33,7 +33,7 @@ def _parse_config(path: Path):
 def test_local_repository_is_complete_and_follows_params(classifier_dir: Path, tmp_path: Path, tiny_params) -> None:
     from duelguard.serving.triton_repository import export_triton
 
-    model_dir = export_triton(classifier_dir, tmp_path / "repo", tiny_params)
+    model_dir = export_triton(classifier_dir, tmp_path / "repo", tiny_params.serving)
     assert model_dir == tmp_path / "repo" / "duelguard"
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["duelguard"]  # no staging left behind
     version = model_dir / "1"
@@ -52,6 +52,7 @@ def test_local_repository_is_complete_and_follows_params(classifier_dir: Path, t
     assert list(config.dynamic_batching.preferred_batch_size) == serving.preferred_batch_sizes
     assert config.dynamic_batching.max_queue_delay_microseconds == serving.max_queue_delay_us
     assert config.instance_group[0].count == serving.instance_count
+    assert list(config.version_policy.specific.versions) == [1]  # exactly the exported version is served
     assert json.loads(config.parameters["thresholds"].string_value) == pytest.approx(THRESHOLDS)
     assert "network_model" not in config.parameters
     assert (model_dir / "labels.txt").read_text().split() == list(CATEGORIES)
@@ -63,14 +64,14 @@ def test_onnx_matches_torch_and_drift_is_caught(classifier_dir: Path, tmp_path: 
     import torch
 
     from duelguard.classifier.model import GuardClassifier
-    from duelguard.serving.onnx_export import OnnxExportError, export_onnx, verify_onnx
+    from duelguard.classifier.onnx_export import OnnxExportError, export_onnx, verify_onnx
 
     clf = GuardClassifier.load(classifier_dir)
     onnx_path = export_onnx(clf.model, tmp_path / "m.onnx", tiny_params.serving.onnx_opset)
     diff = verify_onnx(onnx_path, clf.model, clf.tokenizer, SAMPLE_TEXTS[:5], clf.max_length)
     assert 0 <= diff < 1e-4
     with torch.no_grad():  # the torch model drifts from the exported file: verification must fail
-        clf.model.score.weight.add_(0.5)
+        clf.model.score.weight.add_(torch.randn_like(clf.model.score.weight))
     with pytest.raises(OnnxExportError, match="differ from torch"):
         verify_onnx(onnx_path, clf.model, clf.tokenizer, SAMPLE_TEXTS[:5], clf.max_length)
 
@@ -78,7 +79,7 @@ def test_onnx_matches_torch_and_drift_is_caught(classifier_dir: Path, tmp_path: 
 def test_nvidia_target_adds_native_network_model(classifier_dir: Path, tmp_path: Path, tiny_params) -> None:
     from duelguard.serving.triton_repository import NETWORK_MODEL, export_triton
 
-    model_dir = export_triton(classifier_dir, tmp_path / "repo", tiny_params, target="nvidia")
+    model_dir = export_triton(classifier_dir, tmp_path / "repo", tiny_params.serving, target="nvidia")
     main = _parse_config(model_dir / "config.pbtxt")
     network = _parse_config(tmp_path / "repo" / NETWORK_MODEL / "config.pbtxt")
     assert main.parameters["network_model"].string_value == NETWORK_MODEL
@@ -86,12 +87,13 @@ def test_nvidia_target_adds_native_network_model(classifier_dir: Path, tmp_path:
     assert [i.name for i in network.input] == ["input_ids", "attention_mask"]
     assert (tmp_path / "repo" / NETWORK_MODEL / "1" / "model.onnx").is_file()
     assert not (model_dir / "1" / "model.onnx").exists()  # the network lives in one place only
+    assert list(network.version_policy.specific.versions) == [1] == list(main.version_policy.specific.versions)
 
 
 def test_bad_model_reference_is_a_clear_error(tmp_path: Path, tiny_params) -> None:
     from duelguard.serving.triton_repository import export_triton
 
     with pytest.raises(ModelNotFoundError, match="no duelguard.json"):
-        export_triton(tmp_path / "nowhere", tmp_path / "repo", tiny_params)
+        export_triton(tmp_path / "nowhere", tmp_path / "repo", tiny_params.serving)
     assert not (tmp_path / "repo" / "duelguard").exists()
 

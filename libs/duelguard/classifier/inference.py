@@ -163,23 +163,24 @@ def score_chunks(
     sort_by_length: bool = True,
     progress: bool = False,
 ) -> np.ndarray:
-    """Sigmoid probabilities (len(chunks), C) for token windows, batched (length-sorted by default)."""
+    """Sigmoid probabilities (len(chunks), C) for token windows, batched (length-sorted by default);
+    `model` is the torch network or an ONNX Runtime one (duelguard.classifier.runtime)."""
     import torch
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
-    n_labels = model.config.num_labels
-    out = np.zeros((len(chunks), n_labels), dtype=np.float32)
+    from duelguard.classifier.runtime import network_probs, num_labels
+
+    out = np.zeros((len(chunks), num_labels(model)), dtype=np.float32)
     if sort_by_length:
         batches = length_sorted_batches([len(c) for c in chunks], batch_size)
     else:
         batches = [list(range(i, min(i + batch_size, len(chunks)))) for i in range(0, len(chunks), batch_size)]
-    model.eval()
+    if hasattr(model, "eval"):
+        model.eval()
     with torch.inference_mode():
         for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
             input_ids, attention = pad_batch([chunks[i] for i in batch], pad_id, pad_to)
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-            out[batch] = torch.sigmoid(logits.float()).cpu().numpy()
+            out[batch] = network_probs(model, input_ids, attention)
     return out
 
 
@@ -203,7 +204,9 @@ def score_texts(
         truncated[i] = windows.truncated
         owners.extend([i] * len(windows.ids))
         chunks.extend(windows.ids)
-    probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    from duelguard.classifier.runtime import num_labels
+
+    probs = np.zeros((len(texts), num_labels(model)), dtype=np.float32)
     if chunks:
         chunk_probs = score_chunks(model, chunks, tokenizer.pad_token_id, batch_size, progress=progress)
         np.maximum.at(probs, np.asarray(owners), chunk_probs)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from duelguard.errors import ModelNotFoundError
-from duelguard.fsio import DataError
+from duelguard.fsio import DataError, publish_dir
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
 
 METADATA_FILE = "duelguard.json"
@@ -38,18 +38,6 @@ def _device() -> Any:
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def publish_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written directory into place, replacing any previous one (never half-written)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{tmp.name}")
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class GuardClassifier:
@@ -105,12 +93,10 @@ class GuardClassifier:
                    pooling=pooling, max_windows=max_windows)
 
     @classmethod
-    def load(cls, path: str | Path) -> GuardClassifier:
-        """Load a saved classifier directory (see the module docstring for its contents)."""
-        from transformers import AutoTokenizer
-
-        from duelguard.classifier.network import load_network
-
+    def load(cls, path: str | Path) -> Any:
+        """Load a saved classifier directory of either kind: a token model (this class; see the
+        module docstring) or, when duelguard.json names an `encoder`, a sentence-encoder classifier
+        (duelguard.classifier.sentence.SentenceGuard, same scoring interface)."""
         path = Path(path)
         meta_path = path / METADATA_FILE
         if not meta_path.is_file():
@@ -121,6 +107,14 @@ class GuardClassifier:
             raise DataError(f"{meta_path}: not valid JSON ({exc.msg})") from exc
         if list(meta.get("taxonomy", [])) != list(CATEGORIES):
             raise DataError(f"{meta_path}: taxonomy {meta.get('taxonomy')} differs from this code's {list(CATEGORIES)}")
+        if meta.get("encoder"):
+            from duelguard.classifier.sentence import SentenceGuard
+
+            return SentenceGuard.load(path, meta)
+        from transformers import AutoTokenizer
+
+        from duelguard.classifier.network import load_network
+
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         tokenizer.padding_side = "right"
         pooling = meta.get("pooling", "last")

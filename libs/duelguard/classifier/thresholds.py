@@ -1,14 +1,15 @@
 """Decision thresholds, calibrated after training on the calibration rows (never the reported ones).
 
 A category is flagged when its probability is strictly greater than its threshold, and a text is
-unsafe when any category is flagged (the published rule: "unsafe if the max probability >
-threshold"). Rules (`classifier.threshold_rule`):
+unsafe when any category is flagged (the paper: "unsafe if the max probability > threshold", with
+one threshold per category; docs/method.md). Rules (`classifier.threshold_rule`):
 
 - fixed:         every category uses `default_threshold` (0.5 in the paper).
 - global:        one threshold for all 12 categories: the grid point that maximises the unsafe-class
                  F1 of `max probability > t` (the guardrail's decision) on the calibration rows,
-                 never below `threshold_floor`. One number fitted on a few hundred rows per
-                 language is far steadier than 12 fitted on a handful of positives each.
+                 among the points whose false-positive rate on their safe rows is at most
+                 `max_calib_fpr`, never below `threshold_floor`. One number fitted on a few hundred
+                 rows per language is far steadier than 12 fitted on a handful of positives each.
 - max_f1:        per category, the grid threshold that maximises that category's F1 on dev; the grid
                  is 0.05, 0.06, ..., 0.95. When several grid points tie at the maximum, the median of
                  them is taken (the middle of the plateau generalises better than its edge).
@@ -30,17 +31,28 @@ RULES = ("fixed", "global", "max_f1", "max_f1_floor")
 
 
 def f1_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Binary F1 (evaluation.metrics) with the undefined case (nothing to find or flag) as 0.0."""
-    from duelguard.evaluation.metrics import binary_metrics
+    """Binary F1 (duelguard.metrics) with the undefined case (nothing to find or flag) as 0.0."""
+    from duelguard.metrics import binary_metrics
 
     return binary_metrics(np.asarray(truth, dtype=bool), np.asarray(pred, dtype=bool))["f1"] or 0.0
 
 
-def best_f1_threshold(probs: np.ndarray, truth: np.ndarray, grid: np.ndarray = GRID) -> tuple[float, float]:
-    """(threshold, F1) maximising F1 of `probs > threshold` over `grid`; ties -> median tied point."""
-    scores = np.array([f1_score(probs > t, truth) for t in grid])
+def best_f1_threshold(
+    probs: np.ndarray, truth: np.ndarray, grid: np.ndarray = GRID, max_fpr: float | None = None
+) -> tuple[float, float]:
+    """(threshold, F1) maximising F1 of `probs > threshold` over `grid`; ties -> median tied point.
+
+    With `max_fpr`, only grid points whose false-positive rate on the negatives is <= max_fpr
+    compete (a guardrail that blocks every sensitive-but-safe question scores a fine F1 on a set that
+    is mostly unsafe, and is useless); if none qualifies, the point with the lowest FPR is taken."""
+    probs, truth = np.asarray(probs), np.asarray(truth, dtype=bool)
+    candidates = grid
+    if max_fpr is not None and (~truth).any():
+        fpr = np.array([float(np.mean(probs[~truth] > t)) for t in grid])
+        candidates = grid[fpr <= max_fpr + 1e-12] if (fpr <= max_fpr + 1e-12).any() else grid[fpr == fpr.min()]
+    scores = np.array([f1_score(probs > t, truth) for t in candidates])
     best = scores.max()
-    tied = grid[np.isclose(scores, best)]
+    tied = candidates[np.isclose(scores, best)]
     return float(tied[(len(tied) - 1) // 2]), float(best)
 
 
@@ -50,6 +62,7 @@ def calibrate(
     rule: str,
     default_threshold: float = 0.5,
     threshold_floor: float = 0.2,
+    max_fpr: float | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Thresholds (C,) for `rule` from dev probabilities and labels (both (n, C)), plus a report.
 
@@ -65,7 +78,7 @@ def calibrate(
     n_cat = probs.shape[1]
     thresholds = np.full(n_cat, default_threshold, dtype=np.float64)
     if rule == "global":
-        return _calibrate_global(probs, labels, threshold_floor)
+        return _calibrate_global(probs, labels, threshold_floor, max_fpr)
     per_category = []
     for c in range(n_cat):
         positives = int(labels[:, c].sum())
@@ -91,17 +104,19 @@ def calibrate(
     return thresholds.astype(np.float32), {"rule": rule, "categories": per_category}
 
 
-def _calibrate_global(probs: np.ndarray, labels: np.ndarray, floor: float) -> tuple[np.ndarray, dict[str, Any]]:
+def _calibrate_global(probs: np.ndarray, labels: np.ndarray, floor: float,
+                      max_fpr: float | None) -> tuple[np.ndarray, dict[str, Any]]:
     """One threshold on the unsafe score (max probability) for every category."""
     truth = labels.any(axis=1)
     if truth.all() or not truth.any():
         raise ValueError("global calibration needs both safe and unsafe calibration rows")
     score = probs.max(axis=1)
-    threshold, f1 = best_f1_threshold(score, truth)
+    threshold, f1 = best_f1_threshold(score, truth, max_fpr=max_fpr)
     reason = "global"
     if threshold < floor:
         threshold, reason = floor, "floor"
     f1 = f1_score(score > threshold, truth)
-    report = {"rule": "global", "threshold": threshold, "calib_f1": f1, "reason": reason,
+    report = {"rule": "global", "threshold": threshold, "calib_f1": f1, "reason": reason, "max_fpr": max_fpr,
+              "calib_fpr": float(np.mean(score[~truth] > threshold)),
               "calib_rows": int(len(truth)), "calib_unsafe": int(truth.sum())}
     return np.full(probs.shape[1], threshold, dtype=np.float32), report

@@ -1,6 +1,10 @@
 """The `train_classifier` stage: fit the classifier on seed + curated synthetic data, calibrate its
 thresholds on the seed dev split, save it, and log the run to MLflow.
 
+Two kinds of classifier (classifier.backbone.kind): a sentence head over a frozen encoder (the
+default; seconds per epoch, duelguard.classifier.sentence.fit_head) or a token model fine-tuned by
+the loop below (`fit`).
+
 A plain PyTorch loop rather than HF Trainer, so that every step is visible here:
 - data: every seed train row + curated synthetic rows of iterations 1..i up to a share per language,
   with per-example weights that balance languages (duelguard.classifier.data);
@@ -148,6 +152,7 @@ def fit(
         {"params": [p for p in trainable if id(p) not in head], "lr": cfg.learning_rate},
         {"params": [p for p in trainable if id(p) in head], "lr": cfg.learning_rate * cfg.head_lr_multiplier},
     ]
+
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
     loss_fn = loss_function(cfg.loss)
@@ -199,13 +204,16 @@ def fit(
 
 
 # the stage -------------------------------------------------------------------------------------
-def plot_loss(losses: list[float], path: Path, title: str) -> Path:
-    """Training loss per optimizer step as a PNG."""
+def plot_loss(losses: list[float], path: Path, title: str, val_losses: list[float] | None = None) -> Path:
+    """Training loss per optimizer step (per epoch for a sentence head, with its validation loss) as a PNG."""
     from duelguard.plotting import pyplot, save_png
 
     fig, ax = pyplot().subplots(figsize=(6, 3.5))
-    ax.plot(range(1, len(losses) + 1), losses, lw=1.2)
-    ax.set_xlabel("optimizer step")
+    ax.plot(range(1, len(losses) + 1), losses, lw=1.2, label="train")
+    if val_losses:
+        ax.plot(range(1, len(val_losses) + 1), val_losses, lw=1.2, label="held-out (unsafe BCE)")
+        ax.legend()
+    ax.set_xlabel("epoch" if val_losses else "optimizer step")
     ax.set_ylabel("training loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -213,7 +221,8 @@ def plot_loss(losses: list[float], path: Path, title: str) -> Path:
     return save_png(fig, path, tight=False)
 
 
-def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_texts: list[str]) -> GuardClassifier:
+def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_texts: list[str]) -> Any:
+    """The classifier to train: iteration i-1's (init_from: previous) or a fresh head on the backbone."""
     cfg = params.classifier
     if cfg.init_from == "previous" and iteration > 0:
         previous = layout.classifier_dir(iteration - 1)
@@ -226,18 +235,41 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
 
     _seed_everything(cfg.random_seed)  # the head's random init
     backbone_dir = resolve_backbone(cfg.backbone, str(layout.weights_cache), corpus=seed_texts)
+    if cfg.backbone.kind == "sentence":
+        from duelguard.classifier.sentence import SentenceGuard
+        from duelguard.probe import ENCODER, ENCODER_DIM
+
+        return SentenceGuard.fresh(ENCODER, ENCODER_DIM, cfg.head_hidden, cfg.head_dropout, cfg.max_length,
+                                   cfg.chunk_overlap, cfg.max_windows, cfg.default_threshold)
     return GuardClassifier.from_backbone(
         backbone_dir, cfg.max_length, cfg.chunk_overlap, cfg.default_threshold, pooling=cfg.pooling,
         max_windows=cfg.max_windows,
     )
 
 
+def _fit(clf: Any, train: list[dict[str, Any]], weights: np.ndarray, params: Params, layout: Layout) -> dict[str, Any]:
+    """Train either kind in place: a sentence head on the (cached) encoder vectors of each row's
+    first window, or a token model on its tokenised rows."""
+    cfg = params.classifier
+    labels = np.array([r["labels"] for r in train])
+    if cfg.backbone.kind != "sentence":
+        enc = clf.tokenizer([r["text"] for r in train], truncation=True, max_length=cfg.max_length)["input_ids"]
+        return fit(clf, enc, labels, params, weights=weights)
+    from duelguard.classifier.sentence import first_window, fit_head
+    from duelguard.probe import embed_cached
+
+    clf.embed_cache = layout.weights_cache
+    vectors = embed_cached([first_window(r["text"], cfg.max_length) for r in train], layout.weights_cache, progress=True)
+    return fit_head(clf, vectors, labels, weights, cfg.learning_rate, cfg.batch_size, int(cfg.epochs),
+                    cfg.early_stopping_patience, cfg.weight_decay, cfg.random_seed)
+
+
 def calibration_rows(params: Params, layout: Layout) -> list[dict[str, Any]]:
     """The rows thresholds are fitted on: the frozen seed dev sample (evaluate.max_examples_per_lang
     per language) and the suite's calibration half. Never the rows any report or gate reads (the
     seed test split and the suite's report half)."""
-    from duelguard.evaluation.evaluate import eval_sample
-    from duelguard.evaluation.suite import suite_records
+    from duelguard.evalset import eval_sample
+    from duelguard.suite import suite_records
 
     dev_path = layout.seed_split("dev")
     if not dev_path.exists():
@@ -251,15 +283,14 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     import mlflow
 
     from duelguard.classifier.data import composition, compose, language_weights, training_files
-    from duelguard.probe import train_probe
     from duelguard.tracking import data_hash, git_commit, mlflow_run
 
-    from duelguard.game import carry_over_classifier
+    from duelguard.stoprule import carry_over_classifier
 
     cfg = params.classifier
     files = training_files(layout, iteration)
     if (carried := carry_over_classifier(layout, iteration)) is not None:
-        return carried  # the game has stopped: nothing new to learn (duelguard.game, stop rule)
+        return carried  # the game has stopped: nothing new to learn (duelguard.stoprule)
     model_dir, metrics_path = layout.classifier_dir(iteration), layout.train_metrics(iteration)
     calib = calibration_rows(params, layout)
     records = [rec for path in files for rec in read_records(path)]
@@ -269,15 +300,14 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     d_hash = data_hash(files + [layout.seed_split("dev")])
 
     with mlflow_run(params, STAGE, iteration, data_files=files, log_sections=["classifier"], root=layout.root):
-        probe_summary = train_probe(train, calib, layout.probe_dir(iteration), layout.weights_cache, cfg.random_seed)
+        probe, probe_summary = train_probe(train, calib, layout.weights_cache, cfg.random_seed, cfg.max_calib_fpr)
         clf = _initial_classifier(params, layout, iteration, seed_texts)
-        enc = clf.tokenizer([r["text"] for r in train], truncation=True, max_length=cfg.max_length)["input_ids"]
-        history = fit(clf, enc, np.array([r["labels"] for r in train]), params, weights=weights)
+        history = _fit(clf, train, weights, params, layout)
 
         calib_probs = clf.predict_proba([r["text"] for r in calib], batch_size=cfg.predict_batch_size, progress=True)
         clf.thresholds, report = calibrate(
             calib_probs, np.array([r["labels"] for r in calib]), cfg.threshold_rule, cfg.default_threshold,
-            cfg.threshold_floor,
+            cfg.threshold_floor, cfg.max_calib_fpr,
         )
         clf.threshold_rule = cfg.threshold_rule
         clf.training = {
@@ -292,6 +322,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
             "git_commit": git_commit(layout.root),
         }
         clf.save(model_dir)
+        probe.save(layout.probe_dir(iteration))  # inside the classifier's directory: it travels with it
 
         metrics = {
             "iteration": iteration,
@@ -312,9 +343,10 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
             "probe": probe_summary,
         }
         atomic_write_json(metrics_path, metrics)
-        png = plot_loss(history["losses"], layout.plots_dir("train", iteration) / "loss.png", f"classifier iteration {iteration}")
+        png = plot_loss(history["losses"], layout.plots_dir("train", iteration) / "loss.png", f"classifier iteration {iteration}",
+                        history.get("val_losses"))
         _log_to_mlflow(mlflow, history["losses"], metrics, png, metrics_path)
-    return {"iteration": iteration, "model_dir": str(model_dir), "skipped": False, **metrics}
+    return {"iteration": iteration, "model_dir": str(model_dir), **metrics}
 
 
 def _log_to_mlflow(mlflow: Any, losses: list[float], metrics: dict[str, Any], png: Path, metrics_path: Path) -> None:
@@ -339,3 +371,28 @@ def _log_to_mlflow(mlflow: Any, losses: list[float], metrics: dict[str, Any], pn
     mlflow.log_metrics(figures)
     mlflow.log_artifact(str(png), artifact_path="plots")
     mlflow.log_artifact(str(metrics_path), artifact_path="metrics")
+
+
+def train_probe(train: list[dict[str, Any]], calib: list[dict[str, Any]], cache_dir: Path,
+                seed: int, max_fpr: float | None) -> tuple[Any, dict[str, Any]]:
+    """(probe, summary): the probe fitted on the classifier's training rows, its threshold calibrated
+    on the classifier's calibration rows by the classifier's own rule (max F1 under the FPR ceiling)."""
+    from duelguard.classifier.thresholds import best_f1_threshold, f1_score
+    from duelguard.probe import ENCODER, PROBE_C, Probe, embed_cached
+
+    started = time.perf_counter()
+    truth = np.array([any(r["labels"]) for r in train])
+    probe = Probe.fit(embed_cached([r["text"] for r in train], cache_dir, progress=True), truth, PROBE_C, seed)
+    calib_truth = np.array([any(r["labels"]) for r in calib])
+    calib_scores = probe.scores(embed_cached([r["text"] for r in calib], cache_dir))
+    probe.threshold, _ = best_f1_threshold(calib_scores, calib_truth, max_fpr=max_fpr)
+    summary = {
+        "encoder": ENCODER,
+        "c": PROBE_C,
+        "n_train": int(len(truth)),
+        "threshold": probe.threshold,
+        "calib_f1": f1_score(calib_scores > probe.threshold, calib_truth),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    probe.training = summary
+    return probe, summary

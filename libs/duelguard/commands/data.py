@@ -1,7 +1,6 @@
-"""CLI commands: configuration profiles, backbone weights and seed data."""
+"""CLI commands: configuration profiles, backbone weights, seed data and `stage` (one pipeline stage)."""
 
 from __future__ import annotations
-
 
 import typer
 
@@ -40,15 +39,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("prepare-seed")
     def prepare_seed_cmd(ctx: typer.Context) -> None:
-        """Assemble the seed dataset from the raw public files (map, tag, dedup, split, data card)."""
-        from duelguard.seed.assemble import prepare_seed
+        """Assemble the seed dataset from the raw public files (same as `duelguard stage prepare_seed`)."""
+        from duelguard.pipeline.spec import run_stage
 
         params, layout = context_params(ctx)
-        summary = prepare_seed(params, layout)
+        summary = run_stage("prepare_seed", params, layout, 0)
         typer.echo(f"seed: {summary}")
 
     register_stage_command(app)
-
 
 
 def register_stage_command(app: typer.Typer) -> None:
@@ -57,13 +55,13 @@ def register_stage_command(app: typer.Typer) -> None:
     @app.command("stage")
     def stage_cmd(
         ctx: typer.Context,
-        name: str = typer.Argument(..., help="Stage name (see duelguard.stages.STAGES)."),
+        name: str = typer.Argument(..., help="Stage name (the table in duelguard/pipeline/spec.py)."),
         iteration: int = typer.Option(0, "--iteration", "-i", help="Loop iteration (0 = seed-only baseline)."),
     ) -> None:
-        """Run one pipeline stage (the same function DVC, `duelguard loop` and Kubeflow call)."""
+        """Run one pipeline stage: what each dvc.yaml stage and each Kubeflow component runs."""
         import json
 
-        from duelguard.stages import run_stage
+        from duelguard.pipeline.spec import run_stage
 
         params, layout = context_params(ctx)
         summary = run_stage(name, params, layout, iteration)

@@ -1,40 +1,19 @@
-"""CLI commands: `duelguard pipeline compile | run-local | submit` (the Kubeflow pipeline, see duelguard.cli).
-
-The pipeline itself lives in pipelines/duelguard_pipeline.py at the repository root (the product's
-layout: pipelines/ holds the KFP pipeline); these commands load it from the --root checkout, so the
-library stays importable in images that do not ship pipelines/ (the trainer image runs components only).
-"""
+"""CLI commands: `duelguard pipeline compile | run-local | submit` (the Kubeflow pipeline built from the
+stage spec by duelguard.pipeline.kfp_pipeline; needs the `pipelines` extra: kfp, kfp-kubernetes)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Optional
 
 import typer
 
+from duelguard.errors import PipelineError
+
 DEFAULT_PACKAGE = Path("build/pipelines/duelguard-loop.yaml")
 
 pipeline_app = typer.Typer(help="Kubeflow pipeline `duelguard-loop`: compile, run locally (kfp.local), submit to KFP_HOST.", no_args_is_help=True)
-
-
-def load_pipeline_module(root: str | Path) -> ModuleType:
-    """Import <root>/pipelines/duelguard_pipeline.py (needs the `pipelines` extra: kfp, kfp-kubernetes)."""
-    path = Path(root).resolve() / "pipelines" / "duelguard_pipeline.py"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: pipeline module not found (pass --root <repository root>)")
-    name = "duelguard_pipeline"
-    if name in sys.modules and Path(sys.modules[name].__file__ or "") == path:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _options(ctx: typer.Context) -> tuple[Path, Optional[str], Path]:
@@ -66,11 +45,12 @@ def compile_cmd(
     image: Optional[str] = typer.Option(None, "--image", help="Image of every step (default: kubeflow.image tagged with the git commit)."),
 ) -> None:
     """Compile `duelguard-loop` (iterations unrolled from loop.iterations, defaults from params.yaml)."""
+    from duelguard.pipeline.kfp_pipeline import compile_pipeline
+
     params_path, profile, root = _options(ctx)
-    module = load_pipeline_module(root)
     try:
-        result = module.compile_pipeline(params_path, out, profile=profile, image=image, root=root)
-    except module.PipelineError as exc:
+        result = compile_pipeline(params_path, out, profile=profile, image=image, root=root)
+    except PipelineError as exc:
         _fail(exc)
     typer.echo(json.dumps(result))
 
@@ -83,11 +63,12 @@ def run_local_cmd(
     raw_data: Optional[Path] = typer.Option(None, "--raw-data", help="Raw corpora directory (default: paths.raw_data)."),
 ) -> None:
     """Run the pipeline on this machine with kfp.local's SubprocessRunner (default: tiny profile, 1 iteration)."""
+    from duelguard.pipeline.kfp_pipeline import run_local
+
     params_path, profile, root = _options(ctx)
-    module = load_pipeline_module(root)
     try:
-        result = module.run_local(params_path, workdir, profile=profile or "tiny", iterations=iterations, root=root, raw_data=raw_data)
-    except module.PipelineError as exc:
+        result = run_local(params_path, workdir, profile=profile or "tiny", iterations=iterations, root=root, raw_data=raw_data)
+    except PipelineError as exc:
         _fail(exc)
     typer.echo(json.dumps(result))
 
@@ -105,14 +86,14 @@ def submit_cmd(
 ) -> None:
     """Submit the compiled pipeline to KFP_HOST with kfp.Client (experiment, run name, arguments)."""
     from duelguard.config import load_params
+    from duelguard.pipeline.kfp_pipeline import submit
 
-    params_path, profile, root = _options(ctx)
-    module = load_pipeline_module(root)
+    params_path, profile, _ = _options(ctx)
     experiment = experiment or load_params(params_path, profile).kubeflow.experiment
     try:
-        result = module.submit(package, host, experiment, run_name=run_name, arguments=_parse_arguments(arg), namespace=namespace,
-                               service_account=service_account)
-    except module.PipelineError as exc:
+        result = submit(package, host, experiment, run_name=run_name, arguments=_parse_arguments(arg), namespace=namespace,
+                        service_account=service_account)
+    except PipelineError as exc:
         _fail(exc)
     typer.echo(json.dumps(result))
 

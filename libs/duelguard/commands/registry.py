@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         iteration: int = typer.Option(0, "--iteration", "-i", help="Evaluate models/classifier/iter_<i>."),
     ) -> None:
         """Evaluate a trained classifier on the frozen dev/test sample (same as `duelguard stage evaluate -i I`)."""
-        from duelguard.stages import run_stage
+        from duelguard.pipeline.spec import run_stage
 
         params, layout = context_params(ctx)
         typer.echo(json.dumps(run_stage("evaluate", params, layout, iteration), indent=2, default=str))
@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         iteration: int = typer.Option(0, "--iteration", "-i", help="Register the evaluated classifier of iteration <i>."),
     ) -> None:
         """Log the evaluated classifier as an MLflow model and register it (same as `duelguard stage register -i I`)."""
-        from duelguard.stages import run_stage
+        from duelguard.pipeline.spec import run_stage
 
         params, layout = context_params(ctx)
         typer.echo(json.dumps(run_stage("register", params, layout, iteration), indent=2, default=str))

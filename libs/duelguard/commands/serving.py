@@ -29,14 +29,14 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write a complete Triton model repository (ONNX verified against torch, config from params)."""
-        from duelguard.serving.export import repository_dir
-        from duelguard.serving.triton_repository import export_triton
+        from duelguard.serving.triton_repository import TARGETS, export_triton
 
-        if target not in ("local", "nvidia"):
-            raise typer.BadParameter(f"--target must be local or nvidia, got {target!r}")
+        if target not in TARGETS:
+            raise typer.BadParameter(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
         params, layout = context_params(ctx)
         model = model or f"models:/{params.tracking.registered_model}@champion"
-        model_dir = export_triton(model, out or repository_dir(params, layout), params, target, root=layout.root)  # type: ignore[arg-type]
+        model_dir = export_triton(model, out or layout.triton_repository, params.serving, target,  # type: ignore[arg-type]
+                                  params=params, root=layout.root)
         typer.echo(f"exported {model} -> {model_dir}")
 
     @app.command("serve")
@@ -49,51 +49,41 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(180.0, "--timeout", help="Seconds to wait for the model to be ready."),
         stop: bool = typer.Option(False, "--stop", help="Stop the running server instead (same as serve-stop)."),
     ) -> None:
-        """Start tritonserver on 127.0.0.1 in the background (exporting the champion if the repository
-        is missing), wait until the model is ready, and return."""
-        from duelguard.config import expand
-        from duelguard.errors import ServingError
-        from duelguard.serving.export import champion_uri, repository_dir
-        from duelguard.serving.server import start_server, stop_server
-        from duelguard.serving.triton_repository import export_triton
+        """Serve the registry's champion on 127.0.0.1: export it if the repository holds another version,
+        then start tritonserver in the background, or switch the running one to it without a gap."""
+        from duelguard.serving.release import serve_champion
+        from duelguard.serving.server import stop_server
 
         params, layout = context_params(ctx)
-        state_dir = layout.root / expand(params.serving.state_dir)
         if stop:
-            _report_stop(stop_server(state_dir))
+            _report_stop(stop_server(layout.serving_state))
             return
-        repo = repository or repository_dir(params, layout)
-        if not (repo / params.serving.model_name / "config.pbtxt").exists():
-            champion = champion_uri(params, layout.root)
-            if champion is None:
-                raise ServingError(
-                    f"{repo}: no Triton repository and no champion in the registry; "
-                    "run `duelguard promote` or `duelguard export-triton --model DIR` first"
-                )
-            typer.echo(f"{repo}: missing, exporting {champion}")
-            export_triton(champion, repo, params, root=layout.root)
-        info = start_server(
-            repo,
-            state_dir,
-            params.serving.model_name,
-            http_port or params.serving.http_port,
-            grpc_port or params.serving.grpc_port,
-            metrics_port or params.serving.metrics_port,
-            timeout,
-        )
+        ports = (http_port or params.serving.http_port, grpc_port or params.serving.grpc_port,
+                 metrics_port or params.serving.metrics_port)
+        done = serve_champion(params, layout, repository, ports, timeout)
+        info = done["server"]
+        was = f" (was v{done['previous_version']})" if done["previous_version"] not in (None, done["version"]) else ""
         typer.echo(
-            f"tritonserver pid {info.pid}: model {info.model_name!r} ready; gRPC {info.grpc_url}, "
-            f"HTTP {info.http_url}, metrics 127.0.0.1:{info.metrics_port}; log {info.log}"
+            f"{done['action']}: tritonserver pid {info.pid} serves {info.model_name!r} v{done['version']} = "
+            f"{done['concrete']}{was}; gRPC {info.grpc_url}, HTTP {info.http_url}, metrics 127.0.0.1:{info.metrics_port}; "
+            f"log {info.log}"
         )
+
+    @app.command("serve-container")
+    def serve_container_cmd() -> None:
+        """The serving image's entrypoint: export $DUELGUARD_MODEL_URI and exec tritonserver (no params.yaml;
+        settings from DUELGUARD_SERVING_* variables, see duelguard.serving.container)."""
+        from duelguard.serving.container import main
+
+        main()
 
     @app.command("serve-stop")
     def serve_stop_cmd(ctx: typer.Context) -> None:
         """Stop the tritonserver started by `duelguard serve` (by the PID it recorded)."""
-        from duelguard.config import expand
         from duelguard.serving.server import stop_server
 
-        params, layout = context_params(ctx)
-        _report_stop(stop_server(layout.root / expand(params.serving.state_dir)))
+        _, layout = context_params(ctx)
+        _report_stop(stop_server(layout.serving_state))
 
     @app.command("classify")
     def classify_cmd(

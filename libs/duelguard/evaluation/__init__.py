@@ -1,5 +1,3 @@
-"""Evaluation: guardrail metrics (metrics.py), PNG plots (plots.py) and the `evaluate` stage (evaluate.py)."""
-
-from duelguard.evaluation.evaluate import evaluate_classifier
-
-__all__ = ["evaluate_classifier"]
+"""Evaluation: PNG plots (plots.py) and the `evaluate` stage (evaluate.py). The metrics themselves are
+duelguard.metrics (plain numpy, shared with threshold calibration and scoring); the frozen sample is
+duelguard.evalset."""

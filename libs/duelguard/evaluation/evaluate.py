@@ -5,22 +5,20 @@ Two evaluation sets (`evaluate.sets`), neither ever used to fit or calibrate any
   sha1(record id) and the first `evaluate.max_examples_per_lang` are kept; the order depends only
   on the ids, so every iteration and a re-evaluation of an old champion see the same examples, and
   a sha256 of the chosen ids (`eval_set.<name>.hash`) proves it.
-- `suite`: the report half of the behavioural suite (duelguard.evaluation.suite): every harm
+- `suite`: the report half of the behavioural suite (duelguard.suite): every harm
   category and benign look-alikes in every language, where the seed's fr/es/de splits hold hate
   speech only.
 
 Every figure is computed for the classifier (at its calibrated thresholds) and for its probe (the
 USE-m + logistic-regression floor trained on the same rows, at its own calibrated threshold).
 Outputs: layout.eval_metrics(i) (DVC metrics: a flat `summary` per set that `dvc metrics show`
-displays and promotion reads, plus `detail` per language/source and, for the suite, `cells` per
-language x category), PNG plots under layout.plots_dir("eval", i) (the language x category heatmap
+displays and promotion reads, `detail` per language/source, `probe_detail`, and for the suite
+`cells` / `probe_cells` per language x category), PNG plots under layout.plots_dir("eval", i) (the language x category heatmap
 among them), and an MLflow run whose id the `register` stage uses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,36 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from duelguard import metrics as M
 from duelguard.config import Params
-from duelguard.evaluation import metrics as M
+from duelguard.evalset import eval_set_hash, evaluation_records
 from duelguard.evaluation import plots
-from duelguard.fsio import DataError, atomic_write_json, read_json
+from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
-from duelguard.records import read_records
+from duelguard.suite import SOURCE as SUITE_SOURCE
 from duelguard.taxonomy import CATEGORIES, TARGET_LANGUAGES
 
 SUMMARY_KEYS = ("f1", "precision", "recall", "fpr", "auprc")
-
-
-def _id_rank(record_id: str) -> str:
-    return hashlib.sha1(record_id.encode("utf-8")).hexdigest()
-
-
-def eval_sample(path: Path, max_per_lang: int | None) -> list[dict[str, Any]]:
-    """The frozen evaluation sample of one split file: per language, the first N ids by sha1 rank."""
-    by_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rec in read_records(path):
-        by_lang[rec["lang"]].append(rec)
-    sample: list[dict[str, Any]] = []
-    for lang in sorted(by_lang):
-        ranked = sorted(by_lang[lang], key=lambda r: _id_rank(r["id"]))
-        sample.extend(ranked if max_per_lang is None else ranked[:max_per_lang])
-    return sample
-
-
-def eval_set_hash(records: Sequence[dict[str, Any]]) -> str:
-    """sha256 of the sorted record ids: equal hashes mean the same frozen evaluation set."""
-    return hashlib.sha256("\n".join(sorted(r["id"] for r in records)).encode("utf-8")).hexdigest()
 
 
 def _slices(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
@@ -98,7 +76,7 @@ def split_report(
             probe["by_language"][lang] = _binary(truth[idx], probe_flagged[idx], probe_scores[idx])
         report["probe"] = probe
         summary.update({f"probe_{k}": v for k, v in _summary(probe["overall"], probe["by_language"]).items()})
-    if records and all("group" in r for r in records):
+    if records and all(r["source"] == SUITE_SOURCE for r in records):
         report["cells"] = suite_cells(records, truth, flagged, probs.max(axis=1))
         if probe_flagged is not None:
             report["probe_cells"] = suite_cells(records, truth, probe_flagged, probe_scores)
@@ -167,23 +145,16 @@ def require_classifier_dir(model_dir: Path) -> Path:
     return Path(model_dir)
 
 
-def load_classifier(model_dir: Path) -> Any:
-    """GuardClassifier.load with a clear error when the directory is not a saved classifier."""
+def load_classifier(model_dir: Path, embed_cache: Path | None = None) -> Any:
+    """GuardClassifier.load with a clear error when the directory is not a saved classifier.
+    `embed_cache`: where a sentence classifier memoises its window embeddings (stages score the
+    same texts again and again; duelguard.probe.embed_cached)."""
     from duelguard.classifier.model import GuardClassifier
 
-    return GuardClassifier.load(require_classifier_dir(model_dir))
-
-
-def evaluation_records(name: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
-    """The frozen records of evaluation set `name` (see the module docstring)."""
-    if name == "suite":
-        from duelguard.evaluation.suite import suite_records
-
-        return suite_records("report")
-    path = layout.seed_split(name)
-    if not path.exists():
-        raise DataError(f"{path}: seed split missing (run prepare_seed)")
-    return eval_sample(path, params.evaluate.max_examples_per_lang)
+    classifier = GuardClassifier.load(require_classifier_dir(model_dir))
+    if hasattr(classifier, "embed_cache"):
+        classifier.embed_cache = embed_cache
+    return classifier
 
 
 def evaluate_model(
@@ -240,13 +211,12 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
     """Stage: evaluate models/classifier/iter_<i> and its probe on every evaluation set; metrics,
     plots, MLflow run."""
     import mlflow
-
     from duelguard.probe import Probe, embed_cached
     from duelguard.tracking import mlflow_run, tracking_uri
 
     model_dir = layout.classifier_dir(iteration)
     out_path = layout.eval_metrics(iteration)
-    classifier = load_classifier(model_dir)
+    classifier = load_classifier(model_dir, layout.weights_cache)
     probe = Probe.load(layout.probe_dir(iteration))
     thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
     summaries: dict[str, dict[str, Any]] = {}
@@ -280,8 +250,10 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
             "eval_set": eval_sets,
             "mlflow_run_id": run.info.run_id,
             "mlflow_tracking_uri": uri,
-            "detail": {k: {key: r[key] for key in ("detail", "probe", "cells", "probe_cells") if key in r}
-                       for k, r in reports.items()},
+            "detail": {k: r["detail"] for k, r in reports.items()},
+            "probe_detail": {k: r["probe"] for k, r in reports.items() if "probe" in r},
+            "cells": {k: r["cells"] for k, r in reports.items() if "cells" in r},
+            "probe_cells": {k: r["probe_cells"] for k, r in reports.items() if "probe_cells" in r},
         })
         mlflow.log_dict(result, "eval_metrics.json")
     atomic_write_json(out_path, result)

@@ -80,7 +80,7 @@ def _cache_root(params: Params | None) -> Path:
     return expand(base) / "mlflow-models"
 
 
-def _point_mlflow(params: Params | None, root: str | Path) -> str:
+def point_mlflow(params: Params | None, root: str | Path) -> str:
     """Use params' tracking store (or $MLFLOW_TRACKING_URI, or ./params.yaml's) for this lookup."""
     import mlflow
 
@@ -102,11 +102,19 @@ def _point_mlflow(params: Params | None, root: str | Path) -> str:
 
 
 def resolve_uri(model: str) -> tuple[str, str]:
-    """(concrete URI, cache key) for a models:/ or runs:/ URI; aliases and 'latest' become versions."""
+    """(concrete URI, cache key) for a models:/ or runs:/ URI; aliases and 'latest' become versions.
+
+    A reference that does not exist is a ModelNotFoundError; a registry that cannot be asked is a
+    RegistryError (duelguard.registry.lookup), never "not found".
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from duelguard.errors import RegistryError
+    from duelguard.registry.lookup import is_missing
+
     client = MlflowClient()
+    alias = None
     try:
         if model.startswith("runs:/"):
             run_id = model[len("runs:/"):].split("/", 1)[0]
@@ -132,7 +140,9 @@ def resolve_uri(model: str) -> tuple[str, str]:
             return model, "logged/" + rest
         return f"models:/{name}/{version}", f"models/{name}/{version}"
     except MlflowException as exc:
-        raise ModelNotFoundError(f"{model}: not found in the MLflow store at {client.tracking_uri} ({exc.message})") from None
+        if is_missing(exc, alias):
+            raise ModelNotFoundError(f"{model}: not found in the MLflow store at {client.tracking_uri} ({exc.message})") from None
+        raise RegistryError(f"{model}: the MLflow store at {client.tracking_uri} could not be read ({exc.message})") from exc
 
 
 def local_model_dir(model: str | Path, params: Params | None = None, root: str | Path = ".") -> Path:
@@ -149,8 +159,11 @@ def local_model_dir(model: str | Path, params: Params | None = None, root: str |
             raise ModelNotFoundError(f"{path}: not a saved classifier directory (no {CLASSIFIER_MARKER})")
         return path
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
-    uri = _point_mlflow(params, root)
+    from duelguard.errors import RegistryError
+
+    uri = point_mlflow(params, root)
     concrete, key = resolve_uri(text)
     target = _cache_root(params) / hashlib.sha256(uri.encode()).hexdigest()[:12] / key
     if target.is_dir():
@@ -158,7 +171,10 @@ def local_model_dir(model: str | Path, params: Params | None = None, root: str |
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
     try:
-        mlflow.artifacts.download_artifacts(artifact_uri=concrete, dst_path=str(tmp))
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=concrete, dst_path=str(tmp))
+        except MlflowException as exc:
+            raise RegistryError(f"{text}: downloading {concrete} from the MLflow store at {uri} failed ({exc.message})") from exc
         find_classifier_dir(tmp)
         try:
             tmp.rename(target)

@@ -10,7 +10,18 @@
   on the current eval set; a version whose tags name another eval set is re-evaluated from its
   registered model. Promotion moves `champion` to the candidate and `previous` to the old
   champion; a refusal is recorded on the candidate (duelguard.promotion = refused + reasons).
-- rollback: `champion` back to `previous`; `previous` steps back to what that version replaced.
+- rollback: `champion` back to the version it replaced; `previous` steps back one more.
+
+Failure behaviour (tests/integration/test_release_faults.py stops a real `mlflow server` mid-call):
+- A registry that cannot be read is a RegistryError, never "no champion" (duelguard.registry.lookup).
+- Promotion has one commit point, the `champion` alias write. Before it, only the candidate's
+  duelguard.replaced_version tag is written (meaningless until the alias moves); after it, the
+  `previous` alias and the promotion tags, which a rerun of the same promotion completes. So a
+  registry that dies mid-promotion leaves either the old champion with nothing promoted, or the new
+  champion whose bookkeeping the rerun finishes; rollback reads the champion's replaced_version tag,
+  written before the commit, so it is right in both cases.
+- register finds the version an earlier, interrupted run created (tag duelguard.eval_run_id) before
+  creating one, so a crash between registering and writing the record never duplicates a version.
 """
 
 from __future__ import annotations
@@ -20,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from duelguard.config import Params
-from duelguard.errors import ModelNotFoundError
+from duelguard.errors import ModelNotFoundError, RegistryError
 from duelguard.fsio import DataError, atomic_write_json, read_json
 from duelguard.layout import Layout
+from duelguard.registry.lookup import alias_version, find_version, get_version, is_missing, registry_call, search_versions
 from duelguard.registry.rules import Decision, VersionMetrics, check_rules
 
 CHAMPION = "champion"
@@ -30,46 +42,25 @@ PREVIOUS = "previous"
 PROMOTION_TAG = "duelguard.promotion"
 REASONS_TAG = "duelguard.promotion_reasons"
 REPLACED_TAG = "duelguard.replaced_version"
-
-
-def registry_record(layout: Layout, iteration: int) -> Path:
-    """The register stage's output (name, version, run id): what DVC chains the promote stage on."""
-    return layout.metrics / "registry" / f"iter_{iteration}.json"
-
-
-def promotion_record(layout: Layout, iteration: int) -> Path:
-    return layout.metrics / "promotion" / f"iter_{iteration}.json"
+EVAL_RUN_TAG = "duelguard.eval_run_id"
 
 
 def _client(params: Params, root: str | Path) -> Any:
+    """A client on the tracking store (mlflow's fluent API pointed there too); RegistryError if unreachable."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    from duelguard.tracking import configure
+    from duelguard.tracking import configure, tracking_uri
 
-    configure(params, root)
+    try:
+        configure(params, root)
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow registry at {tracking_uri(params, root)}: connecting failed: {exc.message}") from exc
     return MlflowClient()
 
 
-def _alias_version(client: Any, name: str, alias: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-
-
-def _get_version(client: Any, name: str, version: str | int) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version(name, str(version))
-    except MlflowException:
-        raise ModelNotFoundError(f"models:/{name}/{version}: no such registered model version") from None
-
-
 def _newest_version(client: Any, name: str) -> Any:
-    versions = client.search_model_versions(f"name='{name}'")
+    versions = search_versions(client, f"name='{name}'")
     if not versions:
         raise ModelNotFoundError(f"registered model {name!r} has no versions: run `duelguard register` first")
     return max(versions, key=lambda v: int(v.version))
@@ -81,10 +72,28 @@ def _training_metadata(model_dir: Path) -> dict[str, Any]:
     return meta.get("training") or {}
 
 
-def register_classifier(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
-    """Stage: log the evaluated classifier into its evaluate run and register it as a new version."""
-    import mlflow
+def _evaluate_run(client: Any, run_id: str, where: Path, store: str) -> None:
+    """The evaluate run must be in this store: ModelNotFoundError if it is not, RegistryError if unreadable."""
     from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        if not is_missing(exc):
+            raise RegistryError(f"MLflow store at {store}: reading evaluate run {run_id} failed: {exc.message}") from exc
+        raise ModelNotFoundError(
+            f"evaluate run {run_id} (from {where}) is not in the MLflow store at {store}; "
+            "re-run the evaluate stage against this store"
+        ) from None
+
+
+def register_classifier(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Stage: log the evaluated classifier into its evaluate run and register it as a new version.
+
+    Resumable: a version already registered from this evaluate run (an earlier run died before its
+    record was written) is reused, never registered twice.
+    """
+    import mlflow
 
     from duelguard.registry.models import log_classifier
     from duelguard.tracking import git_commit, tracking_uri
@@ -95,58 +104,63 @@ def register_classifier(params: Params, layout: Layout, iteration: int) -> dict[
     if not run_id:
         raise DataError(f"{layout.eval_metrics(iteration)}: no 'mlflow_run_id' (run the evaluate stage first)")
     client = _client(params, layout.root)
-    out_path = registry_record(layout, iteration)
+    store = tracking_uri(params, layout.root)
+    out_path = layout.registry_record(iteration)
     if out_path.exists():
         done = read_json(out_path)
-        if done.get("run_id") == run_id and done.get("tracking_uri") == tracking_uri(params, layout.root):
-            try:
-                client.get_model_version(name, str(done["version"]))
+        if done.get("run_id") == run_id and done.get("tracking_uri") == store:
+            if find_version(client, name, done["version"]) is not None:
                 return {**done, "skipped": True}
-            except MlflowException:
-                pass  # recorded version is gone (e.g. a fresh store): register again
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        raise ModelNotFoundError(
-            f"evaluate run {run_id} (from {layout.eval_metrics(iteration)}) is not in the MLflow store at "
-            f"{tracking_uri(params, layout.root)}; re-run the evaluate stage against this store"
-        ) from None
+            # the recorded version is gone (e.g. a fresh store): register again
+    _evaluate_run(client, run_id, layout.eval_metrics(iteration), store)
 
-    model_dir = Path(evaluation.get("model_dir") or layout.classifier_dir(iteration))
-    training = _training_metadata(model_dir)
-    tags = {
-        "duelguard.iteration": str(iteration),
-        "duelguard.data_hash": str(training.get("data_hash", "unknown")),
-        "duelguard.git_commit": str(training.get("git_commit") or git_commit(layout.root)),
-        "duelguard.profile": params.profile,
-        "duelguard.eval_run_id": run_id,
-    }
-    for split, eval_set in evaluation.get("eval_set", {}).items():
-        tags.update(VersionMetrics.from_summary(evaluation[split], eval_set["hash"]).to_tags(split))
-    with mlflow.start_run(run_id=run_id):
-        info = log_classifier(model_dir)
-    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    earlier = search_versions(client, f"name='{name}' and tags.`{EVAL_RUN_TAG}` = '{run_id}'")
+    if earlier:
+        version = max(earlier, key=lambda v: int(v.version))
+        model_uri = version.source
+    else:
+        model_dir = Path(evaluation.get("model_dir") or layout.classifier_dir(iteration))
+        training = _training_metadata(model_dir)
+        tags = {
+            "duelguard.iteration": str(iteration),
+            "duelguard.data_hash": str(training.get("data_hash", "unknown")),
+            "duelguard.git_commit": str(training.get("git_commit") or git_commit(layout.root)),
+            "duelguard.profile": params.profile,
+            EVAL_RUN_TAG: run_id,
+        }
+        for split, eval_set in evaluation.get("eval_set", {}).items():
+            tags.update(VersionMetrics.from_summary(evaluation[split], eval_set["hash"]).to_tags(split))
+        with registry_call(client, f"logging and registering {model_dir} as {name}"):
+            with mlflow.start_run(run_id=run_id):
+                info = log_classifier(model_dir)
+            # The tags travel in the create call itself, so a version never exists without its run id.
+            version = mlflow.register_model(info.model_uri, name, tags=tags)
+        model_uri = info.model_uri
     summary = evaluation.get(params.promotion.eval_split, {})
-    client.update_model_version(
-        name, version.version,
-        description=f"iteration {iteration} ({params.profile} profile); {params.promotion.eval_split} avg F1 "
-                    f"{summary.get('avg_f1')}, benign FPR {summary.get('fpr')}",
-    )
-    record = {"name": name, "version": int(version.version), "run_id": run_id, "model_uri": info.model_uri,
-              "iteration": iteration, "tracking_uri": tracking_uri(params, layout.root)}
+    with registry_call(client, f"describing {name} v{version.version}"):
+        client.update_model_version(
+            name, version.version,
+            description=f"iteration {iteration} ({params.profile} profile); {params.promotion.eval_split} avg F1 "
+                        f"{summary.get('avg_f1')}, benign FPR {summary.get('fpr')}",
+        )
+    record = {"name": name, "version": int(version.version), "run_id": run_id, "model_uri": model_uri,
+              "iteration": iteration, "tracking_uri": store}
     atomic_write_json(out_path, record)
-    return {**record, "skipped": False}
+    return {**record, "skipped": False, "recovered": bool(earlier)}
 
 
 # promote ------------------------------------------------------------------------------------------
 def _reevaluate(params: Params, layout: Layout, name: str, version: str, records: list[dict[str, Any]],
                 eval_hash: str) -> VersionMetrics:
-    """Metrics of a registered version on the current frozen eval set, from its registered model."""
+    """Metrics of a registered version (and of the probe it carries) on the current frozen eval set."""
     from duelguard.evaluation.evaluate import evaluate_model, load_classifier
+    from duelguard.probe import Probe, embed_cached, probe_dir_of
     from duelguard.registry.models import local_model_dir
 
     model_dir = local_model_dir(f"models:/{name}/{version}", params, layout.root)
-    report, _ = evaluate_model(load_classifier(model_dir), records, params.classifier.predict_batch_size)
+    probe = Probe.load(probe_dir_of(model_dir)) if probe_dir_of(model_dir).is_dir() else None
+    vectors = embed_cached([r["text"] for r in records], layout.weights_cache) if probe is not None else None
+    report, _ = evaluate_model(load_classifier(model_dir, layout.weights_cache), records, params.classifier.predict_batch_size, probe, vectors)
     return VersionMetrics.from_summary(report["summary"], eval_hash)
 
 
@@ -164,30 +178,36 @@ def _metrics_on(params: Params, layout: Layout, client: Any, mv: Any, current: t
         )
     metrics = _reevaluate(params, layout, mv.name, mv.version, current[0], current[1])
     if not dry_run:
-        for key, value in metrics.to_tags(split).items():
-            client.set_model_version_tag(mv.name, mv.version, key, value)
+        with registry_call(client, f"recording re-evaluated metrics on {mv.name} v{mv.version}"):
+            for key, value in metrics.to_tags(split).items():
+                client.set_model_version_tag(mv.name, mv.version, key, value)
     return metrics, True
 
 
 def promote(params: Params, candidate_version: str | int | None = None, dry_run: bool = False,
             layout: Layout | None = None) -> Decision:
     """Compare a candidate with the champion under params.promotion; move aliases unless refused or dry run."""
-    from duelguard.evaluation.evaluate import eval_sample, eval_set_hash
+    from duelguard.evalset import eval_set_hash, evaluation_records
 
     layout = layout or Layout.from_params(params)
     client = _client(params, layout.root)
     name = params.tracking.registered_model
     split = params.promotion.eval_split
-    candidate = (_get_version(client, name, candidate_version) if candidate_version is not None
+    candidate = (get_version(client, name, candidate_version) if candidate_version is not None
                  else _newest_version(client, name))
-    champion = _alias_version(client, name, CHAMPION)
+    champion = alias_version(client, name, CHAMPION)
     if champion is not None and str(champion.version) == str(candidate.version):
+        note = f"v{candidate.version} is already the champion: nothing to do"
+        if not dry_run:
+            with registry_call(client, f"finishing the interrupted promotion of {name} v{candidate.version}"):
+                if _finish_promotion(client, candidate):
+                    note = f"v{candidate.version} is already the champion; finished its interrupted promotion"
         return Decision(name, str(candidate.version), str(champion.version), promote=False, dry_run=dry_run,
-                        note=f"v{candidate.version} is already the champion: nothing to do")
+                        note=note)
 
     current = None
-    if layout.seed_split(split).exists():
-        records = eval_sample(layout.seed_split(split), params.evaluate.max_examples_per_lang)
+    if split == "suite" or layout.seed_split(split).exists():  # the suite ships with the package
+        records = evaluation_records(split, params, layout)
         current = (records, eval_set_hash(records))
     cand_tags = VersionMetrics.from_tags(dict(candidate.tags), split)
     ref_hash = current[1] if current else (cand_tags.eval_set_hash if cand_tags else None)
@@ -212,48 +232,89 @@ def promote(params: Params, candidate_version: str | int | None = None, dry_run:
 
 
 def _apply(client: Any, decision: Decision) -> None:
+    """Write the decision: tag (pre-commit), `champion` alias (the commit point), then bookkeeping."""
     name, version = decision.registered_model, decision.candidate_version
-    if decision.promote:
+    if not decision.promote:
+        with registry_call(client, f"recording the refusal of {name} v{version}"):
+            client.set_model_version_tag(name, version, PROMOTION_TAG, "refused")
+            client.set_model_version_tag(name, version, REASONS_TAG, "; ".join(decision.reasons))
+        decision.applied = True
+        return
+    with registry_call(client, f"promoting {name} v{version} (champion was {_v(decision.champion_version)}; the "
+                               f"aliases are unchanged unless the failed call reached the registry: rerun "
+                               f"`duelguard promote --version {version}`, which finishes or redoes it)"):
         if decision.champion_version is not None:
-            client.set_registered_model_alias(name, PREVIOUS, decision.champion_version)
             client.set_model_version_tag(name, version, REPLACED_TAG, decision.champion_version)
+        elif REPLACED_TAG in (get_version(client, name, version).tags or {}):
+            client.delete_model_version_tag(name, version, REPLACED_TAG)
         client.set_registered_model_alias(name, CHAMPION, version)
-        client.set_model_version_tag(name, version, PROMOTION_TAG, "promoted")
+    with registry_call(client, f"finishing the promotion of {name} v{version} (it IS the champion now; "
+                               f"rerun `duelguard promote --version {version}` to finish)"):
         client.set_model_version_tag(name, version, REASONS_TAG, "; ".join(c.detail for c in decision.checks))
-    else:
-        client.set_model_version_tag(name, version, PROMOTION_TAG, "refused")
-        client.set_model_version_tag(name, version, REASONS_TAG, "; ".join(decision.reasons))
+        _finish_promotion(client, get_version(client, name, version))
     decision.applied = True
 
 
+def _v(version: str | None) -> str:
+    return f"v{version}" if version is not None else "unset"
+
+
+def _finish_promotion(client: Any, champion: Any) -> bool:
+    """After the `champion` alias moved: `previous` -> what it replaced, promotion tag. True if anything
+    changed. Callers wrap it in registry_call (they know what state a failure leaves)."""
+    name, version = champion.name, str(champion.version)
+    tags = dict(champion.tags or {})
+    replaced = tags.get(REPLACED_TAG)
+    changed = False
+    if replaced is not None:
+        previous = alias_version(client, name, PREVIOUS)
+        if previous is None or str(previous.version) != replaced:
+            client.set_registered_model_alias(name, PREVIOUS, replaced)
+            changed = True
+    if tags.get(PROMOTION_TAG) != "promoted":
+        client.set_model_version_tag(name, version, PROMOTION_TAG, "promoted")
+        changed = True
+    return changed
+
+
 def rollback(params: Params, layout: Layout | None = None) -> dict[str, Any]:
-    """Move `champion` back to `previous`; `previous` becomes what that version itself replaced."""
+    """Move `champion` back to the version it replaced; `previous` becomes what that one replaced.
+
+    The target is the champion's duelguard.replaced_version tag (written before its promotion's
+    commit point), so an interrupted promotion cannot send a rollback to a stale `previous`.
+    """
     layout = layout or Layout.from_params(params)
     client = _client(params, layout.root)
     name = params.tracking.registered_model
-    previous = _alias_version(client, name, PREVIOUS)
-    if previous is None:
-        raise ModelNotFoundError(f"{name} has no '{PREVIOUS}' alias: nothing to roll back to")
-    champion = _alias_version(client, name, CHAMPION)
-    demoted = str(champion.version) if champion is not None else None
-    client.set_registered_model_alias(name, CHAMPION, str(previous.version))
-    if demoted is not None:
+    champion = alias_version(client, name, CHAMPION)
+    if champion is None:
+        raise ModelNotFoundError(f"{name} has no '{CHAMPION}' alias: nothing to roll back")
+    target = dict(champion.tags or {}).get(REPLACED_TAG)
+    if target is None:
+        raise ModelNotFoundError(f"{name} v{champion.version} replaced no version (no '{PREVIOUS}' alias): "
+                                 "nothing to roll back to")
+    restored = get_version(client, name, target)
+    demoted = str(champion.version)
+    with registry_call(client, f"rolling {name} back from v{demoted} to v{target} (check `{name}@{CHAMPION}` "
+                               "before retrying: a rollback is relative)"):
+        client.set_registered_model_alias(name, CHAMPION, target)
+    older = dict(restored.tags or {}).get(REPLACED_TAG)
+    with registry_call(client, f"finishing the rollback of {name} to v{target} (it IS the champion now)"):
         client.set_model_version_tag(name, demoted, PROMOTION_TAG, "rolled_back")
-    older = dict(previous.tags).get(REPLACED_TAG)
-    if older and older != demoted:
-        client.set_registered_model_alias(name, PREVIOUS, older)
-    else:
-        client.delete_registered_model_alias(name, PREVIOUS)
-        older = None
-    return {"name": name, "champion": str(previous.version), "demoted": demoted, "previous": older}
+        if older is not None and older != demoted:
+            client.set_registered_model_alias(name, PREVIOUS, older)
+        else:
+            client.delete_registered_model_alias(name, PREVIOUS)
+            older = None
+    return {"name": name, "champion": target, "demoted": demoted, "previous": older}
 
 
 def promote_stage(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage: promote the version registered for this iteration (if the rules allow); record the decision."""
-    record = read_json(registry_record(layout, iteration))
+    record = read_json(layout.registry_record(iteration))
     decision = promote(params, record["version"], layout=layout)
     out = decision.to_dict()
     out["iteration"] = iteration
-    atomic_write_json(promotion_record(layout, iteration), json.loads(json.dumps(out, default=str)))
+    atomic_write_json(layout.promotion_record(iteration), json.loads(json.dumps(out, default=str)))
     return {"version": decision.candidate_version, "promoted": decision.promote, "reasons": decision.reasons,
             "champion": decision.candidate_version if decision.promote else decision.champion_version}

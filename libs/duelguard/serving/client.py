@@ -3,7 +3,10 @@
 Thresholds come from the served model itself: export writes the classifier's duelguard.json
 thresholds (and taxonomy) into config.pbtxt `parameters`, and the client reads them with
 GetModelConfig. So the `unsafe` flag always matches the model version that produced the scores,
-and a remote client needs no access to the repository's files. Output objects are built by
+and a remote client needs no access to the repository's files. The config names the one version it
+belongs to (version_policy specific); every response names the version that answered, and
+classify_records only pairs scores with the thresholds of that same version: after a version switch
+it re-reads the config, and while a switch is in flight it asks again. Output objects are built by
 duelguard.classifier.model.output_record, the function `duelguard predict` uses, so both commands
 emit the same schema.
 
@@ -106,9 +109,16 @@ class GuardServingClient:
             raise ServingError(f"model {self.model_name!r} at {self.url} has no thresholds parameter (re-export it)")
         return np.asarray(json.loads(raw), dtype=np.float32)
 
+    def served_version(self) -> str | None:
+        """The version the cached config belongs to (its version_policy specific), None if unnamed."""
+        versions = self._model_config().get("version_policy", {}).get("specific", {}).get("versions", [])
+        return str(versions[0]) if len(versions) == 1 else None
+
     # scoring --------------------------------------------------------------------------------------
-    def infer_batch(self, texts: Sequence[str]) -> np.ndarray:
-        """One request (len(texts) <= max_batch_size): SCORES (n, 12) float32."""
+    def infer_with_version(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str]:
+        """One request (len(texts) <= max_batch_size): (SCORES (n, 12) float32, TRUNCATED (n,) bool: the
+        text was longer than the model's window cap and only its head and tail were scored, the version
+        that answered)."""
         rows = np.empty((len(texts), 1), dtype=object)
         for i, text in enumerate(texts):
             try:
@@ -117,18 +127,47 @@ class GuardServingClient:
                 raise DataError(f"text {i}: cannot be encoded as UTF-8 ({exc.reason})") from None
         tensor = self._grpc.InferInput("TEXT", list(rows.shape), "BYTES")
         tensor.set_data_from_numpy(rows)
-        output = self._grpc.InferRequestedOutput("SCORES")
+        outputs = [self._grpc.InferRequestedOutput(name) for name in ("SCORES", "TRUNCATED")]
         result = self._with_retries(
-            lambda: self._client.infer(self.model_name, [tensor], outputs=[output], client_timeout=self.timeout_s),
+            lambda: self._client.infer(self.model_name, [tensor], outputs=outputs, client_timeout=self.timeout_s),
             "inference",
         )
-        return result.as_numpy("SCORES")
+        truncated = result.as_numpy("TRUNCATED").reshape(-1).astype(bool)
+        return result.as_numpy("SCORES"), truncated, str(result.get_response().model_version)
+
+    def infer_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """One request (len(texts) <= max_batch_size): SCORES (n, 12) float32."""
+        return self.infer_with_version(texts)[0]
+
+    def _score(self, texts: Sequence[str], batch_size: int | None) -> tuple[np.ndarray, np.ndarray, set[str]]:
+        size = min(batch_size or self.max_batch_size, self.max_batch_size)
+        parts = [self.infer_with_version(texts[i : i + size]) for i in range(0, len(texts), size)]
+        scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 12), dtype=np.float32)
+        truncated = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=bool)
+        return scores, truncated, {p[2] for p in parts}
 
     def score(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """SCORES (len(texts), 12) in input order, sent in requests of at most the model's max batch size."""
-        size = min(batch_size or self.max_batch_size, self.max_batch_size)
-        parts = [self.infer_batch(texts[i : i + size]) for i in range(0, len(texts), size)]
-        return np.concatenate(parts) if parts else np.zeros((0, 12), dtype=np.float32)
+        return self._score(texts, batch_size)[0]
+
+    def score_versioned(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(SCORES, TRUNCATED, thresholds) where every row was answered by the version the thresholds belong to."""
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            scores, truncated, versions = self._score(texts, batch_size)
+            for fresh in (False, True):
+                if fresh:
+                    self._config = None  # the server may have switched versions since the config was read
+                served = self.served_version()
+                if served is None or not versions or versions == {served}:
+                    return scores, truncated, self.thresholds
+            if attempt < self.retries:  # a switch is in flight: answers and config disagree for a moment
+                time.sleep(delay)
+                delay *= 2
+        raise ServingError(
+            f"model {self.model_name!r} at {self.url} answered from version(s) {sorted(versions)} but its config "
+            f"serves {self.served_version()} after {self.retries} retries"
+        )
 
     def classify_records(self, objs: Sequence[dict[str, Any]], batch_size: int | None = None) -> list[dict[str, Any]]:
         """The `duelguard predict` output objects for `objs` (`text` or `messages` each), over gRPC."""
@@ -136,6 +175,5 @@ class GuardServingClient:
         from duelguard.classifier.model import output_record
 
         texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
-        scores = self.score(texts, batch_size)
-        thresholds = self.thresholds
-        return [output_record(obj, row, thresholds) for obj, row in zip(objs, scores)]
+        scores, truncated, thresholds = self.score_versioned(texts, batch_size)
+        return [output_record(obj, row, thresholds, bool(t)) for obj, row, t in zip(objs, scores, truncated)]

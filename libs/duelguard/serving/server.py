@@ -14,9 +14,15 @@ model repository needs a few things set up by hand; each is here for a measured 
 - --allow-gpu-metrics=false: no GPU/DCGM here; --pinned-memory-pool-byte-size=0 and
   --cuda-memory-pool-byte-size=0:0: pinned/CUDA pools need the CUDA driver and fail without it.
 - 127.0.0.1 for HTTP, gRPC and metrics: a local development server is not exposed to the network.
+- --model-control-mode=explicit with --load-model per model: a new version is switched in with
+  a gRPC `load` (Triton loads it, then retires the old one, serving throughout), never by
+  restarting or by swapping directories under a running server (duelguard.serving.release).
 
+`triton_command` is the one place the command line is built: the serving image
+(duelguard.serving.container) runs the same flags, minus the CPU-only ones on NVIDIA's image.
 The server runs in its own session (it outlives `duelguard serve`); its PID and ports are written
-to <state_dir>/server.json and its output to <state_dir>/tritonserver.log.
+to <state_dir>/server.json and its output to <state_dir>/tritonserver.log. Before signalling a
+recorded PID, stop_server checks that it still is a tritonserver (PIDs are reused).
 """
 
 from __future__ import annotations
@@ -98,12 +104,62 @@ def server_env() -> dict[str, str]:
 
 
 def read_state(state_dir: Path) -> ServerInfo | None:
-    """The server recorded in state_dir, if its process is still alive."""
+    """The server recorded in state_dir, if that process is still alive and still a tritonserver."""
     path = state_dir / STATE_FILE
     if not path.exists():
         return None
     info = ServerInfo(**json.loads(path.read_text(encoding="utf-8")))
-    return info if _alive(info.pid) else None
+    return info if _alive(info.pid) and is_tritonserver(info.pid) else None
+
+
+def is_tritonserver(pid: int) -> bool:
+    """Whether process `pid` runs the tritonserver binary (its argv[0]), per /proc/PID/cmdline."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return False
+    return Path(argv0.decode(errors="replace")).name == "tritonserver"
+
+
+def repository_models(repository: Path) -> list[str]:
+    """The models of a repository (directories with a config.pbtxt), native network models first."""
+    names = sorted(p.parent.name for p in Path(repository).glob("*/config.pbtxt"))
+    return sorted(names, key=lambda n: n != "duelguard_network")
+
+
+def triton_command(
+    binary: str | Path,
+    repository: Path,
+    models: list[str],
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    address: str = "127.0.0.1",
+    backends: Path | None = None,
+    cpu_only: bool = True,
+) -> list[str]:
+    """The tritonserver command line: explicit model control, `models` loaded at start."""
+    command = [
+        str(binary),
+        f"--model-repository={repository}",
+        "--model-control-mode=explicit",
+        *(f"--load-model={name}" for name in models),
+        f"--http-address={address}", f"--http-port={http_port}",
+        f"--grpc-address={address}", f"--grpc-port={grpc_port}",
+        f"--metrics-address={address}", f"--metrics-port={metrics_port}",
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+    ]
+    if backends is not None:
+        command.append(f"--backend-directory={backends}")
+    if cpu_only:  # no GPU / CUDA driver: these pools and DCGM metrics fail without one
+        command += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"]
+    return command
+
+
+def bundled_binary() -> Path:
+    """The tritonserver shipped in the nvidia-pytriton wheel."""
+    return _pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
 
 
 def _alive(pid: int) -> bool:
@@ -168,22 +224,10 @@ def start_server(
     repository = Path(repository).resolve()
     if not (repository / model_name / "config.pbtxt").exists():
         raise ServingError(f"{repository}: no model {model_name!r} (run `duelguard export-triton`)")
-    binary = _pytriton_dir() / "tritonserver" / "bin" / "tritonserver"
     backends = prepare_backends(state_dir)
     log = state_dir / LOG_FILE
-    command = [
-        str(binary),
-        f"--model-repository={repository}",
-        f"--backend-directory={backends}",
-        "--http-address=127.0.0.1", f"--http-port={http_port}",
-        "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
-        "--metrics-address=127.0.0.1", f"--metrics-port={metrics_port}",
-        "--allow-gpu-metrics=false",
-        "--pinned-memory-pool-byte-size=0",
-        "--cuda-memory-pool-byte-size=0:0",
-        "--exit-on-error=true",
-        "--strict-readiness=true",
-    ]
+    command = triton_command(bundled_binary(), repository, repository_models(repository), http_port, grpc_port,
+                             metrics_port, backends=backends)
     with log.open("ab") as handle:
         process = subprocess.Popen(
             command, stdout=handle, stderr=subprocess.STDOUT, env=server_env(), cwd=state_dir, start_new_session=True
@@ -199,18 +243,61 @@ def start_server(
 
 
 def stop_server(state_dir: Path, timeout: float = 30.0) -> ServerInfo | None:
-    """Stop the server recorded in state_dir (SIGTERM, then SIGKILL after `timeout`); None if none ran."""
+    """Stop the server recorded in state_dir (SIGTERM, then SIGKILL after `timeout`); None if none ran.
+
+    A recorded PID that is gone or now belongs to another program (PIDs are reused) is not
+    signalled: the stale record is removed and None returned.
+    """
     state_dir = Path(state_dir).resolve()
     path = state_dir / STATE_FILE
     if not path.exists():
         return None
     info = ServerInfo(**json.loads(path.read_text(encoding="utf-8")))
+    if not (_alive(info.pid) and is_tritonserver(info.pid)):
+        path.unlink(missing_ok=True)
+        return None
+    os.killpg(info.pid, signal.SIGTERM)  # its own session: stubs go with it
+    deadline = time.monotonic() + timeout
+    while _alive(info.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     if _alive(info.pid):
-        os.killpg(info.pid, signal.SIGTERM)  # its own session: stubs go with it
-        deadline = time.monotonic() + timeout
-        while _alive(info.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(info.pid):
-            os.killpg(info.pid, signal.SIGKILL)
+        os.killpg(info.pid, signal.SIGKILL)
     path.unlink(missing_ok=True)
     return info
+
+
+def load_models(info: ServerInfo, names: list[str], timeout: float) -> None:
+    """Ask the running server to (re)load `names` from its repository, in order.
+
+    On an explicit `load` of a model that is already loaded, Triton loads the version(s) the new
+    config names, switches requests to them, then unloads the old ones; if the load fails the old
+    version stays loaded and serving (Triton's model management documentation; measured by
+    tests/integration/test_release_faults.py with a client querying throughout).
+    """
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(info.grpc_url)
+    try:
+        for name in names:
+            try:
+                client.load_model(name, client_timeout=timeout)
+            except InferenceServerException as exc:
+                raise ServingError(
+                    f"tritonserver at {info.grpc_url} could not load {name!r} (the version loaded before keeps "
+                    f"serving): {exc.message()}; log {info.log}:\n{_log_tail(Path(info.log))}"
+                ) from None
+    finally:
+        client.close()
+
+
+def ready_versions(info: ServerInfo, name: str) -> set[int]:
+    """The versions of model `name` the running server has READY."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(info.grpc_url)
+    try:
+        index = client.get_model_repository_index(as_json=True).get("models", [])
+    finally:
+        client.close()
+    return {int(m["version"]) for m in index if m.get("name") == name and m.get("state") == "READY" and m.get("version")}

@@ -1,4 +1,5 @@
-"""The Triton Python-backend model `duelguard`: TEXT (one UTF-8 string per row) -> SCORES (FP32, 12).
+"""The Triton Python-backend model `duelguard`: TEXT (one UTF-8 string per row) -> SCORES (FP32, 12)
+and TRUNCATED (BOOL: the text exceeded the window cap and was scored on its head and tail windows).
 
 This file is copied verbatim into every exported repository as <model>/<version>/model.py; it runs
 inside Triton's Python backend stub, not in the duelguard process. It imports the installed
@@ -32,8 +33,6 @@ class TritonPythonModel:
     """Tokenise + chunk in Python, run the network, sigmoid and max over each text's chunks."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        from transformers import AutoTokenizer
-
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
@@ -44,7 +43,17 @@ class TritonPythonModel:
         self.num_labels = len(meta["taxonomy"])
         self.max_text_bytes = int(parameters["max_text_bytes"])
         self.chunk_batch_size = int(parameters["chunk_batch_size"])
-        self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
+        # A sentence classifier (duelguard.json names an encoder) embeds word windows with the
+        # packaged encoder and runs only its head as the network; a token model tokenises.
+        self.encoder = meta.get("encoder")
+        if self.encoder:
+            from duelguard.probe import embed
+
+            self.embed = embed
+        else:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
         self.network_model = parameters.get("network_model", "")
         if not self.network_model:
             import onnxruntime as ort
@@ -57,13 +66,13 @@ class TritonPythonModel:
                 str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
             )
 
-    def _logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def _logits(self, **feeds: np.ndarray) -> np.ndarray:
         if not self.network_model:
-            return self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+            return self.session.run(["logits"], feeds)[0]
         request = pb_utils.InferenceRequest(
             model_name=self.network_model,
             requested_output_names=["logits"],
-            inputs=[pb_utils.Tensor("input_ids", input_ids), pb_utils.Tensor("attention_mask", attention_mask)],
+            inputs=[pb_utils.Tensor(name, value) for name, value in feeds.items()],
         )
         response = request.exec()
         if response.has_error():
@@ -81,23 +90,35 @@ class TritonPythonModel:
         except UnicodeDecodeError as exc:
             raise ValueError(f"TEXT row {index} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
 
-    def _scores(self, texts: list[str]) -> np.ndarray:
-        """(n, 12) probabilities: the windows, batching and max rule of GuardClassifier.predict_proba."""
+    def _scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """((n, 12) probabilities, (n,) truncated): the windows, cap, batching and max rule of
+        GuardClassifier.predict_scores (SentenceGuard.predict_scores for a sentence classifier)."""
+        if self.encoder:
+            from duelguard.classifier.sentence import score_windows
+
+            def window_logits(windows: list[str]) -> np.ndarray:
+                vectors = self.embed(windows)
+                return np.concatenate([self._logits(embedding=vectors[i : i + self.chunk_batch_size])
+                                       for i in range(0, len(vectors), self.chunk_batch_size)])
+
+            return score_windows(window_logits, texts, self.max_length, self.overlap, self.max_windows)
         chunks: list[list[int]] = []
         owners: list[int] = []
+        truncated = np.zeros(len(texts), dtype=bool)
         for i, text in enumerate(texts):
-            for chunk in encode_chunks(self.tokenizer, text, self.max_length, self.overlap, self.max_windows).ids:
-                chunks.append(chunk)
-                owners.append(i)
+            windows = encode_chunks(self.tokenizer, text, self.max_length, self.overlap, self.max_windows)
+            truncated[i] = windows.truncated
+            chunks.extend(windows.ids)
+            owners.extend([i] * len(windows.ids))
         probs = np.zeros((len(texts), self.num_labels), dtype=np.float32)  # blank text -> zeros
         if not chunks:
-            return probs
+            return probs, truncated
         logits = np.zeros((len(chunks), self.num_labels), dtype=np.float32)
         for batch in length_sorted_batches([len(c) for c in chunks], self.chunk_batch_size):
             input_ids, attention = pad_batch([chunks[i] for i in batch], self.tokenizer.pad_token_id)
-            logits[batch] = self._logits(input_ids.numpy(), attention.numpy())
+            logits[batch] = self._logits(input_ids=input_ids.numpy(), attention_mask=attention.numpy())
         np.maximum.at(probs, np.asarray(owners), 1.0 / (1.0 + np.exp(-logits)))
-        return probs
+        return probs, truncated
 
     def execute(self, requests: list[Any]) -> list[Any]:
         texts: list[str] = []
@@ -111,12 +132,14 @@ class TritonPythonModel:
                 continue
             spans.append((len(texts), len(texts) + len(decoded)))
             texts.extend(decoded)
-        scores = self._scores(texts) if texts else np.zeros((0, self.num_labels), dtype=np.float32)
+        scores, truncated = self._scores(texts)
         responses = []
         for span in spans:
             if isinstance(span, str):
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(span)))
                 continue
-            out = pb_utils.Tensor("SCORES", scores[span[0] : span[1]].astype(np.float32))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+            rows = slice(span[0], span[1])
+            out = [pb_utils.Tensor("SCORES", scores[rows].astype(np.float32)),
+                   pb_utils.Tensor("TRUNCATED", truncated[rows].reshape(-1, 1))]
+            responses.append(pb_utils.InferenceResponse(output_tensors=out))
         return responses

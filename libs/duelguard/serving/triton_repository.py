@@ -1,18 +1,23 @@
 """Build a complete Triton model repository from a saved classifier (never edited by hand).
 
-    <out>/duelguard/config.pbtxt          generated from params.serving (batching, instances, limits)
+    <out>/duelguard/config.pbtxt          generated from serving settings (batching, instances, limits)
+                                          and version_policy specific [<version>]: the one version served
     <out>/duelguard/labels.txt            the 12 category names, in SCORES order (label_filename)
     <out>/duelguard/<version>/model.py    the Python-backend model (duelguard/serving/triton_model.py)
     <out>/duelguard/<version>/model.onnx  the network (verified against torch before it is written)
-    <out>/duelguard/<version>/duelguard.json + tokenizer files
+    <out>/duelguard/<version>/duelguard.json + tokenizer files; duelguard.json also records which
+                                          model reference (concrete URI + tracking store) it came from
 
 <version> is the MLflow registry version when the model URI names one, else 1, so a served
-SCORES tensor can always be traced back to a registered model.
+SCORES tensor can always be traced back to a registered model. A new version is added beside the
+served one and the config switched to it; the old directory is only removed once the server has
+loaded the new one (duelguard.serving.release), so a running server never loses its model.
 
 `target="nvidia"` writes the same `duelguard` model plus a native-backend network model
 `duelguard_network` (platform onnxruntime_onnx, TensorRT optional) that the Python model calls via
 BLS: NVIDIA's Triton image runs the network natively while tokenisation/chunking stay the shared
 Python code. The bundled pytriton server has no ONNX Runtime backend, hence the local default.
+The serving image exports either target through this same function (duelguard.serving.container).
 """
 
 from __future__ import annotations
@@ -20,34 +25,76 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from duelguard.config import Params
+from duelguard.config import Params, Serving
 from duelguard.errors import ModelNotFoundError
 from duelguard.fsio import atomic_write_json, atomic_write_text
 
 Target = Literal["local", "nvidia"]
+TARGETS: tuple[Target, ...] = ("local", "nvidia")
 NETWORK_MODEL = "duelguard_network"
 _MODEL_SOURCE = Path(__file__).with_name("triton_model.py")
 
 
-def resolve_model(model: str, params: Params, root: str | Path = ".") -> tuple[Path, int]:
-    """(classifier directory, repository version) for a directory or an MLflow model URI.
+@dataclass(frozen=True)
+class ModelRef:
+    """A model reference pinned down: what was asked, what it resolved to, and where."""
 
-    The version is the registry version a models:/ URI resolves to (aliases included), else 1.
-    """
+    source: str  # as given: a classifier directory or an MLflow URI (aliases allowed)
+    concrete: str  # models:/NAME/N, runs:/..., or the directory's absolute path
+    store: str  # the MLflow tracking store it was resolved in ("" for a directory)
+    version: int  # repository version: the registry version for models:/NAME/N, else 1
+
+
+def resolve_ref(model: str, params: Params | None = None, root: str | Path = ".") -> ModelRef:
+    """Resolve `model` (aliases become versions) without downloading anything."""
     if not (model.startswith("models:/") or model.startswith("runs:/")):
         path = Path(model)
         if not (path / "duelguard.json").is_file():
             raise ModelNotFoundError(f"{path}: not a saved classifier directory (no duelguard.json), nor an MLflow URI")
-        return path, 1
-    from duelguard.registry.models import local_model_dir, resolve_uri
+        return ModelRef(model, str(path.resolve()), "", 1)
+    from duelguard.registry.models import point_mlflow, resolve_uri
 
-    directory = local_model_dir(model, params, root)  # also points mlflow at params' store
+    store = point_mlflow(params, root)
     concrete, _ = resolve_uri(model)
     version = concrete.rsplit("/", 1)[-1]
-    return directory, int(version) if concrete.startswith("models:/") and version.isdigit() else 1
+    number = int(version) if concrete.startswith("models:/") and version.isdigit() else 1
+    return ModelRef(model, concrete, store, number)
+
+
+def served_ref(out: Path, model_name: str) -> ModelRef | None:
+    """The reference the repository's config serves (from its version policy and that version's
+    duelguard.json), or None when there is no complete model there."""
+    config_path = Path(out) / model_name / "config.pbtxt"
+    if not config_path.is_file():
+        return None
+    versions = list(parse_config(config_path).version_policy.specific.versions)
+    if len(versions) != 1:
+        return None
+    meta_path = config_path.parent / str(versions[0]) / "duelguard.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return ModelRef(meta.get("source", ""), meta.get("concrete", ""), meta.get("store", ""), int(versions[0]))
+
+
+def holds(out: Path, model_name: str, ref: ModelRef) -> bool:
+    """Whether the repository already serves exactly `ref` (a directory is always re-exported:
+    its contents can change under the same path)."""
+    served = served_ref(out, model_name)
+    return (bool(ref.store) and served is not None and served.version == ref.version
+            and served.concrete == ref.concrete and served.store == ref.store)
+
+
+def parse_config(path: Path) -> Any:
+    """A config.pbtxt parsed with Triton's own protobuf schema (tritonclient's model_config_pb2)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
 
 
 def _pbtxt_parameters(values: dict[str, Any]) -> str:
@@ -56,9 +103,9 @@ def _pbtxt_parameters(values: dict[str, Any]) -> str:
     )
 
 
-def model_config(params: Params, meta: dict[str, Any], target: Target) -> str:
-    """config.pbtxt of the `duelguard` model; thresholds travel in it so gRPC clients can read them."""
-    serving = params.serving
+def model_config(serving: Serving, meta: dict[str, Any], target: Target, version: int) -> str:
+    """config.pbtxt of the `duelguard` model serving `version`; thresholds travel in it so gRPC
+    clients can read them (they belong to that version)."""
     parameters: dict[str, Any] = {
         "thresholds": json.dumps([float(t) for t in meta["thresholds"]]),
         "taxonomy": json.dumps(list(meta["taxonomy"])),
@@ -69,15 +116,17 @@ def model_config(params: Params, meta: dict[str, Any], target: Target) -> str:
     if target == "nvidia":
         parameters["network_model"] = NETWORK_MODEL
     preferred = ", ".join(str(b) for b in serving.preferred_batch_sizes if b <= serving.max_batch_size)
-    return f"""# Generated by `duelguard export-triton` from params.yaml (serving.*); do not edit by hand.
+    return f"""# Generated by `duelguard export-triton` from the serving settings; do not edit by hand.
 name: "{serving.model_name}"
 backend: "python"
 max_batch_size: {serving.max_batch_size}
+version_policy: {{ specific: {{ versions: [ {version} ] }} }}
 input [
   {{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }}
 ]
 output [
-  {{ name: "SCORES" data_type: TYPE_FP32 dims: [ {len(meta["taxonomy"])} ] label_filename: "labels.txt" }}
+  {{ name: "SCORES" data_type: TYPE_FP32 dims: [ {len(meta["taxonomy"])} ] label_filename: "labels.txt" }},
+  {{ name: "TRUNCATED" data_type: TYPE_BOOL dims: [ 1 ] }}
 ]
 dynamic_batching {{
   preferred_batch_size: [ {preferred} ]
@@ -88,16 +137,22 @@ instance_group [ {{ count: {serving.instance_count} kind: KIND_CPU }} ]
 """
 
 
-def network_config(params: Params, num_labels: int) -> str:
-    """config.pbtxt of the native ONNX Runtime model (NVIDIA image only); GPU with TensorRT EP."""
-    serving = params.serving
+def network_config(serving: Serving, num_labels: int, version: int, embedding_dim: int | None = None) -> str:
+    """config.pbtxt of the native ONNX Runtime model (NVIDIA image only); GPU with TensorRT EP.
+    A token model's network takes input_ids + attention_mask; a sentence classifier's head takes
+    `embedding` (embedding_dim floats; the encoder runs in the Python model)."""
+    if embedding_dim is None:
+        inputs = """  { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },
+  { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }"""
+    else:
+        inputs = f"""  {{ name: "embedding" data_type: TYPE_FP32 dims: [ {embedding_dim} ] }}"""
     return f"""# Generated by `duelguard export-triton --target nvidia`; runs on NVIDIA's Triton image only.
 name: "{NETWORK_MODEL}"
 platform: "onnxruntime_onnx"
 max_batch_size: {serving.chunk_batch_size}
+version_policy: {{ specific: {{ versions: [ {version} ] }} }}
 input [
-  {{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }},
-  {{ name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }}
+{inputs}
 ]
 output [
   {{ name: "logits" data_type: TYPE_FP32 dims: [ {num_labels} ] }}
@@ -110,45 +165,95 @@ optimization {{ execution_accelerators {{
 
 
 def export_triton(
-    model: str | Path, out: Path, params: Params, target: Target = "local", root: str | Path = "."
+    model: str | Path,
+    out: Path,
+    serving: Serving,
+    target: Target = "local",
+    *,
+    params: Params | None = None,
+    root: str | Path = ".",
+    keep_versions: tuple[int, ...] = (),
 ) -> Path:
-    """Write the repository for `model` under `out`; returns the `duelguard` model directory.
+    """Write `model` as a version of the repository under `out` and point the config at it; returns
+    the `duelguard` model directory.
 
-    Everything is written into a temporary sibling and renamed into place, so a failed export
-    (e.g. an ONNX parity failure) never leaves a half-written model that Triton would load.
+    `params` chooses the MLflow store for URIs (None: $MLFLOW_TRACKING_URI). Other version
+    directories are removed unless listed in `keep_versions` (the one a running server still
+    serves until it has loaded the new one). The version is built in a temporary sibling and
+    renamed into place before the config names it, so a failed export (e.g. an ONNX parity
+    failure) never leaves a half-written model that Triton would load.
     """
     from duelguard.classifier.model import GuardClassifier
-    from duelguard.serving.onnx_export import export_onnx, probe_texts, verify_onnx
+    from duelguard.classifier.onnx_export import export_onnx, probe_texts, verify_onnx
+    from duelguard.registry.models import local_model_dir
 
-    source, version = resolve_model(str(model), params, root)
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    ref = resolve_ref(str(model), params, root)
+    source = Path(ref.concrete) if not ref.store else local_model_dir(ref.concrete, params, root)
     classifier = GuardClassifier.load(source)
     meta = classifier.metadata
+    version = str(ref.version)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
-        model_dir = staging / params.serving.model_name
-        version_dir = model_dir / str(version)
+        version_dir = staging / serving.model_name / version
         version_dir.mkdir(parents=True)
-        onnx_path = export_onnx(classifier.model, version_dir / "model.onnx", params.serving.onnx_opset)
-        diff = verify_onnx(onnx_path, classifier.model, classifier.tokenizer, probe_texts(16), classifier.max_length)
+        embedding_dim = None
+        if hasattr(classifier, "encoder"):  # a sentence classifier: the head goes to ONNX, the encoder is a package
+            import numpy as np
+
+            from duelguard.classifier.sentence import OnnxHead, export_head_onnx, head_logits
+
+            embedding_dim = int(classifier.head_config["dim"])
+            onnx_path = export_head_onnx(classifier.model, version_dir / "model.onnx", embedding_dim, serving.onnx_opset)
+            probe = np.random.default_rng(1).standard_normal((16, embedding_dim)).astype(np.float32)
+            diff = float(np.abs(OnnxHead(onnx_path).logits(probe) - head_logits(classifier.model, probe)).max())
+        else:
+            onnx_path = export_onnx(classifier.model, version_dir / "model.onnx", serving.onnx_opset)
+            diff = verify_onnx(onnx_path, classifier.model, classifier.tokenizer, probe_texts(16), classifier.max_length)
+            classifier.tokenizer.save_pretrained(version_dir)
         print(f"ONNX export verified against torch: max abs logit difference {diff:.3g}")
-        classifier.tokenizer.save_pretrained(version_dir)
-        atomic_write_json(version_dir / "duelguard.json", {**meta, "source": str(model), "onnx_max_abs_diff": diff})
+        atomic_write_json(version_dir / "duelguard.json", {
+            **meta, "source": ref.source, "concrete": ref.concrete, "store": ref.store, "onnx_max_abs_diff": diff,
+        })
         shutil.copyfile(_MODEL_SOURCE, version_dir / "model.py")
-        atomic_write_text(model_dir / "labels.txt", "\n".join(meta["taxonomy"]) + "\n")
-        atomic_write_text(model_dir / "config.pbtxt", model_config(params, meta, target))
+        configs = {serving.model_name: model_config(serving, meta, target, ref.version)}
         if target == "nvidia":
-            network_dir = staging / NETWORK_MODEL
-            (network_dir / str(version)).mkdir(parents=True)
-            (version_dir / "model.onnx").rename(network_dir / str(version) / "model.onnx")
-            atomic_write_text(network_dir / "config.pbtxt", network_config(params, len(meta["taxonomy"])))
-        for child in staging.iterdir():
-            final = out / child.name
-            if final.exists():
-                shutil.rmtree(final)
-            child.rename(final)
+            (staging / NETWORK_MODEL / version).mkdir(parents=True)
+            onnx_path.rename(staging / NETWORK_MODEL / version / "model.onnx")
+            configs[NETWORK_MODEL] = network_config(serving, len(meta["taxonomy"]), ref.version, embedding_dim)
+        for name, config in configs.items():
+            _install_version(staging / name / version, out / name, staging)
+            if name == serving.model_name:
+                atomic_write_text(out / name / "labels.txt", "\n".join(meta["taxonomy"]) + "\n")
+            atomic_write_text(out / name / "config.pbtxt", config)
+            prune_versions(out / name, {ref.version, *keep_versions})
+        for stale in {NETWORK_MODEL} - set(configs):  # a previous nvidia export into this repository
+            if (out / stale).exists():
+                shutil.rmtree(out / stale)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out / params.serving.model_name
+    return out / serving.model_name
+
+
+def _install_version(built: Path, model_dir: Path, staging: Path) -> None:
+    """Rename a built version directory into model_dir (an existing one of that number is moved
+    into `staging` first, to be deleted with it)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    final = model_dir / built.name
+    if final.exists():
+        final.rename(staging / f"replaced-{model_dir.name}-{built.name}")
+    built.rename(final)
+
+
+def prune_versions(model_dir: Path, keep: set[int]) -> list[int]:
+    """Remove version directories of `model_dir` not in `keep`; returns the removed versions."""
+    removed = []
+    for child in sorted(Path(model_dir).iterdir()):
+        if child.is_dir() and child.name.isdigit() and int(child.name) not in keep:
+            shutil.rmtree(child)
+            removed.append(int(child.name))
+    return removed

@@ -1,4 +1,4 @@
-"""The behavioural suite: hand-written prompts per language x category (evaluation/suite/*.jsonl).
+"""The behavioural suite: hand-written prompts per language x category (this package's *.jsonl).
 
 The seed's fr/es/de splits hold hate speech only, so they cannot show whether a crime, weapon,
 self-harm or privacy request in French slips through, nor whether a safe question that uses an
@@ -25,7 +25,7 @@ from typing import Any
 from duelguard.fsio import DataError
 from duelguard.taxonomy import CATEGORY_CODES, labels_from
 
-SUITE_DIR = Path(__file__).parent / "suite"
+SUITE_DIR = Path(__file__).parent
 LANGUAGES = ("en", "fr", "es", "de")
 GROUPS = ("unsafe", "lookalike", "everyday")
 HALVES = ("calib", "report")
@@ -59,11 +59,12 @@ def _halves(rows: list[dict[str, Any]]) -> dict[str, str]:
     return half
 
 
-@lru_cache(maxsize=1)
-def _load_all() -> tuple[dict[str, Any], ...]:
+@lru_cache(maxsize=4)
+def load_suite(directory: Path = SUITE_DIR) -> tuple[dict[str, Any], ...]:
+    """Every suite row as an evaluation record, validated; a malformed row is a DataError naming it."""
     rows: list[dict[str, Any]] = []
     for lang in LANGUAGES:
-        path = SUITE_DIR / f"{lang}.jsonl"
+        path = directory / f"{lang}.jsonl"
         if not path.is_file():
             raise DataError(f"{path}: behavioural suite file missing from the installed package")
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -97,4 +98,4 @@ def suite_records(half: str | None = None) -> list[dict[str, Any]]:
     """The suite as evaluation records (id, text, lang, 12 labels, source, group, category, half)."""
     if half is not None and half not in HALVES:
         raise ValueError(f"unknown suite half {half!r}; expected one of {HALVES}")
-    return [dict(r) for r in _load_all() if half is None or r["half"] == half]
+    return [dict(r) for r in load_suite() if half is None or r["half"] == half]

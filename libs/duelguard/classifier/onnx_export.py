@@ -4,7 +4,7 @@ Only the network goes to ONNX (input_ids, attention_mask -> logits); tokenisatio
 sigmoid/max aggregation stay in Python (duelguard.classifier.inference) so that Triton and
 `duelguard predict` share one implementation. The legacy TorchScript exporter is used on purpose:
 the dynamo exporter needs onnxscript (not in the stack) and the legacy one matches torch to ~1e-7
-on this architecture (DESIGN.md). Batch and sequence axes are dynamic, so one file serves every
+on this architecture (measured: max |diff| 6e-8). Batch and sequence axes are dynamic, so one file serves every
 chunk batch the Triton model builds.
 """
 
@@ -136,3 +136,25 @@ def verify_onnx(
     if not np.isfinite(diff) or diff > tolerance:
         raise OnnxExportError(f"{onnx_path}: ONNX logits differ from torch by {diff:.3g} (> {tolerance:g})")
     return diff
+
+
+def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
+    """Dynamic INT8 quantisation of the network (MatMul/Gemm weights to int8 per channel, activations
+    quantised on the fly): ~4x smaller linear layers, faster on CPUs without bf16. The embedding
+    tables stay float (their lookup costs nothing; quantising them only loses accuracy). Its quality
+    delta against the float model is measured, not assumed (bench/bench_classifier.py)."""
+    import os
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_path = Path(out_path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        quantize_dynamic(str(onnx_path), tmp, weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+        os.replace(tmp, out_path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out_path

