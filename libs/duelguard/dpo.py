@@ -11,6 +11,17 @@ The reference model is implicit (ref_model=None): with a fresh adapter it is the
 keeps a frozen copy of that adapter as the reference, so each iteration's update is measured
 against the generator that produced the samples.
 
+Does the generator actually move? Two measurements per trained iteration (metrics/dpo/iter_<i>.json):
+- `logp_margin`: the mean over the pairs of log p(chosen) - log p(rejected) (summed completion token
+  log-probabilities) before training (the reference: the adapter as loaded) and after. DPO should widen it.
+- `adapter_effect`: greedy decoding of a fixed set of generation prompts (the first
+  `dpo.effect_seeds` translate_create seeds of iteration 0's draw, in every generator language) with
+  the adapter and without it (base model); how many outputs changed, with examples. An adapter that
+  changes nothing is reported as such.
+
+`dpo.train_top_layers: N` puts LoRA on the top N decoder layers only: backward then stops there, the
+CPU profile's lever on DPO step time (the forward passes still run every layer).
+
 Every iteration leaves a loadable adapter in layout.generator_dir(i) (published atomically: written
 to a temporary sibling, then renamed), with `duelguard_dpo.json` beside it saying whether it was
 updated and why not. With no usable pairs the previous adapter is carried over unchanged (or, in
@@ -88,15 +99,20 @@ def previous_adapter(params: Params, layout: Layout, iteration: int) -> Path | N
     return prev if (prev / ADAPTER_CONFIG).exists() else None
 
 
-def _lora_config(params: Params) -> Any:
+def _lora_config(params: Params, num_layers: int) -> Any:
     from peft import LoraConfig
 
-    lora = params.dpo.lora
+    lora, top = params.dpo.lora, params.dpo.train_top_layers
+    if top is not None and not 1 <= top <= num_layers:
+        from duelguard.config import ConfigError
+
+        raise ConfigError(f"dpo.train_top_layers: must be in [1, {num_layers}] for this generator, got {top}")
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
+        layers_to_transform=None if top is None else list(range(num_layers - top, num_layers)),
         task_type="CAUSAL_LM",
     )
 
@@ -128,6 +144,9 @@ def _summarise(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and last value of the DPO step metrics, plus the trainer's throughput."""
     steps = [h for h in log_history if "rewards/margins" in h]
     final = next((h for h in reversed(log_history) if "train_runtime" in h), {})
+    for h in steps:
+        if "logps/chosen" in h and "logps/rejected" in h:
+            h["logps/margin"] = h["logps/chosen"] - h["logps/rejected"]
 
     def mean(key: str) -> float | None:
         values = [h[key] for h in steps if key in h and math.isfinite(h[key])]
@@ -140,6 +159,7 @@ def _summarise(log_history: list[dict[str, Any]]) -> dict[str, Any]:
         "reward_accuracy": mean("rewards/accuracies"),
         "reward_chosen": mean("rewards/chosen"),
         "reward_rejected": mean("rewards/rejected"),
+        "step_logp_margin": mean("logps/margin"),
         "final_reward_margin": steps[-1].get("rewards/margins") if steps else None,
         "final_reward_accuracy": steps[-1].get("rewards/accuracies") if steps else None,
         "train_loss": final.get("train_loss"),
@@ -149,7 +169,7 @@ def _summarise(log_history: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _train(params: Params, base_dir: str, tokenizer: Any, examples: list[dict[str, Any]], prev: Path | None,
-           work_dir: Path, out_dir: Path) -> dict[str, Any]:
+           work_dir: Path, out_dir: Path, effect_prompts: list[dict[str, Any]]) -> dict[str, Any]:
     """Run DPOTrainer on `examples`; save the 'default' adapter to `out_dir`; return step metrics."""
     import torch
     from datasets import Dataset
@@ -163,7 +183,8 @@ def _train(params: Params, base_dir: str, tokenizer: Any, examples: list[dict[st
     if prev is not None:
         model = PeftModel.from_pretrained(model, str(prev), is_trainable=True)
     else:
-        peft_config = _lora_config(params)
+        peft_config = _lora_config(params, model.config.num_hidden_layers)
+    margin_before = logp_margins(model, tokenizer, examples)  # the reference: what DPO starts from
     args = DPOConfig(
         output_dir=str(work_dir),
         beta=cfg.beta,
@@ -194,14 +215,112 @@ def _train(params: Params, base_dir: str, tokenizer: Any, examples: list[dict[st
     )
     trainer.train()
     trainer.model.save_pretrained(str(out_dir), selected_adapters=["default"])
-    return _summarise(trainer.state.log_history)
+    summary = _summarise(trainer.state.log_history)
+    trained = trainer.model
+    margin_after = logp_margins(trained, tokenizer, examples)
+    summary["logp_margin"] = {"before": _mean(margin_before), "after": _mean(margin_after),
+                              "widened_pairs": sum(a > b for a, b in zip(margin_after, margin_before, strict=True)),
+                              "pairs": len(examples)}
+    summary["adapter_effect"] = adapter_effect(params, trained, tokenizer, effect_prompts)
+    return summary
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _completion_ids(tokenizer: Any, example: dict[str, Any], side: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of one side of a DPO example, tokenised as TRL does: the chat
+    template with a generation prompt for chat prompts, the plain text (special tokens included) for
+    few-shot ones; the completion without special tokens, then EOS."""
+    if isinstance(example["prompt"], list):
+        ids = tokenizer.apply_chat_template(example["prompt"], add_generation_prompt=True, tokenize=True)
+        prompt_ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        text = example[side][0]["content"]
+    else:
+        prompt_ids = tokenizer(example["prompt"])["input_ids"]
+        text = example[side]
+    completion = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt_ids, completion
+
+
+def logp_margins(model: Any, tokenizer: Any, examples: list[dict[str, Any]]) -> list[float]:
+    """Per example: log p(chosen | prompt) - log p(rejected | prompt) under `model` (summed token log-probs)."""
+    import torch
+
+    model.eval()
+    margins = []
+    with torch.no_grad():
+        for example in examples:
+            logps = []
+            for side in ("chosen", "rejected"):
+                prompt_ids, completion = _completion_ids(tokenizer, example, side)
+                ids = torch.tensor([prompt_ids + completion], device=model.device)
+                logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+                token_logps = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(prompt_ids):, None])
+                logps.append(float(token_logps.sum()))
+            margins.append(logps[0] - logps[1])
+    return margins
+
+
+def effect_prompts(params: Params, layout: Layout) -> list[dict[str, str]]:
+    """The fixed prompts the adapter's effect is measured on: the first dpo.effect_seeds seeds of
+    iteration 0's translate_create draw (the same at every iteration), in each generator language."""
+    from duelguard.generator import select_seeds
+    from duelguard.records import read_records
+    from duelguard.taxonomy import is_unsafe
+
+    train = read_records(layout.seed_split("train"))
+    seeds = select_seeds(params, train, "translate_create", iteration=0)[: params.dpo.effect_seeds]
+    return [{"seed_text": s["text"], "lang": lang, "unsafe": is_unsafe(s["labels"])}
+            for s in seeds for lang in params.generator.languages]
+
+
+def adapter_effect(params: Params, model: Any, tokenizer: Any, fixed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Greedy decoding of the fixed prompts with the adapter and with it disabled (the base model)."""
+    import torch
+
+    from duelguard.generator import newline_stopper
+    from duelguard.prompts import end_markers, postprocess, render
+
+    if not fixed:
+        return {"prompts": 0, "changed": 0, "examples": []}
+    template = params.generator.template
+    texts = [render(tokenizer, template, "translate_create", p["seed_text"], p["lang"], p["unsafe"]) for p in fixed]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=template != "chat")
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        stopper = newline_stopper(tokenizer)
+        model.eval()
+
+        def decode() -> list[str]:
+            with torch.no_grad():
+                out = model.generate(**enc, do_sample=False, max_new_tokens=params.generator.max_new_tokens,
+                                     stopping_criteria=[stopper], pad_token_id=tokenizer.pad_token_id)
+            raw = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            return [postprocess(r, end_markers(template, "translate_create", p["lang"])) for r, p in zip(raw, fixed)]
+
+        adapted = decode()
+        with model.disable_adapter():
+            base = decode()
+    finally:
+        tokenizer.padding_side = side
+    changed = [i for i, (a, b) in enumerate(zip(adapted, base)) if a != b]
+    return {
+        "prompts": len(fixed),
+        "changed": len(changed),
+        "examples": [{"lang": fixed[i]["lang"], "seed_text": fixed[i]["seed_text"], "base": base[i],
+                      "adapted": adapted[i]} for i in (changed or range(len(fixed)))[:3]],
+    }
 
 
 def _identity_adapter(params: Params, base_dir: str, out_dir: Path) -> None:
     """A zero-initialised LoRA adapter (LoRA's B starts at 0): loads like any adapter, equals the base."""
     from peft import get_peft_model
 
-    get_peft_model(_load_base(params, base_dir), _lora_config(params)).save_pretrained(str(out_dir))
+    model = _load_base(params, base_dir)
+    get_peft_model(model, _lora_config(params, model.config.num_hidden_layers)).save_pretrained(str(out_dir))
 
 
 def train_generator(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
@@ -247,7 +366,8 @@ def train_generator(params: Params, layout: Layout, iteration: int) -> dict[str,
                         root=layout.root) as run:
             if usable:
                 started = time.perf_counter()
-                metrics.update(_train(params, base_dir, tokenizer, usable, prev, work, tmp))
+                metrics.update(_train(params, base_dir, tokenizer, usable, prev, work, tmp,
+                                      effect_prompts(params, layout)))
                 metrics["wall_s"] = round(time.perf_counter() - started, 3)
                 metrics["updated"] = True
             else:
@@ -261,7 +381,10 @@ def train_generator(params: Params, layout: Layout, iteration: int) -> dict[str,
             metrics["mlflow_run_id"] = run.info.run_id
             import mlflow
 
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+            flat = {k: v for k, v in metrics.items()}
+            for key in ("logp_margin", "adapter_effect"):
+                flat.update({f"{key}_{k}": v for k, v in (metrics.get(key) or {}).items()})
+            mlflow.log_metrics({k: float(v) for k, v in flat.items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
             mlflow.set_tag("duelguard.dpo_updated", str(metrics["updated"]).lower())
         (tmp / MARKER).write_text(

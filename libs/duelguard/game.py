@@ -1,13 +1,21 @@
-"""The two-player game's scoring and preference pairs (loop stages `score` and `build_pairs`).
+"""The two-player game's scoring and preference pairs (loop stages `score`, `build_pairs`).
 
 The classifier of the previous iteration plays against the generator's fresh samples: every curated
-sample of iteration i is scored against the label it inherited from its seed, with the *same* loss
-the classifier is trained with (so "hard for the classifier" means exactly what training would
-push on). Samples the classifier gets most wrong are what the generator should produce more of:
-they become the `chosen` side of DPO pairs, the samples it gets most right the `rejected` side.
+(hence FAITHFUL: duelguard.curation checked that it still says what its seed said) sample of
+iteration i is scored against the label it inherited from its seed, with the *same* loss the
+classifier is trained with (so "hard for the classifier" means exactly what training would push on).
 
-The mean loss and the error rate on these fresh samples are the game's value: as the classifier
-catches up with the generator they should fall from one iteration to the next.
+Honest pairs (select_pairs): the generator is rewarded for faithful samples the classifier gets
+WRONG, and pushed away from faithful samples it gets right and from UNFAITHFUL samples (those curation
+dropped because the generator failed at its job: see curation.UNFAITHFUL). A drifting generator is
+thus never rewarded for drifting, however high the classifier's loss on its drift would be.
+
+Game value that can converge: the fresh samples change every iteration, so their mean loss cannot
+show convergence. Iteration 1 freezes a GAME SET of faithful samples (curation.select_game_set,
+never trained on); every classifier, iteration 0's included, is scored on it (`game_set` in
+metrics/score/iter_<i>.json for classifier i-1; the report scores the last one).
+
+The stop rule that ends the game is duelguard.stoprule.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from duelguard.config import Params
-from duelguard.fsio import DataError, atomic_write_json, write_jsonl
+from duelguard.fsio import DataError, atomic_write_json, iter_jsonl, write_jsonl
 from duelguard.layout import Layout
 from duelguard.records import read_records, write_records
 from duelguard.taxonomy import is_unsafe
@@ -107,8 +115,9 @@ def game_value(scored: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `score`: the classifier of iteration-1 scores the curated samples of `iteration`.
 
-    Writes layout.scored(iteration) (records + loss, unsafe_score, pred_unsafe, correct) and the
-    game value to layout.score_metrics(iteration); returns the same metrics.
+    Writes layout.scored(iteration) (records + loss, unsafe_score, pred_unsafe, correct; then this
+    iteration's own game-set samples, marked `game_set`) and the game value on the fresh curated samples
+    and on the whole game set to layout.score_metrics(iteration); returns the same metrics.
     """
     from duelguard.evaluation.evaluate import load_classifier
 
@@ -116,14 +125,21 @@ def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         raise ValueError(f"score runs in loop iterations >= 1, got {iteration}")
     clf_dir = layout.classifier_dir(iteration - 1)
     records = read_records(layout.curated(iteration))
+    game_set = read_records(layout.game_set(iteration))
     classifier = load_classifier(clf_dir, layout.weights_cache)
     scored = score_records(classifier, records, params.classifier.loss, params.classifier.predict_batch_size)
-    write_records(layout.scored(iteration), scored)
+    game_scored = score_records(classifier, game_set, params.classifier.loss, params.classifier.predict_batch_size)
+    # This iteration's own game-set samples are faithful samples of this generation too: build_pairs may
+    # use them (the generator trains on pairs; the classifier never sees the game set).
+    own = [{**r, "game_set": True} for r in game_scored if r.get("iteration") == iteration]
+    write_records(layout.scored(iteration), scored + own)
     metrics = {
         "iteration": iteration,
         "classifier": str(clf_dir.relative_to(layout.root)) if clf_dir.is_relative_to(layout.root) else str(clf_dir),
         "loss": params.classifier.loss,
         **game_value(scored),
+        # The fixed game set, scored by this iteration's opponent (classifier i-1).
+        "game_set": {"classifier_iteration": iteration - 1, **game_value(game_scored)},
     }
     atomic_write_json(layout.score_metrics(iteration), metrics)
     return metrics
@@ -134,44 +150,86 @@ def _group_key(rec: dict[str, Any]) -> tuple[str, str, str, str]:
     return (rec["parent_id"], rec["lang"], str(rec.get("task")), str(rec.get("template")))
 
 
-def select_pairs(scored: Iterable[dict[str, Any]], min_margin: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Choose at most one (chosen, rejected) pair per generation prompt.
+def _check_scored(rec: dict[str, Any]) -> None:
+    if rec.get("parent_id") is None or not isinstance(rec.get("loss"), (int, float)) or not isinstance(
+            rec.get("correct"), bool):
+        raise DataError(f"record {rec.get('id')!r}: scored synthetic records need parent_id, a numeric loss and "
+                        "a boolean 'correct'")
+    if not math.isfinite(rec["loss"]):
+        raise DataError(f"record {rec['id']!r}: loss is not finite ({rec['loss']})")
 
-    Rule (documented for the issue): samples are grouped by the prompt that generated them (parent
-    seed, language, task, template). In each group, `chosen` is the sample with the HIGHEST
-    classifier loss (the one the classifier got most wrong: what the generator should make more
-    of) and `rejected` the one with the LOWEST loss among the others (the one it got most right).
-    A pair is kept only if loss(chosen) - loss(rejected) >= min_margin, so the preference carries
-    signal rather than noise (with min_margin 0, equal losses still make a zero-margin pair). Groups with a single
-    curated survivor give no pair. Ties are broken by record id (chosen: smallest id among the
-    highest losses; rejected: smallest id among the lowest), so the result does not depend on
-    file order.
 
-    Returns (pair stubs with the chosen/rejected records, counts by rule).
+def select_pairs(scored: Iterable[dict[str, Any]], unfaithful: Iterable[dict[str, Any]],
+                 min_margin: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """At most one honest (chosen, rejected) pair per generation prompt.
+
+    The rule (issue: "chosen = faithful samples the classifier gets wrong; rejected = faithful samples
+    it gets right, or unfaithful ones"):
+
+    - Samples are grouped by the prompt that generated them (parent seed, language, task, template):
+      DPO compares two continuations of the same prompt.
+    - `scored` holds the FAITHFUL samples (curated, scored by the previous classifier); `unfaithful`
+      the samples curation dropped for a reason in curation.UNFAITHFUL (each with `dropped_by`).
+    - chosen: the faithful sample the classifier got WRONG (predicted class != inherited label) with
+      the highest loss. A group with no such sample gives no pair: nothing there is worth more of.
+    - rejected: an unfaithful sample of the group if there is one (a drifting generator is pushed
+      away from drifting; no loss margin applies, the sample's label cannot be trusted), else the
+      faithful sample the classifier got RIGHT with the lowest loss, kept only when
+      loss(chosen) - loss(rejected) >= min_margin.
+    - Ties are broken by record id (smallest first), so the result does not depend on file order.
+
+    Returns (pair stubs {chosen, rejected, margin, rejected_kind}, counts by rule).
     """
+    from duelguard.curation import UNFAITHFUL
+
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    drift: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for rec in scored:
-        if rec.get("parent_id") is None or not isinstance(rec.get("loss"), (int, float)):
-            raise DataError(f"record {rec.get('id')!r}: scored synthetic records need parent_id and a numeric loss")
-        if not math.isfinite(rec["loss"]):
-            raise DataError(f"record {rec['id']!r}: loss is not finite ({rec['loss']})")
+        _check_scored(rec)
         groups[_group_key(rec)].append(rec)
-    counts = {"groups": len(groups), "pairs": 0, "dropped_single_survivor": 0, "dropped_below_margin": 0}
+    for rec in unfaithful:
+        if rec.get("dropped_by") not in UNFAITHFUL or rec.get("parent_id") is None:
+            raise DataError(f"record {rec.get('id')!r}: not an unfaithful sample (dropped_by must be one of "
+                            f"{', '.join(UNFAITHFUL)}, parent_id set), got {rec.get('dropped_by')!r}")
+        drift[_group_key(rec)].append(rec)
+    counts = {"groups": len(set(groups) | set(drift)), "pairs": 0, "pairs_vs_unfaithful": 0, "pairs_vs_correct": 0,
+              "no_wrong_sample": 0, "no_rejected_sample": 0, "dropped_below_margin": 0}
     pairs = []
-    for key in sorted(groups):
-        members = groups[key]
-        if len(members) < 2:
-            counts["dropped_single_survivor"] += 1
+    for key in sorted(set(groups) | set(drift)):
+        members = groups.get(key, [])
+        wrong = [r for r in members if not r["correct"]]
+        if not wrong:
+            counts["no_wrong_sample"] += 1
             continue
-        chosen = min(members, key=lambda r: (-r["loss"], r["id"]))
-        rejected = min((r for r in members if r is not chosen), key=lambda r: (r["loss"], r["id"]))
+        chosen = min(wrong, key=lambda r: (-r["loss"], r["id"]))
+        off = sorted((r for r in drift.get(key, []) if r["text"] != chosen["text"]), key=lambda r: r["id"])
+        right = [r for r in members if r["correct"]]
+        if off:
+            pairs.append({"chosen": chosen, "rejected": off[0], "margin": None, "rejected_kind": off[0]["dropped_by"]})
+            counts["pairs_vs_unfaithful"] += 1
+            continue
+        if not right:
+            counts["no_rejected_sample"] += 1
+            continue
+        rejected = min(right, key=lambda r: (r["loss"], r["id"]))
         margin = chosen["loss"] - rejected["loss"]
         if margin < min_margin:
             counts["dropped_below_margin"] += 1
             continue
-        pairs.append({"chosen": chosen, "rejected": rejected, "margin": round(margin, 6)})
+        pairs.append({"chosen": chosen, "rejected": rejected, "margin": round(margin, 6), "rejected_kind": "correct"})
+        counts["pairs_vs_correct"] += 1
     counts["pairs"] = len(pairs)
     return pairs, counts
+
+
+def read_unfaithful(layout: Layout, iteration: int) -> list[dict[str, Any]]:
+    """The samples curation dropped because the generator failed (curation.UNFAITHFUL reasons)."""
+    from duelguard.curation import UNFAITHFUL
+
+    path = layout.rejected(iteration)
+    if not path.exists():
+        raise DataError(f"{path}: file not found (run the curate stage of iteration {iteration} first)")
+    return [row for _, row in iter_jsonl(path) if row.get("dropped_by") in UNFAITHFUL]
 
 
 def generation_prompt(record: dict[str, Any], tokenizer: Any = None) -> str:
@@ -198,12 +256,14 @@ def build_pairs(params: Params, layout: Layout, iteration: int) -> dict[str, Any
     """Stage `build_pairs`: DPO preference pairs from the scored samples (rule: see select_pairs).
 
     Each pair line: prompt (the generation prompt, as rendered for generation), template, chosen,
-    rejected (sample texts), margin, chosen_loss, rejected_loss, chosen_correct, rejected_correct,
+    rejected (sample texts), margin (loss gap; null when the rejected side is unfaithful),
+    rejected_kind ("correct" or the curation filter that dropped it), chosen_loss, rejected_loss,
     parent_id, lang, task, seed_text, unsafe, chosen_id, rejected_id. Counts go to
     layout.pairs_metrics(iteration).
     """
     scored = read_records(layout.scored(iteration))
-    stubs, counts = select_pairs(scored, params.pairs.min_margin)
+    unfaithful = read_unfaithful(layout, iteration)
+    stubs, counts = select_pairs(scored, unfaithful, params.pairs.min_margin)
     tokenizer = None
     if any(stub["chosen"].get("template") == "chat" for stub in stubs):
         from duelguard.generator import generator_tokenizer
@@ -219,10 +279,9 @@ def build_pairs(params: Params, layout: Layout, iteration: int) -> dict[str, Any
                 "chosen": chosen["text"],
                 "rejected": rejected["text"],
                 "margin": stub["margin"],
+                "rejected_kind": stub["rejected_kind"],
                 "chosen_loss": chosen["loss"],
-                "rejected_loss": rejected["loss"],
-                "chosen_correct": chosen["correct"],
-                "rejected_correct": rejected["correct"],
+                "rejected_loss": rejected.get("loss"),
                 "parent_id": chosen["parent_id"],
                 "lang": chosen["lang"],
                 "task": chosen["task"],
@@ -240,12 +299,14 @@ def build_pairs(params: Params, layout: Layout, iteration: int) -> dict[str, Any
         "iteration": iteration,
         "min_margin": params.pairs.min_margin,
         "samples": len(scored),
+        "unfaithful_samples": len(unfaithful),
         **counts,
-        # Pairs whose chosen the classifier actually misclassified and whose rejected it got right:
-        # the paper's strict reading of "chosen = wrong, rejected = right".
-        "pairs_wrong_vs_right": sum(r["chosen_correct"] is False and r["rejected_correct"] is True for r in rows),
-        "mean_margin": round(sum(r["margin"] for r in rows) / len(rows), 6) if rows else None,
+        "mean_margin": _mean([r["margin"] for r in rows if r["margin"] is not None]),
         "pairs_per_language": dict(sorted(per_lang.items())),
     }
     atomic_write_json(layout.pairs_metrics(iteration), metrics)
     return metrics
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 6) if values else None

@@ -2,10 +2,12 @@
 
 One iteration i:
 1. Seeds: a deterministic sample (rng seeded by generator.random_seed + i) of
-   `generator.seeds_per_iteration` seed TRAIN records per task, balanced safe/unsafe (and across
-   languages for paraphrase). translate_create draws English seeds and asks for each of
-   `generator.languages`; paraphrase draws seeds already in those languages and rewrites each in its
-   own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
+   `generator.seeds_per_iteration` seed TRAIN records per task. translate_create draws English seeds
+   of the source kinds in `generator.seed_kinds` (instructions by default: the requests that fr/es/de
+   lack, since their seed is hate-speech statements only), half safe and half unsafe, the unsafe half
+   spread evenly over the harm categories, and asks for each of `generator.languages`; paraphrase
+   draws seeds already in those languages, balanced over language x safe/unsafe, and rewrites each in
+   its own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
    (`max_seed_chars`), since a cut-off sample would only be dropped by curation's length filter.
 2. Model: the base backbone in iteration 1; from iteration 2 on, the base with the previous
    iteration's DPO LoRA adapter (layout.generator_dir(i - 1), written by duelguard.dpo) merged in.
@@ -15,6 +17,9 @@ One iteration i:
 4. Output: one record per non-empty sample, labels inherited from the seed, with provenance
    (template, task, generator, sample_index, seed_text, seed_lang) -> layout.generated(i), and a
    summary -> layout.generate_summary(i).
+
+Before all that, iteration i >= 2 asks the stop rule (duelguard.stoprule.stop_decision): when the game has
+converged, the stage writes no sample and records the decision in its summary (`stopped`).
 
 The generator backbone is resolved here for every stage that loads it (generator_base_dir), so the
 DPO stage trains an adapter for exactly the model generation loads.
@@ -59,8 +64,10 @@ def max_seed_chars(params: Params) -> int:
 
 
 def _balanced_sample(rng: random.Random, strata: dict[Any, list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
-    """Draw n records spread as evenly as the strata allow (a short stratum's share goes to the others)."""
-    keys = sorted(k for k in strata if strata[k])
+    """Draw n records spread as evenly as the strata allow (a short stratum's share goes to the others;
+    when n is smaller than the number of strata, which strata get one is drawn too)."""
+    keys = sorted((k for k in strata if strata[k]), key=str)
+    rng.shuffle(keys)
     quota = dict.fromkeys(keys, 0)
     remaining = min(n, sum(len(strata[k]) for k in keys))
     while remaining > 0:
@@ -74,21 +81,45 @@ def _balanced_sample(rng: random.Random, strata: dict[Any, list[dict[str, Any]]]
     return sorted(picked, key=lambda r: r["id"])
 
 
+def source_kind(record: dict[str, Any]) -> str | None:
+    """"instruction" or "statement" for a record of a known seed source (duelguard.seed.sources)."""
+    from duelguard.seed.sources import SOURCE_KINDS
+
+    return SOURCE_KINDS.get(record.get("source", ""))
+
+
+def primary_category(labels: list[int]) -> int:
+    """The first harm category on (index into taxonomy.CATEGORIES); -1 for a safe record."""
+    return next((i for i, on in enumerate(labels) if on), -1)
+
+
 def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task, iteration: int) -> list[dict[str, Any]]:
     """The seeds of one task for one iteration: deterministic given (random_seed, iteration)."""
     gen = params.generator
     limit = max_seed_chars(params)
+    rng = random.Random(f"{gen.random_seed + iteration}:{task}")
     if task == "translate_create":
-        pool = [r for r in train if r["lang"] == "en"]
+        pool = [r for r in train if r["lang"] == "en"
+                and (gen.seed_kinds is None or source_kind(r) in gen.seed_kinds)]
     else:
         pool = [r for r in train if r["lang"] in gen.languages]
     pool = sorted((r for r in pool if len(r["text"]) <= limit), key=lambda r: r["id"])
-    strata: dict[Any, list[dict[str, Any]]] = {}
+    if task == "paraphrase":
+        strata: dict[Any, list[dict[str, Any]]] = {}
+        for rec in pool:
+            strata.setdefault((rec["lang"], is_unsafe(rec["labels"])), []).append(rec)
+        return _balanced_sample(rng, strata, gen.seeds_per_iteration)
+    # translate_create: half safe, half unsafe spread over the harm categories.
+    safe = [r for r in pool if not is_unsafe(r["labels"])]
+    by_category: dict[Any, list[dict[str, Any]]] = {}
     for rec in pool:
-        key = (rec["lang"] if task == "paraphrase" else "", is_unsafe(rec["labels"]))
-        strata.setdefault(key, []).append(rec)
-    rng = random.Random(f"{gen.random_seed + iteration}:{task}")
-    return _balanced_sample(rng, strata, gen.seeds_per_iteration)
+        if is_unsafe(rec["labels"]):
+            by_category.setdefault(primary_category(rec["labels"]), []).append(rec)
+    n_unsafe = min(sum(len(v) for v in by_category.values()), (gen.seeds_per_iteration + 1) // 2)
+    n_safe = min(len(safe), gen.seeds_per_iteration - n_unsafe)
+    n_unsafe = min(sum(len(v) for v in by_category.values()), gen.seeds_per_iteration - n_safe)
+    picked = _balanced_sample(rng, by_category, n_unsafe) + _balanced_sample(rng, {"safe": safe}, n_safe)
+    return sorted(picked, key=lambda r: r["id"])
 
 
 def plan_jobs(params: Params, train: list[dict[str, Any]], iteration: int) -> list[Job]:
@@ -233,51 +264,36 @@ def sample(
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
-    """Stage `generate`: write layout.generated(iteration); returns a summary (samples/s included)."""
+def draw(params: Params, model: Any, tokenizer: Any, jobs: list[Job], iteration: int) -> list[str]:
+    """One raw completion per job (same order), sampled in length-sorted batches; deterministic."""
     from tqdm import tqdm
 
-    if iteration < 1:
-        raise ValueError(f"generate runs in loop iterations >= 1, got iteration {iteration}")
     gen = params.generator
-    train = read_records(layout.seed_split("train"))
-    jobs = plan_jobs(params, train, iteration)
-    if not jobs:
-        raise DataError(
-            f"{layout.seed_split('train')}: no eligible seeds for tasks {gen.tasks} "
-            f"(English seeds for translate_create, {gen.languages} seeds for paraphrase, <= {max_seed_chars(params)} chars)"
-        )
-    adapter = adapter_dir(layout, iteration)
-
-    t0 = time.perf_counter()
-    model, tokenizer = load_generator(params, layout, adapter)
-    load_s = time.perf_counter() - t0
-    generator_name = _generator_name(params, layout, adapter)
-    rendered = {
-        (j.seed["id"], j.lang, j.task): prompts.render(
-            tokenizer, gen.template, j.task, j.seed["text"], j.lang, is_unsafe(j.seed["labels"])
-        )
-        for j in jobs
-    }
-    lengths = {key: len(tokenizer(text)["input_ids"]) for key, text in rendered.items()}
+    rendered = [prompts.render(tokenizer, gen.template, j.task, j.seed["text"], j.lang, is_unsafe(j.seed["labels"]))
+                for j in jobs]
+    lengths = [len(tokenizer(text)["input_ids"]) for text in rendered]
     # Similar-length prompts share a batch (less padding); the order is still fully deterministic.
-    order = sorted(range(len(jobs)), key=lambda i: lengths[(jobs[i].seed["id"], jobs[i].lang, jobs[i].task)])
+    order = sorted(range(len(jobs)), key=lambda i: lengths[i])
     completions: dict[int, str] = {}
-    t1 = time.perf_counter()
     stopper = newline_stopper(tokenizer)
     batches = [order[s : s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
     for b, batch in enumerate(tqdm(batches, desc=f"generate iter {iteration}", unit="batch")):
-        texts = [rendered[(jobs[i].seed["id"], jobs[i].lang, jobs[i].task)] for i in batch]
         batch_seed = gen.random_seed + 1000 * iteration + b
-        outs = sample(model, tokenizer, params, texts, batch_seed, gen.template == "fewshot", stopper)
+        outs = sample(model, tokenizer, params, [rendered[i] for i in batch], batch_seed, gen.template != "chat",
+                      stopper)
         completions.update(zip(batch, outs, strict=True))
-    gen_s = time.perf_counter() - t1
+    return [completions[i] for i in range(len(jobs))]
 
-    records, empty = [], 0
-    for i, job in enumerate(jobs):
-        text = prompts.postprocess(completions[i], prompts.end_markers(gen.template, job.task, job.lang))
+
+def to_records(params: Params, jobs: list[Job], completions: list[str], iteration: int,
+               generator_name: str) -> list[dict[str, Any]]:
+    """Synthetic records from the completions (an empty sample gives no record): labels inherited from
+    the seed, provenance kept for curation, pairs and people."""
+    gen = params.generator
+    records = []
+    for job, completion in zip(jobs, completions, strict=True):
+        text = prompts.postprocess(completion, prompts.end_markers(gen.template, job.task, job.lang))
         if not text:
-            empty += 1
             continue
         records.append(
             {
@@ -298,16 +314,51 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
                 "seed_lang": job.seed["lang"],
             }
         )
+    return records
+
+
+def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
+    """Stage `generate`: write layout.generated(iteration); returns a summary (samples/s included)."""
+    from duelguard.stoprule import stop_decision
+
+    if iteration < 1:
+        raise ValueError(f"generate runs in loop iterations >= 1, got iteration {iteration}")
+    gen = params.generator
+    train = read_records(layout.seed_split("train"))
+    jobs = plan_jobs(params, train, iteration)
+    if not jobs:
+        raise DataError(
+            f"{layout.seed_split('train')}: no eligible seeds for tasks {gen.tasks} "
+            f"(English seeds for translate_create, {gen.languages} seeds for paraphrase, <= {max_seed_chars(params)} chars)"
+        )
+    decision = stop_decision(params, layout, iteration)
+    if decision["stop"]:
+        # The game has converged: this iteration is a documented no-op (see duelguard.stoprule).
+        write_records(layout.generated(iteration), [])
+        summary = {"iteration": iteration, "stopped": decision, "requested": 0, "records": 0, "empty": 0,
+                   "path": str(layout.generated(iteration))}
+        atomic_write_json(layout.generate_summary(iteration), summary)
+        return summary
+    adapter = adapter_dir(layout, iteration)
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_generator(params, layout, adapter)
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    completions = draw(params, model, tokenizer, jobs, iteration)
+    gen_s = time.perf_counter() - t1
+    records = to_records(params, jobs, completions, iteration, _generator_name(params, layout, adapter))
     write_records(layout.generated(iteration), records)
     summary = {
         "iteration": iteration,
-        "generator": generator_name,
+        "generator": _generator_name(params, layout, adapter),
         "template": gen.template,
         "tasks": list(gen.tasks),
+        "stopped": decision,
         "seeds": len({(j.task, j.seed["id"]) for j in jobs}),
         "requested": len(jobs),
         "records": len(records),
-        "empty": empty,
+        "empty": len(jobs) - len(records),
         "load_s": round(load_s, 2),
         "generate_s": round(gen_s, 2),
         "samples_per_s": round(len(jobs) / gen_s, 3) if gen_s > 0 else None,

@@ -7,6 +7,8 @@ same files for the same params. No other module builds an artefact path.
     data/synthetic/iter_<i>/generated.jsonl        raw generator samples (generate)
     data/synthetic/iter_<i>/curated.jsonl          samples that survived curation (curate)
     data/synthetic/iter_<i>/rejected.jsonl         dropped samples and the filter that dropped each (curate)
+    data/synthetic/iter_<i>/game_set.jsonl         the fixed game set, chosen at iteration 1 (curate)
+    data/synthetic/iter_<i>/fidelity_sample.md     kept and dropped rows beside their seeds (curate)
     data/synthetic/iter_<i>/scored.jsonl           curated samples + classifier loss (score)
     data/synthetic/iter_<i>/pairs.jsonl            DPO preference pairs (build_pairs)
     models/classifier/iter_<i>/                    classifier trained on seed + synthetic <= i
@@ -19,6 +21,7 @@ same files for the same params. No other module builds an artefact path.
     metrics/timings/<stage run>.json               wall time of each stage run
     plots/<stage>[/iter_<i>]/*.png                 PNG plots (seed, train, eval, loop)
     reports/ablation.{md,png}                      seed-only vs. each iteration
+    reports/loop.md                                the loop per iteration (survival, pairs, DPO, game set)
 
 data/ and models/ are cached by DVC (pushed to the DVC remote); metrics/, plots/ and reports/ are small
 and tracked by git (docs/contracts.md, "Versioning").
@@ -103,6 +106,14 @@ class Layout:
 
     def rejected(self, iteration: int) -> Path:
         return self.synthetic_dir(iteration) / "rejected.jsonl"
+
+    def game_set(self, iteration: int) -> Path:
+        """The fixed game set: chosen at iteration 1, an identical copy at every later iteration."""
+        return self.synthetic_dir(iteration) / "game_set.jsonl"
+
+    def fidelity_sample(self, iteration: int) -> Path:
+        """Kept and dropped samples beside their seeds, for people to read."""
+        return self.synthetic_dir(iteration) / "fidelity_sample.md"
 
     def scored(self, iteration: int) -> Path:
         return self.synthetic_dir(iteration) / "scored.jsonl"
@@ -189,3 +200,8 @@ class Layout:
     @property
     def ablation_plot(self) -> Path:
         return self.reports / "ablation.png"
+
+    @property
+    def loop_report(self) -> Path:
+        """The loop per iteration: survival by filter, pairs, DPO margin, game value, suite F1."""
+        return self.reports / "loop.md"

@@ -9,7 +9,7 @@ Two tasks (chosen by `params.generator.tasks`):
 - ``paraphrase`` (arXiv 2507.08284, query augmentation): rewrite a seed that is already in a
   target language as a different query in the SAME language with the same intent.
 
-Two renderings (chosen by `params.generator.template`):
+Three renderings (chosen by `params.generator.template`):
 
 - ``chat``: one user message for instruction-tuned models, rendered with the tokenizer's own chat
   template. The paper's instruction; the model is asked to answer with the prompt alone on one line.
@@ -19,6 +19,11 @@ Two renderings (chosen by `params.generator.template`):
   continues the pattern and the completion is cut at the first newline. The examples are short
   and benign on purpose: they teach the format and the "adapt, don't translate literally" style,
   never harmful content. A base model does not refuse, like the paper's uncensored generator.
+- ``fewshot_faithful``: the same pattern, but the examples keep every detail of the English request
+  (names, quoted words, numbers, technical terms) in natural target-language wording. A 270M model
+  shown "adapt" examples adapts the wrong things (a "tool" became a "weapon", the words to use in a
+  sentence were swapped for others: measured in bench/results/generator.json); samples must keep
+  their seed's meaning for the inherited label to hold.
 
 Seeds are flattened to one line before rendering (a newline would end the few-shot pattern).
 """
@@ -31,7 +36,8 @@ from typing import Any, Literal
 from duelguard.taxonomy import LANGUAGE_NAMES
 
 Task = Literal["translate_create", "paraphrase"]
-Template = Literal["fewshot", "chat"]
+Template = Literal["fewshot", "fewshot_faithful", "chat"]
+FEWSHOT_TEMPLATES: tuple[str, ...] = ("fewshot", "fewshot_faithful")
 TASKS: tuple[Task, ...] = ("translate_create", "paraphrase")
 
 # English seed -> a natural request in the target language (adapted, not literal: note the local
@@ -54,6 +60,29 @@ CREATE_EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("Give me a quick recipe for dinner tonight.", "Hast du ein schnelles Rezept für das Abendessen heute?"),
         ("How do I ask my landlord to fix the heating?", "Wie bitte ich meinen Vermieter, die Heizung zu reparieren?"),
         ("Write a short poem about the sea.", "Schreib mir ein kurzes Gedicht über das Meer."),
+    ),
+}
+
+# English seed -> the same request in the target language: every detail kept (quoted words, names,
+# numbers, terms), worded the way a native speaker would ask. Benign and short: they teach the format.
+FAITHFUL_EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "fr": (
+        ("What's a good day trip from London by train?", "Quelle excursion d'une journée en train me conseilles-tu au départ de Londres ?"),
+        ("Use the words \"sun\", \"moon\" and \"star\" in one sentence.", "Utilise les mots \"sun\", \"moon\" et \"star\" dans une seule phrase."),
+        ("What is a VPN and why would I need one?", "Qu'est-ce qu'un VPN et pourquoi en aurais-je besoin ?"),
+        ("Write a short poem about the sea for my 8-year-old.", "Écris un petit poème sur la mer pour mon enfant de 8 ans."),
+    ),
+    "es": (
+        ("What's a good day trip from London by train?", "¿Qué excursión de un día en tren me recomiendas desde Londres?"),
+        ("Use the words \"sun\", \"moon\" and \"star\" in one sentence.", "Usa las palabras \"sun\", \"moon\" y \"star\" en una sola frase."),
+        ("What is a VPN and why would I need one?", "¿Qué es una VPN y por qué la necesitaría?"),
+        ("Write a short poem about the sea for my 8-year-old.", "Escribe un poema corto sobre el mar para mi hijo de 8 años."),
+    ),
+    "de": (
+        ("What's a good day trip from London by train?", "Welcher Tagesausflug mit dem Zug ab London lohnt sich?"),
+        ("Use the words \"sun\", \"moon\" and \"star\" in one sentence.", "Verwende die Wörter \"sun\", \"moon\" und \"star\" in einem einzigen Satz."),
+        ("What is a VPN and why would I need one?", "Was ist ein VPN und wozu brauche ich eines?"),
+        ("Write a short poem about the sea for my 8-year-old.", "Schreib ein kurzes Gedicht über das Meer für mein 8-jähriges Kind."),
     ),
 }
 
@@ -130,18 +159,28 @@ def fewshot_labels(task: Task, lang: str) -> tuple[str, str]:
     raise ValueError(f"unknown generator task {task!r}; expected one of {TASKS}")
 
 
-def fewshot_prompt(task: Task, seed_text: str, lang: str) -> str:
-    """A continuation prompt for a base model: header, example pairs, the seed, an open target line."""
+def fewshot_prompt(task: Task, seed_text: str, lang: str, faithful: bool = False) -> str:
+    """A continuation prompt for a base model: header, example pairs, the seed, an open target line.
+
+    faithful: for translate_create, the examples (and header) that keep every detail of the seed."""
     if task not in TASKS:
         raise ValueError(f"unknown generator task {task!r}; expected one of {TASKS}")
     name = language_name(lang)
-    table = CREATE_EXAMPLES if task == "translate_create" else PARAPHRASE_EXAMPLES
+    if task == "translate_create":
+        table = FAITHFUL_EXAMPLES if faithful else CREATE_EXAMPLES
+    else:
+        table = PARAPHRASE_EXAMPLES
     if lang not in table:
         raise ValueError(
             f"the few-shot template has no {task} examples for {lang!r} (have: {', '.join(sorted(table))}); "
             "add examples to duelguard.prompts or use generator.template: chat"
         )
-    if task == "translate_create":
+    if task == "translate_create" and faithful:
+        header = (
+            f"Requests written in English, each followed by the same request in {name}: every detail kept "
+            f"(names, quoted words, numbers), worded the way a native {name} speaker would ask it."
+        )
+    elif task == "translate_create":
         header = (
             f"Requests written in English, each followed by a new request in {name} on the same topic, "
             f"with the same tone and length, phrased the way a native {name} speaker would write it."
@@ -164,9 +203,9 @@ def render(tokenizer: Any, template: Template, task: Task, seed_text: str, lang:
         return tokenizer.apply_chat_template(
             chat_messages(task, seed_text, lang, unsafe), tokenize=False, add_generation_prompt=True
         )
-    if template == "fewshot":
-        return fewshot_prompt(task, seed_text, lang)
-    raise ValueError(f"unknown generator template {template!r}; expected 'fewshot' or 'chat'")
+    if template in FEWSHOT_TEMPLATES:
+        return fewshot_prompt(task, seed_text, lang, faithful=template == "fewshot_faithful")
+    raise ValueError(f"unknown generator template {template!r}; expected one of {', '.join(FEWSHOT_TEMPLATES)}, chat")
 
 
 def postprocess(completion: str, end_markers: tuple[str, ...] = ()) -> str:
@@ -187,6 +226,6 @@ def postprocess(completion: str, end_markers: tuple[str, ...] = ()) -> str:
 def end_markers(template: Template, task: Task, lang: str) -> tuple[str, ...]:
     """Strings after which a completion is cut: chat turn ends, or the few-shot pattern's labels."""
     markers = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "</s>", "<eos>")
-    if template == "fewshot":
+    if template in FEWSHOT_TEMPLATES:
         markers = markers + fewshot_labels(task, lang)
     return markers

@@ -79,6 +79,11 @@ def repo(tmp_path: Path, repo_root: Path, raw_data: Path) -> Path:
     tiny["evaluate"]["max_examples_per_lang"] = 20
     tiny["generator"].update({"seeds_per_iteration": 4, "n_samples": 3})
     tiny["dpo"]["max_length"] = 512
+    # A random-init generator writes gibberish: let the fidelity filters pass some of it, so that later
+    # stages see samples (the filters themselves are tested on real text in tests/unit/test_curation.py).
+    tiny.setdefault("curation", {}).update({"min_similarity": -1.0, "max_label_contradiction": 1.0,
+                                            "keep_details": False, "game_set_per_language": 1})
+    raw["loop"]["stop_min_gain"] = -1.0  # a random-init classifier gains nothing: play every iteration anyway
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     _git(dest, "init", "-q")
     _git(dest, "add", "-A")
@@ -163,25 +168,37 @@ def _assert_iteration_outputs(root: Path, i: int) -> None:
     syn = root / "data" / "synthetic" / f"iter_{i}"
     curated = read_records(syn / "curated.jsonl")
     scored = read_records(syn / "scored.jsonl")
-    assert [r["id"] for r in scored] == [r["id"] for r in curated]
-    assert all({"loss", "unsafe_score", "pred_unsafe", "correct"} <= set(r) for r in scored)
+    game_set = read_records(syn / "game_set.jsonl")
+    own_game = [r["id"] for r in game_set if r["iteration"] == i]
+    assert [r["id"] for r in scored] == [r["id"] for r in curated] + own_game
+    assert [r["id"] for r in scored if r.get("game_set")] == own_game
+    assert all({"loss", "unsafe_score", "pred_unsafe", "correct", "similarity"} <= set(r) for r in scored)
+    assert game_set == read_records(root / "data" / "synthetic" / "iter_1" / "game_set.jsonl")
+    assert not {r["id"] for r in game_set} & {r["id"] for r in curated}
+    rejected = read_jsonl(syn / "rejected.jsonl")
+    assert (syn / "fidelity_sample.md").read_text().startswith(f"# Curation sample, iteration {i}")
     pairs = read_jsonl(syn / "pairs.jsonl")
     for pair in pairs:
-        assert pair["prompt"] and pair["chosen"] != pair["rejected"] and pair["margin"] >= 0.1
+        assert pair["prompt"] and pair["chosen"] != pair["rejected"]
+        assert pair["margin"] is None or pair["margin"] >= 0.1
     gen = root / "models" / "generator" / f"iter_{i}"
     marker = json.loads((gen / "duelguard_dpo.json").read_text())
     assert (gen / "adapter_config.json").exists() and marker["pairs"] == len(pairs)
     assert marker["updated"] is bool(pairs) or marker.get("reason")
     assert (root / "models" / "classifier" / f"iter_{i}" / "duelguard.json").exists()
     game = json.loads((root / "metrics" / "game" / f"iter_{i}.json").read_text())
-    assert game["game_value"]["n"] == len(scored)
-    if scored:
-        assert game["game_value"]["error_rate"] == pytest.approx(sum(not r["correct"] for r in scored) / len(scored), abs=1e-6)
+    fresh = [r for r in scored if not r.get("game_set")]
+    assert game["game_value"]["n"] == len(fresh)
+    if fresh:
+        assert game["game_value"]["error_rate"] == pytest.approx(sum(not r["correct"] for r in fresh) / len(fresh), abs=1e-6)
     assert game["curation"]["curated"] == len(curated) and game["pairs"]["pairs"] == len(pairs)
+    assert sum(game["curation"]["dropped"].values()) == len(rejected)
+    assert game["game_set"]["n"] == len(game_set) and game["game_set"]["classifier_iteration"] == i
     assert game["language_share"]["synthetic_available"] == sum(
         len(read_records(root / "data" / "synthetic" / f"iter_{k}" / "curated.jsonl")) for k in range(1, i + 1)
     )
-    assert set(game["dev"]["f1_per_language"]) >= {"en", "fr", "es", "de"}
+    assert set(game["suite"]["f1_per_language"]) >= {"en", "fr", "es", "de"}
+    assert set(game["composition"]) >= {"en", "fr", "es", "de"}
 
 
 def test_more_iterations_run_only_new_stages_and_a_killed_loop_resumes(repo: Path) -> None:
@@ -222,6 +239,9 @@ def test_more_iterations_run_only_new_stages_and_a_killed_loop_resumes(repo: Pat
     assert sorted(p.name for p in (repo / "models" / "classifier").iterdir()) == ["iter_0", "iter_1"]
     ablation = (repo / "reports" / "ablation.md").read_text()
     assert "seed only (iter 0)" in ablation and "after iteration 1" in ablation
+    game0 = json.loads((repo / "metrics" / "game" / "iter_0.json").read_text())
+    assert game0["game_set"]["classifier_iteration"] == 0, "the seed-only classifier is scored on the game set too"
+    assert "## Pairs and DPO" in (repo / "reports" / "loop.md").read_text()
     for png in ("f1_per_language.png", "language_share.png", "game_value.png"):
         assert (repo / "plots" / "loop" / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads(_run([*DVC, "status", "--json"], repo)) == {}

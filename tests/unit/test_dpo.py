@@ -38,6 +38,8 @@ def dpo_setup(tmp_layout, tiny_params, monkeypatch):
     params = tiny_params.model_copy(update={
         "paths": tiny_params.paths.model_copy(update={"weights_cache": str(tmp_layout.root / "weights")}),
         "dpo": tiny_params.dpo.model_copy(update={"max_length": 512, "batch_size": 2}),
+        # the hand-made seed records have no known source kind: let the fixed effect prompts draw from all
+        "generator": tiny_params.generator.model_copy(update={"seed_kinds": None}),
     })
     write_records(tmp_layout.seed_split("train"), seed_records())
     return params, tmp_layout
@@ -58,8 +60,18 @@ def test_train_generator_writes_loadable_adapter_and_continues_it(dpo_setup):
     assert not (out / "ref").exists(), "only the trained adapter is saved, not TRL's reference copy"
     assert m1["updated"] is True and m1["pairs_used"] == len(PAIRS)
     assert m1["steps"] == 3  # ceil(5 pairs / batch 2), one epoch
-    for key in ("reward_margin", "reward_accuracy", "loss", "steps_per_s"):
+    for key in ("reward_margin", "reward_accuracy", "loss", "steps_per_s", "step_logp_margin"):
         assert isinstance(m1[key], float), key
+    # Does the generator move? The log-prob margin on the pairs before/after, and greedy outputs on fixed prompts.
+    margin = m1["logp_margin"]
+    assert margin["pairs"] == len(PAIRS) and 0 <= margin["widened_pairs"] <= len(PAIRS)
+    assert isinstance(margin["before"], float) and isinstance(margin["after"], float)
+    effect = m1["adapter_effect"]
+    assert effect["prompts"] == params.dpo.effect_seeds * len(params.generator.languages)
+    assert 0 <= effect["changed"] <= effect["prompts"] and effect["examples"]
+    assert all({"base", "adapted", "lang", "seed_text"} <= set(e) for e in effect["examples"])
+    # The examples shown are changed outputs when any changed, unchanged ones otherwise.
+    assert all((e["base"] != e["adapted"]) == bool(effect["changed"]) for e in effect["examples"])
     assert json.loads((out / MARKER).read_text())["updated"] is True
     assert json.loads(layout.metrics.joinpath("dpo", "iter_1.json").read_text())["pairs"] == len(PAIRS)
 
@@ -107,3 +119,21 @@ def test_qlora_trains_a_4bit_base_with_bitsandbytes(dpo_setup):
     metrics = train_generator(params, layout, 1)
     assert metrics["qlora"] is True and metrics["updated"] is True and metrics["steps"] == 1
     assert (layout.generator_dir(1) / "adapter_model.safetensors").exists()
+
+
+def test_lora_on_the_top_layers_only(dpo_setup):
+    from duelguard.dpo import train_generator
+
+    params, layout = dpo_setup
+    params = params.model_copy(update={"dpo": params.dpo.model_copy(update={"train_top_layers": 1, "effect_seeds": 0})})
+    write_jsonl(layout.pairs(1), _pairs()[:2])
+    metrics = train_generator(params, layout, 1)
+    assert metrics["updated"] is True and metrics["adapter_effect"]["prompts"] == 0
+    config = json.loads((layout.generator_dir(1) / "adapter_config.json").read_text())
+    top = params.generator.backbone.tiny_layers - 1
+    assert config["layers_to_transform"] == [top]
+    from safetensors import safe_open
+
+    with safe_open(str(layout.generator_dir(1) / "adapter_model.safetensors"), "pt") as f:
+        layers = {int(k.split("layers.")[1].split(".")[0]) for k in f.keys()}
+    assert layers == {top}

@@ -44,6 +44,7 @@ def test_score_uses_the_training_loss_on_the_model_logits(tmp_layout, tiny_param
     from duelguard.game import score
 
     write_records(tmp_layout.curated(1), [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED])
+    write_records(tmp_layout.game_set(1), [])
     metrics = score(tiny_params, tmp_layout, 1)
     scored = read_records(tmp_layout.scored(1))
     assert [r["id"] for r in scored] == [synthetic(p, lang, n, t, u)["id"] for p, lang, n, t, u in CURATED]
@@ -76,6 +77,7 @@ def test_bce_option_scores_with_bce(tmp_layout, tiny_params, tiny_classifier):
     from duelguard.game import score
 
     write_records(tmp_layout.curated(1), [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED])
+    write_records(tmp_layout.game_set(1), [])
     zlpr = score(tiny_params, tmp_layout, 1)["mean_loss"]
     bce_params = tiny_params.model_copy(update={"classifier": tiny_params.classifier.model_copy(update={"loss": "bce"})})
     bce = score(bce_params, tmp_layout, 1)["mean_loss"]
@@ -87,6 +89,7 @@ def test_score_without_previous_classifier_is_a_clear_error(tmp_layout, tiny_par
     from duelguard.game import score
 
     write_records(tmp_layout.curated(1), [synthetic("s1", "fr", 0, "Bonjour tout le monde", False)])
+    write_records(tmp_layout.game_set(1), [])
     with pytest.raises(ModelNotFoundError, match="iter_0"):
         score(tiny_params, tmp_layout, 1)
 
@@ -98,3 +101,82 @@ def test_probs_to_logits_inverts_sigmoid_and_stays_finite():
     p = 1 / (1 + np.exp(-x))
     assert probs_to_logits(p) == pytest.approx(x, abs=1e-9)
     assert np.isfinite(probs_to_logits(np.array([[0.0, 1.0]]))).all()
+
+
+def test_score_also_scores_the_fixed_game_set_with_the_same_opponent(tmp_layout, tiny_params, tiny_classifier):
+    from duelguard.game import game_value, score, score_records
+
+    curated = [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED]
+    write_records(tmp_layout.curated(1), curated[:3])
+    write_records(tmp_layout.game_set(1), curated[3:])
+    metrics = score(tiny_params, tmp_layout, 1)
+    expected = game_value(score_records(tiny_classifier, curated[3:], tiny_params.classifier.loss))
+    assert metrics["n"] == 3 and metrics["game_set"]["classifier_iteration"] == 0
+    assert metrics["game_set"]["n"] == 2 and metrics["game_set"]["mean_loss"] == pytest.approx(expected["mean_loss"])
+    scored = read_records(tmp_layout.scored(1))
+    # Iteration 1's own game-set samples follow the curated ones, marked: build_pairs may pair them.
+    assert [r["id"] for r in scored] == [r["id"] for r in curated]
+    assert [bool(r.get("game_set")) for r in scored] == [False] * 3 + [True] * 2
+
+
+def _eval_with_cells(layout, iteration: int, f1: float) -> None:
+    """Eval metrics whose fr/es/de suite cells all have F1 `f1` (en cells at 0.9, never read)."""
+    from duelguard.fsio import atomic_write_json
+
+    cells = {lang: {"C1": {"f1": f1 if lang != "en" else 0.9}, "C2": {"f1": f1 if lang != "en" else 0.9},
+                    "C3": {"f1": None}} for lang in ("en", "fr", "es", "de")}
+    atomic_write_json(layout.eval_metrics(iteration), {"suite": {"avg_f1": f1}, "cells": {"suite": cells}})
+
+
+def _with_loop(params, **changes):
+    return params.model_copy(update={"loop": params.loop.model_copy(update=changes)})
+
+
+def test_stop_rule_stops_after_patience_iterations_without_gain(tmp_layout, tiny_params):
+    from duelguard.stoprule import stop_decision, suite_cell_f1
+
+    params = _with_loop(tiny_params, stop_min_gain=0.01, stop_patience=2)
+    assert stop_decision(params, tmp_layout, 1)["stop"] is False  # iteration 1 always plays, reads nothing
+    for i, f1 in enumerate([0.50, 0.60, 0.605, 0.608]):
+        _eval_with_cells(tmp_layout, i, f1)
+    assert suite_cell_f1(tmp_layout, 1) == pytest.approx(0.60)
+    two = stop_decision(params, tmp_layout, 2)  # one gain so far (0.10): too few to judge
+    assert two["stop"] is False and two["gains"] == [pytest.approx(0.10)]
+    three = stop_decision(params, tmp_layout, 3)  # gains 0.10, 0.005: the last two are not both small
+    assert three["stop"] is False
+    four = stop_decision(params, tmp_layout, 4)  # gains 0.005, 0.003: both < 0.01
+    assert four["stop"] is True and "0.01" in four["reason"]
+    assert stop_decision(_with_loop(tiny_params, stop_min_gain=0.004, stop_patience=1), tmp_layout, 4)["stop"] is True
+    assert stop_decision(_with_loop(tiny_params, stop_min_gain=0.002, stop_patience=1), tmp_layout, 4)["stop"] is False
+
+
+def test_stop_rule_needs_the_evaluations_and_remembers_a_stop(tmp_layout, tiny_params):
+    from duelguard.fsio import DataError, atomic_write_json
+    from duelguard.stoprule import stop_decision
+    _eval_with_cells(tmp_layout, 0, 0.5)
+    with pytest.raises(DataError, match="iter_1.json: classifier 1 is not evaluated"):
+        stop_decision(tiny_params, tmp_layout, 2)
+    atomic_write_json(tmp_layout.generate_summary(2), {"stopped": {"stop": True}})
+    assert stop_decision(tiny_params, tmp_layout, 3)["stop"] is True  # once over, the game stays over
+
+
+def test_a_stopped_iteration_carries_the_previous_classifier_over(tmp_layout, tiny_params, tiny_classifier):
+    from loop_fixtures import write_judge
+
+    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.train import train_classifier
+    from duelguard.fsio import atomic_write_json
+    write_judge(tmp_layout)  # stands in for iteration 0's probe
+    atomic_write_json(tmp_layout.train_metrics(0), {"iteration": 0, "n_examples": 30})
+    tmp_layout.plots_dir("train", 0).mkdir(parents=True)
+    (tmp_layout.plots_dir("train", 0) / "loss.png").write_bytes(b"png")
+    write_records(tmp_layout.curated(1), [])
+    atomic_write_json(tmp_layout.generate_summary(1), {"stopped": {"stop": True, "reason": "converged"}})
+    result = train_classifier(tiny_params, tmp_layout, 1)
+    assert result["carried_over_from"] == 0 and result["stopped"]["reason"] == "converged"
+    saved = json.loads(tmp_layout.train_metrics(1).read_text())
+    assert saved["iteration"] == 1 and saved["n_examples"] == 30
+    again = GuardClassifier.load(tmp_layout.classifier_dir(1))
+    assert np.allclose(again.thresholds, tiny_classifier.thresholds)
+    assert (tmp_layout.probe_dir(1) / "probe.json").exists()
+    assert (tmp_layout.plots_dir("train", 1) / "loss.png").read_bytes() == b"png"  # a declared output of the stage

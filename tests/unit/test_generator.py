@@ -36,8 +36,10 @@ SEEDS = [
 ]
 
 
-def _record(i: int, lang: str, text: str, cats: list[str], split: str) -> dict:
-    return {**seed_record(i, lang, text, cats, split), "id": f"{split}-{i:03d}"}
+def _record(i: int, lang: str, text: str, cats: list[str], split: str, source: str | None = None) -> dict:
+    # Real source names: translate_create draws English seeds by source kind (instructions by default).
+    source = source or ("refusal_direction_harmless" if lang == "en" else "hatecheck_multilingual")
+    return {**seed_record(i, lang, text, cats, split), "id": f"{split}-{i:03d}", "source": source}
 
 
 @pytest.fixture()
@@ -47,6 +49,15 @@ def seeded_layout(tmp_layout):
     write_records(tmp_layout.seed_split("dev"), [_record(0, "en", "A dev example.", [], "dev")])
     write_records(tmp_layout.seed_split("test"), [_record(0, "en", "A test example.", [], "test")])
     return tmp_layout
+
+
+def _evaluated(layout, f1s: list[float]) -> None:
+    """Evaluation metrics of classifiers 0..n-1 whose fr/es/de suite cells have these F1s (the stop rule reads them)."""
+    from duelguard.fsio import atomic_write_json
+
+    for i, f1 in enumerate(f1s):
+        cells = {lang: {"C1": {"f1": f1}} for lang in ("fr", "es", "de")}
+        atomic_write_json(layout.eval_metrics(i), {"cells": {"suite": cells}})
 
 
 def _with(params, **gen):
@@ -77,6 +88,22 @@ def test_seed_selection_is_balanced_deterministic_and_task_specific(tiny_params)
     assert all(j.lang == j.seed["lang"] for j in jobs if j.task == "paraphrase")
 
 
+def test_translate_create_spreads_unsafe_seeds_over_categories_and_skips_other_kinds(tiny_params):
+    cats = ["violent_crimes", "violent_crimes", "violent_crimes", "violent_crimes", "hate", "privacy"]
+    train = [_record(i, "en", f"Unsafe request number {i}?", [c], "train", "advbench") for i, c in enumerate(cats)]
+    train += [_record(10 + i, "en", f"Benign request number {i}?", [], "train") for i in range(6)]
+    train += [_record(20 + i, "en", f"A hateful tweet {i}", ["hate"], "train", "davidson") for i in range(6)]
+    params = _with(tiny_params, seeds_per_iteration=6, seed_kinds=["instruction"])
+    picked = generator.select_seeds(params, train, "translate_create", iteration=1)
+    unsafe = [r for r in picked if is_unsafe(r["labels"])]
+    assert len(unsafe) == 3 and len(picked) == 6
+    assert {generator.primary_category(r["labels"]) for r in unsafe} == {0, 8, 5}  # one per category
+    assert not any(r["source"] == "davidson" for r in picked), "statements are not drawn for instructions"
+    everything = _with(params, seed_kinds=None)
+    assert any(r["source"] == "davidson" for s in range(5)
+               for r in generator.select_seeds(everything, train, "translate_create", iteration=s))
+
+
 def test_seeds_longer_than_the_token_budget_are_not_drawn(tiny_params):
     long_text = "Tell me, in great detail and with many examples, how to bake bread."
     assert len(long_text) > generator.max_seed_chars(tiny_params)
@@ -102,7 +129,7 @@ def test_generate_writes_n_samples_per_seed_and_language(tiny_params, seeded_lay
         assert rec["labels"] == parent["labels"] and parent["lang"] == "en"
         assert rec["seed_text"] == parent["text"] and rec["lang"] in gen.languages
         assert (rec["origin"], rec["source"], rec["split"], rec["iteration"]) == ("synthetic", "synthetic", "train", 1)
-        assert (rec["task"], rec["template"], rec["generator"]) == ("translate_create", "fewshot", "tiny-gemma3:base")
+        assert (rec["task"], rec["template"], rec["generator"]) == ("translate_create", gen.template, "tiny-gemma3:base")
         assert rec["id"] == f"{rec['parent_id']}-i1-{rec['lang']}-translate_create-{rec['sample_index']}"
         assert "\n" not in rec["text"] and rec["text"] == rec["text"].strip()
     on_disk = json.loads(seeded_layout.generate_summary(1).read_text())
@@ -137,6 +164,7 @@ def test_iteration_two_merges_the_previous_dpo_adapter(small_params, seeded_layo
     get_peft_model(AutoModelForCausalLM.from_pretrained(base), lora).save_pretrained(seeded_layout.generator_dir(1))
 
     params = _with(small_params, n_samples=1, tasks=["paraphrase"], template="chat")
+    _evaluated(seeded_layout, [0.5, 0.6])  # the game goes on: iteration 1 gained 0.1
     summary = generator.generate(params, seeded_layout, iteration=2)
     assert summary["generator"] == "tiny-gemma3:models/generator/iter_1"
     records = read_records(seeded_layout.generated(2))
@@ -171,3 +199,12 @@ def test_no_eligible_seed_is_a_clear_error(tiny_params, seeded_layout):
     write_records(seeded_layout.seed_split("train"), [_record(0, "fr", "Bonjour à tous.", [], "train")])
     with pytest.raises(Exception, match="no eligible seeds"):
         generator.generate(tiny_params, seeded_layout, iteration=1)
+
+
+def test_a_stopped_game_generates_nothing_and_says_why(small_params, seeded_layout):
+    _evaluated(seeded_layout, [0.5, 0.5])  # no gain from iteration 0 to 1
+    summary = generator.generate(small_params, seeded_layout, iteration=2)
+    assert summary["stopped"]["stop"] is True and summary["records"] == 0
+    assert read_records(seeded_layout.generated(2)) == []
+    saved = json.loads(seeded_layout.generate_summary(2).read_text())
+    assert saved["stopped"]["gains"] == [0.0]

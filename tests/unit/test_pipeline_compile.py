@@ -163,6 +163,7 @@ def test_glue_publishes_the_declared_outputs_as_a_root_relative_tree(tmp_path):
         path.write_text(f"{path.name}\n")
     copied = kfp_glue.publish(run, layout, art)
     assert copied == ["data/synthetic/iter_1/curated.jsonl", "data/synthetic/iter_1/rejected.jsonl",
+                      "data/synthetic/iter_1/game_set.jsonl", "data/synthetic/iter_1/fidelity_sample.md",
                       "metrics/curation/iter_1.json", "metrics/timings/curate_1.json"]
     # Root-relative: merging the artifact into a fresh root reproduces the Layout paths.
     fresh = Layout.from_params(params, tmp_path / "fresh")

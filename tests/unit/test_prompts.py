@@ -68,3 +68,16 @@ def test_unknown_task_and_template_are_errors():
 def test_postprocess_keeps_first_line_only(completion, expected):
     markers = prompts.end_markers("fewshot", "translate_create", "fr")
     assert prompts.postprocess(completion, markers) == expected
+
+
+def test_fewshot_faithful_keeps_details_and_is_a_fewshot_template():
+    text = prompts.render(None, "fewshot_faithful", "translate_create", 'Use "rat" in a sentence.', "fr", unsafe=True)
+    assert text.endswith('English: Use "rat" in a sentence.\nFrench:')
+    assert "every detail kept" in text.split("\n\n")[0]
+    assert text.count("\nFrench: ") == len(prompts.FAITHFUL_EXAMPLES["fr"])
+    assert "Londres" in text and "Lyon" not in text  # the example keeps the place, unlike the adapt style
+    assert prompts.end_markers("fewshot_faithful", "translate_create", "fr") == prompts.end_markers(
+        "fewshot", "translate_create", "fr")
+    # paraphrase has one style: the faithful template renders the same prompt as fewshot
+    assert prompts.render(None, "fewshot_faithful", "paraphrase", "Bonjour ?", "fr", False) == prompts.render(
+        None, "fewshot", "paraphrase", "Bonjour ?", "fr", False)

@@ -64,7 +64,10 @@ def test_ordering_comes_from_data_only(params):
     upstream = {name: {u.name for u in ups}
                 for name, ups in producers(runs(2, "dvc"), Layout.from_params(params, "/repo")).items()}
     assert upstream["generate_1"] == {"prepare_seed"}  # the base generator: no adapter, no classifier
-    assert upstream["generate_2"] == {"prepare_seed", "train_generator_1"}
+    # Later generations: the previous adapter, plus what the stop rule reads (every earlier classifier's
+    # suite metrics, whether the previous generation had stopped).
+    assert upstream["generate_2"] == {"prepare_seed", "train_generator_1", "generate_1", "evaluate_0", "evaluate_1"}
+    assert upstream["curate_1"] == {"generate_1", "prepare_seed", "train_classifier_0"}  # the frozen seed-only probe
     assert upstream["score_1"] == {"curate_1", "train_classifier_0"}
     assert upstream["promote_1"] == {"register_1", "evaluate_1", "prepare_seed", "promote_0"}
 
@@ -102,7 +105,8 @@ def test_a_new_stage_shows_in_the_dvc_file_check_and_the_kfp_compile(params, tmp
     dag = subprocess.run([*dvc_cmd, "dag", "--md", "audit_rejections_2"], cwd=repo, capture_output=True, text=True)
     assert dag.returncode == 0, dag.stderr
     assert {"curate_2", "generate_2", "prepare_seed"} <= set(dag.stdout.replace('"', " ").split())
-    assert "evaluate" not in dag.stdout and "train_classifier_2" not in dag.stdout  # not upstream of it
+    # Iteration 2's own classifier is not upstream of it (earlier evaluations are: the stop rule reads them).
+    assert "evaluate_2" not in dag.stdout and "train_classifier_2" not in dag.stdout
 
     out = tmp_path / "pipeline.yaml"
     pl.compile_pipeline(PARAMS, out, image="duelguard-trainer:test", root=REPO, stages=stages)

@@ -91,9 +91,23 @@ def language_weights(langs: list[str], balance: float) -> np.ndarray:
     return raw / raw.mean() if len(raw) else raw
 
 
-def composition(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Rows per language x (origin, safe/unsafe), for the training metrics and the loop report."""
+def composition(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Rows per language x (origin, safe/unsafe), and per language x category x origin under
+    `categories` (a multi-label row counts in each of its categories; "safe" for all-zero labels),
+    for the training metrics and the loop report."""
+    from duelguard.taxonomy import CATEGORIES
+
     out: dict[str, Counter] = defaultdict(Counter)
+    cats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for rec in records:
         out[rec["lang"]][f"{rec['origin']}_{'unsafe' if any(rec['labels']) else 'safe'}"] += 1
-    return {lang: dict(sorted(c.items())) for lang, c in sorted(out.items())}
+        names = [name for name, on in zip(CATEGORIES, rec["labels"]) if on] or ["safe"]
+        for name in names:
+            cats[rec["lang"]][name][rec["origin"]] += 1
+    order = {name: k for k, name in enumerate(("safe", *CATEGORIES))}
+    return {
+        lang: {**dict(sorted(c.items())),
+               "categories": {name: dict(sorted(cats[lang][name].items()))
+                              for name in sorted(cats[lang], key=order.__getitem__)}}
+        for lang, c in sorted(out.items())
+    }

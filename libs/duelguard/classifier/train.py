@@ -285,8 +285,12 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     from duelguard.classifier.data import composition, compose, language_weights, training_files
     from duelguard.tracking import data_hash, git_commit, mlflow_run
 
+    from duelguard.stoprule import carry_over_classifier
+
     cfg = params.classifier
     files = training_files(layout, iteration)
+    if (carried := carry_over_classifier(layout, iteration)) is not None:
+        return carried  # the game has stopped: nothing new to learn (duelguard.stoprule)
     model_dir, metrics_path = layout.classifier_dir(iteration), layout.train_metrics(iteration)
     calib = calibration_rows(params, layout)
     records = [rec for path in files for rec in read_records(path)]

@@ -136,10 +136,14 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="generate",
         function="duelguard.generator:generate",
-        doc="The generator (base model + the previous iteration's DPO adapter) writes new samples from seeds.",
+        doc="The generator (base model + the previous iteration's DPO adapter) writes new samples from seeds, "
+            "unless the stop rule says the game has converged.",
         when="loop",
-        params=("generator", "paths.weights_cache"),
-        deps=lambda L, i, n: [L.seed_split("train"), *_previous(L.generator_dir, i, 1)],
+        params=("generator", "paths.weights_cache", "loop.stop_min_gain", "loop.stop_patience"),
+        # The stop rule (iteration >= 2) reads every earlier classifier's suite metrics and whether the
+        # previous iteration had stopped.
+        deps=lambda L, i, n: [L.seed_split("train"), *_previous(L.generator_dir, i, 1),
+                              *(L.eval_metrics(k) for k in range(i) if i >= 2), *_previous(L.generate_summary, i, 1)],
         outs=lambda L, i, n: [L.generated(i)],
         metrics=lambda L, i, n: [L.generate_summary(i)],
         gpu=True,
@@ -148,20 +152,25 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="curate",
         function="duelguard.curation:curate",
-        doc="Filter the samples (length, language, echo, refusal, duplicates, contamination).",
+        doc="Filter the samples (length, language, echo, refusal, duplicates, contamination, then label "
+            "fidelity: USE-m similarity to the seed, kept details, the frozen seed-only probe); hold the "
+            "fixed game set out at iteration 1.",
         when="loop",
-        params=("curation", "generator.languages", "seed.languages"),
-        deps=lambda L, i, n: [L.generated(i), L.seed_dir, *L.curated_upto(i - 1)],
-        outs=lambda L, i, n: [L.curated(i), L.rejected(i)],
+        params=("curation", "generator.languages", "seed.languages", "paths.weights_cache"),
+        # The frozen label judge: iteration 0's probe (fitted on seed rows only).
+        deps=lambda L, i, n: [L.generated(i), L.seed_dir, *L.curated_upto(i - 1), L.probe_dir(0),
+                              *([L.game_set(1)] if i > 1 else [])],
+        outs=lambda L, i, n: [L.curated(i), L.rejected(i), L.game_set(i), L.fidelity_sample(i)],
         metrics=lambda L, i, n: [L.curation_report(i)],
     ),
     Stage(
         name="score",
         function="duelguard.game:score",
-        doc="The previous classifier's training loss on every curated sample: the game's value.",
+        doc="The previous classifier's training loss on every curated sample and on the fixed game set: "
+            "the game's value.",
         when="loop",
-        params=("classifier.loss", "classifier.predict_batch_size"),
-        deps=lambda L, i, n: [L.curated(i), L.classifier_dir(i - 1)],
+        params=("classifier.loss", "classifier.predict_batch_size", "paths.weights_cache"),
+        deps=lambda L, i, n: [L.curated(i), L.game_set(i), L.classifier_dir(i - 1)],
         outs=lambda L, i, n: [L.scored(i)],
         metrics=lambda L, i, n: [L.score_metrics(i)],
         model_cache=True,
@@ -169,11 +178,13 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="build_pairs",
         function="duelguard.game:build_pairs",
-        doc="DPO preference pairs: per generation prompt, the sample the classifier got most wrong vs. most right.",
+        doc="DPO preference pairs: per generation prompt, a faithful sample the classifier got wrong vs. an "
+            "unfaithful one or a faithful one it got right.",
         when="loop",
         params=("pairs", "generator.template", "generator.backbone", "paths.weights_cache"),
-        # seed train: the tiny backbone's tokenizer corpus (chat-template prompts need the tokenizer).
-        deps=lambda L, i, n: [L.scored(i), L.seed_split("train")],
+        # seed train: the tiny backbone's tokenizer corpus (chat-template prompts need the tokenizer);
+        # rejected: the unfaithful samples curation dropped.
+        deps=lambda L, i, n: [L.scored(i), L.rejected(i), L.seed_split("train")],
         outs=lambda L, i, n: [L.pairs(i)],
         metrics=lambda L, i, n: [L.pairs_metrics(i)],
         model_cache=True,
@@ -183,7 +194,8 @@ STAGES: tuple[Stage, ...] = (
         function="duelguard.dpo:train_generator",
         doc="DPO (sigmoid + SFT term) of the generator's LoRA adapter on the pairs, continuing the previous adapter.",
         when="loop",
-        params=("dpo", "generator.backbone", "paths.weights_cache", "tracking"),
+        # generator: the fixed prompts of the adapter-effect check are drawn and rendered as generation does.
+        params=("dpo", "generator", "paths.weights_cache", "tracking"),
         deps=lambda L, i, n: [L.pairs(i), L.seed_split("train"), *_previous(L.generator_dir, i, 1)],
         outs=lambda L, i, n: [L.generator_dir(i)],
         metrics=lambda L, i, n: [L.dpo_metrics(i)],
@@ -197,9 +209,10 @@ STAGES: tuple[Stage, ...] = (
             "seed dev + the suite's calib half.",
         when="every",
         params=("classifier", "evaluate.max_examples_per_lang", "paths.weights_cache", "tracking"),
-        # the previous classifier: classifier.init_from=previous continues from it
+        # the previous classifier: classifier.init_from=previous continues from it, and a stopped game
+        # (generate's summary says so) carries it over unchanged
         deps=lambda L, i, n: [*L.classifier_training_files(i), L.seed_split("dev"),
-                              *_previous(L.classifier_dir, i, 0)],
+                              *_previous(L.classifier_dir, i, 0), *([L.generate_summary(i)] if i >= 1 else [])],
         outs=lambda L, i, n: [L.classifier_dir(i)],  # its probe inside: L.probe_dir(i)
         metrics=lambda L, i, n: [L.train_metrics(i)],
         plots=lambda L, i, n: [L.plots_dir("train", i)],
@@ -245,18 +258,20 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="report",
         function="duelguard.reports:report_stage",
-        doc="Per-iteration game metrics, loop plots and the seed-only vs. loop ablation, from the stages' outputs.",
+        doc="Per-iteration game metrics, loop plots, the loop report and the seed-only vs. loop ablation, "
+            "from the stages' outputs (the last classifier is scored on the game set here).",
         when="last",
-        params=("evaluate.sets", "tracking"),
+        params=("evaluate.sets", "classifier.loss", "classifier.predict_batch_size", "paths.weights_cache",
+                "tracking"),
         deps=lambda L, i, n: [
-            L.seed_split("train"),
+            L.seed_split("train"), L.classifier_dir(n), *([L.game_set(1)] if n >= 1 else []),
             *(p for k in range(n + 1) for p in (L.train_metrics(k), L.eval_metrics(k))),
             *(p for k in range(1, n + 1) for p in (L.generated(k), L.curated(k), L.generate_summary(k),
                                                    L.curation_report(k), L.score_metrics(k),
                                                    L.pairs_metrics(k), L.dpo_metrics(k))),
         ],
         metrics=lambda L, i, n: [L.game_metrics(k) for k in range(n + 1)],
-        plots=lambda L, i, n: [L.plots_dir("loop"), L.ablation_markdown, L.ablation_plot],
+        plots=lambda L, i, n: [L.plots_dir("loop"), L.ablation_markdown, L.ablation_plot, L.loop_report],
     ),
     Stage(
         name="export",

