@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import random
 import shutil
 import tempfile
@@ -108,6 +109,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench/results/backbones.json")
     args = parser.parse_args()
 
+    # One MLflow store for every candidate's runs (each candidate's temporary root would otherwise
+    # hold its own sqlite store, and reopening a second one in the same process failed as read-only).
+    store = Path(tempfile.mkdtemp(prefix="bench-backbones-mlflow-"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
     params = load_params(REPO_ROOT / "params.yaml", profile="default")
     texts = mixed_texts(Layout.from_params(params, root=REPO_ROOT), args.texts)
     plans = {"sentence": ("default", {}, None), "e5": ("e5", {}, None), "gemma": ("e5", GEMMA, args.gemma_rows)}

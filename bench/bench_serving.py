@@ -6,7 +6,8 @@ Measures, for single-text requests over a multilingual sample:
 - triton_grpc c1: one client, sequential requests (p50/p99 latency, throughput);
 - triton_grpc c8: eight concurrent clients (throughput; dynamic batching should give >= 3x c1);
 - predict c1: GuardClassifier.predict_proba in process (the `duelguard predict` path, torch);
-- onnxruntime c1: the same windows through ONNX Runtime in process (what the Triton model runs), so
+- onnxruntime c1: the same windows through ONNX Runtime in process (what the Triton model runs; for a
+  sentence classifier, the encoder's embedding then the ONNX head), so
   triton_grpc p50 - onnxruntime p50 is Triton's per-request overhead (gRPC + scheduling + Python stub).
 The tiny profile uses a random-initialised tiny classifier (speed does not depend on the weights)
 unless --model is given; the default profile needs a trained model (models/classifier/iter_0).
@@ -135,6 +136,12 @@ def main() -> None:
                                    providers=["CPUExecutionProvider"])
 
     def ort_call(text: str) -> object:
+        if hasattr(clf, "encoder"):  # a sentence classifier: encoder embedding, then the ONNX head
+            from duelguard.classifier.sentence import score_windows
+            from duelguard.probe import embed
+
+            return score_windows(lambda w: session.run(["logits"], {"embedding": embed(w)})[0], [text],
+                                 clf.max_length, clf.chunk_overlap, clf.max_windows)[0]
         ids, mask = pad_batch(encode_chunks(clf.tokenizer, text, clf.max_length, clf.chunk_overlap, clf.max_windows).ids,
                               clf.tokenizer.pad_token_id)
         logits = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
