@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
 from duelguard.config import Backbone, load_params
 from duelguard.fsio import atomic_write_json, read_json
 from duelguard.layout import Layout

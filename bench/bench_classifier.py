@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import psutil
-
 from duelguard.config import load_params
 from duelguard.fsio import atomic_write_json
 from duelguard.layout import Layout
@@ -35,8 +34,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def mixed_texts(layout: Layout, n: int, seed: int = 0) -> list[str]:
     """n texts: 60% single prompts, 30% medium pastes, 10% long pastes (see the module docstring)."""
-    from duelguard.suite import suite_records
     from duelguard.records import read_records
+    from duelguard.suite import suite_records
 
     rng = random.Random(seed)
     pool = [r["text"] for r in suite_records()]
@@ -167,7 +166,6 @@ def train_speed(clf: Any, params: Any, texts: list[str], train_steps: int) -> di
 
 def main() -> None:
     import torch
-
     from duelguard.classifier.model import GuardClassifier
     from duelguard.classifier.runtime import RUNTIMES, onnx_network
     from duelguard.suite import suite_records

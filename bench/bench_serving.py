@@ -92,7 +92,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import onnxruntime as ort
-
     from duelguard.classifier.inference import encode_chunks, pad_batch
     from duelguard.classifier.model import GuardClassifier
     from duelguard.config import load_params

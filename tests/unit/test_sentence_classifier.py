@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from classifier_toy import toy_records, write_toy_seed
-
 from duelguard.backbones import BackboneError, verify_sentence_encoder
 from duelguard.classifier.model import GuardClassifier
 from duelguard.classifier.sentence import (

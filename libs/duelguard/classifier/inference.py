@@ -93,9 +93,10 @@ CHARS_PER_TOKEN_BOUND = 16
 
 
 class Windows(NamedTuple):
-    """The token-id windows one text is scored on, and whether the window cap dropped any."""
+    """The windows one text is scored on (token-id lists; word-window strings for a sentence
+    classifier, duelguard.classifier.sentence.word_windows), and whether the window cap dropped any."""
 
-    ids: list[list[int]]
+    ids: list[Any]
     truncated: bool
 
 

@@ -281,11 +281,14 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     """Stage: train the probe and the classifier on seed + synthetic <= iteration, calibrate both on
     the calibration rows, save them, log to MLflow."""
     import mlflow
-
-    from duelguard.classifier.data import composition, compose, language_weights, training_files
-    from duelguard.tracking import data_hash, git_commit, mlflow_run
-
+    from duelguard.classifier.data import (
+        compose,
+        composition,
+        language_weights,
+        training_files,
+    )
     from duelguard.stoprule import carry_over_classifier
+    from duelguard.tracking import data_hash, git_commit, mlflow_run
 
     cfg = params.classifier
     files = training_files(layout, iteration)
@@ -389,7 +392,7 @@ def train_probe(train: list[dict[str, Any]], calib: list[dict[str, Any]], cache_
     summary = {
         "encoder": ENCODER,
         "c": PROBE_C,
-        "n_train": int(len(truth)),
+        "n_train": len(truth),
         "threshold": probe.threshold,
         "calib_f1": f1_score(calib_scores > probe.threshold, calib_truth),
         "seconds": round(time.perf_counter() - started, 2),

@@ -26,7 +26,11 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from duelguard.classifier.inference import encode_chunks, length_sorted_batches, pad_batch
+from duelguard.classifier.inference import (
+    encode_chunks,
+    length_sorted_batches,
+    pad_batch,
+)
 
 
 class TritonPythonModel:

@@ -205,7 +205,11 @@ def export_triton(
         if hasattr(classifier, "encoder"):  # a sentence classifier: the head goes to ONNX, the encoder is a package
             import numpy as np
 
-            from duelguard.classifier.sentence import OnnxHead, export_head_onnx, head_logits
+            from duelguard.classifier.sentence import (
+                OnnxHead,
+                export_head_onnx,
+                head_logits,
+            )
 
             embedding_dim = int(classifier.head_config["dim"])
             onnx_path = export_head_onnx(classifier.model, version_dir / "model.onnx", embedding_dim, serving.onnx_opset)
