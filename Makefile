@@ -130,7 +130,7 @@ image-serving-smoke: setup ## Run duelguard-serving-cpu:<commit> from a model UR
 
 profile-tiny: ## Switch params.yaml to the tiny profile (tests-size models)
 	$(DG) profile tiny
-profile-default: ## Switch params.yaml to the default profile (CPU, Gemma-3-270M)
+profile-default: ## Switch params.yaml to the default profile (CPU: USE-m + head classifier, Gemma-3-270M generator)
 	$(DG) profile default
 profile-paper: ## Switch params.yaml to the paper profile (GPU, Qwen2.5-0.5B, bf16)
 	$(DG) profile paper
