@@ -40,7 +40,51 @@ def _device() -> Any:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class GuardClassifier:
+class SavedClassifier:
+    """What both kinds of classifier share (this module's token model, and the sentence classifier of
+    duelguard.classifier.sentence): the atomic save of their directory and the output records,
+    both built on what each kind defines (`metadata`, `_write_files`, `predict_scores`)."""
+
+    thresholds: np.ndarray
+    metadata: dict[str, Any]
+
+    def _write_files(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def predict_scores(self, texts: Sequence[str], batch_size: int | None = None,
+                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        """Write the directory atomically (temp dir + rename); an existing directory is replaced."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            self._write_files(tmp)
+            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n", encoding="utf-8")
+            publish_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        """Per-category probabilities (n, 12) float32; long texts windowed + max-aggregated, blank -> 0."""
+        return self.predict_scores(texts, batch_size, progress)[0]
+
+    def predict_records(
+        self, objs: Sequence[dict[str, Any]], batch_size: int | None = None, progress: bool = False
+    ) -> list[dict[str, Any]]:
+        """The `duelguard predict` output objects: each input plus unsafe_score, unsafe, categories, truncated."""
+        from duelguard.classifier.inference import text_of
+
+        texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
+        probs, truncated = self.predict_scores(texts, batch_size=batch_size, progress=progress)
+        return [output_record(obj, row, self.thresholds, bool(t)) for obj, row, t in zip(objs, probs, truncated)]
+
+
+class GuardClassifier(SavedClassifier):
     """A 12-category multi-label classifier with its tokenizer, thresholds and metadata."""
 
     def __init__(
@@ -146,26 +190,11 @@ class GuardClassifier:
             "training": self.training,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the directory atomically (temp dir + rename); an existing directory is replaced."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            self.model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n", encoding="utf-8")
-            publish_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+    def _write_files(self, directory: Path) -> None:
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
 
     # scoring ----------------------------------------------------------------------------------
-    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        """Per-category probabilities (n, 12) float32; long texts windowed + max-aggregated, blank -> 0."""
-        return self.predict_scores(texts, batch_size, progress)[0]
-
     def predict_scores(
         self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -182,16 +211,6 @@ class GuardClassifier:
             max_windows=self.max_windows,
             progress=progress,
         )
-
-    def predict_records(
-        self, objs: Sequence[dict[str, Any]], batch_size: int | None = None, progress: bool = False
-    ) -> list[dict[str, Any]]:
-        """The `duelguard predict` output objects: each input plus unsafe_score, unsafe, categories, truncated."""
-        from duelguard.classifier.inference import text_of
-
-        texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
-        probs, truncated = self.predict_scores(texts, batch_size=batch_size, progress=progress)
-        return [output_record(obj, row, self.thresholds, bool(t)) for obj, row, t in zip(objs, probs, truncated)]
 
 
 def output_record(obj: dict[str, Any], probs: np.ndarray, thresholds: np.ndarray, truncated: bool = False) -> dict[str, Any]:

@@ -13,17 +13,22 @@ from typing import Any
 import numpy as np
 
 
+def cpu_session(path: str | Path, threads: int = 0) -> Any:
+    """An ONNX Runtime CPU session on `path` (`threads` intra-op threads; 0 = ORT's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxNetwork:
     """An ONNX classifier network (input_ids, attention_mask -> logits) in an ORT CPU session."""
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.num_labels = int(self.session.get_outputs()[0].shape[-1])
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

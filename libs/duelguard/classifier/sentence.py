@@ -30,8 +30,6 @@ dropout}, thresholds, ...}); the encoder's weights come from the pinned package 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from duelguard.classifier.inference import Windows
+from duelguard.classifier.model import METADATA_FILE, SavedClassifier
 from duelguard.errors import ModelNotFoundError
-from duelguard.fsio import DataError, publish_dir
+from duelguard.fsio import DataError
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
 
 HEAD_FILE = "head.safetensors"
@@ -114,13 +113,10 @@ class OnnxHead:
     """The exported head (embedding -> logits) in an ONNX Runtime CPU session."""
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
-        import onnxruntime as ort
+        from duelguard.classifier.runtime import cpu_session
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
 
     def logits(self, embedding: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(embedding, dtype=np.float32)})[0]
@@ -159,7 +155,7 @@ def export_head_onnx(head: Any, path: Path, dim: int, opset: int) -> Path:
     return path
 
 
-class SentenceGuard:
+class SentenceGuard(SavedClassifier):
     """The GuardClassifier interface (thresholds, predict_*, save/load, metadata) over a frozen
     sentence encoder and a gated head."""
 
@@ -190,8 +186,6 @@ class SentenceGuard:
     def load(cls, path: str | Path, meta: dict[str, Any] | None = None) -> SentenceGuard:
         from safetensors.torch import load_file
 
-        from duelguard.classifier.model import METADATA_FILE
-
         path = Path(path)
         meta = meta or json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
         if not (path / HEAD_FILE).is_file():
@@ -220,23 +214,10 @@ class SentenceGuard:
             "training": self.training,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the directory atomically (temp dir + rename); an existing directory is replaced."""
+    def _write_files(self, directory: Path) -> None:
         from safetensors.torch import save_file
 
-        from duelguard.classifier.model import METADATA_FILE
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(tmp / HEAD_FILE))
-            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n", encoding="utf-8")
-            publish_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(directory / HEAD_FILE))
 
     # scoring ----------------------------------------------------------------------------------
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
@@ -251,19 +232,6 @@ class SentenceGuard:
         """(probabilities (n, 12), truncated (n,)): windows embedded, scored, max-aggregated; blank -> 0."""
         return score_windows(lambda w: head_logits(self.model, self.embed(w, progress)), list(texts),
                              self.max_length, self.chunk_overlap, self.max_windows)
-
-    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        return self.predict_scores(texts, batch_size, progress)[0]
-
-    def predict_records(self, objs: Sequence[dict[str, Any]], batch_size: int | None = None,
-                        progress: bool = False) -> list[dict[str, Any]]:
-        from duelguard.classifier.inference import text_of
-        from duelguard.classifier.model import output_record
-
-        texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
-        probs, truncated = self.predict_scores(texts, batch_size=batch_size, progress=progress)
-        return [output_record(obj, row, self.thresholds, bool(t)) for obj, row, t in zip(objs, probs, truncated)]
-
 
 def score_windows(window_logits: Any, texts: list[str], max_words: int, overlap: int,
                   max_windows: int | None) -> tuple[np.ndarray, np.ndarray]:

@@ -60,15 +60,9 @@ class TritonPythonModel:
             self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
         self.network_model = parameters.get("network_model", "")
         if not self.network_model:
-            import onnxruntime as ort
+            from duelguard.classifier.runtime import cpu_session
 
-            options = ort.SessionOptions()
-            threads = int(parameters.get("onnx_threads", "0"))
-            if threads:
-                options.intra_op_num_threads = threads
-            self.session = ort.InferenceSession(
-                str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = cpu_session(version_dir / "model.onnx", int(parameters.get("onnx_threads", "0")))
 
     def _logits(self, **feeds: np.ndarray) -> np.ndarray:
         if not self.network_model:
