@@ -68,13 +68,19 @@ def test_nvidia_and_cpu_variants_come_from_the_same_code(classifier_dir: Path, t
     from duelguard.serving.server import bundled_binary
     from duelguard.serving.triton_repository import NETWORK_MODEL
 
-    made = {}
+    made, key = {}, "0123456789abcdef" * 4
     for target in ("nvidia", "local"):
         env = {"DUELGUARD_MODEL_URI": str(classifier_dir), "DUELGUARD_SERVING_TARGET": target,
-               "DUELGUARD_MODEL_REPOSITORY": str(tmp_path / target)}
-        made[target] = prepare(settings_from_env(env), tmp_path / f"state-{target}")[0]
+               "DUELGUARD_MODEL_REPOSITORY": str(tmp_path / target), "DUELGUARD_TRITON_CONTROL_KEY": key}
+        made[target], server_env = prepare(settings_from_env(env), tmp_path / f"state-{target}", env)
+        assert server_env["DUELGUARD_TRITON_CONTROL_KEY"] == key  # for a helper in the container that switches models
 
     nvidia, local = made["nvidia"], made["local"]
+    # Both variants lock model control (and every other non-inference protocol) behind the key.
+    for command in (nvidia, local):
+        restricted = "model-repository,shared-memory,statistics,trace,logging"
+        assert f"--grpc-restricted-protocol={restricted}:duelguard-control-key={key}" in command
+        assert f"--http-restricted-api={restricted}:duelguard-control-key={key}" in command
     # NVIDIA: the image's native tritonserver, GPU pools left on, both models loaded (network first).
     assert Path(nvidia[0]).name == "tritonserver" and Path(nvidia[0]) != bundled_binary()
     assert [a for a in nvidia if a.startswith("--load-model")] == [f"--load-model={NETWORK_MODEL}", "--load-model=duelguard"]
@@ -98,6 +104,23 @@ def test_nvidia_and_cpu_variants_come_from_the_same_code(classifier_dir: Path, t
     assert main["nvidia"] == main["local"]
     meta = json.loads((tmp_path / "local" / "duelguard" / "1" / "duelguard.json").read_text())
     assert meta["concrete"] == str(classifier_dir.resolve()) and meta["store"] == ""
+
+
+def test_model_control_key_comes_from_the_environment_and_is_never_absent() -> None:
+    """A set key is checked; an unset one is random (control locked, never open); the log line masks it."""
+    from duelguard.serving.server import CONTROL_KEY_ENV, control_key, redact_command, triton_command
+
+    good = "A1b2_C3d4-" * 4
+    assert control_key({CONTROL_KEY_ENV: good}) == good
+    first, second = control_key({}), control_key({})
+    assert first != second and len(first) == 64  # 256 random bits each time
+    for bad in ("CHANGE_ME", "", "x" * 31, "a" * 40 + ":b", "a" * 40 + "=b", "a" * 40 + ",b"):
+        with pytest.raises(ConfigError, match=f"{CONTROL_KEY_ENV} must be at least 32 characters"):
+            control_key({CONTROL_KEY_ENV: bad})
+    command = triton_command("tritonserver", Path("/models"), ["duelguard"], 1, 2, 3, control_key=good)
+    assert any(good in a for a in command) and not any(good in a for a in redact_command(command, good))
+    # Without a key (the local `duelguard serve` on 127.0.0.1) no restriction flag is added.
+    assert not any("restricted" in a for a in triton_command("tritonserver", Path("/m"), ["duelguard"], 1, 2, 3))
 
 
 def test_export_keeps_the_served_version_until_told_and_replaces_a_target(classifier_dir: Path, tmp_path: Path) -> None:

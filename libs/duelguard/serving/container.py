@@ -77,11 +77,20 @@ def settings_from_env(env: Mapping[str, str]) -> ContainerSettings:
     return ContainerSettings(model_uri, repository, target, serving_from_env(env))  # type: ignore[arg-type]
 
 
-def prepare(settings: ContainerSettings, state_dir: Path) -> tuple[list[str], dict[str, str]]:
-    """Export the model (unless the repository already holds it); the tritonserver command and environment."""
-    from duelguard.serving.server import bundled_binary, prepare_backends, repository_models, server_env, triton_command
+def prepare(settings: ContainerSettings, state_dir: Path,
+            env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Export the model (unless the repository already holds it); the tritonserver command and environment.
+
+    The container serves inference only: model control (load/unload/index, ...) needs the key from
+    DUELGUARD_TRITON_CONTROL_KEY (`env`, default os.environ; a Kubernetes Secret in infra/), or a
+    random key nobody else holds when it is unset. The returned environment carries the key, so a
+    helper started from it in the same container can still switch models (server.CONTROL_HEADER).
+    """
+    from duelguard.serving.server import (CONTROL_KEY_ENV, bundled_binary, control_key, prepare_backends,
+                                          repository_models, server_env, triton_command)
     from duelguard.serving.triton_repository import export_triton, holds, resolve_ref
 
+    key = control_key(os.environ if env is None else env)  # before the export: a bad key fails fast
     ref = resolve_ref(settings.model_uri)
     if holds(settings.repository, settings.serving.model_name, ref):
         print(f"duelguard-serve: {settings.repository} already holds {ref.concrete} (v{ref.version})", flush=True)
@@ -96,10 +105,12 @@ def prepare(settings: ContainerSettings, state_dir: Path) -> tuple[list[str], di
     if settings.target == "local":
         backends = prepare_backends(state_dir)
         command = triton_command(bundled_binary(), settings.repository, models, *ports, address="0.0.0.0",
-                                 backends=backends, cpu_only=True)
-        return command, server_env()
+                                 backends=backends, cpu_only=True, control_key=key)
+        return command, {**server_env(), CONTROL_KEY_ENV: key}
     native = shutil.which("tritonserver") or "/opt/tritonserver/bin/tritonserver"
-    return triton_command(native, settings.repository, models, *ports, address="0.0.0.0", cpu_only=False), dict(os.environ)
+    command = triton_command(native, settings.repository, models, *ports, address="0.0.0.0", cpu_only=False,
+                             control_key=key)
+    return command, {**os.environ, CONTROL_KEY_ENV: key}
 
 
 def main(state_dir: Path | None = None) -> None:

@@ -23,6 +23,11 @@ model repository needs a few things set up by hand; each is here for a measured 
 The server runs in its own session (it outlives `duelguard serve`); its PID and ports are written
 to <state_dir>/server.json and its output to <state_dir>/tritonserver.log. Before signalling a
 recorded PID, stop_server checks that it still is a tritonserver (PIDs are reused).
+
+Readiness is version-checked and identity-checked (wait_ready): a server answering on our port is
+ours only if its ServerMetadata name is the random `--id` we started it with (an orphan from an
+earlier run, or another user's server, answers the same health calls but not with our id), and it
+is ready only when the version we exported is READY, not merely "a version of the model".
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import subprocess
 import sys
 import sysconfig
 import time
+import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,6 +63,7 @@ class ServerInfo:
     grpc_port: int
     metrics_port: int
     log: str
+    server_id: str = ""  # the --id it was started with ("" for a server we did not start: identity unchecked)
 
     @property
     def grpc_url(self) -> str:
@@ -137,8 +145,13 @@ def triton_command(
     address: str = "127.0.0.1",
     backends: Path | None = None,
     cpu_only: bool = True,
+    control_key: str | None = None,
 ) -> list[str]:
-    """The tritonserver command line: explicit model control, `models` loaded at start."""
+    """The tritonserver command line: explicit model control, `models` loaded at start.
+
+    With `control_key`, every protocol but inference's (RESTRICTED_PROTOCOLS) answers only requests
+    carrying the header CONTROL_HEADER with that key, over gRPC and HTTP alike (control_flags).
+    """
     command = [
         str(binary),
         f"--model-repository={repository}",
@@ -154,7 +167,61 @@ def triton_command(
         command.append(f"--backend-directory={backends}")
     if cpu_only:  # no GPU / CUDA driver: these pools and DCGM metrics fail without one
         command += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"]
+    if control_key is not None:
+        command += control_flags(control_key)
     return command
+
+
+# Model control locked behind a key (issue 13): a server reachable from other pods would otherwise let
+# any of them load, unload or list models. Restricted: every protocol an inference client does not need.
+# Left open: health (probes), metadata, inference, model-config (`classify` reads the served version's
+# thresholds from it). The key travels as an HTTP header; over gRPC Triton expects the metadata key
+# `triton-grpc-protocol-<header>` (measured on 2.51: the bare name is refused). control_headers gives both.
+CONTROL_KEY_ENV = "DUELGUARD_TRITON_CONTROL_KEY"
+CONTROL_HEADER = "duelguard-control-key"
+RESTRICTED_PROTOCOLS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
+CONTROL_KEY_MIN_CHARS = 32
+
+
+def control_key(env: Mapping[str, str]) -> str:
+    """The model-control key from CONTROL_KEY_ENV, checked; a fresh random one when it is unset.
+
+    Random when unset, so a container started without its Secret still serves inference but nobody
+    outside it can control models: never unrestricted. A set key must be >= 32 characters of
+    [A-Za-z0-9_-] (`openssl rand -hex 32`): short keys are guessable, and ':', ',' or '=' would break
+    Triton's `<protocols>:<header>=<key>` flag syntax.
+    """
+    import re
+    import secrets
+
+    from duelguard.config import ConfigError
+
+    key = env.get(CONTROL_KEY_ENV)
+    if key is None:
+        return secrets.token_hex(32)
+    if not re.fullmatch(rf"[A-Za-z0-9_-]{{{CONTROL_KEY_MIN_CHARS},}}", key):
+        raise ConfigError(f"{CONTROL_KEY_ENV} must be at least {CONTROL_KEY_MIN_CHARS} characters of A-Z a-z 0-9 _ - "
+                          f"(got {len(key)} characters); make one with `openssl rand -hex 32`")
+    return key
+
+
+def control_flags(key: str) -> list[str]:
+    """tritonserver flags restricting RESTRICTED_PROTOCOLS to requests whose CONTROL_HEADER equals `key`."""
+    protocols = ",".join(RESTRICTED_PROTOCOLS)
+    return [f"--grpc-restricted-protocol={protocols}:{CONTROL_HEADER}={key}",
+            f"--http-restricted-api={protocols}:{CONTROL_HEADER}={key}"]
+
+
+def control_headers(key: str, protocol: str = "grpc") -> dict[str, str]:
+    """The headers a model-control request needs (`headers=` of tritonclient's grpc/http clients)."""
+    if protocol not in ("grpc", "http"):
+        raise ValueError(f"protocol {protocol!r}: expected 'grpc' or 'http'")
+    return {("triton-grpc-protocol-" if protocol == "grpc" else "") + CONTROL_HEADER: key}
+
+
+def redact_command(command: list[str], key: str | None) -> list[str]:
+    """`command` with the control key masked, for logging it."""
+    return [arg.replace(key, "***") for arg in command] if key else list(command)
 
 
 def bundled_binary() -> Path:
@@ -183,28 +250,54 @@ def _log_tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
 
 
-def wait_ready(info: ServerInfo, timeout: float) -> None:
-    """Block until the server is live and the model is ready; ServingError with the log tail otherwise."""
+def _answering_id(client: object) -> str | None:
+    """The ServerMetadata name (tritonserver --id) of whatever answers, or None when nothing does yet."""
+    try:
+        return str(client.get_server_metadata().name)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - not listening yet
+        return None
+
+
+def wait_ready(info: ServerInfo, timeout: float, version: int | None = None) -> None:
+    """Block until OUR server (info.server_id, process info.pid) has `version` of the model READY
+    (any version when None); ServingError with the log tail otherwise.
+
+    Why both checks: health calls are answered by whatever listens on the port, e.g. an orphan
+    tritonserver serving another version; accepting it reports a switch that never happened.
+    """
     import tritonclient.grpc as grpcclient
 
     deadline = time.monotonic() + timeout
     client = grpcclient.InferenceServerClient(info.grpc_url)
+    other = None
     try:
         while time.monotonic() < deadline:
             if not _alive(info.pid):
-                raise ServingError(f"tritonserver exited during startup; log {info.log}:\n{_log_tail(Path(info.log))}")
-            try:
-                if client.is_server_live() and client.is_model_ready(info.model_name):
-                    return
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
+                held = f" (port {info.grpc_port} is answered by another server, id {other!r})" if other else ""
+                raise ServingError(f"tritonserver (pid {info.pid}) exited during startup{held}; log {info.log}:\n"
+                                   f"{_log_tail(Path(info.log))}")
+            answering = _answering_id(client)
+            if answering is not None and info.server_id and answering != info.server_id:
+                other = answering  # someone else's server: wait for ours (it fails to bind and exits)
+            elif answering is not None and _model_ready(client, info.model_name, version):
+                return
             time.sleep(0.5)
     finally:
         client.close()
+    who = f"; port {info.grpc_port} is answered by another server (id {other!r}), not ours ({info.server_id!r})" if other else ""
     raise ServingError(
-        f"tritonserver (pid {info.pid}) not ready with model {info.model_name!r} after {timeout:.0f}s; "
+        f"tritonserver (pid {info.pid}) not ready with model {info.model_name!r}"
+        f"{f' version {version}' if version is not None else ''} after {timeout:.0f}s{who}; "
         f"log {info.log}:\n{_log_tail(Path(info.log))}"
     )
+
+
+def _model_ready(client: object, name: str, version: int | None) -> bool:
+    """Whether `name` (at `version`, when given) is READY on the server `client` talks to."""
+    try:
+        return bool(client.is_model_ready(name, "" if version is None else str(version)))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - not ready to answer yet
+        return False
 
 
 def start_server(
@@ -215,8 +308,10 @@ def start_server(
     grpc_port: int = 8001,
     metrics_port: int = 8002,
     timeout: float = 180.0,
+    version: int | None = None,
 ) -> ServerInfo:
-    """Start tritonserver on `repository` in the background and wait until `model_name` is ready."""
+    """Start tritonserver on `repository` in the background and wait until OUR process has `model_name`
+    (at `version`, when given) ready; a random --id tells our server from any other on the port."""
     state_dir = Path(state_dir).resolve()
     existing = read_state(state_dir)
     if existing is not None:
@@ -228,14 +323,16 @@ def start_server(
     log = state_dir / LOG_FILE
     command = triton_command(bundled_binary(), repository, repository_models(repository), http_port, grpc_port,
                              metrics_port, backends=backends)
+    server_id = f"duelguard-{uuid.uuid4().hex[:16]}"
+    command.append(f"--id={server_id}")
     with log.open("ab") as handle:
         process = subprocess.Popen(
             command, stdout=handle, stderr=subprocess.STDOUT, env=server_env(), cwd=state_dir, start_new_session=True
         )
-    info = ServerInfo(process.pid, str(repository), model_name, http_port, grpc_port, metrics_port, str(log))
+    info = ServerInfo(process.pid, str(repository), model_name, http_port, grpc_port, metrics_port, str(log), server_id)
     atomic_write_json(state_dir / STATE_FILE, asdict(info))
     try:
-        wait_ready(info, timeout)
+        wait_ready(info, timeout, version)
     except BaseException:
         stop_server(state_dir)
         raise
@@ -266,13 +363,14 @@ def stop_server(state_dir: Path, timeout: float = 30.0) -> ServerInfo | None:
     return info
 
 
-def load_models(info: ServerInfo, names: list[str], timeout: float) -> None:
+def load_models(info: ServerInfo, names: list[str], timeout: float, headers: dict[str, str] | None = None) -> None:
     """Ask the running server to (re)load `names` from its repository, in order.
 
     On an explicit `load` of a model that is already loaded, Triton loads the version(s) the new
     config names, switches requests to them, then unloads the old ones; if the load fails the old
     version stays loaded and serving (Triton's model management documentation; measured by
-    tests/integration/test_release_faults.py with a client querying throughout).
+    tests/integration/test_release_faults.py with a client querying throughout). `headers` carry the
+    model-control key of a restricted server (CONTROL_HEADER).
     """
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
@@ -281,7 +379,7 @@ def load_models(info: ServerInfo, names: list[str], timeout: float) -> None:
     try:
         for name in names:
             try:
-                client.load_model(name, client_timeout=timeout)
+                client.load_model(name, headers=headers, client_timeout=timeout)
             except InferenceServerException as exc:
                 raise ServingError(
                     f"tritonserver at {info.grpc_url} could not load {name!r} (the version loaded before keeps "
@@ -291,13 +389,37 @@ def load_models(info: ServerInfo, names: list[str], timeout: float) -> None:
         client.close()
 
 
-def ready_versions(info: ServerInfo, name: str) -> set[int]:
+def ready_versions(info: ServerInfo, name: str, headers: dict[str, str] | None = None) -> set[int]:
     """The versions of model `name` the running server has READY."""
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(info.grpc_url)
     try:
-        index = client.get_model_repository_index(as_json=True).get("models", [])
+        index = client.get_model_repository_index(headers=headers, as_json=True).get("models", [])
     finally:
         client.close()
     return {int(m["version"]) for m in index if m.get("name") == name and m.get("state") == "READY" and m.get("version")}
+
+
+def served_config(info: ServerInfo, name: str, headers: dict[str, str] | None = None) -> str | None:
+    """The config.pbtxt text of model `name` as the running server has it loaded, or None if not loaded.
+
+    Why from the server: after a failed switch the repository must describe what is being served,
+    and the files on disk may already have been changed by an earlier export that never loaded.
+    """
+    import tritonclient.grpc as grpcclient
+    from google.protobuf import text_format
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(info.grpc_url)
+    try:
+        if not client.is_model_ready(name, headers=headers):
+            return None
+        config = client.get_model_config(name, headers=headers).config
+    except InferenceServerException as exc:
+        raise ServingError(f"tritonserver at {info.grpc_url}: reading the loaded config of {name!r} failed: "
+                           f"{exc.message()}") from None
+    finally:
+        client.close()
+    return "# Loaded by the running server (restored after a failed switch); regenerated by the next export.\n" + \
+        text_format.MessageToString(config)
