@@ -325,6 +325,11 @@ class Promotion(_Section):
     max_benign_fpr: float = 0.3
     # The candidate's avg F1 must exceed its own probe's by this much (duelguard.registry.rules).
     min_probe_margin: float = 0.0
+    # Relative FPR rule: candidate benign FPR <= champion's x max_fpr_ratio + fpr_slack.
+    max_fpr_ratio: float = 1.5
+    fpr_slack: float = 0.02
+    # Export the candidate to a temporary Triton repository and score probe texts before the alias moves.
+    load_check: bool = True
 
 
 class Serving(_Section):

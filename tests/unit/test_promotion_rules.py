@@ -23,7 +23,7 @@ def test_better_candidate_is_accepted() -> None:
     checks = check_rules(metrics(0.80, 0.70), metrics(0.78, 0.69), RULES)
     assert failed(checks) == []
     assert {c.rule for c in checks} == {"min_f1_delta", "max_lang_regression[en]", "max_lang_regression[fr]",
-                                        "max_benign_fpr", "beats_probe"}
+                                        "max_benign_fpr", "max_fpr_ratio", "beats_probe"}
 
 
 def test_too_small_f1_gain_is_refused() -> None:
@@ -48,7 +48,7 @@ def test_language_missing_from_candidate_is_refused() -> None:
 
 
 def test_benign_fpr_over_limit_is_refused() -> None:
-    checks = check_rules(metrics(0.90, 0.80, fpr=0.35), metrics(0.78, 0.69), RULES)
+    checks = check_rules(metrics(0.90, 0.80, fpr=0.35), metrics(0.78, 0.69, fpr=0.3), RULES)  # within the ratio
     assert failed(checks) == ["max_benign_fpr"]
     assert "0.3500" in next(c.detail for c in checks if not c.passed)
 
@@ -78,9 +78,9 @@ def test_probe_figure_round_trips_through_registry_tags() -> None:
 def test_several_failures_are_all_reported() -> None:
     checks = check_rules(metrics(0.50, 0.40, fpr=0.5), metrics(0.78, 0.69), RULES)
     decision = Decision("m", "3", "2", promote=False, checks=checks)
-    assert len(decision.reasons) == 4
+    assert len(decision.reasons) == 5  # F1 delta, both languages, the absolute and the relative FPR rule
     text = decision.describe()
-    assert "REFUSE" in text and text.count("FAIL") == 4
+    assert "REFUSE" in text and text.count("FAIL") == 5
 
 
 @pytest.mark.parametrize("split", ["dev", "test"])
@@ -96,3 +96,34 @@ def test_from_summary_reads_the_eval_json_layout() -> None:
     summary = {"avg_f1": 0.6, "f1": 0.7, "fpr": 0.1, "f1_en": 0.8, "f1_fr": None, "fpr_en": 0.2, "n": 10}
     m = VersionMetrics.from_summary(summary, "h")
     assert m == VersionMetrics(0.6, {"en": 0.8}, 0.1, "h")
+
+
+def test_equal_f1_with_six_times_the_champions_fpr_is_refused() -> None:
+    """The issue's case: under the absolute ceiling (0.30 <= 0.3) and with equal F1, yet 6x the FPR."""
+    rules = Promotion(eval_split="suite", max_benign_fpr=0.3, max_fpr_ratio=1.5, fpr_slack=0.02)
+    checks = check_rules(metrics(0.80, 0.70, fpr=0.30), metrics(0.80, 0.70, fpr=0.05), rules)
+    assert failed(checks) == ["max_fpr_ratio"]
+    assert "0.0500 -> 0.3000 (limit champion x 1.5 + 0.02 = 0.0950)" in next(c.detail for c in checks if not c.passed)
+
+
+def test_relative_fpr_limit_is_inclusive_and_the_slack_covers_a_zero_fpr_champion() -> None:
+    rules = Promotion(eval_split="suite", max_fpr_ratio=2.0, fpr_slack=0.01)
+    assert failed(check_rules(metrics(0.8, 0.7, fpr=0.21), metrics(0.8, 0.7, fpr=0.10), rules)) == []  # exactly 0.21
+    assert failed(check_rules(metrics(0.8, 0.7, fpr=0.2101), metrics(0.8, 0.7, fpr=0.10), rules)) == ["max_fpr_ratio"]
+    assert failed(check_rules(metrics(0.8, 0.7, fpr=0.01), metrics(0.8, 0.7, fpr=0.0), rules)) == []
+    assert failed(check_rules(metrics(0.8, 0.7, fpr=0.02), metrics(0.8, 0.7, fpr=0.0), rules)) == ["max_fpr_ratio"]
+
+
+def test_relative_fpr_against_a_champion_without_fpr_is_refused_and_first_models_skip_it() -> None:
+    champion = VersionMetrics(0.7, {"en": 0.8, "fr": 0.6}, None, "h")
+    checks = check_rules(metrics(0.8, 0.7, fpr=0.1), champion, RULES)
+    assert failed(checks) == ["max_fpr_ratio"]
+    assert "without a benign FPR" in next(c.detail for c in checks if not c.passed)
+    assert "max_fpr_ratio" not in {c.rule for c in check_rules(metrics(0.8, 0.7, fpr=0.25), None, RULES)}
+
+
+def test_relative_fpr_knobs_come_from_params_yaml(repo_root) -> None:
+    from duelguard.config import load_params
+
+    promotion = load_params(repo_root / "params.yaml").promotion
+    assert (promotion.max_fpr_ratio, promotion.fpr_slack, promotion.load_check) == (1.5, 0.02, True)

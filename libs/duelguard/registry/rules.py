@@ -3,11 +3,15 @@
 A candidate replaces the champion only if, on the same frozen evaluation set (promotion.eval_split):
   1. its average unsafe-class F1 (mean over the target languages) rises by >= promotion.min_f1_delta;
   2. no language's unsafe-class F1 drops by more than promotion.max_lang_regression;
-  3. its false-positive rate on benign data is <= promotion.max_benign_fpr;
+  3. its false-positive rate on benign data is <= promotion.max_benign_fpr, and (relative rule) <=
+     the champion's FPR x promotion.max_fpr_ratio + promotion.fpr_slack: an absolute ceiling alone
+     lets a candidate with equal F1 and 6x the champion's false positives through;
   4. its average F1 beats its own probe's (the frozen-encoder + logistic-regression floor trained
      on the same rows) by >= promotion.min_probe_margin: a fine-tuned model that a three-minute
      linear probe matches is not worth serving.
-With no champion yet, only rules 3 and 4 apply (the first model must still be usable).
+With no champion yet, only rules 3 (its absolute part) and 4 apply (the first model must still be usable).
+Before the alias moves, duelguard.registry.registry adds one more check (`loads`): the candidate is
+exported and scored as serving would (duelguard.registry.loadcheck).
 The metrics travel as registry version tags (`to_tags` / `from_tags`), so a promotion needs no
 artefact besides the registry itself.
 """
@@ -154,6 +158,8 @@ def check_rules(candidate: VersionMetrics, champion: VersionMetrics | None, rule
             "max_benign_fpr", candidate.benign_fpr <= rules.max_benign_fpr + EPS,
             f"benign FPR {candidate.benign_fpr:.4f} (limit {rules.max_benign_fpr:.4f})",
         ))
+    if champion is not None and candidate.benign_fpr is not None:
+        checks.append(_relative_fpr(candidate.benign_fpr, champion.benign_fpr, rules))
     if candidate.avg_f1 is None or candidate.probe_avg_f1 is None:
         checks.append(Check("beats_probe", False, f"avg F1 {_f(candidate.avg_f1)} or its probe's "
                                                   f"{_f(candidate.probe_avg_f1)} undefined: evaluate it with its probe"))
@@ -165,3 +171,18 @@ def check_rules(candidate: VersionMetrics, champion: VersionMetrics | None, rule
             f"(margin {margin:+.4f}, need >= {rules.min_probe_margin:+.4f})",
         ))
     return checks
+
+
+def _relative_fpr(candidate_fpr: float, champion_fpr: float | None, rules: Promotion) -> Check:
+    """Candidate FPR <= champion FPR x max_fpr_ratio + fpr_slack. Why relative: the absolute ceiling is
+    sized for a usable model, not against regressions, so alone it promotes a candidate with equal F1
+    and several times the champion's false positives. A champion without an FPR cannot bound it."""
+    if champion_fpr is None:
+        return Check("max_fpr_ratio", False, f"benign FPR {candidate_fpr:.4f} vs a champion without a benign FPR: "
+                                             "re-evaluate the champion on the promotion set")
+    limit = champion_fpr * rules.max_fpr_ratio + rules.fpr_slack
+    return Check(
+        "max_fpr_ratio", candidate_fpr <= limit + EPS,
+        f"benign FPR {champion_fpr:.4f} -> {candidate_fpr:.4f} (limit champion x {rules.max_fpr_ratio:g} + "
+        f"{rules.fpr_slack:g} = {limit:.4f})",
+    )
