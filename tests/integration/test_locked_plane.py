@@ -151,3 +151,111 @@ def test_triton_model_control_works_with_the_key(locked_triton: dict) -> None:
         h.load_model("duelguard", headers=control_headers(KEY, "http"))  # HTTP too, same key
         assert g.is_model_ready("duelguard")
         assert _infer_grpc(locked_triton["grpc"]).shape == (1, 12)
+
+
+# --- MLflow: the registry needs authentication ---------------------------------------------------------
+
+MODEL = "duelguard-classifier"
+
+
+@pytest.fixture(scope="module")
+def auth_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A real `mlflow server --app-name basic-auth` (sqlite stores, proxied artifacts) on a loopback free port,
+    holding v1 of the model as `champion` and v2 without alias, registered by the admin."""
+    from mlflow import MlflowClient
+
+    from duelguard.registry import server
+
+    base = tmp_path_factory.mktemp("mlflow-auth")
+    admin = ("duelguard-admin", secrets.token_hex(16))
+    cfg = server.ServerConfig(port=free_port(), backend_store=base / "server.db", artifacts_destination=base / "artifacts",
+                              state_dir=base, start_timeout_s=180, auth_username=admin[0], auth_password=admin[1])
+    assert server.start(cfg)["started"]
+    try:
+        with _as_user(*admin):
+            client = MlflowClient(cfg.url)
+            run = client.create_run(client.create_experiment("locked"))
+            client.create_registered_model(MODEL)
+            source = f"{run.info.artifact_uri}/model"
+            for _ in range(2):
+                client.create_model_version(MODEL, source, run_id=run.info.run_id)
+            client.set_registered_model_alias(MODEL, "champion", "1")
+        yield {"url": cfg.url, "admin": admin, "source": source, "run_id": run.info.run_id}
+    finally:
+        assert server.stop(cfg)
+
+
+class _as_user:
+    """MLFLOW_TRACKING_USERNAME / _PASSWORD (what every MLflow client sends) for the duration; None: unset."""
+
+    def __init__(self, user: str | None, password: str | None) -> None:
+        self.values = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+
+    def __enter__(self) -> None:
+        self.saved = {k: os.environ.get(k) for k in self.values}
+        self._apply(self.values)
+
+    def __exit__(self, *exc: object) -> None:
+        self._apply(self.saved)
+
+    @staticmethod
+    def _apply(values: dict[str, str | None]) -> None:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _status_of(call) -> int:
+    """The HTTP status of a refused MLflow client call (the auth app's error bodies are plain text)."""
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as caught:
+        call()
+    return caught.value.get_http_status_code()
+
+
+def test_mlflow_refuses_unauthenticated_registry_writes(auth_mlflow: dict) -> None:
+    from mlflow import MlflowClient
+
+    url, source, run_id = auth_mlflow["url"], auth_mlflow["source"], auth_mlflow["run_id"]
+    for user, password in ((None, None), (auth_mlflow["admin"][0], "wrong-" + secrets.token_hex(8)),
+                           ("nobody", secrets.token_hex(8))):
+        with _as_user(user, password):
+            client = MlflowClient(url)
+            assert _status_of(lambda: client.set_registered_model_alias(MODEL, "champion", "2")) == 401
+            assert _status_of(lambda: client.create_model_version(MODEL, source, run_id=run_id)) == 401
+            assert _status_of(lambda: client.delete_registered_model_alias(MODEL, "champion")) == 401
+            assert _status_of(lambda: client.get_model_version_by_alias(MODEL, "champion")) == 401  # reads too
+    with _as_user(*auth_mlflow["admin"]):  # nothing moved
+        client = MlflowClient(url)
+        assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+        assert len(client.search_model_versions(f"name='{MODEL}'")) == 2
+
+
+def test_mlflow_reader_can_resolve_the_champion_but_not_move_it(auth_mlflow: dict) -> None:
+    """A user without a grant has the server's default permission (READ): what a serving pod needs, no more."""
+    from mlflow import MlflowClient
+    from mlflow.server import get_app_client
+
+    reader = ("triton-reader", secrets.token_hex(16))
+    with _as_user(*auth_mlflow["admin"]):
+        get_app_client("basic-auth", tracking_uri=auth_mlflow["url"]).create_user(*reader)
+    with _as_user(*reader):
+        client = MlflowClient(auth_mlflow["url"])
+        assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+        assert _status_of(lambda: client.set_registered_model_alias(MODEL, "champion", "2")) == 403
+        assert _status_of(lambda: client.create_model_version(MODEL, auth_mlflow["source"],
+                                                              run_id=auth_mlflow["run_id"])) == 403
+
+
+def test_mlflow_admin_can_register_and_promote(auth_mlflow: dict) -> None:
+    from mlflow import MlflowClient
+
+    with _as_user(*auth_mlflow["admin"]):
+        client = MlflowClient(auth_mlflow["url"])
+        version = client.create_model_version(MODEL, auth_mlflow["source"], run_id=auth_mlflow["run_id"]).version
+        client.set_registered_model_alias(MODEL, "champion", version)
+        assert client.get_model_version_by_alias(MODEL, "champion").version == version == "3"
+        client.set_registered_model_alias(MODEL, "champion", "1")  # leave it as the other tests expect

@@ -5,6 +5,14 @@ workers, start timeout; paths relative to the repository root); arguments overri
 server runs in the background in its own process group, with its PID in mlflow/server.pid and its
 output in mlflow/server.log; `start` returns once GET /health answers, `stop` ends exactly that
 process group. Clients then use MLFLOW_TRACKING_URI=http://HOST:PORT (duelguard.tracking honours it).
+
+Authentication (MLflow's own basic-auth app, `mlflow server --app-name basic-auth`) is off by default
+locally (a 127.0.0.1 server for one developer) and always on in the cluster (docker/mlflow,
+infra/base/platform/mlflow.yaml). `ServerConfig(auth_username=..., auth_password=...)`, or
+MLFLOW_AUTH=basic-auth in services/mlflow/server.env with the admin credentials taken from the same
+MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD variables the clients send, turns it on: the server
+then creates that admin user on first start and answers 401 to any request without valid credentials
+(except /health). Its users live in <state_dir>/basic_auth-PORT.db, its settings in basic_auth-PORT.ini.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from duelguard.errors import ServingError
@@ -33,10 +41,26 @@ class ServerConfig:
     state_dir: Path = Path("mlflow")
     workers: int = 1
     start_timeout_s: float = 120.0
+    # basic-auth admin; both None: no authentication (the local default, see the module docstring)
+    auth_username: str | None = None
+    auth_password: str | None = field(default=None, repr=False)
+    # what an authenticated user without an explicit grant may do (READ, EDIT, MANAGE, NO_PERMISSIONS)
+    auth_default_permission: str = "READ"
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def auth(self) -> bool:
+        if (self.auth_username is None) != (self.auth_password is None) or self.auth_username == "" \
+                or self.auth_password == "":
+            raise ServingError("mlflow server authentication needs both an admin user name and a password")
+        return self.auth_username is not None
+
+    @property
+    def auth_config_file(self) -> Path:
+        return self.state_dir / f"basic_auth-{self.port}.ini"
 
     @property
     def pid_file(self) -> Path:
@@ -74,7 +98,19 @@ def load_config(root: str | Path = ".", port: int | None = None, host: str | Non
         return path if path.is_absolute() else root / path
 
     defaults = ServerConfig()
+    auth = env.get("MLFLOW_AUTH", "off")
+    if auth not in ("off", "basic-auth"):
+        raise ServingError(f"{env_path}: MLFLOW_AUTH={auth!r}: expected off or basic-auth")
+    credentials: dict[str, str | None] = {"auth_username": None, "auth_password": None}
+    if auth == "basic-auth":
+        missing = [k for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD") if not os.environ.get(k)]
+        if missing:
+            raise ServingError(f"{env_path}: MLFLOW_AUTH=basic-auth needs the admin credentials in "
+                               f"{' and '.join(missing)} (the variables MLflow clients send)")
+        credentials = {"auth_username": os.environ["MLFLOW_TRACKING_USERNAME"],
+                       "auth_password": os.environ["MLFLOW_TRACKING_PASSWORD"]}
     return ServerConfig(
+        **credentials,
         host=host or env.get("MLFLOW_HOST", defaults.host),
         port=int(port or env.get("MLFLOW_PORT", defaults.port)),
         backend_store=under(env.get("MLFLOW_BACKEND_STORE"), defaults.backend_store),
@@ -127,6 +163,9 @@ def start(cfg: ServerConfig) -> dict[str, object]:
         "--workers", str(cfg.workers),
     ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if cfg.auth:
+        cmd += ["--app-name", "basic-auth"]
+        env.update(_auth_env(cfg))
     with cfg.log_file.open("ab") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, start_new_session=True)
@@ -142,6 +181,28 @@ def start(cfg: ServerConfig) -> dict[str, object]:
         time.sleep(0.5)
     stop(cfg)
     raise ServingError(f"mlflow server did not answer {cfg.url}/health within {cfg.start_timeout_s:.0f} s; see {cfg.log_file}")
+
+
+def _auth_env(cfg: ServerConfig) -> dict[str, str]:
+    """Write the basic-auth app's ini (its user store, default permission) and return the server's auth variables.
+
+    The admin credentials go through MLFLOW_AUTH_ADMIN_* rather than the ini, so the password is never
+    written to disk; MLflow uses them only to create the admin in an empty user store. The Flask secret
+    (CSRF of the sign-up form) is random per start: one server, so every worker shares it.
+    """
+    import secrets
+
+    cfg.auth_config_file.write_text(
+        "[mlflow]\n"
+        f"default_permission = {cfg.auth_default_permission}\n"
+        f"database_uri = sqlite:///{cfg.state_dir / f'basic_auth-{cfg.port}.db'}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+        encoding="utf-8",
+    )
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(cfg.auth_config_file),
+            "MLFLOW_AUTH_ADMIN_USERNAME": str(cfg.auth_username),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": str(cfg.auth_password),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
 
 
 def stop(cfg: ServerConfig, timeout_s: float = 20.0) -> bool:
