@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +260,46 @@ def test_mlflow_admin_can_register_and_promote(auth_mlflow: dict) -> None:
         client.set_registered_model_alias(MODEL, "champion", version)
         assert client.get_model_version_by_alias(MODEL, "champion").version == version == "3"
         client.set_registered_model_alias(MODEL, "champion", "1")  # leave it as the other tests expect
+
+
+def test_mlflow_image_entrypoint_serves_only_authenticated_clients(tmp_path: Path) -> None:
+    """docker/mlflow/entrypoint.sh itself (the cluster's server; sqlite instead of Postgres, the user store in
+    the same database as in the cluster): 401 without credentials, the admin from the Secret's variables works."""
+    import urllib.error
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    from duelguard.registry.server import healthy
+
+    port, admin = free_port(), ("admin", secrets.token_hex(16))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1", "TMPDIR": str(tmp_path),
+           "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+           "MLFLOW_AUTH_ADMIN_USERNAME": admin[0], "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(["sh", str(REPO_ROOT / "docker/mlflow/entrypoint.sh")], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not healthy(url):  # /health stays open: the kubelet probes carry no credentials
+            assert process.poll() is None, (tmp_path / "server.log").read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "mlflow entrypoint: no /health after 180 s"
+            time.sleep(0.5)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/api/2.0/mlflow/registered-models/search", timeout=10)
+        assert refused.value.code == 401
+        with _as_user(None, None):
+            assert _status_of(lambda: MlflowClient(url).create_registered_model(MODEL)) == 401
+        with _as_user(*admin):
+            MlflowClient(url).create_registered_model(MODEL)
+            assert MlflowClient(url).get_registered_model(MODEL).name == MODEL
+        assert (tmp_path / "mlflow-basic-auth.ini").stat().st_mode & 0o077 == 0  # holds the store URI
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+        process.wait(timeout=60)

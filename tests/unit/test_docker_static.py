@@ -181,3 +181,24 @@ def test_serving_variants_differ_only_in_build_arguments():
 
     assert f"{TARGET_ENV}=${{SERVING_TARGET}}" in env and f"{REPOSITORY_ENV}=/models" in env
     assert os.access(REPO / "docker/base/build-debian-base.sh", os.X_OK)
+
+
+def test_mlflow_image_always_runs_the_auth_app(tmp_path: Path):
+    """The cluster's registry cannot start open: the entrypoint runs MLflow's basic-auth app and stops, naming
+    the variable, when an admin credential or the Flask secret is missing or empty; the image installs the
+    auth extra at requirements.lock's MLflow version."""
+    import subprocess
+
+    entrypoint = REPO / "docker/mlflow/entrypoint.sh"
+    assert "--app-name basic-auth" in entrypoint.read_text()
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "MLFLOW_BACKEND_STORE_URI": "sqlite:///x.db",
+           "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path), "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "secret", "MLFLOW_FLASK_SERVER_SECRET_KEY": "secret"}
+    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        for broken in ({k: v for k, v in env.items() if k != name}, {**env, name: ""}):
+            out = subprocess.run(["sh", str(entrypoint)], env=broken, capture_output=True, text=True, timeout=30)
+            assert out.returncode != 0 and name in out.stderr, (name, out.stderr)
+    lock = dict(line.split("==") for line in (REPO / "requirements.lock").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    wanted = (REPO / "docker/mlflow/requirements.txt").read_text().splitlines()
+    assert f"mlflow[auth]=={lock['mlflow']}" in wanted and any(w.startswith("Flask-WTF==") for w in wanted)
