@@ -118,7 +118,13 @@ def _lora_config(params: Params, num_layers: int) -> Any:
 
 
 def _load_base(params: Params, base_dir: str) -> Any:
-    """The generator backbone for training: fp32 on CPU, bf16 on GPU, 4-bit NF4 when dpo.qlora."""
+    """The generator backbone for training: fp32 on CPU, bf16 on GPU, 4-bit NF4 when dpo.qlora.
+
+    The 4-bit base has bitsandbytes' AVX512-BF16 CPU repack turned off before its first forward
+    (duelguard.quant4bit): otherwise the no-grad margin measurement below repacks every 4-bit layer
+    into an inference-only layout, which crashes on layers whose width is not a multiple of 32 and,
+    where it succeeds, trains with wrong gradients. Every CPU kind then trains the same way.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -135,7 +141,9 @@ def _load_base(params: Params, base_dir: str) -> Any:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-        model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+        from duelguard.quant4bit import keep_4bit_trainable
+
+        model = keep_4bit_trainable(AutoModelForCausalLM.from_pretrained(base_dir, **kwargs))
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
 

@@ -175,7 +175,7 @@ def generator_tokenizer(params: Params, layout: Layout) -> Any:
 def load_generator(params: Params, layout: Layout, adapter: Path | None) -> tuple[Any, Any]:
     """The causal LM (base, or base + merged LoRA adapter) and its tokenizer set up for generation."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from duelguard.backbones import prepare_tokenizer
 
@@ -186,8 +186,14 @@ def load_generator(params: Params, layout: Layout, adapter: Path | None) -> tupl
     if gen.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
+        from duelguard.quant4bit import cpu_skip_modules
+
+        # On an AVX512-BF16 CPU bitsandbytes repacks 4-bit layers on their first no-grad forward and
+        # cannot repack every shape: those layers stay unquantised there (duelguard.quant4bit).
+        skip = None if cuda else cpu_skip_modules(AutoConfig.from_pretrained(path))
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"],
+            llm_int8_skip_modules=skip,
         )
         kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

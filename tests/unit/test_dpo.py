@@ -111,14 +111,22 @@ def test_bad_pairs_file_names_line_and_field(dpo_setup):
 
 
 def test_qlora_trains_a_4bit_base_with_bitsandbytes(dpo_setup):
+    """The tiny generator's k_proj/v_proj are 16 wide (not a multiple of 32), the shape bitsandbytes'
+    AVX512-BF16 CPU repack cannot take: QLoRA trains it on every CPU kind."""
+    from transformers import AutoConfig
+
     from duelguard.dpo import train_generator
+    from duelguard.generator import generator_base_dir
 
     params, layout = dpo_setup
     params = params.model_copy(update={"dpo": params.dpo.model_copy(update={"qlora": True})})
+    config = AutoConfig.from_pretrained(generator_base_dir(params, layout))
+    assert (config.num_key_value_heads * config.head_dim) % 32 != 0
     write_jsonl(layout.pairs(1), _pairs()[:2])
     metrics = train_generator(params, layout, 1)
     assert metrics["qlora"] is True and metrics["updated"] is True and metrics["steps"] == 1
     assert (layout.generator_dir(1) / "adapter_model.safetensors").exists()
+    assert metrics["logp_margin"]["pairs"] == 2 and metrics["adapter_effect"]["prompts"] > 0
 
 
 def test_lora_on_the_top_layers_only(dpo_setup):
@@ -137,3 +145,61 @@ def test_lora_on_the_top_layers_only(dpo_setup):
     with safe_open(str(layout.generator_dir(1) / "adapter_model.safetensors"), "pt") as f:
         layers = {int(k.split("layers.")[1].split(".")[0]) for k in f.keys()}
     assert layers == {top}
+
+
+def _with_heads(params, heads: int):
+    """The tiny generator with `heads` attention heads (one KV head): 4 heads make k_proj/v_proj 16 wide
+    (not a multiple of 32: bitsandbytes' AVX512-BF16 repack crashes), 2 heads make every layer a
+    multiple of 32 (the repack succeeds, and a repacked layer passes no gradient)."""
+    backbone = params.generator.backbone.model_copy(update={"tiny_heads": heads})
+    return params.model_copy(update={"generator": params.generator.model_copy(update={"backbone": backbone})})
+
+
+def _lora_grads(params, base_dir: str, no_grad_forward_first: bool) -> dict[str, "object"]:
+    """Gradients of every LoRA weight of the QLoRA training model on one batch; LoRA B is set non-zero
+    so that the lower layers' LoRA A gradients depend on what flows back through the 4-bit weights."""
+    import torch
+    from peft import get_peft_model
+
+    from duelguard.dpo import _load_base, _lora_config
+
+    model = _load_base(params, base_dir)
+    torch.manual_seed(0)
+    model = get_peft_model(model, _lora_config(params, model.config.num_hidden_layers))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_()
+    ids = torch.arange(5, 21)[None]
+    if no_grad_forward_first:  # what train_generator does before training: the margin measurement
+        model.eval()
+        with torch.no_grad():
+            model(input_ids=ids)
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("heads", [4, 2], ids=["width-16-layers", "widths-multiple-of-32"])
+def test_qlora_gradients_are_the_same_after_a_no_grad_forward_on_any_cpu(dpo_setup, heads):
+    """On AVX512-BF16 CPUs bitsandbytes would repack the 4-bit weights on a no-grad forward (crash on
+    width-16 layers, no gradient through them otherwise); the QLoRA base turns that off, so training
+    after the margin measurement gets the gradients it would get without it, on every CPU kind."""
+    import torch
+    from transformers import AutoConfig
+
+    from duelguard.generator import generator_base_dir
+    from duelguard.quant4bit import repack_unsafe
+
+    params, layout = dpo_setup
+    params = _with_heads(params, heads)
+    params = params.model_copy(update={"dpo": params.dpo.model_copy(update={"qlora": True})})
+    base_dir = generator_base_dir(params, layout)
+    config = AutoConfig.from_pretrained(base_dir)
+    kv_width = config.num_key_value_heads * config.head_dim
+    assert repack_unsafe(config.hidden_size, kv_width) is (heads == 4), "the shape this case is meant to cover"
+
+    plain = _lora_grads(params, base_dir, no_grad_forward_first=False)
+    after = _lora_grads(params, base_dir, no_grad_forward_first=True)
+    assert plain.keys() == after.keys() and any("layers.0." in n for n in plain)
+    for name in plain:
+        torch.testing.assert_close(after[name], plain[name], msg=lambda m, n=name: f"{n}: {m}")
