@@ -16,6 +16,9 @@ set -eu
 : "${MLFLOW_AUTH_ADMIN_USERNAME:?set MLFLOW_AUTH_ADMIN_USERNAME: the registry admin (the clients' MLFLOW_TRACKING_USERNAME)}"
 : "${MLFLOW_AUTH_ADMIN_PASSWORD:?set MLFLOW_AUTH_ADMIN_PASSWORD: the registry admin password (the clients' MLFLOW_TRACKING_PASSWORD)}"
 : "${MLFLOW_FLASK_SERVER_SECRET_KEY:?set MLFLOW_FLASK_SERVER_SECRET_KEY: a random string shared by every replica (CSRF)}"
+case "$MLFLOW_AUTH_ADMIN_PASSWORD $MLFLOW_FLASK_SERVER_SECRET_KEY $MLFLOW_BACKEND_STORE_URI" in
+  *CHANGE_ME*|*change_me*) echo "mlflow-serve: a credential is still a CHANGE_ME placeholder (infra/secrets.example)" >&2; exit 1 ;;
+esac
 export MLFLOW_AUTH_CONFIG_PATH="${MLFLOW_AUTH_CONFIG_PATH:-${TMPDIR:-/tmp}/mlflow-basic-auth.ini}"
 umask 077  # the ini holds the user store's URI (with its password)
 cat > "$MLFLOW_AUTH_CONFIG_PATH" <<EOF

@@ -198,6 +198,10 @@ def test_mlflow_image_always_runs_the_auth_app(tmp_path: Path):
         for broken in ({k: v for k, v in env.items() if k != name}, {**env, name: ""}):
             out = subprocess.run(["sh", str(entrypoint)], env=broken, capture_output=True, text=True, timeout=30)
             assert out.returncode != 0 and name in out.stderr, (name, out.stderr)
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):  # a template copied as is
+        out = subprocess.run(["sh", str(entrypoint)], env={**env, name: "CHANGE_ME_X"}, capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode != 0 and "placeholder" in out.stderr, out.stderr
     lock = dict(line.split("==") for line in (REPO / "requirements.lock").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
     wanted = (REPO / "docker/mlflow/requirements.txt").read_text().splitlines()

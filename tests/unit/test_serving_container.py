@@ -114,9 +114,12 @@ def test_model_control_key_comes_from_the_environment_and_is_never_absent() -> N
     assert control_key({CONTROL_KEY_ENV: good}) == good
     first, second = control_key({}), control_key({})
     assert first != second and len(first) == 64  # 256 random bits each time
-    for bad in ("CHANGE_ME", "", "x" * 31, "a" * 40 + ":b", "a" * 40 + "=b", "a" * 40 + ",b"):
+    for bad in ("", "x" * 31, "a" * 40 + ":b", "a" * 40 + "=b", "a" * 40 + ",b"):
         with pytest.raises(ConfigError, match=f"{CONTROL_KEY_ENV} must be at least 32 characters"):
             control_key({CONTROL_KEY_ENV: bad})
+    for template in ("CHANGE_ME", "CHANGE_ME_TRITON_CONTROL_KEY_" + "0" * 32):  # infra/secrets.example's, even padded
+        with pytest.raises(ConfigError, match="placeholder"):
+            control_key({CONTROL_KEY_ENV: template})
     command = triton_command("tritonserver", Path("/models"), ["duelguard"], 1, 2, 3, control_key=good)
     assert any(good in a for a in command) and not any(good in a for a in redact_command(command, good))
     # Without a key (the local `duelguard serve` on 127.0.0.1) no restriction flag is added.

@@ -199,6 +199,8 @@ def control_key(env: Mapping[str, str]) -> str:
     key = env.get(CONTROL_KEY_ENV)
     if key is None:
         return secrets.token_hex(32)
+    if "change_me" in key.lower():
+        raise ConfigError(f"{CONTROL_KEY_ENV} is still the template's placeholder: make a key with `openssl rand -hex 32`")
     if not re.fullmatch(rf"[A-Za-z0-9_-]{{{CONTROL_KEY_MIN_CHARS},}}", key):
         raise ConfigError(f"{CONTROL_KEY_ENV} must be at least {CONTROL_KEY_MIN_CHARS} characters of A-Z a-z 0-9 _ - "
                           f"(got {len(key)} characters); make one with `openssl rand -hex 32`")
