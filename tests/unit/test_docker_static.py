@@ -129,6 +129,7 @@ def test_copy_sources_exist(path: Path):
 def test_dockerignore_keeps_data_out():
     assert not in_build_context("data/seed/train.jsonl") and not in_build_context("models/classifier/iter_0")
     assert not in_build_context(".venv/bin/python") and in_build_context("libs/duelguard/cli.py")
+    assert not in_build_context("infra/overlays/prod/secrets/postgres.env")  # real secrets never reach an image
 
 
 def test_base_images_match_nvidia_release():
