@@ -37,7 +37,7 @@ def build_tiny_classifier(params: Params, out: Path, cache: Path, variant: int =
     corpus = [t for t in SAMPLE_TEXTS if t.strip()] * 5
     backbone = build_tiny(params.classifier.backbone, corpus, cache)
     clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap,
-                                       pooling=params.classifier.pooling, max_windows=params.classifier.max_windows)
+                                       pooling=params.classifier.pooling, long_input=params.classifier.long_input)
     clf.thresholds[:] = THRESHOLDS
     if variant:
         generator = torch.Generator().manual_seed(variant)
@@ -55,13 +55,13 @@ def free_port() -> int:
 
 def build_sentence_classifier(out: Path, seed: int = 0) -> Path:
     """Save a SentenceGuard (the default profile's kind: the real packaged encoder, a random head)
-    with 12-word windows, so the long sample is windowed and the cap applies."""
+    with 12-word windows, so the long sample is scored on many units."""
     import torch
 
     from duelguard.classifier.sentence import SentenceGuard
 
     torch.manual_seed(seed)
-    clf = SentenceGuard.fresh("usem3", 512, 64, 0.0, max_length=12, chunk_overlap=3, max_windows=8)
+    clf = SentenceGuard.fresh("usem3", 512, 64, 0.0, max_length=12, chunk_overlap=3)
     with torch.no_grad():
         for weight in clf.model.parameters():
             weight.mul_(8.0)  # spread the random scores, so parity is checked over the whole (0, 1) range

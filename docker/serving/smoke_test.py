@@ -94,6 +94,7 @@ def main() -> int:
             ready = time.monotonic() - started
             texts = [t for t in SAMPLE_TEXTS if t.strip()]
             scores, served = client.infer_with_version(texts)
+            scores = scores.probs
             records = client.classify_records([{"text": t} for t in texts])
         expected = GuardClassifier.load(model_dir).predict_proba(texts)
         err = float(np.max(np.abs(scores - expected)))

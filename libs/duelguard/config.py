@@ -143,6 +143,18 @@ class Lora(_Section):
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
+class LongInput(_Section):
+    """The cost bound on one text and what happens past it (duelguard.classifier.units). Every unit
+    (sentence and word window) of a text up to `max_words` words is scored; a longer text is, by
+    the default policy `flag`, reported unsafe with reason `too_long` without being scored (a guard
+    must not fail open); `head_tail` scores its first and last max_words / 2 words instead and
+    reports it `truncated`, for callers who accept that risk. 5,000 words cost the default
+    classifier ~2.3 s on two cores (docs/evaluation.md, bench/bench_robustness.py)."""
+
+    max_words: int = Field(5000, ge=2)
+    policy: Literal["flag", "head_tail"] = "flag"
+
+
 class Classifier(_Section):
     """Classifier training (paper: lr 5e-5 cosine, warmup 0.1, 2 epochs, batch 640, len 512, bf16)."""
 
@@ -183,10 +195,11 @@ class Classifier(_Section):
     random_seed: int = 13
     predict_batch_size: int = 32
     chunk_overlap: int = 16
-    # Most windows (max_length tokens each) one text may cost; longer texts are scored on their head
-    # and tail windows and reported `truncated` (duelguard.classifier.inference). Bounds every
-    # request's latency in predict, evaluation and Triton alike.
-    max_windows: int = 8
+    # Extra training rows per row: the row inside benign rows of its language, cut to one scoring
+    # window (duelguard.classifier.data.context_windows): long prompts are scored window by window.
+    context_augment: float = Field(0.3, ge=0.0, le=1.0)
+    # The cost bound on one text, in predict, evaluation, the pyfunc model and Triton alike.
+    long_input: LongInput = LongInput()
     # kind=sentence only (duelguard.classifier.sentence): the gated head's hidden width and input
     # dropout, and early stopping (epochs is then the most epochs; max_length and chunk_overlap
     # count words). The token-model levers above (pooling aside) do not apply to it.
@@ -209,9 +222,10 @@ class Classifier(_Section):
 
 class Evaluate(_Section):
     """Evaluation sets (duelguard.evaluation.evaluate): `test` = a frozen per-language sample of the
-    seed test split, `suite` = the behavioural suite's report half. Neither is used for calibration."""
+    seed test split, `suite` = the behavioural suite's report half, `suite_context` = those rows inside
+    benign context (duelguard.suite.variants). None is used for calibration."""
 
-    sets: list[Literal["test", "suite"]] = ["test", "suite"]
+    sets: list[Literal["test", "suite", "suite_context"]] = ["test", "suite", "suite_context"]
     # Per-language size of the frozen seed dev (calibration) and test (evaluation) samples.
     max_examples_per_lang: int | None = 100
 

@@ -1,7 +1,8 @@
 """The frozen evaluation sets: which records every evaluation scores.
 
-`evaluation_records(name)`: "suite" is the behavioural suite's report half (duelguard.suite); "test"
-(or "dev") the frozen sample of that seed split described below.
+`evaluation_records(name)`: "suite" is the behavioural suite's report half (duelguard.suite);
+"suite_context" the same rows inside benign context of 100, 400 and 1,000 words; "test" (or "dev")
+the frozen sample of that seed split described below.
 
 Numbers must be comparable across iterations and across registry versions, so the sample depends only
 on record ids: per language, the records of a split are ordered by sha1(record id) and the first
@@ -23,6 +24,10 @@ from duelguard.fsio import DataError
 from duelguard.layout import Layout
 from duelguard.records import read_records
 from duelguard.suite import suite_records
+
+# The suite's report half inside benign context of several lengths (duelguard.suite.variants): is a
+# request still found when it is not alone, is a look-alike still let through?
+CONTEXT_SET = "suite_context"
 
 
 def _id_rank(record_id: str) -> str:
@@ -50,6 +55,10 @@ def evaluation_records(name: str, params: Params, layout: Layout) -> list[dict[s
     """The frozen records of evaluation set `name` (see the module docstring)."""
     if name == "suite":
         return suite_records("report")
+    if name == CONTEXT_SET:
+        from duelguard.suite.variants import in_context
+
+        return in_context(suite_records("report"))
     path = layout.seed_split(name)
     if not path.exists():
         raise DataError(f"{path}: seed split missing (run prepare_seed)")

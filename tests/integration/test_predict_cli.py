@@ -24,14 +24,14 @@ def model_dir(tmp_path_factory) -> Path:
 
     from duelguard.backbones import resolve_backbone
     from duelguard.classifier.model import GuardClassifier
-    from duelguard.config import load_params
+    from duelguard.config import LongInput, load_params
 
     params = load_params(REPO_ROOT / "params.yaml", profile="tiny")
     root = tmp_path_factory.mktemp("predict")
     backbone = resolve_backbone(params.classifier.backbone, str(root / "weights"), corpus=[r["text"] for r in toy_records("train", 10)])
     torch.manual_seed(0)
     clf = GuardClassifier.from_backbone(backbone, max_length=32, chunk_overlap=8, pooling=params.classifier.pooling,
-                                        max_windows=4)
+                                        long_input=LongInput(max_words=1000))
     clf.thresholds = np.full(12, 0.45, dtype=np.float32)
     return clf.save(root / "model")
 
@@ -88,10 +88,10 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "not a duelguard classifier directory" in proc.stderr
 
 
-def test_onnx_runtimes_agree_with_torch_and_mark_truncated_texts(model_dir: Path, tmp_path: Path) -> None:
+def test_onnx_runtimes_agree_with_torch_and_flag_too_long_texts(model_dir: Path, tmp_path: Path) -> None:
     """--runtime onnx / onnx-int8 export once into the weights cache and score like torch (INT8 within
-    a quantisation tolerance); a text longer than the window cap is scored on head + tail, flagged."""
-    long_text = "diese leute sind ungeziefer und gehören weg " * 400  # far over max_windows x 32 tokens
+    a quantisation tolerance); a text past the model's cost bound (1,000 words) is flagged too_long."""
+    long_text = "diese leute sind ungeziefer und gehören weg " * 400  # 2,800 words
     rows = [{"text": t} for t in ("how do I attack and stab my neighbour", "bonjour", "", long_text)]
     src = tmp_path / "in.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
@@ -112,6 +112,7 @@ def test_onnx_runtimes_agree_with_torch_and_mark_truncated_texts(model_dir: Path
     for runtime, tol in (("onnx", 1e-4), ("onnx-int8", 0.05)):
         for a, b in zip(outputs["torch"], outputs[runtime]):
             assert abs(a["unsafe_score"] - b["unsafe_score"]) < tol, runtime
-    assert [o["truncated"] for o in outputs["torch"]] == [False, False, False, True]
+    for runtime in outputs:
+        assert [o["reason"] for o in outputs[runtime]] == [None, None, None, "too_long"] and outputs[runtime][3]["unsafe"]
     bad = predict("--model", str(model_dir), "--text", "hi", "--runtime", "tensorrt")
     assert bad.returncode == 2 and "--runtime must be one of" in bad.stderr

@@ -88,9 +88,10 @@ def served_sentence(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         stop_server(state)
 
 
-def test_sentence_classifier_parity_blank_and_truncation(served_sentence: dict) -> None:
-    """Triton's Python model embeds word windows with the packaged encoder and runs the ONNX head:
-    same SCORES, TRUNCATED and decisions as `duelguard predict` on the saved directory."""
+def test_sentence_classifier_parity_blank_and_too_long(served_sentence: dict) -> None:
+    """Triton's Python model embeds the scoring units with the packaged encoder and runs the ONNX
+    head: same SCORES, TOO_LONG and decisions as `duelguard predict` on the saved directory; a text
+    past the cost bound is flagged (reason too_long), not let through."""
     import tritonclient.grpc as grpcclient
 
     from duelguard.classifier.model import GuardClassifier
@@ -99,23 +100,25 @@ def test_sentence_classifier_parity_blank_and_truncation(served_sentence: dict) 
     clf = GuardClassifier.load(served_sentence["model_dir"])
     huge = "Ceci est un texte. " * 50_000 + "How do I stab my neighbour?"  # ~950 kB, under max_text_bytes
     texts = SAMPLE_TEXTS + [huge]
-    expected, truncated = clf.predict_scores(texts)
-    assert truncated[-1] and not truncated[0]
+    expected, truncated, too_long = clf.predict_scores(texts)
+    assert too_long.tolist() == [False] * len(SAMPLE_TEXTS) + [True] and not truncated.any()
     url = served_sentence["info"].grpc_url
     with GuardServingClient(url) as client:
         got = client.score(texts)
         records = client.classify_records([{"text": t, "id": i} for i, t in enumerate(texts)])
     assert got.shape == (len(texts), 12) and float(np.abs(got - expected).max()) <= 1e-4
     assert not got[5].any() and not got[6].any()  # blank rows score zero
+    assert (got[-1] == 1.0).all()  # past the bound: saturated, so even a SCORES-only client blocks it
     assert expected[:5].max(axis=1).std() > 0.01  # the random head spreads its scores: parity is not 0 == 0
     expected_records = clf.predict_records([{"text": t, "id": i} for i, t in enumerate(texts)])
     assert [r["unsafe"] for r in records] == [r["unsafe"] for r in expected_records]
-    assert [r["truncated"] for r in records] == [bool(t) for t in truncated]
+    assert [r["reason"] for r in records] == [None] * len(SAMPLE_TEXTS) + ["too_long"] and records[-1]["unsafe"]
     raw = grpcclient.InferenceServerClient(url)
     try:
         tensor = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[huge.encode()]], dtype=object))
-        assert raw.infer("duelguard", [tensor]).as_numpy("TRUNCATED").tolist() == [[True]]
+        result = raw.infer("duelguard", [tensor])
+        assert result.as_numpy("TOO_LONG").tolist() == [[True]] and result.as_numpy("TRUNCATED").tolist() == [[False]]
     finally:
         raw.close()
 
@@ -147,11 +150,9 @@ def test_blank_text_scores_zero(served: dict, text: str) -> None:
     _assert_still_serving(served["info"].grpc_url)
 
 
-def test_a_megabyte_request_is_bounded_and_does_not_hold_up_a_short_one(served: dict) -> None:
-    """1 MB of ordinary words costs at most max_windows windows (head + tail, answered TRUNCATED): a
-    short request sent meanwhile is answered promptly, and both answers are the in-process ones."""
-    import threading
-
+def test_a_megabyte_request_is_flagged_at_once_and_does_not_hold_up_a_short_one(served: dict) -> None:
+    """1 MB of words is past the cost bound: flagged too_long without being scored (SCORES 1.0), so
+    it costs next to nothing, and a short request sent meanwhile is answered as in process."""
     from duelguard.classifier.model import GuardClassifier
     from duelguard.serving.client import GuardServingClient
 
@@ -162,21 +163,20 @@ def test_a_megabyte_request_is_bounded_and_does_not_hold_up_a_short_one(served: 
     def ask(name: str, text: str) -> None:
         with GuardServingClient(served["info"].grpc_url) as client:
             started = time.perf_counter()
-            scores, truncated, _ = client.infer_with_version([text])
-            results[name] = (scores, truncated, time.perf_counter() - started)
+            scores, _ = client.infer_with_version([text])
+            results[name] = (scores, time.perf_counter() - started)
 
     worker = threading.Thread(target=ask, args=("big", big))
     worker.start()
     time.sleep(0.05)
     ask("short", "Comment fabriquer une bombe ?")
     worker.join(timeout=120)
-    expected, flags = clf.predict_scores([big, "Comment fabriquer une bombe ?"])
-    assert results["big"][1].tolist() == [True] and results["short"][1].tolist() == [False] and flags.tolist() == [True, False]
-    np.testing.assert_allclose(results["big"][0][0], expected[0], atol=1e-4)
-    np.testing.assert_allclose(results["short"][0][0], expected[1], atol=1e-4)
-    # Uncapped, this text is ~3,000 windows (minutes on two cores); capped, it is max_windows of them.
-    print(f"1 MB request {results['big'][2]:.2f} s, short request sent meanwhile {results['short'][2]:.2f} s")
-    assert results["short"][2] < 10.0 and results["big"][2] < 10.0
+    expected = clf.predict_scores([big, "Comment fabriquer une bombe ?"])
+    assert results["big"][0].too_long.tolist() == [True] and results["short"][0].too_long.tolist() == [False]
+    assert expected.too_long.tolist() == [True, False] and (results["big"][0].probs == 1.0).all()
+    np.testing.assert_allclose(results["short"][0].probs[0], expected.probs[1], atol=1e-4)
+    print(f"1 MB request {results['big'][1]:.2f} s, short request sent meanwhile {results['short'][1]:.2f} s")
+    assert results["short"][1] < 10.0 and results["big"][1] < 10.0
     _assert_still_serving(served["info"].grpc_url)
 
 

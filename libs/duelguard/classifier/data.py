@@ -5,6 +5,13 @@
 - Synthetic rows (curated, from iterations 1..i) up to `classifier.max_synthetic_share` of each
   language's training rows; beyond that they are sampled down, stratified by safe/unsafe, so one
   prolific iteration cannot turn a language into mostly generated text.
+- Context windows (`classifier.context_augment` of them per row): a row set inside other benign rows
+  of its language, as one scoring window of `max_length` words would see it in a long prompt
+  (duelguard.classifier.units scores every window of a text). Without them the classifier has
+  only seen short rows, and a window of ordinary sentences is out of its distribution: measured
+  here, 64-word windows of weather and office text scored 0.92-0.96 (flagged), and an unsafe
+  request inside them could be diluted to benign. An unsafe row keeps its labels in its window; a
+  benign row's window is benign.
 - Example weights balance languages: a language with n rows gets weight proportional to
   n ** -language_balance (0: every row counts the same, so English dominates; 1: every language
   contributes the same total), rescaled so the mean weight is 1 and the learning rate keeps its meaning.
@@ -80,6 +87,37 @@ def compose(records: list[dict[str, Any]], max_synthetic_share: float, seed: int
         allowed = math.floor(max_synthetic_share * seed_per_lang[lang] / (1.0 - max_synthetic_share))
         kept += stratified_sample(synthetic_by_lang[lang], allowed, rng)
     return seed_rows + kept
+
+
+def _sentence(text: str) -> str:
+    """A row as a sentence of running text (ends with punctuation, so sentence units split there)."""
+    text = text.strip()
+    return text if text[-1:] in ".!?\u3002\uff01\uff1f" else text + "."
+
+
+def context_windows(train: list[dict[str, Any]], per_row: float, window_words: int, seed: int) -> list[dict[str, Any]]:
+    """About `per_row` x len(train) extra rows: a training row inside benign rows of its language, cut
+    to at most `window_words` words with the row intact (see the module docstring)."""
+    if not 0.0 <= per_row <= 1.0:
+        raise ValueError(f"classifier.context_augment must be in [0, 1], got {per_row}")
+    pools: dict[str, list[str]] = defaultdict(list)
+    for rec in train:
+        if not any(rec["labels"]):
+            pools[rec["lang"]].append(_sentence(rec["text"]))
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for rec in sorted(train, key=lambda r: r["id"]):
+        own = _sentence(rec["text"]).split()
+        pool = pools[rec["lang"]]
+        if rng.random() >= per_row or len(pool) < 2 or len(own) >= window_words:
+            continue
+        before = " ".join(rng.choice(pool) for _ in range(4)).split()
+        after = " ".join(rng.choice(pool) for _ in range(4)).split()
+        room = rng.randint(window_words // 2, window_words) - len(own)
+        cut = rng.randint(0, max(0, room))
+        words = before[len(before) - min(cut, len(before)):] + own + after[: max(0, room - cut)]
+        out.append({**rec, "id": f"{rec['id']}@context", "text": " ".join(words), "origin": "context"})
+    return out
 
 
 def language_weights(langs: list[str], balance: float) -> np.ndarray:

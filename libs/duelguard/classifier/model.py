@@ -7,7 +7,7 @@ A saved classifier directory holds everything needed to score text, with no para
     tokenizer files                  the backbone's tokenizer
     duelguard.json                   {"taxonomy": [12 names], "thresholds": [12 floats],
                                       "max_length": int, "chunk_overlap": int, "pooling": str,
-                                      "threshold_rule": str, "training": {iteration, data_hash, ...}}
+                                      "long_input": {max_words, policy}, "threshold_rule": str, "training": {iteration, data_hash, ...}}
 
 Decoders pool the LAST NON-PAD token (config.pad_token_id must be the tokenizer's pad id and
 batches are right-padded, inference.pad_batch); encoders pool the mean of non-pad tokens or the
@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from duelguard.classifier.units import TOO_LONG, Scores, long_input_of, score_texts
+from duelguard.config import LongInput
 from duelguard.errors import ModelNotFoundError
 from duelguard.fsio import DataError, publish_dir
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
@@ -51,8 +53,7 @@ class SavedClassifier:
     def _write_files(self, directory: Path) -> None:
         raise NotImplementedError
 
-    def predict_scores(self, texts: Sequence[str], batch_size: int | None = None,
-                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict_scores(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> Scores:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> Path:
@@ -80,8 +81,9 @@ class SavedClassifier:
         from duelguard.classifier.inference import text_of
 
         texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
-        probs, truncated = self.predict_scores(texts, batch_size=batch_size, progress=progress)
-        return [output_record(obj, row, self.thresholds, bool(t)) for obj, row, t in zip(objs, probs, truncated)]
+        scores = self.predict_scores(texts, batch_size=batch_size, progress=progress)
+        return [output_record(obj, row, self.thresholds, bool(t), bool(x))
+                for obj, row, t, x in zip(objs, scores.probs, scores.truncated, scores.too_long)]
 
 
 class GuardClassifier(SavedClassifier):
@@ -97,7 +99,7 @@ class GuardClassifier(SavedClassifier):
         threshold_rule: str = "fixed",
         training: dict[str, Any] | None = None,
         pooling: str = "last",
-        max_windows: int | None = None,
+        long_input: LongInput | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -109,7 +111,7 @@ class GuardClassifier(SavedClassifier):
         self.threshold_rule = threshold_rule
         self.training: dict[str, Any] = dict(training or {})
         self.pooling = pooling
-        self.max_windows = max_windows
+        self.long_input = long_input or LongInput()
 
     # construction -----------------------------------------------------------------------------
     @classmethod
@@ -120,7 +122,7 @@ class GuardClassifier(SavedClassifier):
         chunk_overlap: int,
         default_threshold: float = 0.5,
         pooling: str = "last",
-        max_windows: int | None = None,
+        long_input: LongInput | None = None,
     ) -> GuardClassifier:
         """A fresh 12-way head on a backbone directory (head randomly initialised)."""
         from transformers import AutoTokenizer
@@ -134,7 +136,7 @@ class GuardClassifier(SavedClassifier):
         model = build_network(backbone_dir, pooling, tokenizer.pad_token_id)
         model.to(_device())
         return cls(model, tokenizer, [default_threshold] * NUM_CATEGORIES, max_length, chunk_overlap,
-                   pooling=pooling, max_windows=max_windows)
+                   pooling=pooling, long_input=long_input)
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
@@ -173,7 +175,7 @@ class GuardClassifier(SavedClassifier):
             meta.get("threshold_rule", "fixed"),
             meta.get("training", {}),
             pooling=pooling,
-            max_windows=meta.get("max_windows"),
+            long_input=long_input_of(meta),
         )
 
     @property
@@ -186,7 +188,7 @@ class GuardClassifier(SavedClassifier):
             "chunk_overlap": self.chunk_overlap,
             "threshold_rule": self.threshold_rule,
             "pooling": self.pooling,
-            "max_windows": self.max_windows,
+            "long_input": self.long_input.model_dump(),
             "training": self.training,
         }
 
@@ -195,32 +197,39 @@ class GuardClassifier(SavedClassifier):
         self.tokenizer.save_pretrained(directory)
 
     # scoring ----------------------------------------------------------------------------------
-    def predict_scores(
-        self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities (n, 12), truncated (n,) bool: the text had more windows than max_windows)."""
-        from duelguard.classifier.inference import score_texts
+    def predict_scores(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> Scores:
+        """Every unit of every text (duelguard.classifier.units) cut into token windows and scored by
+        the network (torch, or an ONNX Runtime session standing in for it), max over units."""
+        import torch
 
-        return score_texts(
-            self.model,
-            self.tokenizer,
-            list(texts),
-            self.max_length,
-            self.chunk_overlap,
-            batch_size or DEFAULT_BATCH_SIZE,
-            max_windows=self.max_windows,
-            progress=progress,
-        )
+        from duelguard.classifier.inference import token_unit_probs
+        from duelguard.classifier.runtime import network_probs, num_labels
+
+        if hasattr(self.model, "eval"):
+            self.model.eval()
+        labels = num_labels(self.model)
+
+        def unit_probs(units: list[str]) -> np.ndarray:
+            with torch.inference_mode():
+                return token_unit_probs(self.tokenizer, units, self.max_length, self.chunk_overlap,
+                                        batch_size or DEFAULT_BATCH_SIZE,
+                                        lambda ids, mask: network_probs(self.model, ids, mask), labels, progress)
+
+        return score_texts(texts, unit_probs, labels, self.max_length, self.chunk_overlap, self.long_input)
 
 
-def output_record(obj: dict[str, Any], probs: np.ndarray, thresholds: np.ndarray, truncated: bool = False) -> dict[str, Any]:
-    """One output object: the input's fields + unsafe_score (max prob), unsafe (any prob > its threshold),
-    categories {name: prob}, truncated (the window cap applied: only the text's head and tail were
-    scored). Shared by `predict` and the Triton client so both emit the same schema."""
+def output_record(obj: dict[str, Any], probs: np.ndarray, thresholds: np.ndarray, truncated: bool = False,
+                  too_long: bool = False) -> dict[str, Any]:
+    """One output object: the input's fields + unsafe_score (max prob), unsafe (any prob > its threshold,
+    or the text was past the cost bound under the `flag` policy), categories {name: prob}, truncated
+    (head_tail policy: only the text's head and tail were scored) and reason ("too_long" for a text
+    flagged for its length, else null). Shared by `predict` and the Triton client so both emit the
+    same schema."""
     probs = np.asarray(probs, dtype=np.float32)
     out = dict(obj)
     out["unsafe_score"] = round(float(probs.max()), 6)
-    out["unsafe"] = bool(np.any(probs > thresholds))
+    out["unsafe"] = bool(too_long or np.any(probs > thresholds))
     out["categories"] = {name: round(float(p), 6) for name, p in zip(CATEGORIES, probs)}
     out["truncated"] = bool(truncated)
+    out["reason"] = TOO_LONG if too_long else None
     return out

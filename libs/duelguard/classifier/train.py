@@ -229,7 +229,7 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
         if not (previous / METADATA_FILE).is_file():
             raise DataError(f"init_from=previous: {previous} has no trained classifier (train iteration {iteration - 1})")
         clf = GuardClassifier.load(previous)
-        clf.max_length, clf.chunk_overlap, clf.max_windows = cfg.max_length, cfg.chunk_overlap, cfg.max_windows
+        clf.max_length, clf.chunk_overlap, clf.long_input = cfg.max_length, cfg.chunk_overlap, cfg.long_input
         return clf
     from duelguard.backbones import resolve_backbone
 
@@ -240,10 +240,10 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
         from duelguard.probe import ENCODER, ENCODER_DIM
 
         return SentenceGuard.fresh(ENCODER, ENCODER_DIM, cfg.head_hidden, cfg.head_dropout, cfg.max_length,
-                                   cfg.chunk_overlap, cfg.max_windows, cfg.default_threshold)
+                                   cfg.chunk_overlap, cfg.long_input, cfg.default_threshold)
     return GuardClassifier.from_backbone(
         backbone_dir, cfg.max_length, cfg.chunk_overlap, cfg.default_threshold, pooling=cfg.pooling,
-        max_windows=cfg.max_windows,
+        long_input=cfg.long_input,
     )
 
 
@@ -284,6 +284,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     from duelguard.classifier.data import (
         compose,
         composition,
+        context_windows,
         language_weights,
         training_files,
     )
@@ -299,6 +300,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     records = [rec for path in files for rec in read_records(path)]
     seed_texts = [r["text"] for r in read_records(files[0])]
     train = compose(records, cfg.max_synthetic_share, cfg.random_seed)
+    train += context_windows(train, cfg.context_augment, cfg.max_length, cfg.random_seed)
     weights = language_weights([r["lang"] for r in train], cfg.language_balance)
     d_hash = data_hash(files + [layout.seed_split("dev")])
 

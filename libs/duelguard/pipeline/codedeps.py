@@ -22,8 +22,8 @@ PACKAGE = "duelguard"
 PACKAGE_DIR = Path(duelguard.__file__).resolve().parent
 
 
-# Package data that stage results depend on (duelguard/suite/*.jsonl).
-PACKAGE_DATA_SUFFIXES = (".jsonl",)
+# Package data that stage results depend on (duelguard/suite/*.jsonl, its benign context/*.txt).
+PACKAGE_DATA_SUFFIXES = (".jsonl", ".txt")
 
 
 @cache
@@ -105,8 +105,16 @@ def code_files(function: str, package_dir: Path = PACKAGE_DIR) -> list[Path]:
         path = modules(package_dir)[name]
         files.append(path)
         if path.name == "__init__.py":
-            files += sorted(p for p in path.parent.iterdir() if p.is_file() and p.suffix in PACKAGE_DATA_SUFFIXES)
+            files += package_data(path.parent)
     return files
+
+
+def package_data(directory: Path) -> list[Path]:
+    """The data files of one package: in its folder and in data folders below it (not subpackages)."""
+    found = [p for p in sorted(directory.iterdir()) if p.is_file() and p.suffix in PACKAGE_DATA_SUFFIXES]
+    for sub in sorted(p for p in directory.iterdir() if p.is_dir() and not (p / "__init__.py").exists()):
+        found += package_data(sub)
+    return found
 
 
 def package_of(module: str) -> str:

@@ -6,7 +6,7 @@ only imported (lazily, by duelguard.registry.models) when a model is logged or l
 
 `predict` takes a DataFrame with a `text` column (or a list of strings / of input objects with
 `text` or `messages`) and returns one row per input: the 12 category probabilities (taxonomy
-order), `unsafe_score` and `unsafe`, computed by GuardClassifier.predict_records, i.e. exactly what
+order), `unsafe_score`, `unsafe`, `truncated` and `reason` ("too_long" or null), computed by GuardClassifier.predict_records, i.e. exactly what
 `duelguard predict` writes (same chunking, same thresholds).
 
 The model is logged "from code" (MLflow 3's recommended way): this file itself is stored with the
@@ -26,12 +26,13 @@ CLASSIFIER_ARTIFACT = "classifier"
 
 
 def signature() -> Any:
-    """Input: a `text` string column; output: 12 probabilities, unsafe_score, unsafe."""
+    """Input: a `text` string column; output: 12 probabilities, unsafe_score, unsafe, truncated, reason."""
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
     outputs = [ColSpec("double", c) for c in CATEGORIES]
-    outputs += [ColSpec("double", "unsafe_score"), ColSpec("boolean", "unsafe")]
+    outputs += [ColSpec("double", "unsafe_score"), ColSpec("boolean", "unsafe"), ColSpec("boolean", "truncated"),
+                ColSpec("string", "reason", required=False)]
     return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
 
 
@@ -65,8 +66,10 @@ class GuardClassifierModel(mlflow.pyfunc.PythonModel):
             row = {c: float(out["categories"][c]) for c in CATEGORIES}
             row["unsafe_score"] = float(out["unsafe_score"])
             row["unsafe"] = bool(out["unsafe"])
+            row["truncated"] = bool(out["truncated"])
+            row["reason"] = out["reason"]
             rows.append(row)
-        return pd.DataFrame(rows, columns=[*CATEGORIES, "unsafe_score", "unsafe"])
+        return pd.DataFrame(rows, columns=[*CATEGORIES, "unsafe_score", "unsafe", "truncated", "reason"])
 
 
 mlflow.models.set_model(GuardClassifierModel())

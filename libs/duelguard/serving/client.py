@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from duelguard.classifier.units import Scores
 from duelguard.errors import ServingError
 from duelguard.fsio import DataError
 
@@ -115,10 +116,10 @@ class GuardServingClient:
         return str(versions[0]) if len(versions) == 1 else None
 
     # scoring --------------------------------------------------------------------------------------
-    def infer_with_version(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, str]:
-        """One request (len(texts) <= max_batch_size): (SCORES (n, 12) float32, TRUNCATED (n,) bool: the
-        text was longer than the model's window cap and only its head and tail were scored, the version
-        that answered)."""
+    def infer_with_version(self, texts: Sequence[str]) -> tuple[Scores, str]:
+        """One request (len(texts) <= max_batch_size): (Scores: SCORES (n, 12) float32, TRUNCATED (n,)
+        bool (head_tail policy: only head and tail were scored), TOO_LONG (n,) bool (flag policy: past
+        the cost bound, unsafe); the version that answered)."""
         rows = np.empty((len(texts), 1), dtype=object)
         for i, text in enumerate(texts):
             try:
@@ -127,40 +128,42 @@ class GuardServingClient:
                 raise DataError(f"text {i}: cannot be encoded as UTF-8 ({exc.reason})") from None
         tensor = self._grpc.InferInput("TEXT", list(rows.shape), "BYTES")
         tensor.set_data_from_numpy(rows)
-        outputs = [self._grpc.InferRequestedOutput(name) for name in ("SCORES", "TRUNCATED")]
+        outputs = [self._grpc.InferRequestedOutput(name) for name in ("SCORES", "TRUNCATED", "TOO_LONG")]
         result = self._with_retries(
             lambda: self._client.infer(self.model_name, [tensor], outputs=outputs, client_timeout=self.timeout_s),
             "inference",
         )
-        truncated = result.as_numpy("TRUNCATED").reshape(-1).astype(bool)
-        return result.as_numpy("SCORES"), truncated, str(result.get_response().model_version)
+        flags = [result.as_numpy(name).reshape(-1).astype(bool) for name in ("TRUNCATED", "TOO_LONG")]
+        return Scores(result.as_numpy("SCORES"), *flags), str(result.get_response().model_version)
 
     def infer_batch(self, texts: Sequence[str]) -> np.ndarray:
         """One request (len(texts) <= max_batch_size): SCORES (n, 12) float32."""
-        return self.infer_with_version(texts)[0]
+        return self.infer_with_version(texts)[0].probs
 
-    def _score(self, texts: Sequence[str], batch_size: int | None) -> tuple[np.ndarray, np.ndarray, set[str]]:
+    def _score(self, texts: Sequence[str], batch_size: int | None) -> tuple[Scores, set[str]]:
         size = min(batch_size or self.max_batch_size, self.max_batch_size)
         parts = [self.infer_with_version(texts[i : i + size]) for i in range(0, len(texts), size)]
-        scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 12), dtype=np.float32)
-        truncated = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=bool)
-        return scores, truncated, {p[2] for p in parts}
+        if not parts:
+            empty = np.zeros(0, dtype=bool)
+            return Scores(np.zeros((0, 12), dtype=np.float32), empty, empty), set()
+        scores = Scores(*(np.concatenate([p[0][k] for p in parts]) for k in range(3)))
+        return scores, {p[1] for p in parts}
 
     def score(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """SCORES (len(texts), 12) in input order, sent in requests of at most the model's max batch size."""
-        return self._score(texts, batch_size)[0]
+        return self._score(texts, batch_size)[0].probs
 
-    def score_versioned(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(SCORES, TRUNCATED, thresholds) where every row was answered by the version the thresholds belong to."""
+    def score_versioned(self, texts: Sequence[str], batch_size: int | None = None) -> tuple[Scores, np.ndarray]:
+        """(Scores, thresholds) where every row was answered by the version the thresholds belong to."""
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
-            scores, truncated, versions = self._score(texts, batch_size)
+            scores, versions = self._score(texts, batch_size)
             for fresh in (False, True):
                 if fresh:
                     self._config = None  # the server may have switched versions since the config was read
                 served = self.served_version()
                 if served is None or not versions or versions == {served}:
-                    return scores, truncated, self.thresholds
+                    return scores, self.thresholds
             if attempt < self.retries:  # a switch is in flight: answers and config disagree for a moment
                 time.sleep(delay)
                 delay *= 2
@@ -175,5 +178,6 @@ class GuardServingClient:
         from duelguard.classifier.model import output_record
 
         texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
-        scores, truncated, thresholds = self.score_versioned(texts, batch_size)
-        return [output_record(obj, row, thresholds, bool(t)) for obj, row, t in zip(objs, scores, truncated)]
+        scores, thresholds = self.score_versioned(texts, batch_size)
+        return [output_record(obj, row, thresholds, bool(t), bool(x))
+                for obj, row, t, x in zip(objs, scores.probs, scores.truncated, scores.too_long)]

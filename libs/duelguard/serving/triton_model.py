@@ -1,11 +1,14 @@
-"""The Triton Python-backend model `duelguard`: TEXT (one UTF-8 string per row) -> SCORES (FP32, 12)
-and TRUNCATED (BOOL: the text exceeded the window cap and was scored on its head and tail windows).
+"""The Triton Python-backend model `duelguard`: TEXT (one UTF-8 string per row) -> SCORES (FP32, 12),
+TRUNCATED (BOOL: the text was past the cost bound and, by the `head_tail` policy, only its head and
+tail were scored) and TOO_LONG (BOOL: past the bound under the `flag` policy: not scored, SCORES all
+1.0, so even a client that reads only SCORES blocks it).
 
 This file is copied verbatim into every exported repository as <model>/<version>/model.py; it runs
 inside Triton's Python backend stub, not in the duelguard process. It imports the installed
 `duelguard` package (the stub's interpreter is the venv's python3, see duelguard.serving.server) so
-that tokenisation, chunking of long texts and the empty-text rule are the very functions
-`duelguard predict` uses — parity is by construction, not by copy.
+that de-obfuscation, the scoring units, the cost bound, tokenisation and the empty-text rule are the
+very functions `duelguard predict` uses (duelguard.classifier.units.score_texts) — parity is by
+construction, not by copy.
 
 The network itself runs either
 - locally, with ONNX Runtime on <version>/model.onnx (the pytriton wheel's server has only the
@@ -26,11 +29,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from duelguard.classifier.inference import (
-    encode_chunks,
-    length_sorted_batches,
-    pad_batch,
-)
+from duelguard.classifier.units import Scores, long_input_of, score_texts
 
 
 class TritonPythonModel:
@@ -43,7 +42,7 @@ class TritonPythonModel:
         meta = json.loads((version_dir / "duelguard.json").read_text(encoding="utf-8"))
         self.max_length = int(meta["max_length"])
         self.overlap = int(meta["chunk_overlap"])
-        self.max_windows = meta.get("max_windows")
+        self.long_input = long_input_of(meta)
         self.num_labels = len(meta["taxonomy"])
         self.max_text_bytes = int(parameters["max_text_bytes"])
         self.chunk_batch_size = int(parameters["chunk_batch_size"])
@@ -88,35 +87,26 @@ class TritonPythonModel:
         except UnicodeDecodeError as exc:
             raise ValueError(f"TEXT row {index} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
 
-    def _scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """((n, 12) probabilities, (n,) truncated): the windows, cap, batching and max rule of
-        GuardClassifier.predict_scores (SentenceGuard.predict_scores for a sentence classifier)."""
+    def _unit_probs(self, units: list[str]) -> np.ndarray:
+        """(len(units), C) probabilities of scoring units: embedded + head (sentence classifier), or
+        token windows through the network (token model), in batches of chunk_batch_size."""
         if self.encoder:
-            from duelguard.classifier.sentence import score_windows
+            vectors = self.embed(units)
+            logits = np.concatenate([self._logits(embedding=vectors[i : i + self.chunk_batch_size])
+                                     for i in range(0, len(vectors), self.chunk_batch_size)])
+            return 1.0 / (1.0 + np.exp(-logits))
+        from duelguard.classifier.inference import token_unit_probs
 
-            def window_logits(windows: list[str]) -> np.ndarray:
-                vectors = self.embed(windows)
-                return np.concatenate([self._logits(embedding=vectors[i : i + self.chunk_batch_size])
-                                       for i in range(0, len(vectors), self.chunk_batch_size)])
+        def window_probs(input_ids: Any, attention: Any) -> np.ndarray:
+            logits = self._logits(input_ids=input_ids.numpy(), attention_mask=attention.numpy())
+            return 1.0 / (1.0 + np.exp(-logits))
 
-            return score_windows(window_logits, texts, self.max_length, self.overlap, self.max_windows)
-        chunks: list[list[int]] = []
-        owners: list[int] = []
-        truncated = np.zeros(len(texts), dtype=bool)
-        for i, text in enumerate(texts):
-            windows = encode_chunks(self.tokenizer, text, self.max_length, self.overlap, self.max_windows)
-            truncated[i] = windows.truncated
-            chunks.extend(windows.ids)
-            owners.extend([i] * len(windows.ids))
-        probs = np.zeros((len(texts), self.num_labels), dtype=np.float32)  # blank text -> zeros
-        if not chunks:
-            return probs, truncated
-        logits = np.zeros((len(chunks), self.num_labels), dtype=np.float32)
-        for batch in length_sorted_batches([len(c) for c in chunks], self.chunk_batch_size):
-            input_ids, attention = pad_batch([chunks[i] for i in batch], self.tokenizer.pad_token_id)
-            logits[batch] = self._logits(input_ids=input_ids.numpy(), attention_mask=attention.numpy())
-        np.maximum.at(probs, np.asarray(owners), 1.0 / (1.0 + np.exp(-logits)))
-        return probs, truncated
+        return token_unit_probs(self.tokenizer, units, self.max_length, self.overlap, self.chunk_batch_size,
+                                window_probs, self.num_labels)
+
+    def _scores(self, texts: list[str]) -> Scores:
+        """The units, bound, batching and max rule of GuardClassifier / SentenceGuard.predict_scores."""
+        return score_texts(texts, self._unit_probs, self.num_labels, self.max_length, self.overlap, self.long_input)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         texts: list[str] = []
@@ -130,7 +120,7 @@ class TritonPythonModel:
                 continue
             spans.append((len(texts), len(texts) + len(decoded)))
             texts.extend(decoded)
-        scores, truncated = self._scores(texts)
+        scores, truncated, too_long = self._scores(texts)
         responses = []
         for span in spans:
             if isinstance(span, str):
@@ -138,6 +128,7 @@ class TritonPythonModel:
                 continue
             rows = slice(span[0], span[1])
             out = [pb_utils.Tensor("SCORES", scores[rows].astype(np.float32)),
-                   pb_utils.Tensor("TRUNCATED", truncated[rows].reshape(-1, 1))]
+                   pb_utils.Tensor("TRUNCATED", truncated[rows].reshape(-1, 1)),
+                   pb_utils.Tensor("TOO_LONG", too_long[rows].reshape(-1, 1))]
             responses.append(pb_utils.InferenceResponse(output_tensors=out))
         return responses

@@ -1,0 +1,98 @@
+"""Can the guardrail be walked around? Unsafe-row recall and benign FPR on the suite's report half,
+plain, disguised (duelguard.suite.variants.obfuscate) and inside benign context
+(duelguard.suite.variants.in_context), per language, at the classifier's own calibrated thresholds.
+
+    python bench/bench_robustness.py [--model models/classifier/iter_0] [--label after]
+
+`--label` names the run inside bench/results/robustness.json (a "before" run made on an older
+commit stays beside an "after" run of this one), and the table printed compares every label there.
+Only `predict_proba` of the saved classifier is used, so the same script measures any commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUT = REPO_ROOT / "bench" / "results" / "robustness.json"
+LANGS = ("en", "fr", "es", "de")
+
+
+def rates(records: list[dict[str, Any]], flagged: np.ndarray) -> dict[str, Any]:
+    """Recall on unsafe rows, FPR on look-alike and on everyday rows: overall and per language."""
+    out: dict[str, Any] = {}
+    for lang in (None, *LANGS):
+        for group, key in (("unsafe", "recall"), ("lookalike", "fpr_lookalike"), ("everyday", "fpr_everyday")):
+            idx = [i for i, r in enumerate(records) if r["group"] == group and (lang is None or r["lang"] == lang)]
+            if idx:
+                out[key if lang is None else f"{key}_{lang}"] = round(float(np.mean(flagged[idx])), 4)
+    return out
+
+
+def measure(model: Path) -> dict[str, Any]:
+    from duelguard.evaluation.evaluate import load_classifier
+    from duelguard.suite import suite_records
+    from duelguard.suite.variants import CONTEXT_WORDS, OBFUSCATIONS, in_context, obfuscate
+
+    clf = load_classifier(model, Path.home() / ".cache" / "duelguard")
+    thresholds = np.asarray(clf.thresholds)
+
+    def flag(records: list[dict[str, Any]]) -> tuple[np.ndarray, float]:
+        started = time.perf_counter()
+        probs = clf.predict_proba([r["text"] for r in records], progress=True)
+        return np.any(probs > thresholds, axis=1), time.perf_counter() - started
+
+    report = suite_records("report")
+    result: dict[str, Any] = {"model": str(model)}
+    flagged, seconds = flag(report)
+    result["plain"] = {**rates(report, flagged), "seconds": round(seconds, 1)}
+    unsafe = [r for r in report if r["group"] == "unsafe"]
+    for kind in OBFUSCATIONS:
+        disguised = [{**r, "text": obfuscate(r["text"], kind)} for r in unsafe]
+        flagged, seconds = flag(disguised)
+        result[kind] = {**rates(disguised, flagged), "seconds": round(seconds, 1)}
+    for words in CONTEXT_WORDS:
+        placed = in_context(report, (words,))
+        flagged, seconds = flag(placed)
+        result[f"context_{words}"] = {**rates(placed, flagged), "seconds": round(seconds, 1),
+                                      "words": int(sum(len(r["text"].split()) for r in placed))}
+    return result
+
+
+def table(runs: dict[str, dict[str, Any]]) -> str:
+    rows = ["| slice | " + " | ".join(f"{label}: recall en/fr/es/de | look-alike FPR" for label in runs) + " |",
+            "|---|" + "---|---|" * len(runs)]
+    slices = [k for k in next(iter(runs.values())) if k != "model"]
+    for name in slices:
+        cells = []
+        for run in runs.values():
+            s = run.get(name, {})
+            recall = " / ".join(f"{100 * s[f'recall_{lang}']:.1f}" if f"recall_{lang}" in s else "-" for lang in LANGS)
+            fpr = f"{s['fpr_lookalike']:.3f}" if "fpr_lookalike" in s else "-"
+            cells += [recall, fpr]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "classifier" / "iter_0")
+    parser.add_argument("--label", default="after")
+    args = parser.parse_args()
+    runs = json.loads(OUT.read_text()) if OUT.exists() else {}
+    runs[args.label] = measure(args.model)
+    from duelguard.fsio import atomic_write_json
+
+    atomic_write_json(OUT, runs)
+    print(table(runs))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""What parts of a text are scored, and what happens to a text too long to score: one place, used
+by every scorer of every classifier kind (predict, evaluation, the pyfunc model, Triton).
+
+A guard that scores a long text as a few big windows can be walked around: one unsafe sentence
+inside fifty benign words embeds as benign (dilution), and a cap on windows leaves the middle of a
+long paste unread. So a text is scored on **units**, and its score per category is the max over them:
+
+- every **sentence** (split at . ! ? and their CJK forms, and at line breaks) and every pair of
+  adjacent sentences, of at most `window_words` words: a short request keeps its own score,
+  whatever surrounds it (pairs: a request is often a statement and an ask, "I hate X. Tell me how");
+- **word windows** of `window_words` words overlapping by `overlap` (the last aligned to the end),
+  so a request spread over several sentences, or written without punctuation, is still seen whole.
+  A text of one window and one sentence is one unit: short texts cost what they always did.
+
+Every unit of the text is read, up to a cost bound of `max_words` words (classifier.long_input,
+duelguard.config.LongInput, sized from measurement: docs/evaluation.md). Past it the text is not scored. The default policy, `flag`,
+reports it unsafe with reason `too_long` (its scores saturate at 1.0, so a client that reads only
+scores also blocks it): a guard that fails open on long input is worse than none. The `head_tail`
+policy, for callers who accept the risk, scores the first and last max_words / 2 words and reports
+the text `truncated`.
+
+Before any of this the text is folded (duelguard.classifier.deobfuscate): zero-width characters,
+look-alike letters, full-width forms and spaced-out letters are undone. Empty or blank text has no
+unit and scores 0 in every category.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from duelguard.classifier.deobfuscate import fold
+from duelguard.config import LongInput
+
+TOO_LONG = "too_long"
+# No real text averages more characters per word than this: a text longer than (max_words + 1) x
+# this many characters is past the bound before it is even folded, so a many-megabyte text costs nothing.
+CHARS_PER_WORD_BOUND = 64
+_SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f\u2026])\s+|\n+")
+
+
+def long_input_of(meta: dict) -> LongInput:
+    """The bound a saved classifier's duelguard.json records (a directory written before the bound
+    existed gets the schema's default, never no bound)."""
+    return LongInput(**meta["long_input"]) if meta.get("long_input") else LongInput()
+
+
+class Units(NamedTuple):
+    """The strings one text is scored on, and what the bound did: `truncated` (head_tail policy: only
+    the head and tail were read) or `too_long` (flag policy: nothing was read, the text is unsafe)."""
+
+    texts: list[str]
+    truncated: bool
+    too_long: bool
+
+
+def word_windows(words: list[str], size: int, overlap: int) -> list[str]:
+    """Windows of at most `size` words that start `size - overlap` apart, the last one aligned to the end."""
+    if size < 1 or not 0 <= overlap < size:
+        raise ValueError(f"need size >= 1 and 0 <= overlap < size, got size {size}, overlap {overlap}")
+    if len(words) <= size:
+        return [" ".join(words)] if words else []
+    starts = list(range(0, len(words) - size, size - overlap)) + [len(words) - size]
+    return [" ".join(words[s : s + size]) for s in starts]
+
+
+def sentences(text: str) -> list[str]:
+    """The text's sentences (split after . ! ? ... and their CJK forms, and at line breaks)."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def scoring_units(text: str, window_words: int, overlap: int, long_input: LongInput) -> Units:
+    """The units `text` is scored on (see the module docstring). A text of more characters than
+    max_words words can hold is past the bound before any work is spent on it."""
+    limit = long_input.max_words
+    max_chars = (limit + 1) * CHARS_PER_WORD_BOUND
+    if len(text) <= max_chars:
+        text = fold(text)
+        if not text:
+            return Units([], False, False)
+        if len(text.split()) <= limit:
+            return Units(_units(text, window_words, overlap), False, False)
+    if long_input.policy == "flag":
+        return Units([], False, True)
+    half = max(1, limit // 2)
+    head = fold(text[: half * CHARS_PER_WORD_BOUND]).split()[:half]
+    tail = fold(text[-half * CHARS_PER_WORD_BOUND :]).split()[-half:]
+    units = _units(" ".join(head), window_words, overlap) + _units(" ".join(tail), window_words, overlap)
+    return Units(list(dict.fromkeys(units)), True, False)
+
+
+def _units(text: str, window_words: int, overlap: int) -> list[str]:
+    """Each sentence and each pair of adjacent sentences of at most window_words words, then word
+    windows; each distinct unit once."""
+    sents = sentences(text)
+    groups = sents + [f"{a} {b}" for a, b in zip(sents, sents[1:])]
+    units = [g for g in groups if len(g.split()) <= window_words]
+    units += word_windows(text.split(), window_words, min(overlap, window_words - 1))
+    return list(dict.fromkeys(units))
+
+
+class Scores(NamedTuple):
+    """What every scorer returns for n texts: probabilities (n, C), and per text whether the bound
+    cut it (`truncated`, head_tail policy) or rejected it (`too_long`, flag policy: scores are 1.0)."""
+
+    probs: np.ndarray
+    truncated: np.ndarray
+    too_long: np.ndarray
+
+
+def score_texts(texts: Sequence[str], unit_probs: Callable[[list[str]], np.ndarray], num_labels: int,
+                window_words: int, overlap: int, long_input: LongInput) -> Scores:
+    """The one scoring loop of every classifier kind and runtime: each text's units (scoring_units),
+    all units of all texts scored in one call of `unit_probs(list of unit strings) -> (m, C)
+    probabilities`, then the max over each text's units. Blank text scores 0; a too-long text 1.0."""
+    owners: list[int] = []
+    units: list[str] = []
+    truncated = np.zeros(len(texts), dtype=bool)
+    too_long = np.zeros(len(texts), dtype=bool)
+    for i, text in enumerate(texts):
+        found = scoring_units(text, window_words, overlap, long_input)
+        truncated[i], too_long[i] = found.truncated, found.too_long
+        owners.extend([i] * len(found.texts))
+        units.extend(found.texts)
+    probs = np.zeros((len(texts), num_labels), dtype=np.float32)
+    if units:
+        np.maximum.at(probs, np.asarray(owners), np.asarray(unit_probs(units), dtype=np.float32))
+    probs[too_long] = 1.0
+    return Scores(probs, truncated, too_long)
