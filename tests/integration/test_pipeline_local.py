@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -32,6 +34,16 @@ def only(paths: list[Path], what: str) -> Path:
     return paths[0]
 
 
+def fresh_system_temp(tmp_path: Path, monkeypatch) -> Path:
+    """An empty folder made the system temporary directory of this process and its subprocesses."""
+    folder = tmp_path / "system-temp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # forget the cached one: read $TMPDIR again
+    assert Path(tempfile.gettempdir()) == folder
+    return folder
+
+
 def test_one_iteration_ends_with_registered_champion(tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
@@ -39,9 +51,12 @@ def test_one_iteration_ends_with_registered_champion(tmp_path, monkeypatch):
     from duelguard.pipeline.spec import run_stage
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    system_temp = fresh_system_temp(tmp_path, monkeypatch)
     started = time.perf_counter()
     result = pl.run_local(PARAMS, tmp_path / "run", profile="tiny", iterations=1, root=REPO)
     print(f"pipeline run-local (tiny, 1 iteration): {time.perf_counter() - started:.1f} s")
+    # Every step cleaned up after itself: nothing is left in the system temporary directory.
+    assert sorted(p.name for p in system_temp.iterdir()) == []
 
     run_dir = only(sorted(Path(result["pipeline_root"]).glob("duelguard-loop-*")), "pipeline run directory")
     # Each task's `out` artifact is a root-relative tree of exactly the outputs the spec declares.
@@ -80,3 +95,24 @@ def test_one_iteration_ends_with_registered_champion(tmp_path, monkeypatch):
     run_stage("prepare_seed", params, layout, 0)
     for split in ("train", "dev", "test"):
         assert digest(layout.seed_split(split)) == digest(seed / "data/seed" / f"{split}.jsonl"), split
+
+
+def test_a_step_removes_its_temporary_root_whether_its_stage_succeeds_or_fails(tmp_path, monkeypatch):
+    """kfp_glue.run_component (one KFP step) runs its stage in a temporary root: removed after a
+    successful step (its outputs are published first) and after a failed one."""
+    from duelguard.fsio import DataError
+    from duelguard.pipeline.kfp_glue import run_component
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    system_temp = fresh_system_temp(tmp_path, monkeypatch)
+    text = pl.with_iterations(pl.read_params_json(PARAMS), 1)
+    raw = SimpleNamespace(path=str(Layout.from_params(load_params(PARAMS, "tiny"), REPO).raw_data), metadata={})
+    out = SimpleNamespace(path=str(tmp_path / "seed-out"), metadata={})
+    summary = run_component("prepare_seed", text, "tiny", 0, 1, output=out, raw_data=raw)
+    assert summary["records"] > 0 and (tmp_path / "seed-out" / "data/seed/train.jsonl").stat().st_size > 0
+    assert sorted(p.name for p in system_temp.iterdir()) == []
+
+    # score_1 without its upstream artifacts: the stage fails inside the step's root.
+    with pytest.raises(DataError, match=r"duelguard-score-\w+/data/synthetic/iter_1/curated.jsonl: file not found"):
+        run_component("score", text, "tiny", 1, 1, output=SimpleNamespace(path=str(tmp_path / "score-out"), metadata={}))
+    assert sorted(p.name for p in system_temp.iterdir()) == []

@@ -19,6 +19,7 @@ through the two attributes below.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -136,6 +137,7 @@ def run_component(
     `inputs` are the root-relative output trees of the runs this one depends on; `raw_data` is the raw
     corpora directory (params.paths.raw_data is pointed at it); `iterations` is the number of loop
     iterations the pipeline was compiled with, which params.yaml's loop.iterations must match.
+    The stage runs in `workdir` if given, else in a temporary directory removed when the step ends.
     """
     params = params_from_text(params_json, profile)
     if params.loop.iterations != iterations:
@@ -147,16 +149,19 @@ def run_component(
     if raw_data is not None:
         params = params.model_copy(update={"paths": params.paths.model_copy(update={"raw_data": str(Path(raw_data.path).resolve())})})
 
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"duelguard-{stage_name}-"))
-    root.mkdir(parents=True, exist_ok=True)
-    layout = Layout.from_params(params, root)
-    for artifact in inputs:
-        merge_tree(Path(artifact.path), layout.root)
-
-    summary = json.loads(json.dumps(run_stage(stage_name, params, layout, iteration), default=str))
-    run = StageRun(stage(stage_name), iteration, iterations)
-    if output is not None:
-        publish(run, layout, output)
+    with contextlib.ExitStack() as scratch:
+        # A step's working root is throwaway (everything worth keeping is published below): removed when
+        # the step ends, failed or not, unless the caller passed its own `workdir`.
+        root = Path(workdir) if workdir else Path(scratch.enter_context(
+            tempfile.TemporaryDirectory(prefix=f"duelguard-{stage_name}-")))
+        root.mkdir(parents=True, exist_ok=True)
+        layout = Layout.from_params(params, root)
+        for artifact in inputs:
+            merge_tree(Path(artifact.path), layout.root)
+        summary = json.loads(json.dumps(run_stage(stage_name, params, layout, iteration), default=str))
+        run = StageRun(stage(stage_name), iteration, iterations)
+        if output is not None:
+            publish(run, layout, output)
     if metrics is not None and hasattr(metrics, "log_metric"):
         for key, value in scalar_leaves(summary).items():
             metrics.log_metric(key, value)

@@ -22,12 +22,14 @@ registered with `linecache` (where `inspect.getsource` finds it). No `from __fut
 annotations` in this module: KFP reads the real annotations of the pipeline function below.
 """
 
+import contextlib
 import json
 import linecache
 import os
 import re
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +182,27 @@ def compile_pipeline(
             "seconds": round(time.perf_counter() - started, 2)}
 
 
+@contextlib.contextmanager
+def _temp_dir_of_steps(path: str) -> Iterator[None]:
+    """Point the steps' temporary directory ($TMPDIR, inherited by kfp.local's subprocesses) at `path`
+    while the run lasts, then restore it.
+
+    Not everything a step runs cleans up after itself: KFP's own component command writes the
+    function's source to a `mktemp -d` directory it never removes, and torch creates its
+    torchinductor_<user> cache there. Gathered in one directory that run_local removes, a local run
+    leaves nothing in the system temporary directory (in a cluster each step's pod is thrown away).
+    """
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = path
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+
+
 def run_local(
     params_path: str | Path,
     workdir: str | Path,
@@ -189,7 +212,9 @@ def run_local(
     raw_data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline on this machine with kfp.local's SubprocessRunner (every step a subprocess of
-    this Python). MLflow goes to $MLFLOW_TRACKING_URI if set, else to a sqlite store in `workdir`."""
+    this Python). MLflow goes to $MLFLOW_TRACKING_URI if set, else to a sqlite store in `workdir`.
+    Outputs stay in `workdir`; the steps' temporary files (and kfp.local's workspace) go to one
+    temporary directory removed when the run ends, failed or not."""
     from kfp import local
 
     from duelguard.tracking import configure
@@ -205,9 +230,11 @@ def run_local(
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
     # Create the experiment here so its artifact store lives in `workdir`, not in a step's temp dir.
     tracking_uri = configure(params, workdir)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "artifacts"), raise_on_error=True)
     pipeline = build_pipeline(text, profile, "duelguard-trainer:local")
-    pipeline(raw_data_uri=str(raw.resolve()))
+    with tempfile.TemporaryDirectory(prefix="duelguard-kfp-local-") as scratch, _temp_dir_of_steps(scratch):
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(workdir / "artifacts"),
+                   workspace_root=scratch, raise_on_error=True)
+        pipeline(raw_data_uri=str(raw.resolve()))
     return {"pipeline_root": str(workdir / "artifacts"), "tracking_uri": tracking_uri, "profile": profile,
             "iterations": iterations, "seconds": round(time.perf_counter() - started, 1)}
 
