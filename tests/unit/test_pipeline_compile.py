@@ -80,7 +80,7 @@ def test_compiled_structure_follows_the_spec_and_params(tmp_path):
         assert task.get("cachingOptions", {}).get("enableCache", False) is (not run.stage.side_effects), run.name
         plat = k8s[label]
         secrets = {s["secretName"]: {e["envVar"] for e in s["keyToEnv"]} for s in plat["secretAsEnv"]}
-        assert secrets == {kf.mlflow_secret: {"MLFLOW_TRACKING_URI"},
+        assert secrets == {kf.mlflow_secret: {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},
                            kf.object_store_secret: {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"}}, run.name
         accel = container.get("resources", {}).get("accelerator")
         if run.stage.gpu:

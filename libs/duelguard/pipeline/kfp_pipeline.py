@@ -40,7 +40,8 @@ from duelguard.pipeline.spec import STAGES, Stage, StageRun, producers, runs
 
 PIPELINE_NAME = "duelguard-loop"
 # Secret keys are the environment variables MLflow / boto3 read, so the mapping is the identity.
-MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_URI",)
+# The cluster's MLflow runs its basic-auth app: every step needs the credentials beside the URI.
+MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 OBJECT_STORE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL")
 # Output names of every component (input names are "in_" + the upstream run's name).
 OUTPUT, METRICS, REPORT, RAW_DATA = "out", "out_metrics", "out_report", "raw_data"
