@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,7 @@ def main() -> int:
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         server.stop(cfg)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

