@@ -7,6 +7,10 @@ plain, disguised (duelguard.suite.variants.obfuscate) and inside benign context
 `--label` names the run inside bench/results/robustness.json (a "before" run made on an older
 commit stays beside an "after" run of this one), and the table printed compares every label there.
 Only `predict_proba` of the saved classifier is used, so the same script measures any commit.
+
+`--cost` measures instead what sizes `classifier.long_input.max_words`: seconds to score one text of
+1,000 to 5,000 words of distinct sentences (the seed's train rows, no embedding cache), and the
+time to flag a 100,000-word text past the bound; written under "cost" in the same file.
 """
 
 from __future__ import annotations
@@ -65,6 +69,27 @@ def measure(model: Path) -> dict[str, Any]:
     return result
 
 
+def cost(model: Path) -> dict[str, Any]:
+    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.units import scoring_units
+    from duelguard.records import read_records
+
+    clf = GuardClassifier.load(model)  # no embedding cache: every unit is embedded
+    rows = [r["text"].strip() for r in read_records(REPO_ROOT / "data" / "seed" / "train.jsonl")]
+    words = " ".join(t if t[-1:] in ".!?" else t + "." for t in rows if t).split()
+    clf.predict_scores(["warm up the encoder."])
+    out: dict[str, Any] = {}
+    for n in (1000, 2500, clf.long_input.max_words, 100_000):
+        text = " ".join(words[:n])
+        started = time.perf_counter()
+        scores = clf.predict_scores([text])
+        seconds = time.perf_counter() - started
+        units = len(scoring_units(text, clf.max_length, clf.chunk_overlap, clf.long_input).texts)
+        out[str(n)] = {"seconds": round(seconds, 3), "units": units, "too_long": bool(scores.too_long[0])}
+        print(f"{n:>7} words: {units:>4} units, {1000 * seconds:8.1f} ms, too_long={bool(scores.too_long[0])}")
+    return out
+
+
 def table(runs: dict[str, dict[str, Any]]) -> str:
     rows = ["| slice | " + " | ".join(f"{label}: recall en/fr/es/de | look-alike FPR" for label in runs) + " |",
             "|---|" + "---|---|" * len(runs)]
@@ -84,13 +109,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "classifier" / "iter_0")
     parser.add_argument("--label", default="after")
+    parser.add_argument("--cost", action="store_true", help="measure the cost bound instead")
     args = parser.parse_args()
     runs = json.loads(OUT.read_text()) if OUT.exists() else {}
-    runs[args.label] = measure(args.model)
     from duelguard.fsio import atomic_write_json
 
-    atomic_write_json(OUT, runs)
-    print(table(runs))
+    if args.cost:
+        runs["cost"] = cost(args.model)
+        atomic_write_json(OUT, runs)
+    else:
+        runs[args.label] = measure(args.model)
+        atomic_write_json(OUT, runs)
+        print(table({k: v for k, v in runs.items() if k != "cost"}))
     print(f"wrote {OUT}")
 
 

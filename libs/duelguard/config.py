@@ -148,8 +148,8 @@ class LongInput(_Section):
     (sentence and word window) of a text up to `max_words` words is scored; a longer text is, by
     the default policy `flag`, reported unsafe with reason `too_long` without being scored (a guard
     must not fail open); `head_tail` scores its first and last max_words / 2 words instead and
-    reports it `truncated`, for callers who accept that risk. 5,000 words cost the default
-    classifier ~2.3 s on two cores (docs/evaluation.md, bench/bench_robustness.py)."""
+    reports it `truncated`, for callers who accept that risk. 5,000 words (~1,100 units) cost the
+    default classifier ~2 s on two cores (docs/evaluation.md; bench/bench_robustness.py --cost)."""
 
     max_words: int = Field(5000, ge=2)
     policy: Literal["flag", "head_tail"] = "flag"
