@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -130,20 +131,22 @@ def _registry_flow(params, layout) -> None:
     assert _aliases(client) == {"champion": str(reg1["version"])}
     assert json.loads((layout.metrics / "promotion" / "iter_0.json").read_text())["promote"] is True
 
-    # v2 "always": F1 rises but benign FPR 1.0 > 0.2 -> refused, reasons recorded on the version.
+    # v2 "always": F1 rises but benign FPR 1.0 > 0.2 (and > the champion's 0.0 x ratio + slack) -> refused,
+    # reasons recorded on the version.
     reg2 = _evaluate_and_register(params, layout, 1, threshold=0.0)
     v2 = str(reg2["version"])
     refused = promote(params, layout=layout)
     assert refused.candidate_version == v2 and not refused.promote
-    assert [c.rule for c in refused.checks if not c.passed] == ["max_benign_fpr"]
+    assert [c.rule for c in refused.checks if not c.passed] == ["max_benign_fpr", "max_fpr_ratio"]
     tags = client.get_model_version(MODEL, v2).tags
     assert tags["duelguard.promotion"] == "refused" and "benign FPR 1.0000" in tags["duelguard.promotion_reasons"]
     assert _aliases(client) == {"champion": str(reg1["version"])}
 
-    # With a relaxed FPR limit it would pass: --dry-run says so and changes nothing.
-    relaxed = _with(params, "promotion", max_benign_fpr=1.0)
+    # With relaxed FPR limits it would pass (it also exports and loads): --dry-run says so and changes nothing.
+    relaxed = _with(params, "promotion", max_benign_fpr=1.0, max_fpr_ratio=1.0, fpr_slack=1.0)
     dry = promote(relaxed, v2, dry_run=True, layout=layout)
     assert dry.promote and dry.dry_run and not dry.applied
+    assert [c.rule for c in dry.checks][-1] == "loads" and "network exported to ONNX" in dry.checks[-1].detail
     assert _aliases(client) == {"champion": str(reg1["version"])}
     assert client.get_model_version(MODEL, v2).tags["duelguard.promotion"] == "refused"
 
@@ -236,7 +239,54 @@ def test_pyfunc_model_predicts_the_predict_schema(registry_env, monkeypatch) -> 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{reg['version']}")
     texts = [t for t in SAMPLE_TEXTS if t.strip()][:4]
     out = model.predict(pd.DataFrame({"text": texts}))
-    assert list(out.columns) == [*CATEGORIES, "unsafe_score", "unsafe"]
+    assert list(out.columns) == [*CATEGORIES, "unsafe_score", "unsafe", "truncated", "reason"]
     expected = GuardClassifier.load(layout.classifier_dir(0)).predict_proba(texts)
     np.testing.assert_allclose(out[list(CATEGORIES)].to_numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(out["unsafe_score"].to_numpy(), expected.max(axis=1), atol=1e-5)
+
+
+def test_registered_weights_must_be_the_evaluated_ones(mlflow_server, registry_env, monkeypatch) -> None:
+    """The model digest `evaluate` records is checked at register (weights changed since: refused) and
+    every download (predict, promotion, export/serve) is checked against the version's digest tag (an
+    artifact changed in the store: refused), against a real mlflow server's artifact store."""
+    from mlflow import MlflowClient
+
+    from duelguard.evaluation.evaluate import evaluate_classifier
+    from duelguard.registry.models import DIGEST_TAG, ModelDigestError, local_model_dir, model_digest
+    from duelguard.registry.registry import register_classifier
+    from duelguard.serving.triton_repository import export_triton
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    params, layout = registry_env
+    params = _with(_with(params, "evaluate", sets=["test"]), "tracking", registered_model="dg-digest")
+    _save_classifier(params, layout, 0, threshold=1.0)
+    evaluate_classifier(params, layout, 0)
+    evaluated = json.loads(layout.eval_metrics(0).read_text())["model_digest"]
+    assert evaluated == model_digest(layout.classifier_dir(0))
+    shutil.copytree(layout.classifier_dir(0), layout.root / "evaluated-copy")
+
+    # Retrained (other thresholds, same path) after evaluation: register refuses and registers nothing.
+    _save_classifier(params, layout, 0, threshold=0.5)
+    with pytest.raises(ModelDigestError, match=f"{evaluated}.*not the evaluated weights"):
+        register_classifier(params, layout, 0)
+    client = MlflowClient()
+    assert client.search_model_versions("name='dg-digest'") == []
+
+    # The evaluated weights (put back) register, tagged with their digest.
+    shutil.rmtree(layout.classifier_dir(0))
+    shutil.copytree(layout.root / "evaluated-copy", layout.classifier_dir(0))
+    version = str(register_classifier(params, layout, 0)["version"])
+    assert client.get_model_version("dg-digest", version).tags[DIGEST_TAG] == evaluated
+
+    # The artifact is altered in the server's store after registration: no download or export serves it.
+    source = client.get_model_version("dg-digest", version).source  # models:/m-<logged model id> in MLflow 3
+    stored = sorted((p for p in mlflow_server.artifacts_destination.rglob("duelguard.json")
+                     if source.rsplit("/", 1)[-1] in str(p)), key=lambda p: len(p.parts))
+    assert stored and model_digest(stored[0].parent) == evaluated, f"{source} not found in the server's artifact store"
+    stored[0].write_text(stored[0].read_text() + " ")  # one byte more: same JSON, other files
+    with pytest.raises(ModelDigestError, match=f"models:/dg-digest/{version}.*not the evaluated weights"):
+        local_model_dir(f"models:/dg-digest/{version}", params, layout.root)
+    with pytest.raises(ModelDigestError, match="not the evaluated weights"):
+        export_triton(f"models:/dg-digest/{version}", layout.root / "repo", params.serving, params=params,
+                      root=layout.root)
+    assert not (layout.root / "repo" / "duelguard").exists()

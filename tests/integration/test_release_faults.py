@@ -70,11 +70,13 @@ def shared_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 @pytest.fixture()
 def env(tmp_path: Path, tiny_params, monkeypatch: pytest.MonkeyPatch):
-    """Params + Layout rooted in tmp_path (no seed: promotion reads the metrics from the version tags)."""
+    """Params + Layout rooted in tmp_path (no seed: promotion reads the metrics from the version tags).
+    No load check: these versions carry metric tags only (tests/integration/test_release_races.py checks it)."""
     from duelguard.layout import Layout
 
     monkeypatch.setenv("DUELGUARD_MODEL_CACHE", str(tmp_path / "model-cache"))
-    return tiny_params, Layout.from_params(tiny_params, root=tmp_path)
+    params = tiny_params.model_copy(update={"promotion": tiny_params.promotion.model_copy(update={"load_check": False})})
+    return params, Layout.from_params(params, root=tmp_path)
 
 
 def _metric_tags(params, avg_f1: float, fpr: float = 0.0) -> dict[str, str]:
@@ -117,6 +119,14 @@ def _aliases(client) -> dict[str, str]:
     return {alias: str(version) for alias, version in client.get_registered_model(MODEL).aliases.items()}
 
 
+def _short_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A promotion lease that expires in 2 s: a promotion cut off by a stopped registry cannot release its
+    lease, and the rerun waits for it to expire (LEASE_S in production)."""
+    import duelguard.registry.registry as registry
+
+    monkeypatch.setattr(registry, "LEASE_S", 2.0)
+
+
 def _stop_server_on(monkeypatch: pytest.MonkeyPatch, cfg, alias: str) -> list[str]:
     """Stop the real server just before the client's first write of `alias`; the write then goes out."""
     from mlflow import MlflowClient
@@ -138,12 +148,13 @@ def _stop_server_on(monkeypatch: pytest.MonkeyPatch, cfg, alias: str) -> list[st
 def test_registry_stopped_at_the_commit_point_changes_nothing(registry, env, monkeypatch) -> None:
     from duelguard.errors import RegistryError
     from duelguard.registry.models import local_model_dir
-    from duelguard.registry.registry import PROMOTION_TAG, promote, rollback
+    from duelguard.registry.registry import LOCK_SUFFIX, PROMOTION_TAG, promote, rollback
     from duelguard.serving.export import champion_uri
 
     params, layout = env
     v1, v2 = _bare_versions(params, layout, [0.50, 0.70])
     assert promote(params, v1, layout=layout).applied  # first model: champion v1
+    _short_lease(monkeypatch)
     stopped = _stop_server_on(monkeypatch, registry, "champion")
     with pytest.raises(RegistryError, match=rf"{registry.url}.*promoting {MODEL} v{v2}") as err:
         promote(params, v2, layout=layout)
@@ -153,6 +164,7 @@ def test_registry_stopped_at_the_commit_point_changes_nothing(registry, env, mon
     store = _store(registry)
     assert _aliases(store) == {"champion": v1}
     assert store.get_model_version(MODEL, v2).tags.get(PROMOTION_TAG) is None  # nothing promoted, nor refused
+    assert store.get_registered_model(MODEL + LOCK_SUFFIX)  # its lease could not be released: it will expire
 
     # A registry that cannot be read is an error, never "no champion" (which would make v2 a first model).
     monkeypatch.undo()
@@ -169,10 +181,13 @@ def test_registry_stopped_at_the_commit_point_changes_nothing(registry, env, mon
         local_model_dir(f"models:/{MODEL}@champion", params, layout.root)
     assert _aliases(store) == {"champion": v1}
 
-    # The rerun (here on the same database through the embedded store) promotes v2 normally.
+    # The rerun (here on the same database through the embedded store) breaks the expired lease and
+    # promotes v2 normally.
+    _short_lease(monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{registry.backend_store}")
     done = promote(params, v2, layout=layout)
     assert done.promote and done.applied and _aliases(store) == {"champion": v2, "previous": v1}
+    assert store.search_registered_models(f"name = '{MODEL}{LOCK_SUFFIX}'") == []
 
 
 def test_registry_stopped_after_the_commit_point_rerun_finishes(registry, env, monkeypatch) -> None:
@@ -185,6 +200,7 @@ def test_registry_stopped_after_the_commit_point_rerun_finishes(registry, env, m
     promote(params, v2, layout=layout)
     store = _store(registry)
     assert _aliases(store) == {"champion": v2, "previous": v1}
+    _short_lease(monkeypatch)
 
     _stop_server_on(monkeypatch, registry, "previous")  # the champion alias has moved to v3 already
     with pytest.raises(RegistryError, match=rf"v{v3} \(it IS the champion now; rerun.*{registry.url}"):
@@ -216,6 +232,7 @@ def _evaluated(params, layout, weights: Path) -> str:
     import mlflow
 
     from duelguard.fsio import atomic_write_json
+    from duelguard.registry.models import model_digest
     from duelguard.tracking import configure
 
     model_dir = build_tiny_classifier(params, layout.classifier_dir(0), weights)
@@ -224,7 +241,7 @@ def _evaluated(params, layout, weights: Path) -> str:
         mlflow.log_metric("test_avg_f1", 0.5)
     split = params.promotion.eval_split
     atomic_write_json(layout.eval_metrics(0), {
-        "mlflow_run_id": run.info.run_id, "model_dir": str(model_dir),
+        "mlflow_run_id": run.info.run_id, "model_dir": str(model_dir), "model_digest": model_digest(model_dir),
         "eval_set": {split: {"hash": "frozen-eval-set"}},
         split: {"avg_f1": 0.5, "f1_en": 0.5, "f1_fr": 0.5, "f1_es": 0.5, "f1_de": 0.5, "fpr": 0.0},
     })
@@ -285,7 +302,8 @@ class _Prober(threading.Thread):
             while not self.halt.is_set():
                 sent = time.monotonic()
                 try:
-                    scores, _, version = client.infer_with_version(PROBE)
+                    scores, version = client.infer_with_version(PROBE)
+                    scores = scores.probs
                     self.answers.append((sent, version, scores))
                 except Exception as exc:  # noqa: BLE001 - every failure is recorded, none hidden
                     self.errors.append(repr(exc))

@@ -97,3 +97,48 @@ def test_bad_model_reference_is_a_clear_error(tmp_path: Path, tiny_params) -> No
         export_triton(tmp_path / "nowhere", tmp_path / "repo", tiny_params.serving)
     assert not (tmp_path / "repo" / "duelguard").exists()
 
+
+
+_KILL_AFTER_FIRST_CONFIG = """
+import os, signal, sys
+from pathlib import Path
+import duelguard.serving.triton_repository as repository
+from duelguard.config import load_params
+write = repository.atomic_write_text
+def write_then_die(path, text):
+    write(path, text)
+    if Path(path).name == "config.pbtxt":  # SIGKILL the moment the first model config is on disk
+        os.kill(os.getpid(), signal.SIGKILL)
+repository.atomic_write_text = write_then_die
+params = load_params(sys.argv[1], profile="tiny")
+repository.export_triton(sys.argv[2], Path(sys.argv[3]), params.serving, target="nvidia")
+"""
+
+
+def test_nvidia_export_killed_between_models_never_leaves_a_front_model_without_its_network(
+        classifier_dir: Path, tmp_path: Path, tiny_params) -> None:
+    """A real process SIGKILLed right after the first config.pbtxt of an NVIDIA export is written. The
+    front model (`duelguard`, what clients call) must not be loadable then: with it first, a server
+    started on this repository is Ready and fails every request (its BLS call finds no network model).
+    Network first: the network is complete and the front model absent, so the server is not Ready and
+    the next export (a restarted container) completes the repository."""
+    import subprocess
+    import sys
+
+    from duelguard.serving.triton_repository import NETWORK_MODEL, export_triton, served_ref
+
+    repo = tmp_path / "repo"
+    done = subprocess.run([sys.executable, "-c", _KILL_AFTER_FIRST_CONFIG, str(REPO_PARAMS), str(classifier_dir),
+                           str(repo)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    network = _parse_config(repo / NETWORK_MODEL / "config.pbtxt")
+    assert list(network.version_policy.specific.versions) == [1]
+    assert (repo / NETWORK_MODEL / "1" / "model.onnx").is_file()  # committed: version directory, then config
+    assert not (repo / "duelguard" / "config.pbtxt").exists()  # no front model to be Ready and fail
+    assert served_ref(repo, "duelguard") is None
+
+    export_triton(classifier_dir, repo, tiny_params.serving, target="nvidia")  # the restarted export completes it
+    front = _parse_config(repo / "duelguard" / "config.pbtxt")
+    assert front.parameters["network_model"].string_value == NETWORK_MODEL
+    assert (repo / NETWORK_MODEL / "1" / "model.onnx").is_file() and (repo / "duelguard" / "1" / "model.py").is_file()
+    assert sorted(p.name for p in repo.iterdir()) == ["duelguard", NETWORK_MODEL]  # no staging left behind

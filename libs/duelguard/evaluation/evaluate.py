@@ -1,6 +1,6 @@
 """The `evaluate` stage: score a trained classifier, and its probe beside it, on the evaluation sets.
 
-Two evaluation sets (`evaluate.sets`), neither ever used to fit or calibrate anything:
+Three evaluation sets (`evaluate.sets`), none ever used to fit or calibrate anything:
 - `test`: a frozen sample of the seed's test split. Per language, the records are ordered by
   sha1(record id) and the first `evaluate.max_examples_per_lang` are kept; the order depends only
   on the ids, so every iteration and a re-evaluation of an old champion see the same examples, and
@@ -8,6 +8,8 @@ Two evaluation sets (`evaluate.sets`), neither ever used to fit or calibrate any
 - `suite`: the report half of the behavioural suite (duelguard.suite): every harm
   category and benign look-alikes in every language, where the seed's fr/es/de splits hold hate
   speech only.
+- `suite_context`: the same rows inside 100 / 400 / 1,000 words of benign text
+  (duelguard.suite.variants): does the guard still find a request that is not alone?
 
 Every figure is computed for the classifier (at its calibrated thresholds) and for its probe (the
 USE-m + logistic-regression floor trained on the same rows, at its own calibrated threshold).
@@ -28,7 +30,7 @@ import numpy as np
 
 from duelguard import metrics as M
 from duelguard.config import Params
-from duelguard.evalset import eval_set_hash, evaluation_records
+from duelguard.evalset import CONTEXT_SET, eval_set_hash, evaluation_records
 from duelguard.evaluation import plots
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
@@ -211,11 +213,13 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
     """Stage: evaluate models/classifier/iter_<i> and its probe on every evaluation set; metrics,
     plots, MLflow run."""
     import mlflow
+    from duelguard.digest import model_digest
     from duelguard.probe import Probe, embed_cached
     from duelguard.tracking import mlflow_run, tracking_uri
 
     model_dir = layout.classifier_dir(iteration)
     out_path = layout.eval_metrics(iteration)
+    digest = model_digest(require_classifier_dir(model_dir))  # the weights these metrics are about (checked at register)
     classifier = load_classifier(model_dir, layout.weights_cache)
     probe = Probe.load(layout.probe_dir(iteration))
     thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
@@ -226,8 +230,11 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
     plots_dir = layout.plots_dir("eval", iteration)
     for name in params.evaluate.sets:
         records = evaluation_records(name, params, layout)
-        vectors = embed_cached([r["text"] for r in records], layout.weights_cache)
-        report, probs = evaluate_model(classifier, records, params.classifier.predict_batch_size, probe, vectors)
+        # The probe embeds a text whole, as one vector: inside 1,000 words of context it is a floor of
+        # nothing, so the context slice is the classifier's alone.
+        floor = None if name == CONTEXT_SET else probe
+        vectors = embed_cached([r["text"] for r in records], layout.weights_cache) if floor else None
+        report, probs = evaluate_model(classifier, records, params.classifier.predict_batch_size, floor, vectors)
         summaries[name], reports[name] = report["summary"], report
         eval_sets[name] = {"n": len(records), "hash": eval_set_hash(records),
                            "max_examples_per_lang": params.evaluate.max_examples_per_lang}
@@ -245,6 +252,7 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
         result.update({
             "iteration": iteration,
             "model_dir": str(model_dir),
+            "model_digest": digest,
             "thresholds": [float(t) for t in thresholds],
             "probe_threshold": probe.threshold,
             "eval_set": eval_sets,

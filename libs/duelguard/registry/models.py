@@ -7,7 +7,13 @@
 - local_model_dir: what `duelguard predict`, `export-triton` and promotion use to turn
   "a directory or an MLflow model URI" into a local classifier directory. URIs are resolved to a
   concrete registry version first (an alias moves; a version does not) and downloaded once into a
-  cache keyed by tracking store + name + version.
+  content-addressed cache: the key is the store + name + version AND that version's identity (its
+  artifact source, run id and recorded model digest), because a version number is not an identity:
+  a re-created registry (or a deleted and re-registered model) hands out v1 again for other weights.
+- model_digest (duelguard.digest): sha256 over a classifier directory's files, the one
+  definition of "these weights". `evaluate` records it, `register` refuses weights that changed since
+  and tags the version with it (DIGEST_TAG), and every download (predict, promotion, export/serve)
+  is checked against that tag: a mismatch is a ModelDigestError, never silently served.
 """
 
 from __future__ import annotations
@@ -16,15 +22,18 @@ import hashlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from duelguard.config import Params, expand
+from duelguard.digest import ModelDigestError, check_digest, model_digest  # noqa: F401 - re-exported for callers
 from duelguard.errors import ModelNotFoundError
 
 CLASSIFIER_MARKER = "duelguard.json"
 CACHE_ENV = "DUELGUARD_MODEL_CACHE"
+DIGEST_TAG = "duelguard.model_digest"
 # What loading the pyfunc needs besides duelguard itself (installed from this repository).
 RUNTIME_PACKAGES = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pydantic", "pyyaml")
 
@@ -101,8 +110,31 @@ def point_mlflow(params: Params | None, root: str | Path) -> str:
     return uri
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A model URI pinned down: the concrete URI, its content-addressed cache key, the recorded digest."""
+
+    concrete: str
+    key: str
+    digest: str | None = None
+
+
+def _version_key(name: str, mv: Any) -> str:
+    """Cache key of a registry version: name/version plus a hash of what makes it these weights (artifact
+    source, run id, recorded digest), so a new version that reuses an old number gets a new key."""
+    tags = dict(getattr(mv, "tags", None) or {})
+    identity = "\0".join((str(mv.source or ""), str(mv.run_id or ""), tags.get(DIGEST_TAG, "")))
+    return f"models/{name}/{mv.version}/{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
 def resolve_uri(model: str) -> tuple[str, str]:
-    """(concrete URI, cache key) for a models:/ or runs:/ URI; aliases and 'latest' become versions.
+    """(concrete URI, cache key) for a models:/ or runs:/ URI; aliases and 'latest' become versions."""
+    resolved = resolve_model(model)
+    return resolved.concrete, resolved.key
+
+
+def resolve_model(model: str) -> Resolved:
+    """Resolve a models:/ or runs:/ URI; aliases and 'latest' become versions (see Resolved).
 
     A reference that does not exist is a ModelNotFoundError; a registry that cannot be asked is a
     RegistryError (duelguard.registry.lookup), never "not found".
@@ -118,27 +150,27 @@ def resolve_uri(model: str) -> tuple[str, str]:
     try:
         if model.startswith("runs:/"):
             run_id = model[len("runs:/"):].split("/", 1)[0]
-            client.get_run(run_id)
-            return model, "runs/" + hashlib.sha256(model.encode()).hexdigest()[:16]
+            client.get_run(run_id)  # run ids are unique across stores' lifetimes (uuids): the URI is an identity
+            return Resolved(model, "runs/" + hashlib.sha256(model.encode()).hexdigest()[:16])
         rest = model[len("models:/"):]
         if "/" in rest:
             name, ref = rest.split("/", 1)
             if ref.isdigit():
-                version = client.get_model_version(name, ref).version
+                mv = client.get_model_version(name, ref)
             elif ref.lower() == "latest":
                 versions = client.search_model_versions(f"name='{name}'")
                 if not versions:
                     raise ModelNotFoundError(f"{model}: registered model {name!r} has no versions")
-                version = str(max(int(v.version) for v in versions))
+                mv = client.get_model_version(name, str(max(int(v.version) for v in versions)))
             else:
                 raise ModelNotFoundError(f"{model}: use models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/latest")
         elif "@" in rest:
             name, alias = rest.rsplit("@", 1)
-            version = client.get_model_version_by_alias(name, alias).version
+            mv = client.get_model_version_by_alias(name, alias)
         else:
-            client.get_logged_model(rest)
-            return model, "logged/" + rest
-        return f"models:/{name}/{version}", f"models/{name}/{version}"
+            client.get_logged_model(rest)  # logged model ids are unique: the id is an identity
+            return Resolved(model, "logged/" + rest)
+        return Resolved(f"models:/{name}/{mv.version}", _version_key(name, mv), dict(mv.tags or {}).get(DIGEST_TAG))
     except MlflowException as exc:
         if is_missing(exc, alias):
             raise ModelNotFoundError(f"{model}: not found in the MLflow store at {client.tracking_uri} ({exc.message})") from None
@@ -164,9 +196,10 @@ def local_model_dir(model: str | Path, params: Params | None = None, root: str |
     from duelguard.errors import RegistryError
 
     uri = point_mlflow(params, root)
-    concrete, key = resolve_uri(text)
-    target = _cache_root(params) / hashlib.sha256(uri.encode()).hexdigest()[:12] / key
-    if target.is_dir():
+    resolved = resolve_model(text)
+    concrete = resolved.concrete
+    target = _cache_root(params) / hashlib.sha256(uri.encode()).hexdigest()[:12] / resolved.key
+    if target.is_dir():  # written only after its digest was checked (below), then renamed into place
         return find_classifier_dir(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
@@ -175,7 +208,7 @@ def local_model_dir(model: str | Path, params: Params | None = None, root: str |
             mlflow.artifacts.download_artifacts(artifact_uri=concrete, dst_path=str(tmp))
         except MlflowException as exc:
             raise RegistryError(f"{text}: downloading {concrete} from the MLflow store at {uri} failed ({exc.message})") from exc
-        find_classifier_dir(tmp)
+        check_digest(find_classifier_dir(tmp), resolved.digest, f"{text} (= {concrete} in {uri})")
         try:
             tmp.rename(target)
         except OSError:  # a concurrent download won the race; its copy is complete

@@ -22,11 +22,32 @@ Failure behaviour (tests/integration/test_release_faults.py stops a real `mlflow
   written before the commit, so it is right in both cases.
 - register finds the version an earlier, interrupted run created (tag duelguard.eval_run_id) before
   creating one, so a crash between registering and writing the record never duplicates a version.
+
+Concurrency (two `promote`/`rollback` calls at once; tests/integration/test_release_faults.py races
+two promotions against a real `mlflow server`): MLflow has no compare-and-set on aliases and tags
+are last-writer-wins, so a lease written as a tag would let two writers both believe they hold it.
+The one atomic operation the registry offers is creating a registered model: the name is the
+primary key of the store's table, so of two concurrent `create_registered_model` calls exactly one
+succeeds and the other gets RESOURCE_ALREADY_EXISTS. The lease is therefore a registered model
+named `<model>.promotion-lock` (tags: holder token, expiry). A promotion decides without it (the
+comparison may re-evaluate for minutes), then takes the lease, re-reads the champion and writes only
+if it is still the version it compared against (compare-and-set); otherwise it releases the lease
+and decides again against the new champion. A lease whose holder died expires after LEASE_S and is
+broken by the next caller.
+
+Before the alias moves, the candidate must load and serve (check `loads`, promotion.load_check):
+duelguard.registry.loadcheck downloads it (its model digest checked), exports it to a temporary
+Triton repository (ONNX parity-verified against torch) and scores probe texts.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +55,10 @@ from duelguard.config import Params
 from duelguard.errors import ModelNotFoundError, RegistryError
 from duelguard.fsio import DataError, atomic_write_json, read_json
 from duelguard.layout import Layout
-from duelguard.registry.lookup import alias_version, find_version, get_version, is_missing, registry_call, search_versions
-from duelguard.registry.rules import Decision, VersionMetrics, check_rules
+from duelguard.registry.lookup import (_store, alias_version, find_version, get_version, is_missing, registry_call,
+                                       search_versions)
+from duelguard.registry.models import DIGEST_TAG, check_digest
+from duelguard.registry.rules import Check, Decision, VersionMetrics, check_rules
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -43,6 +66,12 @@ PROMOTION_TAG = "duelguard.promotion"
 REASONS_TAG = "duelguard.promotion_reasons"
 REPLACED_TAG = "duelguard.replaced_version"
 EVAL_RUN_TAG = "duelguard.eval_run_id"
+LOCK_SUFFIX = ".promotion-lock"
+LOCK_HOLDER_TAG = "duelguard.lock.holder"
+LOCK_EXPIRES_TAG = "duelguard.lock.expires"
+LEASE_S = 120.0  # longer than any alias + bookkeeping write; a dead holder's lease is broken after it
+LEASE_WAIT_S = 180.0  # how long a caller waits for a live holder before giving up with an error
+MAX_DECISIONS = 5  # re-decisions when the champion moved under us before giving up
 
 
 def _client(params: Params, root: str | Path) -> Any:
@@ -120,8 +149,10 @@ def register_classifier(params: Params, layout: Layout, iteration: int) -> dict[
         model_uri = version.source
     else:
         model_dir = Path(evaluation.get("model_dir") or layout.classifier_dir(iteration))
+        digest = _evaluated_digest(evaluation, model_dir, layout.eval_metrics(iteration))
         training = _training_metadata(model_dir)
         tags = {
+            DIGEST_TAG: digest,
             "duelguard.iteration": str(iteration),
             "duelguard.data_hash": str(training.get("data_hash", "unknown")),
             "duelguard.git_commit": str(training.get("git_commit") or git_commit(layout.root)),
@@ -147,6 +178,17 @@ def register_classifier(params: Params, layout: Layout, iteration: int) -> dict[
               "iteration": iteration, "tracking_uri": store}
     atomic_write_json(out_path, record)
     return {**record, "skipped": False, "recovered": bool(earlier)}
+
+
+def _evaluated_digest(evaluation: dict[str, Any], model_dir: Path, where: Path) -> str:
+    """The model digest `evaluate` recorded, after checking that `model_dir` still has it: the registered
+    weights must be the evaluated ones (a retrain or an edit in between would register unevaluated weights)."""
+    recorded = evaluation.get("model_digest")
+    if not recorded:
+        raise DataError(f"{where}: no 'model_digest' (evaluated by an older duelguard): re-run the evaluate stage "
+                        "so that the registered weights can be checked against the evaluated ones")
+    check_digest(model_dir, recorded, f"registering {model_dir} (evaluated as {where})")
+    return str(recorded)
 
 
 # promote ------------------------------------------------------------------------------------------
@@ -186,24 +228,52 @@ def _metrics_on(params: Params, layout: Layout, client: Any, mv: Any, current: t
 
 def promote(params: Params, candidate_version: str | int | None = None, dry_run: bool = False,
             layout: Layout | None = None) -> Decision:
-    """Compare a candidate with the champion under params.promotion; move aliases unless refused or dry run."""
-    from duelguard.evalset import eval_set_hash, evaluation_records
+    """Compare a candidate with the champion under params.promotion; move aliases unless refused or dry run.
 
+    Compare-and-set: the decision is written under the registry lease, and only if the champion is
+    still the one it was compared against; if another promotion moved it meanwhile, decide again.
+    """
     layout = layout or Layout.from_params(params)
     client = _client(params, layout.root)
     name = params.tracking.registered_model
-    split = params.promotion.eval_split
     candidate = (get_version(client, name, candidate_version) if candidate_version is not None
                  else _newest_version(client, name))
+    loads: dict[str, Check] = {}  # the load check concerns the candidate alone: run it once
+    for _ in range(MAX_DECISIONS):
+        decision = _decide(params, layout, client, candidate, dry_run, loads)
+        if dry_run:
+            return decision
+        with _lease(client, name, f"promoting v{candidate.version}"):
+            champion = alias_version(client, name, CHAMPION)
+            if _version_of(champion) != decision.champion_version:
+                continue  # moved since we compared: release the lease, compare with the new champion
+            if decision.promote or decision.champion_version != str(candidate.version):
+                _apply(client, decision)
+            else:  # already the champion: finish an interrupted promotion's bookkeeping
+                with registry_call(client, f"finishing the interrupted promotion of {name} v{candidate.version}"):
+                    if _finish_promotion(client, get_version(client, name, candidate.version)):
+                        decision.note = f"v{candidate.version} is already the champion; finished its interrupted promotion"
+            return decision
+    raise RegistryError(f"{name}: the champion moved {MAX_DECISIONS} times while v{candidate.version} was being "
+                        "compared with it; rerun `duelguard promote` when the concurrent promotions are done")
+
+
+def _version_of(mv: Any | None) -> str | None:
+    return str(mv.version) if mv is not None else None
+
+
+def _decide(params: Params, layout: Layout, client: Any, candidate: Any, dry_run: bool,
+            loads: dict[str, Check]) -> Decision:
+    """The decision for `candidate` against the champion of this moment (reads only, except re-evaluated
+    metrics tags); its champion_version is what a compare-and-set write must still find."""
+    from duelguard.evalset import eval_set_hash, evaluation_records
+
+    name = params.tracking.registered_model
+    split = params.promotion.eval_split
     champion = alias_version(client, name, CHAMPION)
     if champion is not None and str(champion.version) == str(candidate.version):
-        note = f"v{candidate.version} is already the champion: nothing to do"
-        if not dry_run:
-            with registry_call(client, f"finishing the interrupted promotion of {name} v{candidate.version}"):
-                if _finish_promotion(client, candidate):
-                    note = f"v{candidate.version} is already the champion; finished its interrupted promotion"
         return Decision(name, str(candidate.version), str(champion.version), promote=False, dry_run=dry_run,
-                        note=note)
+                        note=f"v{candidate.version} is already the champion: nothing to do")
 
     current = None
     if split == "suite" or layout.seed_split(split).exists():  # the suite ships with the package
@@ -223,12 +293,79 @@ def promote(params: Params, candidate_version: str | int | None = None, dry_run:
         if redone:
             notes.append(f"champion v{champion.version} re-evaluated on the frozen {split} set")
     checks = check_rules(cand_metrics, champ_metrics, params.promotion)
-    decision = Decision(name, str(candidate.version), str(champion.version) if champion else None,
-                        promote=all(c.passed for c in checks), checks=checks, candidate_metrics=cand_metrics,
-                        champion_metrics=champ_metrics, dry_run=dry_run, note="; ".join(notes))
-    if not dry_run:
-        _apply(client, decision)
-    return decision
+    if all(c.passed for c in checks) and params.promotion.load_check:
+        if "loads" not in loads:
+            from duelguard.registry.loadcheck import load_check
+
+            loads["loads"] = load_check(params, layout, name, str(candidate.version))
+        checks.append(loads["loads"])
+    return Decision(name, str(candidate.version), str(champion.version) if champion else None,
+                    promote=all(c.passed for c in checks), checks=checks, candidate_metrics=cand_metrics,
+                    champion_metrics=champ_metrics, dry_run=dry_run, note="; ".join(notes))
+
+
+@contextmanager
+def _lease(client: Any, name: str, what: str) -> Iterator[None]:
+    """Hold the registry's promotion lease for `name` (see the module docstring: creating a registered
+    model is the registry's only atomic test-and-set). Waits for a live holder up to LEASE_WAIT_S;
+    breaks a lease whose holder let it expire (LEASE_S)."""
+    from mlflow.exceptions import MlflowException
+
+    lock, token = name + LOCK_SUFFIX, uuid.uuid4().hex
+    deadline = time.monotonic() + LEASE_WAIT_S
+    while True:
+        tags = {LOCK_HOLDER_TAG: token, LOCK_EXPIRES_TAG: f"{time.time() + LEASE_S:.3f}"}
+        try:
+            client.create_registered_model(lock, tags=tags, description=f"duelguard promotion lease: {what} "
+                                           "(deleted when done; expires by its tag if the holder died)")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise RegistryError(f"MLflow registry at {_store(client)}: taking the promotion lease {lock!r} "
+                                    f"for {what} failed: {exc.message}") from exc
+        holder = _break_if_expired(client, lock)
+        if time.monotonic() > deadline:
+            raise RegistryError(f"{what}: the promotion lease {lock!r} is held by {holder} (another promote or "
+                                f"rollback is running) for more than {LEASE_WAIT_S:.0f} s; retry when it is done")
+        time.sleep(0.1 + random.random() * 0.2)  # jitter: concurrent waiters do not retry in lockstep
+    try:
+        yield
+    except BaseException:
+        try:  # the registry failing is likely why we are here: its error is the one to report
+            _release(client, lock, token)
+        except RegistryError:
+            pass  # the lease expires after LEASE_S; the next caller breaks it
+        raise
+    _release(client, lock, token)
+
+
+def _break_if_expired(client: Any, lock: str) -> str:
+    """Delete the lease `lock` if its expiry has passed (its holder died); returns who holds it, for errors."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = dict(client.get_registered_model(lock).tags or {})
+    except MlflowException as exc:
+        if is_missing(exc):
+            return "nobody (released just now)"
+        raise RegistryError(f"MLflow registry at {_store(client)}: reading the lease {lock!r} failed: {exc.message}") from exc
+    expires = float(tags.get(LOCK_EXPIRES_TAG) or 0)
+    if expires < time.time():
+        _release(client, lock, tags.get(LOCK_HOLDER_TAG, ""))
+    return f"holder {tags.get(LOCK_HOLDER_TAG, '?')} until {time.strftime('%H:%M:%S', time.localtime(expires))}"
+
+
+def _release(client: Any, lock: str, token: str) -> None:
+    """Delete the lease if `token` still holds it (a lease broken after expiry belongs to someone else)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if dict(client.get_registered_model(lock).tags or {}).get(LOCK_HOLDER_TAG) == token:
+            client.delete_registered_model(lock)
+    except MlflowException as exc:
+        if not is_missing(exc):
+            raise RegistryError(f"MLflow registry at {_store(client)}: releasing the promotion lease {lock!r} "
+                                f"failed ({exc.message}); it expires by itself after {LEASE_S:.0f} s") from exc
 
 
 def _apply(client: Any, decision: Decision) -> None:
@@ -286,6 +423,12 @@ def rollback(params: Params, layout: Layout | None = None) -> dict[str, Any]:
     layout = layout or Layout.from_params(params)
     client = _client(params, layout.root)
     name = params.tracking.registered_model
+    with _lease(client, name, "rolling back"):  # a concurrent promotion must not interleave with it
+        return _rollback(client, name)
+
+
+def _rollback(client: Any, name: str) -> dict[str, Any]:
+    """rollback's reads and writes, under the lease."""
     champion = alias_version(client, name, CHAMPION)
     if champion is None:
         raise ModelNotFoundError(f"{name} has no '{CHAMPION}' alias: nothing to roll back")

@@ -18,11 +18,19 @@ loaded the new one (duelguard.serving.release), so a running server never loses 
 BLS: NVIDIA's Triton image runs the network natively while tokenisation/chunking stay the shared
 Python code. The bundled pytriton server has no ONNX Runtime backend, hence the local default.
 The serving image exports either target through this same function (duelguard.serving.container).
+
+Write order (a kill can land between any two writes): every version directory is complete before a
+config names it, and the network model (version directory, then config) is written before the
+front model's config, which is the commit point: a front config that names version N always finds
+network N in place. The other order leaves, after a kill in between, a server whose `duelguard`
+model is READY and fails every request (its BLS call finds no network model). Old versions are
+pruned only after both configs name the new one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +45,7 @@ Target = Literal["local", "nvidia"]
 TARGETS: tuple[Target, ...] = ("local", "nvidia")
 NETWORK_MODEL = "duelguard_network"
 _MODEL_SOURCE = Path(__file__).with_name("triton_model.py")
+_STAGING_PREFIX = ".export-"  # + the exporting process's PID, so a killed export's leftovers can be told apart
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class ModelRef:
     concrete: str  # models:/NAME/N, runs:/..., or the directory's absolute path
     store: str  # the MLflow tracking store it was resolved in ("" for a directory)
     version: int  # repository version: the registry version for models:/NAME/N, else 1
+    identity: str = ""  # content-addressed key of that version (artifact source, run id, digest): numbers get reused
 
 
 def resolve_ref(model: str, params: Params | None = None, root: str | Path = ".") -> ModelRef:
@@ -56,13 +66,14 @@ def resolve_ref(model: str, params: Params | None = None, root: str | Path = "."
         if not (path / "duelguard.json").is_file():
             raise ModelNotFoundError(f"{path}: not a saved classifier directory (no duelguard.json), nor an MLflow URI")
         return ModelRef(model, str(path.resolve()), "", 1)
-    from duelguard.registry.models import point_mlflow, resolve_uri
+    from duelguard.registry.models import point_mlflow, resolve_model
 
     store = point_mlflow(params, root)
-    concrete, _ = resolve_uri(model)
+    resolved = resolve_model(model)
+    concrete = resolved.concrete
     version = concrete.rsplit("/", 1)[-1]
     number = int(version) if concrete.startswith("models:/") and version.isdigit() else 1
-    return ModelRef(model, concrete, store, number)
+    return ModelRef(model, concrete, store, number, resolved.key)
 
 
 def served_ref(out: Path, model_name: str) -> ModelRef | None:
@@ -78,15 +89,17 @@ def served_ref(out: Path, model_name: str) -> ModelRef | None:
     if not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return ModelRef(meta.get("source", ""), meta.get("concrete", ""), meta.get("store", ""), int(versions[0]))
+    return ModelRef(meta.get("source", ""), meta.get("concrete", ""), meta.get("store", ""), int(versions[0]),
+                    meta.get("identity", ""))
 
 
 def holds(out: Path, model_name: str, ref: ModelRef) -> bool:
-    """Whether the repository already serves exactly `ref` (a directory is always re-exported:
-    its contents can change under the same path)."""
+    """Whether the repository already serves exactly `ref`: same store, version and identity (a
+    re-created registry reuses version numbers for other weights). A directory is always re-exported:
+    its contents can change under the same path."""
     served = served_ref(out, model_name)
     return (bool(ref.store) and served is not None and served.version == ref.version
-            and served.concrete == ref.concrete and served.store == ref.store)
+            and served.concrete == ref.concrete and served.store == ref.store and served.identity == ref.identity)
 
 
 def parse_config(path: Path) -> Any:
@@ -126,7 +139,8 @@ input [
 ]
 output [
   {{ name: "SCORES" data_type: TYPE_FP32 dims: [ {len(meta["taxonomy"])} ] label_filename: "labels.txt" }},
-  {{ name: "TRUNCATED" data_type: TYPE_BOOL dims: [ 1 ] }}
+  {{ name: "TRUNCATED" data_type: TYPE_BOOL dims: [ 1 ] }},
+  {{ name: "TOO_LONG" data_type: TYPE_BOOL dims: [ 1 ] }}
 ]
 dynamic_batching {{
   preferred_batch_size: [ {preferred} ]
@@ -181,10 +195,11 @@ def export_triton(
     directories are removed unless listed in `keep_versions` (the one a running server still
     serves until it has loaded the new one). The version is built in a temporary sibling and
     renamed into place before the config names it, so a failed export (e.g. an ONNX parity
-    failure) never leaves a half-written model that Triton would load.
+    failure) never leaves a half-written model that Triton would load; the network model is
+    committed before the front model (module docstring).
     """
     from duelguard.classifier.model import GuardClassifier
-    from duelguard.classifier.onnx_export import export_onnx, probe_texts, verify_onnx
+    from duelguard.onnx_network import export_network
     from duelguard.registry.models import local_model_dir
 
     if target not in TARGETS:
@@ -197,31 +212,17 @@ def export_triton(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    _remove_dead_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=out))
     try:
         version_dir = staging / serving.model_name / version
         version_dir.mkdir(parents=True)
-        embedding_dim = None
-        if hasattr(classifier, "encoder"):  # a sentence classifier: the head goes to ONNX, the encoder is a package
-            import numpy as np
-
-            from duelguard.classifier.sentence import (
-                OnnxHead,
-                export_head_onnx,
-                head_logits,
-            )
-
-            embedding_dim = int(classifier.head_config["dim"])
-            onnx_path = export_head_onnx(classifier.model, version_dir / "model.onnx", embedding_dim, serving.onnx_opset)
-            probe = np.random.default_rng(1).standard_normal((16, embedding_dim)).astype(np.float32)
-            diff = float(np.abs(OnnxHead(onnx_path).logits(probe) - head_logits(classifier.model, probe)).max())
-        else:
-            onnx_path = export_onnx(classifier.model, version_dir / "model.onnx", serving.onnx_opset)
-            diff = verify_onnx(onnx_path, classifier.model, classifier.tokenizer, probe_texts(16), classifier.max_length)
-            classifier.tokenizer.save_pretrained(version_dir)
+        network = export_network(classifier, version_dir, serving.onnx_opset)
+        onnx_path, diff, embedding_dim = network.onnx_path, network.max_abs_diff, network.embedding_dim
         print(f"ONNX export verified against torch: max abs logit difference {diff:.3g}")
         atomic_write_json(version_dir / "duelguard.json", {
-            **meta, "source": ref.source, "concrete": ref.concrete, "store": ref.store, "onnx_max_abs_diff": diff,
+            **meta, "source": ref.source, "concrete": ref.concrete, "store": ref.store, "identity": ref.identity,
+            "onnx_max_abs_diff": diff,
         })
         shutil.copyfile(_MODEL_SOURCE, version_dir / "model.py")
         configs = {serving.model_name: model_config(serving, meta, target, ref.version)}
@@ -229,11 +230,13 @@ def export_triton(
             (staging / NETWORK_MODEL / version).mkdir(parents=True)
             onnx_path.rename(staging / NETWORK_MODEL / version / "model.onnx")
             configs[NETWORK_MODEL] = network_config(serving, len(meta["taxonomy"]), ref.version, embedding_dim)
-        for name, config in configs.items():
+        order = [name for name in (NETWORK_MODEL, serving.model_name) if name in configs]  # network first
+        for name in order:
             _install_version(staging / name / version, out / name, staging)
             if name == serving.model_name:
                 atomic_write_text(out / name / "labels.txt", "\n".join(meta["taxonomy"]) + "\n")
-            atomic_write_text(out / name / "config.pbtxt", config)
+            atomic_write_text(out / name / "config.pbtxt", configs[name])
+        for name in order:  # only now does every config name the new version
             prune_versions(out / name, {ref.version, *keep_versions})
         for stale in {NETWORK_MODEL} - set(configs):  # a previous nvidia export into this repository
             if (out / stale).exists():
@@ -241,6 +244,25 @@ def export_triton(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out / serving.model_name
+
+
+def _remove_dead_staging(out: Path) -> None:
+    """Delete staging directories left by exports that were killed (their PID, in the name, is gone):
+    a killed export never reaches its cleanup, and its half-built versions would pile up."""
+    for stale in out.glob(f"{_STAGING_PREFIX}*"):
+        pid = stale.name[len(_STAGING_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _install_version(built: Path, model_dir: Path, staging: Path) -> None:
