@@ -356,46 +356,69 @@ def test_a_failed_switch_restores_the_config_the_server_has_loaded(env, weights,
         stop_server(layout.serving_state)
 
 
+def _loopback(command: list[str]) -> list[str]:
+    """The container binds 0.0.0.0; the test listens on 127.0.0.1 only (the only change to its command)."""
+    return [a.replace("=0.0.0.0", "=127.0.0.1") if a.startswith(("--http-address", "--grpc-address", "--metrics-address"))
+            else a for a in command]
+
+
 def test_the_container_watcher_switches_to_a_newly_promoted_champion(env, weights, tmp_path) -> None:
-    """A server started on champion v1; the serving container's watcher process (watch_main, as the image
-    starts it) polls the alias every 0.5 s. After `promote v2` the server answers with v2, without a
-    restart; when the server is gone, the watcher exits."""
+    """The serving container as the image runs it: prepare() exports models:/NAME@champion (v1) and gives
+    the tritonserver command, model control locked behind a key; the watcher process (watch_main, as
+    main() starts it, with the server's environment) polls the alias every 0.5 s. After `promote v2` the
+    server answers with v2 without a restart; when the server is gone, the watcher exits."""
+    import secrets
+    import signal
+
     from duelguard.registry.registry import promote
-    from duelguard.serving.container import WATCH_INTERVAL_ENV, WATCH_SERVER_PID_ENV
-    from duelguard.serving.server import stop_server
+    from duelguard.serving.container import WATCH_INTERVAL_ENV, WATCH_SERVER_PID_ENV, prepare, settings_from_env
+    from duelguard.serving.server import wait_ready
 
     params, layout = env
     name = params.tracking.registered_model
-    versions = {_register_model(params, layout, build_tiny_classifier(params, tmp_path / f"c{k}", weights, variant=k),
-                                0.5 + 0.2 * k): tmp_path / f"c{k}" for k in range(2)}
+    versions = [_register_model(params, layout, build_tiny_classifier(params, tmp_path / f"c{k}", weights, variant=k),
+                                0.5 + 0.2 * k) for k in range(2)]
     v1, v2 = versions
-    watcher = None
+    assert promote(params, v1, layout=layout).applied
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    container_env = {**os.environ, "DUELGUARD_MODEL_URI": f"models:/{name}@champion", "DUELGUARD_SERVING_TARGET": "local",
+                     "DUELGUARD_MODEL_REPOSITORY": str(tmp_path / "models"), "DUELGUARD_SERVING_HTTP_PORT": str(http),
+                     "DUELGUARD_SERVING_GRPC_PORT": str(grpc), "DUELGUARD_SERVING_METRICS_PORT": str(metrics),
+                     "DUELGUARD_TRITON_CONTROL_KEY": secrets.token_hex(32), WATCH_INTERVAL_ENV: "0.5"}
+    settings = settings_from_env(container_env)
+    command, server_env = prepare(settings, tmp_path / "state", container_env)
+    server = watcher = None
+    log_path = tmp_path / "watcher.log"
     try:
-        info = _serving_champion(params, layout, versions)["server"]
-        watch_env = {**os.environ, "DUELGUARD_MODEL_URI": f"models:/{name}@champion",
-                     "DUELGUARD_MODEL_REPOSITORY": info.repository, "DUELGUARD_SERVING_TARGET": "local",
-                     "DUELGUARD_SERVING_GRPC_PORT": str(info.grpc_port), "DUELGUARD_SERVING_HTTP_PORT": str(info.http_port),
-                     "DUELGUARD_SERVING_METRICS_PORT": str(info.metrics_port), WATCH_INTERVAL_ENV: "0.5",
-                     WATCH_SERVER_PID_ENV: str(info.pid)}
-        log_path = tmp_path / "watcher.log"
+        with (tmp_path / "tritonserver.log").open("wb") as handle:
+            server = subprocess.Popen(_loopback(command), stdout=handle, stderr=subprocess.STDOUT, env=server_env,
+                                      cwd=tmp_path, start_new_session=True)
+        from duelguard.serving.container import _container_server
+
+        wait_ready(_container_server(settings, server.pid), timeout=180, version=int(v1))
+        assert _served(f"127.0.0.1:{grpc}")[0] == v1
         with log_path.open("w") as log_file:  # a file, not a pipe: a chatty watcher must never block on it
             watcher = subprocess.Popen([sys.executable, "-c",
                                         "from duelguard.serving.container import watch_main; watch_main()"],
-                                       env=watch_env, stdout=log_file, stderr=subprocess.STDOUT)
+                                       env={**container_env, **server_env, WATCH_SERVER_PID_ENV: str(server.pid)},
+                                       stdout=log_file, stderr=subprocess.STDOUT)
         time.sleep(2)  # a few polls with nothing to do
-        assert watcher.poll() is None and _served(info.grpc_url)[0] == v1
+        assert watcher.poll() is None and _served(f"127.0.0.1:{grpc}")[0] == v1, log_path.read_text()
         promoted_at = time.monotonic()
         assert promote(params, v2, layout=layout).applied
         deadline = time.monotonic() + 120
-        while _served(info.grpc_url)[0] != v2 and time.monotonic() < deadline and watcher.poll() is None:
+        while _served(f"127.0.0.1:{grpc}")[0] != v2 and time.monotonic() < deadline and watcher.poll() is None:
             time.sleep(0.5)
-        assert _served(info.grpc_url)[0] == v2, log_path.read_text()
+        assert _served(f"127.0.0.1:{grpc}")[0] == v2, log_path.read_text()
         print(f"the server answered with v{v2} {time.monotonic() - promoted_at:.1f} s after the promotion")
-        stop_server(layout.serving_state)
+        assert sorted(p.name for p in (tmp_path / "models" / "duelguard").iterdir() if p.name.isdigit()) == [v2]
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
         watcher.wait(timeout=30)  # the server is gone: the watcher ends
         log = log_path.read_text()
         assert f"-> v{v2} (switched" in log, log
     finally:
-        stop_server(layout.serving_state)
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
         if watcher is not None and watcher.poll() is None:
             watcher.kill()

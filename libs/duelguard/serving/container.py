@@ -171,7 +171,8 @@ def start_watcher(settings: ContainerSettings, env: Mapping[str, str]) -> subpro
     if not follows_alias(settings.model_uri) or watch_interval(os.environ) == 0:
         return None
     code = "from duelguard.serving.container import watch_main; watch_main()"
-    return subprocess.Popen([sys.executable, "-c", code], env={**env, WATCH_SERVER_PID_ENV: str(os.getpid())})
+    return subprocess.Popen([sys.executable, "-c", code],
+                            env={**os.environ, **env, WATCH_SERVER_PID_ENV: str(os.getpid())})
 
 
 def watch_main() -> None:
@@ -196,12 +197,11 @@ def _container_server(settings: ContainerSettings, pid: int) -> ServerInfo:
 
 
 def _control_headers(env: Mapping[str, str]) -> dict[str, str] | None:
-    """The model-control header for a restricted server (the key prepare() put in the server's environment)."""
-    from duelguard.serving import server
+    """The gRPC model-control headers for a restricted server (the key prepare() put in the server's environment)."""
+    from duelguard.serving.server import CONTROL_KEY_ENV, control_headers
 
-    name = getattr(server, "CONTROL_KEY_ENV", None)
-    key = env.get(name, "") if name else ""
-    return {server.CONTROL_HEADER: key} if key else None
+    key = env.get(CONTROL_KEY_ENV, "")
+    return control_headers(key, "grpc") if key else None
 
 
 def watch_champion(settings: ContainerSettings, server: ServerInfo, interval: float,
