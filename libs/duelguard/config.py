@@ -346,6 +346,16 @@ class Promotion(_Section):
     load_check: bool = True
 
 
+class ServingHttp(_Section):
+    """The HTTP front over Triton (duelguard.serving.http_front): OpenAI moderation + LiteLLM guardrail API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_request_bytes: int = Field(default=4194304, ge=1024)  # request body cap (413 past it)
+    max_inputs: int = Field(default=256, ge=1)  # strings per request (413 past it)
+    token_env: str = "DUELGUARD_HTTP_TOKEN"  # when this variable is set, /v1 and /beta need `Bearer <it>`
+
+
 class Serving(_Section):
     model_name: str = "duelguard"
     repository: str = "build/triton_repository"
@@ -363,6 +373,7 @@ class Serving(_Section):
     max_text_bytes: int = 1048576
     chunk_batch_size: int = 64
     onnx_threads: int = 0
+    http: ServingHttp = ServingHttp()
 
 
 class Kubeflow(_Section):
