@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -240,6 +241,10 @@ def test_triton_down_is_503_never_not_flagged_then_served_again(front: dict[str,
         assert _get(front["url"], "/healthz")[0] == 200  # the process itself is fine: liveness stays up
     finally:
         start_server(front["repo"], front["state"], "duelguard", *front["ports"], timeout=180)
+    back = time.monotonic()
+    while _get(front["url"], "/readyz")[0] != 200 and time.monotonic() - back < 10:
+        time.sleep(0.2)
+    print(f"front ready {time.monotonic() - back:.2f} s after Triton was")
     assert _get(front["url"], "/readyz")[0] == 200
     status, reply = _post(front["url"], {"input": [TOO_LONG]})
     assert status == 200 and reply["results"][0]["flagged"] is True
@@ -254,3 +259,49 @@ def test_front_refuses_a_taken_port_and_stop_is_safe_without_one(front: dict[str
         start_front(FrontSettings(front["grpc"]), tmp_path, "127.0.0.1", port, timeout=60)
     assert stop_front(tmp_path) is None and not (tmp_path / "http_front.json").exists()
     assert _get(front["url"], "/healthz")[0] == 200  # the running front is untouched
+
+
+def test_serve_starts_the_front_beside_tritonserver_and_serve_stop_stops_it(
+        front: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`duelguard serve` (the CLI itself, in process) starts the front on serving.http.port beside the
+    server serve_champion returns (here: the module's real tritonserver; the registry part of serve is
+    tested in test_release_faults), a second `serve` keeps it, and `serve --stop` stops it."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from duelguard.cli import app
+    from duelguard.serving import release
+    from duelguard.serving.http_front import read_front
+    from duelguard.serving.server import ServerInfo
+
+    port = free_port()
+    text = (REPO_ROOT / "params.yaml").read_text(encoding="utf-8")
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(re.sub(r"(\n  http:[^\n]*\n    host: 127.0.0.1\n    port: )8080", rf"\g<1>{port}", text),
+                           encoding="utf-8")
+    grpc_port = int(front["grpc"].rsplit(":", 1)[1])
+    server = ServerInfo(os.getpid(), str(front["repo"]), "duelguard", 0, grpc_port, 0, "-")
+    monkeypatch.setattr(release, "serve_champion", lambda *a, **k: {
+        "server": server, "action": "started", "version": 1, "previous_version": None, "concrete": "models:/x/1"})
+    monkeypatch.delenv("DUELGUARD_HTTP_TOKEN", raising=False)
+    cli = ["--params", str(params_path), "--profile", "tiny", "--root", str(tmp_path)]
+    runner = CliRunner()
+    try:
+        done = runner.invoke(app, [*cli, "serve"])
+        assert done.exit_code == 0, done.output
+        assert f"http://127.0.0.1:{port}/v1/moderations" in done.output
+        state = tmp_path / front["params"].serving.state_dir
+        first = read_front(state)
+        assert first is not None and first.port == port
+        reply = _openai({"url": first.url}, key="unused: no token configured").moderations.create(
+            model="duelguard", input=["hi", TOO_LONG])
+        assert reply.model == "duelguard-classifier/1" and [r.flagged for r in reply.results][1] is True
+        again = runner.invoke(app, [*cli, "serve"])
+        assert again.exit_code == 0 and f"HTTP front pid {first.pid}:" in again.output  # kept, not restarted
+    finally:
+        stopped = runner.invoke(app, [*cli, "serve", "--stop"])
+    assert stopped.exit_code == 0 and f"stopped the HTTP front pid {first.pid}" in stopped.output
+    assert read_front(state) is None
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)

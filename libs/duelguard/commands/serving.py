@@ -51,11 +51,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the registry's champion on 127.0.0.1: export it if the repository holds another version,
         then start tritonserver in the background, or switch the running one to it without a gap."""
+        from duelguard.serving.http_front import read_front, settings_from, start_front
         from duelguard.serving.release import serve_champion
         from duelguard.serving.server import stop_server
 
         params, layout = context_params(ctx)
         if stop:
+            _stop_front(layout.serving_state)
             _report_stop(stop_server(layout.serving_state))
             return
         ports = (http_port or params.serving.http_port, grpc_port or params.serving.grpc_port,
@@ -68,6 +70,13 @@ def register(app: typer.Typer) -> None:
             f"{done['concrete']}{was}; gRPC {info.grpc_url}, HTTP {info.http_url}, metrics 127.0.0.1:{info.metrics_port}; "
             f"log {info.log}"
         )
+        front = read_front(layout.serving_state)  # the HTTP front beside it (issue 15); kept across switches
+        http = params.serving.http
+        if front is None or (front.grpc_url, front.host, front.port) != (info.grpc_url, http.host, http.port):
+            _stop_front(layout.serving_state)
+            front = start_front(settings_from(params, info.grpc_url), layout.serving_state, http.host, http.port)
+        typer.echo(f"HTTP front pid {front.pid}: {front.url}/v1/moderations (OpenAI), "
+                   f"{front.url}/beta/litellm_basic_guardrail_api (LiteLLM); log {front.log}")
 
     @app.command("serve-container")
     def serve_container_cmd() -> None:
@@ -79,10 +88,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("serve-stop")
     def serve_stop_cmd(ctx: typer.Context) -> None:
-        """Stop the tritonserver started by `duelguard serve` (by the PID it recorded)."""
+        """Stop the tritonserver and the HTTP front started by `duelguard serve` (by the PIDs they recorded)."""
         from duelguard.serving.server import stop_server
 
         _, layout = context_params(ctx)
+        _stop_front(layout.serving_state)
         _report_stop(stop_server(layout.serving_state))
 
     @app.command("classify")
@@ -116,6 +126,14 @@ def register(app: typer.Typer) -> None:
         else:
             for row in rows:
                 typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+def _stop_front(state_dir: Path) -> None:
+    from duelguard.serving.http_front import stop_front
+
+    front = stop_front(state_dir)
+    if front is not None:
+        typer.echo(f"stopped the HTTP front pid {front.pid}")
 
 
 def _report_stop(info: ServerInfo | None) -> None:

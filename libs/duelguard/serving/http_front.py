@@ -159,6 +159,15 @@ def create_app(settings: FrontSettings, client: Any = None) -> Any:
     if client is None:  # few, quick retries: a down Triton must become a 503 within a second, not minutes
         client = GuardServingClient(settings.grpc_url, settings.model_name, retries=2, backoff_s=0.1,
                                     timeout_s=settings.triton_timeout_s)
+        # gRPC's default reconnect backoff grows to 120 s: after a Triton restart the front would keep
+        # answering 503 for up to two minutes. Capped at 1 s here (message limits as tritonclient's defaults).
+        import tritonclient.grpc as grpcclient
+
+        client._client.close()
+        client._client = grpcclient.InferenceServerClient(settings.grpc_url, channel_args=[
+            ("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1),
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000)])
     app = FastAPI(title="duelguard", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = Metrics()
     app.state.client, app.state.metrics, app.state.settings = client, metrics, settings
