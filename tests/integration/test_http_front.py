@@ -134,6 +134,45 @@ def test_openai_client_moderations_give_predicts_decisions_and_scores(front: dic
     assert len(single.results) == 1 and single.results[0].flagged == expected[1]["unsafe"]
 
 
+def test_the_demos_curl_and_openai_client_steps_agree_with_predict(front: dict[str, Any], tmp_path: Path) -> None:
+    """The end of `make demo`, on the module's server: curl on /v1/moderations, then
+    services/client/openai_moderation.py, which exits 1 when a decision differs from `predict`'s."""
+    import shutil
+    import subprocess
+    import sys
+
+    from duelguard.classifier.inference import text_of
+
+    inputs = REPO_ROOT / "services/client/demo_inputs.jsonl"
+    objs = [json.loads(line) for line in inputs.read_text(encoding="utf-8").splitlines()]
+    predicted = tmp_path / "predict.jsonl"
+    predicted.write_text("".join(json.dumps(r) + "\n" for r in _expected(front, objs)), encoding="utf-8")
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"model": "duelguard", "input": [text_of(o) for o in objs]}), encoding="utf-8")
+    assert shutil.which("curl")
+    curl = subprocess.run(["curl", "-sS", "--fail-with-body", "-H", "Content-Type: application/json",
+                           "-H", f"Authorization: Bearer {TOKEN}", "--data", f"@{request}",
+                           f"{front['url']}/v1/moderations"], capture_output=True, text=True, timeout=60)
+    assert curl.returncode == 0, curl.stderr + curl.stdout
+    reply = json.loads(curl.stdout)
+    assert [r["flagged"] for r in reply["results"]] == [json.loads(line)["unsafe"] for line in
+                                                        predicted.read_text().splitlines()]
+    env = {**os.environ, "DUELGUARD_HTTP_TOKEN": TOKEN}
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "services/client/openai_moderation.py"), "--inputs",
+                          str(inputs), "--predicted", str(predicted), "--base-url", front["url"] + "/v1"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count(" same ") == 5 and "model duelguard-classifier/1" in run.stdout
+    flipped = tmp_path / "flipped.jsonl"  # the check can fail: one decision flipped -> exit 1
+    rows = [json.loads(line) for line in predicted.read_text().splitlines()]
+    rows[0]["unsafe"] = not rows[0]["unsafe"]
+    flipped.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    bad = subprocess.run([sys.executable, str(REPO_ROOT / "services/client/openai_moderation.py"), "--inputs",
+                          str(inputs), "--predicted", str(flipped), "--base-url", front["url"] + "/v1"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 1 and "DIFFERENT" in bad.stdout
+
+
 def test_an_array_of_32_strings_is_answered_in_one_call(front: dict[str, Any]) -> None:
     texts = [f"{SAMPLE_TEXTS[i % 5]} #{i}" for i in range(32)]
     before = _requests(front, "moderations", 200)
