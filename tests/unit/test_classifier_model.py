@@ -48,17 +48,20 @@ def test_head_pools_on_the_pad_token_id_of_the_tokenizer(clf: GuardClassifier) -
 def test_padding_does_not_change_scores(clf: GuardClassifier) -> None:
     """Right padding + masked pooling: a text scores the same alone, in a batch, or padded to max."""
     texts = ["how do I attack my neighbour", "soup", "esa gente de lima es escoria infrahumana"]
-    chunks = [encode_chunks(clf.tokenizer, t, clf.max_length, clf.chunk_overlap).ids[0] for t in texts]
+    chunks = [encode_chunks(clf.tokenizer, t, clf.max_length, clf.chunk_overlap)[0] for t in texts]
     pad = clf.tokenizer.pad_token_id
     batched = score_chunks(clf.model, chunks, pad, batch_size=3)
     single = score_chunks(clf.model, chunks, pad, batch_size=1, pad_to=clf.max_length, sort_by_length=False)
     assert np.abs(batched - single).max() < 1e-5
 
 
-def test_long_text_is_the_max_over_its_windows(clf: GuardClassifier) -> None:
+def test_long_text_is_the_max_over_the_token_windows_of_its_units(clf: GuardClassifier) -> None:
+    from duelguard.classifier.units import scoring_units
+
     text = " ".join(r["text"] for r in toy_records("train", 2))
-    windows = encode_chunks(clf.tokenizer, text, clf.max_length, clf.chunk_overlap).ids
-    assert len(windows) > 3
+    units = scoring_units(text, clf.max_length, clf.chunk_overlap, clf.long_input).texts
+    windows = [w for unit in units for w in encode_chunks(clf.tokenizer, unit, clf.max_length, clf.chunk_overlap)]
+    assert len(units) > 3 and len(windows) >= len(units)
     per_window = score_chunks(clf.model, windows, clf.tokenizer.pad_token_id, batch_size=4)
     (probs,) = clf.predict_proba([text])
     np.testing.assert_allclose(probs, per_window.max(axis=0), atol=1e-6)

@@ -148,7 +148,8 @@ def register_classifier(params: Params, layout: Layout, iteration: int) -> dict[
         version = max(earlier, key=lambda v: int(v.version))
         model_uri = version.source
     else:
-        model_dir = Path(evaluation.get("model_dir") or layout.classifier_dir(iteration))
+        # This step's own copy: the path evaluate recorded may be another step's (a KFP pod's) folder.
+        model_dir = layout.classifier_dir(iteration)
         digest = _evaluated_digest(evaluation, model_dir, layout.eval_metrics(iteration))
         training = _training_metadata(model_dir)
         tags = {

@@ -58,6 +58,9 @@ class TritonPythonModel:
 
             self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
         self.network_model = parameters.get("network_model", "")
+        # The network model of the same registry version (export writes both under one number): during
+        # a version switch this front model never calls the other version's network.
+        self.version = int(args["model_version"])
         if not self.network_model:
             from duelguard.classifier.runtime import cpu_session
 
@@ -68,6 +71,7 @@ class TritonPythonModel:
             return self.session.run(["logits"], feeds)[0]
         request = pb_utils.InferenceRequest(
             model_name=self.network_model,
+            model_version=self.version,
             requested_output_names=["logits"],
             inputs=[pb_utils.Tensor(name, value) for name, value in feeds.items()],
         )
