@@ -130,7 +130,9 @@ def main(state_dir: Path | None = None) -> None:
     state = state_dir or Path(os.environ.get("HOME", "/tmp")) / ".duelguard-triton"
     command, env = prepare(settings, state)
     start_watcher(settings, env)
-    print("duelguard-serve: exec " + " ".join(command), flush=True)
+    from duelguard.serving.server import CONTROL_KEY_ENV, redact_command
+
+    print("duelguard-serve: exec " + " ".join(redact_command(command, env.get(CONTROL_KEY_ENV))), flush=True)
     os.execvpe(command[0], command, env)
 
 
