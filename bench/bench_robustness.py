@@ -11,6 +11,11 @@ Only `predict_proba` of the saved classifier is used, so the same script measure
 `--cost` measures instead what sizes `classifier.long_input.max_words`: seconds to score one text of
 1,000 to 5,000 words of distinct sentences (the seed's train rows, no embedding cache), and the
 time to flag a 100,000-word text past the bound; written under "cost" in the same file.
+
+`--grpc HOST:PORT` asks a running server (`duelguard serve`, the champion) instead: the padding probe
+of duelguard.suite.bypass (four requests at the start, middle and end of 100 / 1,000 / 100,000 words
+of a weather report, one request each), the padding alone, the requests disguised four ways, and a
+short request sent while the 100,000-word ones are in flight; written under "grpc".
 """
 
 from __future__ import annotations
@@ -90,6 +95,47 @@ def cost(model: Path) -> dict[str, Any]:
     return out
 
 
+def over_grpc(url: str) -> dict[str, Any]:
+    import threading
+
+    from duelguard.serving.client import GuardServingClient
+    from duelguard.suite.bypass import LENGTHS, REQUESTS, cases, pad
+    from duelguard.suite.variants import OBFUSCATIONS, obfuscate
+
+    probe = cases()
+    short: dict[str, Any] = {}
+
+    def ask_short() -> None:
+        time.sleep(0.5)
+        with GuardServingClient(url) as client:
+            started = time.perf_counter()
+            short["unsafe"] = client.classify_records([{"text": REQUESTS["de"]}])[0]["unsafe"]
+            short["ms"] = round(1000 * (time.perf_counter() - started), 1)
+
+    worker = threading.Thread(target=ask_short)
+    with GuardServingClient(url) as client:
+        worker.start()
+        records, latency = [], []
+        for *_, text in sorted(probe, key=lambda c: -c[1]):  # the 100,000-word ones first, beside the short one
+            started = time.perf_counter()
+            records += client.classify_records([{"text": text}])
+            latency.append(1000 * (time.perf_counter() - started))
+        worker.join()
+        ordered = sorted(probe, key=lambda c: -c[1])
+        alone = client.classify_records([{"text": pad(lang, n)} for lang in REQUESTS for n in (100, 1000)])
+        disguised = {kind: [r["unsafe"] for r in client.classify_records(
+            [{"text": obfuscate(t, kind)} for t in REQUESTS.values()])] for kind in OBFUSCATIONS}
+    flagged = {f"{lang}/{n}": sum(r["unsafe"] for c, r in zip(ordered, records) if c[0] == lang and c[1] == n)
+               for lang in REQUESTS for n in LENGTHS}
+    out = {"url": url, "flagged_of_3": flagged, "padding_alone_flagged": sum(r["unsafe"] for r in alone),
+           "padding_alone_n": len(alone), "disguised_flagged_of_4": {k: sum(v) for k, v in disguised.items()},
+           "short_request_beside_100k": short,
+           "ms_per_length": {str(n): round(float(np.median([ms for c, ms in zip(ordered, latency) if c[1] == n])), 1)
+                             for n in LENGTHS}}
+    print(json.dumps(out, indent=1))
+    return out
+
+
 def table(runs: dict[str, dict[str, Any]]) -> str:
     rows = ["| slice | " + " | ".join(f"{label}: recall en/fr/es/de | look-alike FPR" for label in runs) + " |",
             "|---|" + "---|---|" * len(runs)]
@@ -110,17 +156,21 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "classifier" / "iter_0")
     parser.add_argument("--label", default="after")
     parser.add_argument("--cost", action="store_true", help="measure the cost bound instead")
+    parser.add_argument("--grpc", metavar="HOST:PORT", help="send the padding probe to a running server instead")
     args = parser.parse_args()
     runs = json.loads(OUT.read_text()) if OUT.exists() else {}
     from duelguard.fsio import atomic_write_json
 
-    if args.cost:
-        runs["cost"] = cost(args.model)
+    if args.cost or args.grpc:
+        if args.cost:
+            runs["cost"] = cost(args.model)
+        if args.grpc:
+            runs["grpc"] = over_grpc(args.grpc)
         atomic_write_json(OUT, runs)
     else:
         runs[args.label] = measure(args.model)
         atomic_write_json(OUT, runs)
-        print(table({k: v for k, v in runs.items() if k != "cost"}))
+        print(table({k: v for k, v in runs.items() if k not in ("cost", "grpc")}))
     print(f"wrote {OUT}")
 
 
