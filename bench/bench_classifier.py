@@ -91,27 +91,20 @@ def timed(fn: Callable[[], Any]) -> dict[str, Any]:
 
 
 def length_distribution(texts: list[str], clf: Any) -> dict[str, Any]:
-    """Tokens (token models) or words (sentence classifiers) per text, and the windows they cost."""
-    from duelguard.classifier.inference import encode_chunks
-    from duelguard.classifier.sentence import word_windows
+    """Words per text, and the scoring units they cost (duelguard.classifier.units)."""
+    from duelguard.classifier.units import scoring_units
 
-    sentence = hasattr(clf, "encoder")
-    if sentence:
-        units = np.array([len(t.split()) for t in texts])
-        windows = [word_windows(t, clf.max_length, clf.chunk_overlap, clf.max_windows) for t in texts]
-    else:
-        units = np.array([len(clf.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts])
-        windows = [encode_chunks(clf.tokenizer, t, clf.max_length, clf.chunk_overlap, clf.max_windows) for t in texts]
+    words = np.array([len(t.split()) for t in texts])
+    units = [scoring_units(t, clf.max_length, clf.chunk_overlap, clf.long_input) for t in texts]
     return {
         "texts": len(texts),
-        "unit": "words" if sentence else "tokens",
-        "per_text": {f"p{q}": int(np.percentile(units, q)) for q in (10, 50, 90, 99)} | {"max": int(units.max()),
-                                                                                         "mean": round(float(units.mean()), 1)},
+        "per_text_words": {f"p{q}": int(np.percentile(words, q)) for q in (10, 50, 90, 99)} | {
+            "max": int(words.max()), "mean": round(float(words.mean()), 1)},
         "chars_per_text_mean": round(float(np.mean([len(t) for t in texts])), 1),
-        "windows": int(sum(len(w.ids) for w in windows)),
-        "truncated_texts": int(sum(w.truncated for w in windows)),
+        "units": int(sum(len(u.texts) for u in units)),
+        "too_long_texts": int(sum(u.too_long for u in units)),
         "max_length": clf.max_length,
-        "max_windows": clf.max_windows,
+        "max_words": clf.long_input.max_words,
     }
 
 
@@ -139,7 +132,7 @@ def train_speed(clf: Any, params: Any, texts: list[str], train_steps: int) -> di
         labels = np.zeros((len(rows), 12))
         labels[::2, 0] = 1
         fresh = SentenceGuard.fresh(clf.encoder, vectors.shape[1], cfg.head_hidden, cfg.head_dropout, cfg.max_length,
-                                    cfg.chunk_overlap, cfg.max_windows)
+                                    cfg.chunk_overlap, cfg.long_input)
         fitted = timed(lambda: fit_head(fresh, vectors, labels, None, cfg.learning_rate, cfg.batch_size, 20, 1000,
                                         cfg.weight_decay, cfg.random_seed, progress=False))
         return {"kind": "sentence", "rows": len(rows), "embed_rows_per_s": round(len(rows) / embedded["seconds"], 1),
@@ -219,8 +212,8 @@ def main() -> None:
     atomic_write_json(args.output, results)
     dist = results["mixed_set"]
     print(f"\nclassifier benchmark ({cfg.backbone.name_or_path}; {results['model']})")
-    print(f"mixed set: {dist['texts']} texts, {dist['unit']}/text {dist['per_text']}, {dist['windows']} windows, "
-          f"{dist['truncated_texts']} truncated at {dist['max_windows']} windows")
+    print(f"mixed set: {dist['texts']} texts, words/text {dist['per_text_words']}, {dist['units']} scoring units, "
+          f"{dist['too_long_texts']} past the {dist['max_words']}-word bound")
     print(f"{'runtime':<11}{'texts/s':>9}{'wall s':>8}{'CPU s':>8}{'RSS MiB':>9}{'load':>6}  suite avg F1 / max|dp| / flips")
     for name, r in results["predict"].items():
         print(f"{name:<11}{r['texts_per_s']:>9.1f}{r['seconds']:>8.1f}{r['cpu_seconds']:>8.1f}{r['peak_rss_mb']:>9.0f}"

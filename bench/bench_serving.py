@@ -92,7 +92,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import onnxruntime as ort
-    from duelguard.classifier.inference import encode_chunks, pad_batch
     from duelguard.classifier.model import GuardClassifier
     from duelguard.config import load_params
     from duelguard.fsio import atomic_write_json
@@ -135,16 +134,26 @@ def main() -> None:
                                    providers=["CPUExecutionProvider"])
 
     def ort_call(text: str) -> object:
+        """The scoring loop of predict (duelguard.classifier.units) with the exported network in a bare
+        ONNX Runtime session: what Triton adds on top of this is its own overhead."""
+        from duelguard.classifier.inference import token_unit_probs
+        from duelguard.classifier.sentence import sigmoid
+        from duelguard.classifier.units import score_texts
+
         if hasattr(clf, "encoder"):  # a sentence classifier: encoder embedding, then the ONNX head
-            from duelguard.classifier.sentence import score_windows
             from duelguard.probe import embed
 
-            return score_windows(lambda w: session.run(["logits"], {"embedding": embed(w)})[0], [text],
-                                 clf.max_length, clf.chunk_overlap, clf.max_windows)[0]
-        ids, mask = pad_batch(encode_chunks(clf.tokenizer, text, clf.max_length, clf.chunk_overlap, clf.max_windows).ids,
-                              clf.tokenizer.pad_token_id)
-        logits = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
-        return (1 / (1 + np.exp(-logits))).max(axis=0)
+            def unit_probs(units: list[str]) -> np.ndarray:
+                return sigmoid(session.run(["logits"], {"embedding": embed(units)})[0])
+        else:
+            def unit_probs(units: list[str]) -> np.ndarray:
+                return token_unit_probs(clf.tokenizer, units, clf.max_length, clf.chunk_overlap, 32,
+                                        lambda ids, mask: sigmoid(session.run(
+                                            ["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]),
+                                        len(clf.thresholds))
+
+        return score_texts([text], unit_probs, len(clf.thresholds), clf.max_length, clf.chunk_overlap,
+                           clf.long_input).probs[0]
 
     results["onnxruntime_c1"] = _run(ort_call, args.seconds, 1)
 

@@ -40,6 +40,7 @@ from typing import Any, Literal
 from duelguard.config import Params, Serving
 from duelguard.errors import ModelNotFoundError
 from duelguard.fsio import atomic_write_json, atomic_write_text
+from duelguard.serving.server import pid_alive
 
 Target = Literal["local", "nvidia"]
 TARGETS: tuple[Target, ...] = ("local", "nvidia")
@@ -251,18 +252,8 @@ def _remove_dead_staging(out: Path) -> None:
     a killed export never reaches its cleanup, and its half-built versions would pile up."""
     for stale in out.glob(f"{_STAGING_PREFIX}*"):
         pid = stale.name[len(_STAGING_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or not _pid_alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _install_version(built: Path, model_dir: Path, staging: Path) -> None:
