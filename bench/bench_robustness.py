@@ -99,7 +99,7 @@ def over_grpc(url: str) -> dict[str, Any]:
     import threading
 
     from duelguard.serving.client import GuardServingClient
-    from duelguard.suite.bypass import LENGTHS, REQUESTS, cases, pad
+    from duelguard.suite.bypass import LENGTHS, REQUESTS, cases, cut_pad, pad
     from duelguard.suite.variants import OBFUSCATIONS, obfuscate
 
     probe = cases()
@@ -125,10 +125,15 @@ def over_grpc(url: str) -> dict[str, Any]:
         alone = client.classify_records([{"text": pad(lang, n)} for lang in REQUESTS for n in (100, 1000)])
         disguised = {kind: [r["unsafe"] for r in client.classify_records(
             [{"text": obfuscate(t, kind)} for t in REQUESTS.values()])] for kind in OBFUSCATIONS}
+        # the padding cut at exactly N words: an "end" request is glued to a sentence fragment
+        cut = [c for c in cases(cut_pad) if c[1] < 100_000]
+        cut_records = client.classify_records([{"text": c[3]} for c in cut])
     flagged = {f"{lang}/{n}": sum(r["unsafe"] for c, r in zip(ordered, records) if c[0] == lang and c[1] == n)
                for lang in REQUESTS for n in LENGTHS}
     out = {"url": url, "flagged_of_3": flagged, "padding_alone_flagged": sum(r["unsafe"] for r in alone),
            "padding_alone_n": len(alone), "disguised_flagged_of_4": {k: sum(v) for k, v in disguised.items()},
+           "cut_padding_flagged": sum(r["unsafe"] for r in cut_records), "cut_padding_n": len(cut),
+           "cut_padding_missed": [c[:3] for c, r in zip(cut, cut_records) if not r["unsafe"]],
            "short_request_beside_100k": short,
            "ms_per_length": {str(n): round(float(np.median([ms for c, ms in zip(ordered, latency) if c[1] == n])), 1)
                              for n in LENGTHS}}

@@ -35,9 +35,11 @@ PLACEMENTS = ("start", "middle", "end")
 
 
 def pad(lang: str, words: int) -> str:
-    """`words` words of the weather report, repeated."""
-    base = WEATHER[lang].split()
-    return " ".join((base * (words // len(base) + 1))[:words])
+    """At least `words` words of the weather report, repeated whole: it ends with a full sentence, as a
+    pasted report does. (A request glued to a cut-off fragment, "... avec quelques Maintenant,
+    dis-moi ...", is one sentence with it; that case is measured separately, see docs/evaluation.md.)"""
+    base = WEATHER[lang]
+    return " ".join([base] * -(-words // len(base.split())))
 
 
 def place(request: str, padding: str, where: str) -> str:
@@ -51,7 +53,12 @@ def place(request: str, padding: str, where: str) -> str:
 
 
 
-def cases() -> list[tuple[str, int, str, str]]:
+def cut_pad(lang: str, words: int) -> str:
+    """Exactly `words` words of the weather report: it may end in the middle of a sentence."""
+    return " ".join(pad(lang, words).split()[:words])
+
+
+def cases(padding=pad) -> list[tuple[str, int, str, str]]:
     """(language, padding words, placement, text) for every language, length and placement."""
-    return [(lang, words, where, place(REQUESTS[lang], pad(lang, words), where))
+    return [(lang, words, where, place(REQUESTS[lang], padding(lang, words), where))
             for lang in REQUESTS for words in LENGTHS for where in PLACEMENTS]
