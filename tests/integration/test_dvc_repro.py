@@ -39,6 +39,7 @@ def _env(repo: Path) -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(repo / "libs")  # the copy's code, not the checkout the venv was installed from
     env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    env["PYTHONUNBUFFERED"] = "1"  # stage announcements reach a watching test as they happen, not at a flush
     return env
 
 

@@ -67,9 +67,11 @@ def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_params, mlflow_serv
 
 
 def _client():
+    """A client of this module's server, named explicitly: an earlier test in the same process may have
+    set mlflow's global tracking URI, which a bare MlflowClient() would prefer to the environment."""
     from mlflow import MlflowClient
 
-    return MlflowClient()
+    return MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"], registry_uri=os.environ["MLFLOW_TRACKING_URI"])
 
 
 def _metric_tags(params, avg_f1: float, fpr: float = 0.0) -> dict[str, str]:
