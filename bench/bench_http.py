@@ -15,62 +15,33 @@ a table. Target (issue 15): the front adds <= 2 ms p50 over gRPC on short texts.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
 import platform
-import socket
-import tempfile
 import threading
-import time
 from pathlib import Path
 
-from bench_serving import TEXTS, _run, _tiny_classifier
+from bench_serving import _run, bench_arguments, exported_model, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="tiny", choices=["tiny", "default"])
-    parser.add_argument("--model", type=Path, help="Classifier directory (default: tiny random-init / models/classifier/iter_0).")
-    parser.add_argument("--seconds", type=float, default=10.0, help="Duration of each measurement.")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "http.json")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__, ROOT / "bench" / "results" / "http.json", "Result JSON.")
 
-    from duelguard.config import load_params
     from duelguard.fsio import atomic_write_json
     from duelguard.serving.client import GuardServingClient
     from duelguard.serving.http_front import FrontSettings, start_front, stop_front
     from duelguard.serving.server import start_server, stop_server
-    from duelguard.serving.triton_repository import export_triton
 
-    params = load_params(ROOT / "params.yaml", profile=args.profile)
-    work = Path(tempfile.mkdtemp(prefix="bench-http-"))
-    model_dir = args.model or (ROOT / "models/classifier/iter_0" if args.profile == "default" else None)
-    if model_dir is None:
-        model_dir = _tiny_classifier(params, work)
-    elif not (model_dir / "duelguard.json").exists():
-        raise SystemExit(f"{model_dir}: no trained classifier (train one first or pass --model)")
-    export_triton(model_dir, work / "repo", params.serving)
+    params, work, model_dir = exported_model(args, "bench-http-")
     grpc_port, http_port, metrics_port, front_port = free_ports(4)
     info = start_server(work / "repo", work / "state", params.serving.model_name, http_port, grpc_port, metrics_port)
     results: dict[str, dict] = {}
     load_before = os.getloadavg()[0]
     try:
-        front = start_front(FrontSettings(info.grpc_url, params.serving.model_name, params.tracking.registered_model),
+        start_front(FrontSettings(info.grpc_url, params.serving.model_name, params.tracking.registered_model),
                             work / "state", "127.0.0.1", front_port)
         local = threading.local()
 

@@ -23,6 +23,7 @@ import socket
 import tempfile
 import threading
 import time
+from typing import Any
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,38 +84,56 @@ def _run(call: Callable[[str], object], seconds: float, concurrency: int) -> dic
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_arguments(doc: str, default_out: Path | None, out_help: str) -> argparse.Namespace:
+    """The serving benchmarks' shared command line (profile, model, seconds per measurement, output)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--profile", default="tiny", choices=["tiny", "default"])
     parser.add_argument("--model", type=Path, help="Classifier directory (default: tiny random-init / models/classifier/iter_0).")
     parser.add_argument("--seconds", type=float, default=10.0, help="Duration of each measurement.")
-    parser.add_argument("--out", type=Path, help="Result JSON (default: bench/results/serving_<profile>.json).")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=default_out, help=out_help)
+    return parser.parse_args()
 
-    import onnxruntime as ort
-    from duelguard.classifier.model import GuardClassifier
+
+def exported_model(args: argparse.Namespace, prefix: str) -> tuple[Any, Path, Path]:
+    """(params, work folder, model directory): the benchmarked classifier exported to work/repo."""
     from duelguard.config import load_params
-    from duelguard.fsio import atomic_write_json
-    from duelguard.serving.client import GuardServingClient
-    from duelguard.serving.server import start_server, stop_server
     from duelguard.serving.triton_repository import export_triton
 
     params = load_params(ROOT / "params.yaml", profile=args.profile)
-    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     model_dir = args.model or (ROOT / "models/classifier/iter_0" if args.profile == "default" else None)
     if model_dir is None:
         model_dir = _tiny_classifier(params, work)
     elif not (model_dir / "duelguard.json").exists():
         raise SystemExit(f"{model_dir}: no trained classifier (train one first or pass --model)")
     export_triton(model_dir, work / "repo", params.serving)
-    clf = GuardClassifier.load(model_dir)
+    return params, work, model_dir
 
-    ports = []
-    for _ in range(3):
-        with socket.socket() as sock:
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all held open while choosing, so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
             sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    info = start_server(work / "repo", work / "state", params.serving.model_name, *ports)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def main() -> None:
+    args = bench_arguments(__doc__, None, "Result JSON (default: bench/results/serving_<profile>.json).")
+
+    import onnxruntime as ort
+    from duelguard.classifier.model import GuardClassifier
+    from duelguard.fsio import atomic_write_json
+    from duelguard.serving.client import GuardServingClient
+    from duelguard.serving.server import start_server, stop_server
+
+    params, work, model_dir = exported_model(args, "bench-serving-")
+    clf = GuardClassifier.load(model_dir)
+    info = start_server(work / "repo", work / "state", params.serving.model_name, *free_ports(3))
     results: dict[str, dict] = {}
     try:
         local = threading.local()
