@@ -22,7 +22,7 @@ import platform
 import threading
 from pathlib import Path
 
-from bench_serving import _run, bench_arguments, exported_model, free_ports
+from bench_serving import _run, bench_arguments, exported_model, free_ports, print_latency_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,9 +92,7 @@ def main() -> None:
     atomic_write_json(args.out, summary)
 
     print(f"\nHTTP front benchmark, profile {args.profile} ({summary['model']}), {args.seconds:.0f}s each; {summary['machine']}")
-    print(f"{'path':<10}{'conc':>5}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, r in results.items():
-        print(f"{name:<10}{r['concurrency']:>5}{r['throughput_rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
+    print_latency_table(results, 10)
     print(f"HTTP overhead over gRPC at p50: c1 {summary['http_overhead_ms_p50_c1']} ms (target <= 2), "
           f"c8 {summary['http_overhead_ms_p50_c8']} ms")
     print(f"wrote {args.out}")

@@ -122,6 +122,13 @@ def free_ports(n: int) -> list[int]:
             sock.close()
 
 
+def print_latency_table(results: dict[str, dict], width: int) -> None:
+    """One row per measured path: concurrency, throughput, p50 and p99 latency."""
+    print(f"{'path':<{width}}{'conc':>5}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, r in results.items():
+        print(f"{name:<{width}}{r['concurrency']:>5}{r['throughput_rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
+
+
 def main() -> None:
     args = bench_arguments(__doc__, None, "Result JSON (default: bench/results/serving_<profile>.json).")
 
@@ -195,9 +202,7 @@ def main() -> None:
     atomic_write_json(out, summary)
 
     print(f"\nserving benchmark, profile {args.profile} ({summary['model']}), {args.seconds:.0f}s each")
-    print(f"{'path':<16}{'conc':>5}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, r in results.items():
-        print(f"{name:<16}{r['concurrency']:>5}{r['throughput_rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}")
+    print_latency_table(results, 16)
     print(f"c8/c1 throughput {summary['c8_over_c1_throughput']}x (target >= 3), c1 p99/p50 "
           f"{summary['c1_p99_over_p50']} (target <= 2), Triton overhead p50 {summary['triton_overhead_ms_p50']} ms")
     print(f"wrote {out}")
