@@ -57,7 +57,7 @@ def subsample(rows: list[dict[str, Any]], n: int, seed: int = 0) -> list[dict[st
 
 def run_candidate(name: str, profile: str, overrides: dict[str, Any], train_rows: int | None,
                   texts: list[str]) -> dict[str, Any]:
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.evaluation.evaluate import evaluate_classifier
     from duelguard.pipeline.spec import run_stage
 
@@ -76,7 +76,7 @@ def run_candidate(name: str, profile: str, overrides: dict[str, Any], train_rows
         metrics = read_json(layout.train_metrics(0))
         evaluate_classifier(params, layout, 0)
         evaluation = read_json(layout.eval_metrics(0))
-        clf = GuardClassifier.load(layout.classifier_dir(0))
+        clf = load_classifier(layout.classifier_dir(0))
         started = time.perf_counter()
         clf.predict_scores(texts, batch_size=params.classifier.predict_batch_size)
         predict_s = time.perf_counter() - started

@@ -120,11 +120,11 @@ def train_speed(clf: Any, params: Any, texts: list[str], train_steps: int) -> di
     (uncached) + the head's epochs; a token model = `train_steps` optimizer steps on a fresh head."""
     from duelguard.backbones import resolve_backbone
     from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.sentence import SentenceGuard, first_window, fit_head
 
     cfg = params.classifier
     rows = [t for t in texts if len(t) < 400]
-    if hasattr(clf, "encoder"):
-        from duelguard.classifier.sentence import SentenceGuard, first_window, fit_head
+    if isinstance(clf, SentenceGuard):
         from duelguard.probe import embed
 
         embedded = timed(lambda: embed([first_window(t, cfg.max_length) for t in rows]))
@@ -159,8 +159,10 @@ def train_speed(clf: Any, params: Any, texts: list[str], train_steps: int) -> di
 
 def main() -> None:
     import torch
-    from duelguard.classifier.model import GuardClassifier
-    from duelguard.classifier.runtime import RUNTIMES, onnx_network
+    from duelguard.classifier.loader import load_classifier
+    from duelguard.classifier.onnx_export import onnx_network
+    from duelguard.classifier.runtime import RUNTIMES
+    from duelguard.classifier.saved import is_classifier_dir
     from duelguard.suite import suite_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -175,9 +177,9 @@ def main() -> None:
     params = load_params(REPO_ROOT / "params.yaml", profile=args.profile)
     cfg = params.classifier
     layout = Layout.from_params(params, root=REPO_ROOT)
-    if not (args.model / "duelguard.json").is_file():
+    if not is_classifier_dir(args.model):
         raise SystemExit(f"{args.model}: no trained classifier (run `make demo` or `duelguard stage train_classifier`)")
-    clf = GuardClassifier.load(args.model)
+    clf = load_classifier(args.model)
     texts = mixed_texts(layout, args.texts)
     suite = suite_records("report")
     results: dict[str, Any] = {

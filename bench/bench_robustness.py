@@ -45,7 +45,7 @@ def rates(records: list[dict[str, Any]], flagged: np.ndarray) -> dict[str, Any]:
 
 
 def measure(model: Path) -> dict[str, Any]:
-    from duelguard.evaluation.evaluate import load_classifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.suite import suite_records
     from duelguard.suite.variants import CONTEXT_WORDS, OBFUSCATIONS, in_context, obfuscate
 
@@ -75,11 +75,11 @@ def measure(model: Path) -> dict[str, Any]:
 
 
 def cost(model: Path) -> dict[str, Any]:
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.classifier.units import scoring_units
     from duelguard.records import read_records
 
-    clf = GuardClassifier.load(model)  # no embedding cache: every unit is embedded
+    clf = load_classifier(model)  # no embedding cache: every unit is embedded
     rows = [r["text"].strip() for r in read_records(REPO_ROOT / "data" / "seed" / "train.jsonl")]
     words = " ".join(t if t[-1:] in ".!?" else t + "." for t in rows if t).split()
     clf.predict_scores(["warm up the encoder."])

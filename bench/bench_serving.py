@@ -96,6 +96,7 @@ def bench_arguments(doc: str, default_out: Path | None, out_help: str) -> argpar
 
 def exported_model(args: argparse.Namespace, prefix: str) -> tuple[Any, Path, Path]:
     """(params, work folder, model directory): the benchmarked classifier exported to work/repo."""
+    from duelguard.classifier.saved import is_classifier_dir
     from duelguard.config import load_params
     from duelguard.serving.triton_repository import export_triton
 
@@ -104,7 +105,7 @@ def exported_model(args: argparse.Namespace, prefix: str) -> tuple[Any, Path, Pa
     model_dir = args.model or (ROOT / "models/classifier/iter_0" if args.profile == "default" else None)
     if model_dir is None:
         model_dir = _tiny_classifier(params, work)
-    elif not (model_dir / "duelguard.json").exists():
+    elif not is_classifier_dir(model_dir):
         raise SystemExit(f"{model_dir}: no trained classifier (train one first or pass --model)")
     export_triton(model_dir, work / "repo", params.serving)
     return params, work, model_dir
@@ -132,14 +133,13 @@ def print_latency_table(results: dict[str, dict], width: int) -> None:
 def main() -> None:
     args = bench_arguments(__doc__, None, "Result JSON (default: bench/results/serving_<profile>.json).")
 
-    import onnxruntime as ort
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.fsio import atomic_write_json
     from duelguard.serving.client import GuardServingClient
     from duelguard.serving.server import start_server, stop_server
 
     params, work, model_dir = exported_model(args, "bench-serving-")
-    clf = GuardClassifier.load(model_dir)
+    clf = load_classifier(model_dir)
     info = start_server(work / "repo", work / "state", params.serving.model_name, *free_ports(3))
     results: dict[str, dict] = {}
     try:
@@ -156,32 +156,11 @@ def main() -> None:
         stop_server(work / "state")
 
     results["predict_c1"] = _run(lambda t: clf.predict_proba([t]), args.seconds, 1)
-    session = ort.InferenceSession(str(work / "repo" / params.serving.model_name / "1" / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
-
-    def ort_call(text: str) -> object:
-        """The scoring loop of predict (duelguard.classifier.units) with the exported network in a bare
-        ONNX Runtime session: what Triton adds on top of this is its own overhead."""
-        from duelguard.classifier.inference import token_unit_probs
-        from duelguard.classifier.sentence import sigmoid
-        from duelguard.classifier.units import score_texts
-
-        if hasattr(clf, "encoder"):  # a sentence classifier: encoder embedding, then the ONNX head
-            from duelguard.probe import embed
-
-            def unit_probs(units: list[str]) -> np.ndarray:
-                return sigmoid(session.run(["logits"], {"embedding": embed(units)})[0])
-        else:
-            def unit_probs(units: list[str]) -> np.ndarray:
-                return token_unit_probs(clf.tokenizer, units, clf.max_length, clf.chunk_overlap, 32,
-                                        lambda ids, mask: sigmoid(session.run(
-                                            ["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]),
-                                        len(clf.thresholds))
-
-        return score_texts([text], unit_probs, len(clf.thresholds), clf.max_length, clf.chunk_overlap,
-                           clf.long_input).probs[0]
-
-    results["onnxruntime_c1"] = _run(ort_call, args.seconds, 1)
+    # The scoring loop of predict (duelguard.classifier.units) with the exported network in a bare ONNX
+    # Runtime session (the kind's onnx_runtime): what Triton adds on top of this is its own overhead.
+    onnx_clf = load_classifier(model_dir)
+    onnx_clf.model = onnx_clf.onnx_runtime(work / "repo" / params.serving.model_name / "1" / "model.onnx")
+    results["onnxruntime_c1"] = _run(lambda t: onnx_clf.predict_proba([t]), args.seconds, 1)
 
     c1, c8 = results["triton_grpc_c1"], results["triton_grpc_c8"]
     summary = {

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from duelguard.config import ENCODER_ARCHITECTURES, Backbone, expand
+from duelguard.errors import BackboneError
 
 SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>", "unk": "<unk>"}
 # A minimal chat template for tokenizers that have none (TRL's DPOTrainer and the chat prompt need one).
@@ -39,10 +40,6 @@ FALLBACK_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
     "{% if add_generation_prompt %}<assistant>\n{% endif %}"
 )
-
-
-class BackboneError(RuntimeError):
-    """A backbone could not be resolved (missing package, checksum mismatch, bad path)."""
 
 
 def _sha256(path: Path) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from duelguard.classifier.saved import METADATA_FILE, is_classifier_dir
 from duelguard.fsio import DataError
 
-MARKER = "duelguard.json"  # what makes a directory a saved classifier
 _CHUNK = 1 << 20
 
 
@@ -29,8 +29,8 @@ def model_digest(model_dir: str | Path) -> str:
     file system's listing order or on where the directory lives.
     """
     root = Path(model_dir)
-    if not (root / MARKER).is_file():
-        raise DataError(f"{root}: not a saved classifier directory (no {MARKER}) to digest")
+    if not is_classifier_dir(root):
+        raise DataError(f"{root}: not a saved classifier directory (no {METADATA_FILE}) to digest")
     digest = hashlib.sha256()
     for path in sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix()):
         digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode())

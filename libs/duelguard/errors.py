@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from duelguard.backbones import BackboneError
 from duelguard.config import ConfigError
 from duelguard.fsio import DataError
+
+
+class BackboneError(RuntimeError):
+    """A backbone could not be resolved (missing package, checksum mismatch, bad path)."""
 
 
 class ModelNotFoundError(LookupError):

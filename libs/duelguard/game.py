@@ -119,7 +119,7 @@ def score(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     iteration's own game-set samples, marked `game_set`) and the game value on the fresh curated samples
     and on the whole game set to layout.score_metrics(iteration); returns the same metrics.
     """
-    from duelguard.evaluation.evaluate import load_classifier
+    from duelguard.classifier.loader import load_classifier
 
     if iteration < 1:
         raise ValueError(f"score runs in loop iterations >= 1, got {iteration}")

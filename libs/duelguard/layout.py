@@ -35,6 +35,14 @@ from pathlib import Path
 from duelguard.config import Params, expand
 from duelguard.records import SPLITS
 
+PROBE_SUBDIR = "probe"
+
+
+def probe_dir_of(classifier_dir: Path) -> Path:
+    """Where a classifier directory keeps its probe (duelguard.probe), so that a registered model carries
+    its own floor: of an iteration's directory (Layout.probe_dir) or of a downloaded registry version."""
+    return Path(classifier_dir) / PROBE_SUBDIR
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -137,8 +145,6 @@ class Layout:
         """The classifier's floor (USE-m + logistic regression on the same rows), kept inside the
         classifier's directory so that it travels with it (DVC, the MLflow registry): an old
         champion re-evaluated on a new set is compared with its own probe."""
-        from duelguard.probe import probe_dir_of
-
         return probe_dir_of(self.classifier_dir(iteration))
 
     def generator_dir(self, iteration: int) -> Path:

@@ -8,7 +8,8 @@ two cores and is hard to beat across languages, because the encoder was trained 
 request next to its English translation. Every evaluation scores it beside the classifier, and
 promotion refuses a classifier that does not beat it (duelguard.registry.rules).
 
-Saved as one directory: probe.npz (coef, intercept) + probe.json (encoder, threshold, training).
+Saved as one directory: probe.npz (coef, intercept) + probe.json (encoder, threshold, training),
+inside the classifier directory it is the floor of (duelguard.layout.probe_dir_of).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ EMBED_BATCH = 256
 # L2 strength of the logistic regression (sklearn's C). The probe is a floor, not a tuned model: C
 # between 1 and 4 changed its calibration-set F1 by under a point here.
 PROBE_C = 1.0
-SUBDIR = "probe"  # inside the classifier directory it is the floor of (Layout.probe_dir)
 META_FILE = "probe.json"
 WEIGHTS_FILE = "probe.npz"
 
@@ -88,11 +88,6 @@ def embed_cached(texts: Sequence[str], cache_dir: Path, progress: bool = False) 
     for i, key in enumerate(keys):
         out[i] = np.frombuffer(found[key], dtype=np.float32)
     return out
-
-
-def probe_dir_of(classifier_dir: Path) -> Path:
-    """Where a classifier directory keeps its probe (so a registered model carries its own floor)."""
-    return Path(classifier_dir) / SUBDIR
 
 
 class Probe:

@@ -153,9 +153,11 @@ def game_set_value(params: Params, layout: Layout, iteration: int) -> dict[str, 
     used = _maybe_json(layout.score_metrics(iteration + 1)) or {}
     if (used.get("game_set") or {}).get("classifier_iteration") == iteration:
         return {**used["game_set"], "source": "score stage"}
-    if not (layout.classifier_dir(iteration) / "duelguard.json").exists():
+    from duelguard.classifier.loader import load_classifier
+    from duelguard.classifier.saved import is_classifier_dir
+
+    if not is_classifier_dir(layout.classifier_dir(iteration)):
         return None
-    from duelguard.evaluation.evaluate import load_classifier
 
     scored = score_records(load_classifier(layout.classifier_dir(iteration), layout.weights_cache), read_records(path),
                            params.classifier.loss, params.classifier.predict_batch_size)

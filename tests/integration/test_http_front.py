@@ -106,9 +106,9 @@ def _openai(front: dict[str, Any], key: str = TOKEN) -> Any:
 
 def _expected(front: dict[str, Any], objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What `duelguard predict` decides on the same saved classifier."""
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
 
-    return GuardClassifier.load(front["model_dir"]).predict_records(objs)
+    return load_classifier(front["model_dir"]).predict_records(objs)
 
 
 def test_openai_client_moderations_give_predicts_decisions_and_scores(front: dict[str, Any]) -> None:

@@ -99,7 +99,7 @@ def _aliases(client) -> dict[str, str]:
 def _registry_flow(params, layout) -> None:
     from mlflow import MlflowClient
 
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.errors import ModelNotFoundError
     from duelguard.registry.models import local_model_dir
     from duelguard.registry.registry import promote, promote_stage, register_classifier, rollback
@@ -162,7 +162,7 @@ def _registry_flow(params, layout) -> None:
 
     # The champion downloads to a loadable classifier directory (cached; the alias is resolved first).
     champion_dir = local_model_dir(f"models:/{MODEL}@champion", params, layout.root)
-    clf = GuardClassifier.load(champion_dir)
+    clf = load_classifier(champion_dir)
     np.testing.assert_allclose(clf.thresholds, 0.0)
     assert local_model_dir(f"models:/{MODEL}/{v2}", params, layout.root) == champion_dir
 
@@ -170,7 +170,7 @@ def _registry_flow(params, layout) -> None:
     result = rollback(params, layout)
     assert result["champion"] == str(reg1["version"]) and result["demoted"] == v2
     assert _aliases(client) == {"champion": str(reg1["version"])}
-    np.testing.assert_allclose(GuardClassifier.load(local_model_dir(f"models:/{MODEL}@champion", params, layout.root)).thresholds, 1.0)
+    np.testing.assert_allclose(load_classifier(local_model_dir(f"models:/{MODEL}@champion", params, layout.root)).thresholds, 1.0)
     with pytest.raises(ModelNotFoundError, match="previous"):
         rollback(params, layout)
 
@@ -230,7 +230,7 @@ def test_pyfunc_model_predicts_the_predict_schema(registry_env, monkeypatch) -> 
     import mlflow.pyfunc
     import pandas as pd
 
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.taxonomy import CATEGORIES
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -240,7 +240,7 @@ def test_pyfunc_model_predicts_the_predict_schema(registry_env, monkeypatch) -> 
     texts = [t for t in SAMPLE_TEXTS if t.strip()][:4]
     out = model.predict(pd.DataFrame({"text": texts}))
     assert list(out.columns) == [*CATEGORIES, "unsafe_score", "unsafe", "truncated", "reason"]
-    expected = GuardClassifier.load(layout.classifier_dir(0)).predict_proba(texts)
+    expected = load_classifier(layout.classifier_dir(0)).predict_proba(texts)
     np.testing.assert_allclose(out[list(CATEGORIES)].to_numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(out["unsafe_score"].to_numpy(), expected.max(axis=1), atol=1e-5)
 
@@ -252,7 +252,8 @@ def test_registered_weights_must_be_the_evaluated_ones(mlflow_server, registry_e
     from mlflow import MlflowClient
 
     from duelguard.evaluation.evaluate import evaluate_classifier
-    from duelguard.registry.models import DIGEST_TAG, ModelDigestError, local_model_dir, model_digest
+    from duelguard.digest import ModelDigestError, model_digest
+    from duelguard.registry.models import DIGEST_TAG, local_model_dir
     from duelguard.registry.registry import register_classifier
     from duelguard.serving.triton_repository import export_triton
 

@@ -149,7 +149,7 @@ def test_registry_stopped_at_the_commit_point_changes_nothing(registry, env, mon
     from duelguard.errors import RegistryError
     from duelguard.registry.models import local_model_dir
     from duelguard.registry.registry import LOCK_SUFFIX, PROMOTION_TAG, promote, rollback
-    from duelguard.serving.export import champion_uri
+    from duelguard.registry.lookup import champion_uri
 
     params, layout = env
     v1, v2 = _bare_versions(params, layout, [0.50, 0.70])
@@ -232,7 +232,7 @@ def _evaluated(params, layout, weights: Path) -> str:
     import mlflow
 
     from duelguard.fsio import atomic_write_json
-    from duelguard.registry.models import model_digest
+    from duelguard.digest import model_digest
     from duelguard.tracking import configure
 
     model_dir = build_tiny_classifier(params, layout.classifier_dir(0), weights)
@@ -321,7 +321,7 @@ class _Prober(threading.Thread):
 
 def test_promote_serve_rollback_serve_switches_without_a_failed_request(shared_registry, env, weights, monkeypatch,
                                                                          tmp_path) -> None:
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.registry.registry import promote, rollback
     from duelguard.serving.client import GuardServingClient
     from duelguard.serving.release import serve_champion
@@ -334,7 +334,7 @@ def test_promote_serve_rollback_serve_switches_without_a_failed_request(shared_r
     expected = {}
     for k, (model_dir, f1) in enumerate(zip(dirs, (0.5, 0.8))):
         version = _register_model(params, layout, model_dir, f1)
-        expected[version] = GuardClassifier.load(model_dir).predict_proba(PROBE)
+        expected[version] = load_classifier(model_dir).predict_proba(PROBE)
     v1, v2 = sorted(expected, key=int)
     assert np.abs(expected[v1] - expected[v2]).max() > 0.05  # the two versions are told apart by their answers
     ports = (free_port(), free_port(), free_port())
@@ -383,7 +383,8 @@ def test_no_champion_is_an_error_never_the_latest_version(env, monkeypatch) -> N
     """A registry whose every candidate was refused serves nothing (export, serve) rather than the newest version."""
     from duelguard.errors import ModelNotFoundError
     from duelguard.registry.registry import promote
-    from duelguard.serving.export import champion_uri, export_stage
+    from duelguard.registry.lookup import champion_uri
+    from duelguard.serving.export import export_stage
     from duelguard.serving.release import serve_champion
 
     params, layout = env

@@ -202,19 +202,19 @@ def test_an_expired_lease_is_broken_and_a_live_one_waited_for(env, monkeypatch) 
 def test_recreated_registry_v1_is_not_answered_from_the_old_v1(env, weights, tmp_path) -> None:
     """The registered model is deleted and registered again: its new v1 holds other weights. The
     download cache and the Triton repository's "already holds it" check must both see new weights."""
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.registry.models import local_model_dir
     from duelguard.serving.triton_repository import export_triton, holds, resolve_ref
 
     params, layout = env
     name = params.tracking.registered_model
     dirs = [build_tiny_classifier(params, tmp_path / f"clf{k}", weights, variant=k) for k in (0, 1)]
-    expected = [GuardClassifier.load(d).predict_proba(PROBE) for d in dirs]
+    expected = [load_classifier(d).predict_proba(PROBE) for d in dirs]
     assert np.abs(expected[0] - expected[1]).max() > 0.05
 
     assert _register_model(params, layout, dirs[0], 0.5) == "1"
     first = local_model_dir(f"models:/{name}/1", params, layout.root)
-    np.testing.assert_allclose(GuardClassifier.load(first).predict_proba(PROBE), expected[0], atol=1e-5)
+    np.testing.assert_allclose(load_classifier(first).predict_proba(PROBE), expected[0], atol=1e-5)
     repo = tmp_path / "repo"
     export_triton(f"models:/{name}/1", repo, params.serving, params=params, root=layout.root)
     assert holds(repo, params.serving.model_name, resolve_ref(f"models:/{name}/1", params, layout.root))
@@ -222,7 +222,7 @@ def test_recreated_registry_v1_is_not_answered_from_the_old_v1(env, weights, tmp
     _client().delete_registered_model(name)
     assert _register_model(params, layout, dirs[1], 0.5) == "1"  # the same number, other weights
     second = local_model_dir(f"models:/{name}/1", params, layout.root)
-    np.testing.assert_allclose(GuardClassifier.load(second).predict_proba(PROBE), expected[1], atol=1e-5)
+    np.testing.assert_allclose(load_classifier(second).predict_proba(PROBE), expected[1], atol=1e-5)
     assert second != first
     assert not holds(repo, params.serving.model_name, resolve_ref(f"models:/{name}/1", params, layout.root))
 
@@ -395,13 +395,13 @@ def test_the_container_watcher_switches_to_a_newly_promoted_champion(env, weight
         with (tmp_path / "tritonserver.log").open("wb") as handle:
             server = subprocess.Popen(_loopback(command), stdout=handle, stderr=subprocess.STDOUT, env=server_env,
                                       cwd=tmp_path, start_new_session=True)
-        from duelguard.serving.container import _container_server
+        from duelguard.serving.watcher import _container_server
 
         wait_ready(_container_server(settings, server.pid), timeout=180, version=int(v1))
         assert _served(f"127.0.0.1:{grpc}")[0] == v1
         with log_path.open("w") as log_file:  # a file, not a pipe: a chatty watcher must never block on it
             watcher = subprocess.Popen([sys.executable, "-c",
-                                        "from duelguard.serving.container import watch_main; watch_main()"],
+                                        "from duelguard.serving.watcher import watch_main; watch_main()"],
                                        env={**container_env, **server_env, WATCH_SERVER_PID_ENV: str(server.pid)},
                                        stdout=log_file, stderr=subprocess.STDOUT)
         time.sleep(2)  # a few polls with nothing to do

@@ -94,10 +94,10 @@ def test_sentence_classifier_parity_blank_and_too_long(served_sentence: dict) ->
     past the cost bound is flagged (reason too_long), not let through."""
     import tritonclient.grpc as grpcclient
 
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.serving.client import GuardServingClient
 
-    clf = GuardClassifier.load(served_sentence["model_dir"])
+    clf = load_classifier(served_sentence["model_dir"])
     huge = "Ceci est un texte. " * 50_000 + "How do I stab my neighbour?"  # ~950 kB, under max_text_bytes
     texts = SAMPLE_TEXTS + [huge]
     expected, truncated, too_long = clf.predict_scores(texts)
@@ -124,10 +124,10 @@ def test_sentence_classifier_parity_blank_and_too_long(served_sentence: dict) ->
 
 
 def test_parity_with_guard_classifier(served: dict) -> None:
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.serving.client import GuardServingClient
 
-    clf = GuardClassifier.load(served["model_dir"])
+    clf = load_classifier(served["model_dir"])
     assert len(clf.tokenizer(SAMPLE_TEXTS[-1])["input_ids"]) > 4 * clf.max_length  # really chunked
     expected = clf.predict_proba(SAMPLE_TEXTS)
     with GuardServingClient(served["info"].grpc_url) as client:
@@ -153,10 +153,10 @@ def test_blank_text_scores_zero(served: dict, text: str) -> None:
 def test_a_megabyte_request_is_flagged_at_once_and_does_not_hold_up_a_short_one(served: dict) -> None:
     """1 MB of words is past the cost bound: flagged too_long without being scored (SCORES 1.0), so
     it costs next to nothing, and a short request sent meanwhile is answered as in process."""
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.serving.client import GuardServingClient
 
-    clf = GuardClassifier.load(served["model_dir"])
+    clf = load_classifier(served["model_dir"])
     big = ("Un texte très long, ein sehr langer Text, a very long text. " * 20000)[:1_000_000]
     results: dict[str, tuple] = {}
 
@@ -261,7 +261,7 @@ def test_load_eight_concurrent_clients_no_errors(served: dict) -> None:
 
 
 def test_classify_cli(served: dict, tmp_path: Path) -> None:
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
 
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     objs = [{"id": 1, "text": SAMPLE_TEXTS[1]}, {"id": 2, "messages": [{"role": "user", "content": SAMPLE_TEXTS[2]}]}]
@@ -272,7 +272,7 @@ def test_classify_cli(served: dict, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    expected = GuardClassifier.load(served["model_dir"]).predict_records(objs)
+    expected = load_classifier(served["model_dir"]).predict_records(objs)
     assert [r["id"] for r in rows] == [1, 2] and rows[1]["messages"] == objs[1]["messages"]
     for row, exp in zip(rows, expected):
         assert set(row) == set(exp) and row["unsafe"] == exp["unsafe"]

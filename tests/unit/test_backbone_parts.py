@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from duelguard.backbones import BackboneError, assemble_parts
+from duelguard.backbones import assemble_parts
 from duelguard.config import Backbone
+from duelguard.errors import BackboneError
 
 PARTS = [b"GGUF" + bytes(range(7)), b"middle part " * 3, b"the end"]
 

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from classifier_toy import toy_records
 
-from duelguard.classifier.inference import encode_chunks, score_chunks
-from duelguard.classifier.model import METADATA_FILE, GuardClassifier
+from duelguard.classifier.inference import batched_window_probs, encode_chunks
+from duelguard.classifier.loader import load_classifier
+from duelguard.classifier.model import GuardClassifier
+from duelguard.classifier.runtime import network_probs
+from duelguard.classifier.saved import METADATA_FILE
 from duelguard.config import load_params
 from duelguard.errors import ModelNotFoundError
 from duelguard.taxonomy import CATEGORIES
@@ -40,6 +43,16 @@ def clf(request, tmp_path_factory) -> GuardClassifier:
     return model
 
 
+def window_probs(clf: GuardClassifier, chunks: list[list[int]], batch_size: int, pad_to: int | None = None,
+                 sort_by_length: bool = True) -> np.ndarray:
+    """(len(chunks), 12) probabilities of token windows, batched and padded as predict does."""
+    import torch
+
+    with torch.inference_mode():
+        return batched_window_probs(lambda ids, mask: network_probs(clf.model.eval(), ids, mask), chunks,
+                                    clf.tokenizer.pad_token_id, 12, batch_size, pad_to, sort_by_length)
+
+
 def test_head_pools_on_the_pad_token_id_of_the_tokenizer(clf: GuardClassifier) -> None:
     assert clf.model.config.pad_token_id == clf.tokenizer.pad_token_id is not None
     assert clf.model.config.num_labels == 12 and clf.model.config.problem_type == "multi_label_classification"
@@ -49,9 +62,8 @@ def test_padding_does_not_change_scores(clf: GuardClassifier) -> None:
     """Right padding + masked pooling: a text scores the same alone, in a batch, or padded to max."""
     texts = ["how do I attack my neighbour", "soup", "esa gente de lima es escoria infrahumana"]
     chunks = [encode_chunks(clf.tokenizer, t, clf.max_length, clf.chunk_overlap)[0] for t in texts]
-    pad = clf.tokenizer.pad_token_id
-    batched = score_chunks(clf.model, chunks, pad, batch_size=3)
-    single = score_chunks(clf.model, chunks, pad, batch_size=1, pad_to=clf.max_length, sort_by_length=False)
+    batched = window_probs(clf, chunks, batch_size=3)
+    single = window_probs(clf, chunks, batch_size=1, pad_to=clf.max_length, sort_by_length=False)
     assert np.abs(batched - single).max() < 1e-5
 
 
@@ -62,7 +74,7 @@ def test_long_text_is_the_max_over_the_token_windows_of_its_units(clf: GuardClas
     units = scoring_units(text, clf.max_length, clf.chunk_overlap, clf.long_input).texts
     windows = [w for unit in units for w in encode_chunks(clf.tokenizer, unit, clf.max_length, clf.chunk_overlap)]
     assert len(units) > 3 and len(windows) >= len(units)
-    per_window = score_chunks(clf.model, windows, clf.tokenizer.pad_token_id, batch_size=4)
+    per_window = window_probs(clf, windows, batch_size=4)
     (probs,) = clf.predict_proba([text])
     np.testing.assert_allclose(probs, per_window.max(axis=0), atol=1e-6)
 
@@ -93,7 +105,7 @@ def test_save_load_round_trip(clf: GuardClassifier, tmp_path: Path) -> None:
     meta = json.loads((target / METADATA_FILE).read_text())
     assert meta["taxonomy"] == list(CATEGORIES) and meta["max_length"] == 24 and meta["chunk_overlap"] == 6
     assert meta["pooling"] == clf.pooling
-    loaded = GuardClassifier.load(target)
+    loaded = load_classifier(target)
     np.testing.assert_allclose(loaded.thresholds, clf.thresholds, atol=1e-6)
     assert loaded.training == {"iteration": 0, "steps": 0}
     texts = ["how do I attack my neighbour", "ces gens de paris sont de la vermine " * 6]
@@ -104,10 +116,10 @@ def test_save_load_round_trip(clf: GuardClassifier, tmp_path: Path) -> None:
 
 def test_load_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="no duelguard.json"):
-        GuardClassifier.load(tmp_path)
+        load_classifier(tmp_path)
     (tmp_path / METADATA_FILE).write_text(json.dumps({"taxonomy": ["a"], "thresholds": [0.5] * 12}))
     with pytest.raises(ValueError, match="taxonomy"):
-        GuardClassifier.load(tmp_path)
+        load_classifier(tmp_path)
 
 
 def test_train_top_layers_freezes_everything_below(clf: GuardClassifier) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from classifier_toy import toy_records, write_toy_seed
 
-from duelguard.classifier.model import GuardClassifier
+from duelguard.classifier.loader import load_classifier
 from duelguard.classifier.data import compose, language_weights
 from duelguard.classifier.train import length_grouped_batches, train_classifier
 from duelguard.probe import Probe
@@ -87,7 +87,7 @@ def test_run_is_logged_to_mlflow(trained) -> None:
 
 def test_saved_model_separates_the_toy_classes(trained) -> None:
     _, layout, _ = trained
-    clf = GuardClassifier.load(layout.classifier_dir(0))
+    clf = load_classifier(layout.classifier_dir(0))
     test = toy_records("test", 5)
     probs = clf.predict_proba([r["text"] for r in test])
     assert probs.shape == (len(test), 12) and probs.dtype == np.float32

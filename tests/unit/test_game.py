@@ -23,6 +23,7 @@ CURATED = [
 def tiny_classifier(tmp_layout, tiny_params):
     from duelguard.backbones import resolve_backbone
     from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
 
     seed = seed_records()
     write_records(tmp_layout.seed_split("train"), seed)
@@ -33,7 +34,7 @@ def tiny_classifier(tmp_layout, tiny_params):
     probs = clf.predict_proba([c[3] for c in CURATED])
     clf.thresholds = np.full(12, float(np.median(probs.max(axis=1))), dtype=np.float32)
     clf.save(tmp_layout.classifier_dir(0))
-    return GuardClassifier.load(tmp_layout.classifier_dir(0))
+    return load_classifier(tmp_layout.classifier_dir(0))
 
 
 def test_score_uses_the_training_loss_on_the_model_logits(tmp_layout, tiny_params, tiny_classifier):
@@ -163,7 +164,7 @@ def test_stop_rule_needs_the_evaluations_and_remembers_a_stop(tmp_layout, tiny_p
 def test_a_stopped_iteration_carries_the_previous_classifier_over(tmp_layout, tiny_params, tiny_classifier):
     from loop_fixtures import write_judge
 
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.classifier.train import train_classifier
     from duelguard.fsio import atomic_write_json
     write_judge(tmp_layout)  # stands in for iteration 0's probe
@@ -176,7 +177,7 @@ def test_a_stopped_iteration_carries_the_previous_classifier_over(tmp_layout, ti
     assert result["carried_over_from"] == 0 and result["stopped"]["reason"] == "converged"
     saved = json.loads(tmp_layout.train_metrics(1).read_text())
     assert saved["iteration"] == 1 and saved["n_examples"] == 30
-    again = GuardClassifier.load(tmp_layout.classifier_dir(1))
+    again = load_classifier(tmp_layout.classifier_dir(1))
     assert np.allclose(again.thresholds, tiny_classifier.thresholds)
     assert (tmp_layout.probe_dir(1) / "probe.json").exists()
     assert (tmp_layout.plots_dir("train", 1) / "loss.png").read_bytes() == b"png"  # a declared output of the stage

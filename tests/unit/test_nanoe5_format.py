@@ -100,7 +100,8 @@ def test_materialise_builds_a_bert_directory_with_the_packed_weights(tmp_path: P
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoModel
 
-    from duelguard.backbones import BackboneError, _sha256, resolve_backbone
+    from duelguard.backbones import _sha256, resolve_backbone
+    from duelguard.errors import BackboneError
     from duelguard.config import Backbone
 
     expected = write_e5s1(tmp_path / "m.bin", np.random.default_rng(2))

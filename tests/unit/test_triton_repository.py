@@ -63,10 +63,10 @@ def test_local_repository_is_complete_and_follows_params(classifier_dir: Path, t
 def test_onnx_matches_torch_and_drift_is_caught(classifier_dir: Path, tmp_path: Path, tiny_params) -> None:
     import torch
 
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.classifier.onnx_export import OnnxExportError, export_onnx, verify_onnx
 
-    clf = GuardClassifier.load(classifier_dir)
+    clf = load_classifier(classifier_dir)
     onnx_path = export_onnx(clf.model, tmp_path / "m.onnx", tiny_params.serving.onnx_opset)
     diff = verify_onnx(onnx_path, clf.model, clf.tokenizer, SAMPLE_TEXTS[:5], clf.max_length)
     assert 0 <= diff < 1e-4

@@ -130,21 +130,6 @@ def batched_window_probs(window_probs: Callable[[Any, Any], np.ndarray], chunks:
     return out
 
 
-def score_chunks(model: Any, chunks: Sequence[Sequence[int]], pad_id: int, batch_size: int, pad_to: int | None = None,
-                 sort_by_length: bool = True, progress: bool = False) -> np.ndarray:
-    """batched_window_probs with `model`: the torch network or an ONNX Runtime one
-    (duelguard.classifier.runtime), in inference mode."""
-    import torch
-
-    from duelguard.classifier.runtime import network_probs, num_labels
-
-    if hasattr(model, "eval"):
-        model.eval()
-    with torch.inference_mode():
-        return batched_window_probs(lambda ids, mask: network_probs(model, ids, mask), chunks, pad_id,
-                                    num_labels(model), batch_size, pad_to, sort_by_length, progress)
-
-
 def token_unit_probs(tokenizer: Any, units: Sequence[str], max_length: int, overlap: int, batch_size: int,
                      window_probs: Callable[[Any, Any], np.ndarray], num_labels: int, progress: bool = False) -> np.ndarray:
     """(len(units), C): each unit's token windows scored by `window_probs(input_ids, attention_mask)`

@@ -1,6 +1,7 @@
-"""GuardClassifier: the trained guardrail as one self-describing directory.
+"""GuardClassifier: the token kind of classifier (a transformer network over token windows), saved
+as one self-describing directory (duelguard.classifier.saved; opened by duelguard.classifier.loader).
 
-A saved classifier directory holds everything needed to score text, with no params.yaml:
+A saved token-model directory holds everything needed to score text, with no params.yaml:
 
     model.safetensors, config.json   the network (duelguard.classifier.network): a decoder's HF
                                      sequence-classification model, or an encoder + head.safetensors
@@ -17,22 +18,20 @@ ONNX export and Triton load like any other.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from duelguard.classifier.units import TOO_LONG, Scores, long_input_of, score_texts
+from duelguard.classifier.inference import token_unit_probs
+from duelguard.classifier.onnx_export import ONNX_FILE
+from duelguard.classifier.runtime import OnnxNetwork, network_probs, num_labels
+from duelguard.classifier.saved import NetworkExport, SavedClassifier
+from duelguard.classifier.units import Scores, long_input_of, score_texts
 from duelguard.config import LongInput
-from duelguard.errors import ModelNotFoundError
-from duelguard.fsio import DataError, publish_dir
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
 
-METADATA_FILE = "duelguard.json"
 DEFAULT_BATCH_SIZE = 16
 
 
@@ -42,52 +41,8 @@ def _device() -> Any:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class SavedClassifier:
-    """What both kinds of classifier share (this module's token model, and the sentence classifier of
-    duelguard.classifier.sentence): the atomic save of their directory and the output records,
-    both built on what each kind defines (`metadata`, `_write_files`, `predict_scores`)."""
-
-    thresholds: np.ndarray
-    metadata: dict[str, Any]
-
-    def _write_files(self, directory: Path) -> None:
-        raise NotImplementedError
-
-    def predict_scores(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> Scores:
-        raise NotImplementedError
-
-    def save(self, path: str | Path) -> Path:
-        """Write the directory atomically (temp dir + rename); an existing directory is replaced."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            self._write_files(tmp)
-            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n", encoding="utf-8")
-            publish_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
-
-    def predict_proba(self, texts: Sequence[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        """Per-category probabilities (n, 12) float32; long texts windowed + max-aggregated, blank -> 0."""
-        return self.predict_scores(texts, batch_size, progress)[0]
-
-    def predict_records(
-        self, objs: Sequence[dict[str, Any]], batch_size: int | None = None, progress: bool = False
-    ) -> list[dict[str, Any]]:
-        """The `duelguard predict` output objects: each input plus unsafe_score, unsafe, categories, truncated."""
-        from duelguard.classifier.inference import text_of
-
-        texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
-        scores = self.predict_scores(texts, batch_size=batch_size, progress=progress)
-        return [output_record(obj, row, self.thresholds, bool(t), bool(x))
-                for obj, row, t, x in zip(objs, scores.probs, scores.truncated, scores.too_long)]
-
-
 class GuardClassifier(SavedClassifier):
-    """A 12-category multi-label classifier with its tokenizer, thresholds and metadata."""
+    """A token model: a 12-category multi-label network with its tokenizer, thresholds and metadata."""
 
     def __init__(
         self,
@@ -139,24 +94,9 @@ class GuardClassifier(SavedClassifier):
                    pooling=pooling, long_input=long_input)
 
     @classmethod
-    def load(cls, path: str | Path) -> Any:
-        """Load a saved classifier directory of either kind: a token model (this class; see the
-        module docstring) or, when duelguard.json names an `encoder`, a sentence-encoder classifier
-        (duelguard.classifier.sentence.SentenceGuard, same scoring interface)."""
-        path = Path(path)
-        meta_path = path / METADATA_FILE
-        if not meta_path.is_file():
-            raise ModelNotFoundError(f"{path}: not a duelguard classifier directory (no {METADATA_FILE})")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{meta_path}: not valid JSON ({exc.msg})") from exc
-        if list(meta.get("taxonomy", [])) != list(CATEGORIES):
-            raise DataError(f"{meta_path}: taxonomy {meta.get('taxonomy')} differs from this code's {list(CATEGORIES)}")
-        if meta.get("encoder"):
-            from duelguard.classifier.sentence import SentenceGuard
-
-            return SentenceGuard.load(path, meta)
+    def from_saved(cls, path: Path, meta: dict[str, Any]) -> GuardClassifier:
+        """The token model saved in `path` (see the module docstring); open it with
+        duelguard.classifier.loader.load_classifier, which reads and checks `meta`."""
         from transformers import AutoTokenizer
 
         from duelguard.classifier.network import load_network
@@ -202,9 +142,6 @@ class GuardClassifier(SavedClassifier):
         the network (torch, or an ONNX Runtime session standing in for it), max over units."""
         import torch
 
-        from duelguard.classifier.inference import token_unit_probs
-        from duelguard.classifier.runtime import network_probs, num_labels
-
         if hasattr(self.model, "eval"):
             self.model.eval()
         labels = num_labels(self.model)
@@ -218,18 +155,16 @@ class GuardClassifier(SavedClassifier):
         return score_texts(texts, unit_probs, labels, self.max_length, self.chunk_overlap, self.long_input)
 
 
-def output_record(obj: dict[str, Any], probs: np.ndarray, thresholds: np.ndarray, truncated: bool = False,
-                  too_long: bool = False) -> dict[str, Any]:
-    """One output object: the input's fields + unsafe_score (max prob), unsafe (any prob > its threshold,
-    or the text was past the cost bound under the `flag` policy), categories {name: prob}, truncated
-    (head_tail policy: only the text's head and tail were scored) and reason ("too_long" for a text
-    flagged for its length, else null). Shared by `predict` and the Triton client so both emit the
-    same schema."""
-    probs = np.asarray(probs, dtype=np.float32)
-    out = dict(obj)
-    out["unsafe_score"] = round(float(probs.max()), 6)
-    out["unsafe"] = bool(too_long or np.any(probs > thresholds))
-    out["categories"] = {name: round(float(p), 6) for name, p in zip(CATEGORIES, probs)}
-    out["truncated"] = bool(truncated)
-    out["reason"] = TOO_LONG if too_long else None
-    return out
+    # ONNX ---------------------------------------------------------------------------------------
+    def export_network(self, directory: Path, opset: int) -> NetworkExport:
+        """The whole network to `directory`/model.onnx, verified against torch on probe texts, and the
+        tokenizer files beside it (the ONNX network reads token ids)."""
+        from duelguard.classifier.onnx_export import export_onnx, probe_texts, verify_onnx
+
+        onnx_path = export_onnx(self.model, Path(directory) / ONNX_FILE, opset)
+        diff = verify_onnx(onnx_path, self.model, self.tokenizer, probe_texts(16), self.max_length)
+        self.tokenizer.save_pretrained(directory)
+        return NetworkExport(onnx_path, float(diff), None)
+
+    def onnx_runtime(self, onnx_path: Path) -> OnnxNetwork:
+        return OnnxNetwork(onnx_path)

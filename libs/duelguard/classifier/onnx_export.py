@@ -1,8 +1,12 @@
-"""Export the classifier network to ONNX and prove the export computes what torch computes.
+"""Export a token model's network to ONNX and prove the export computes what torch computes; cache
+the export `duelguard predict --runtime onnx|onnx-int8` runs.
 
-Only the network goes to ONNX (input_ids, attention_mask -> logits); tokenisation, chunking and the
-sigmoid/max aggregation stay in Python (duelguard.classifier.inference) so that Triton and
-`duelguard predict` share one implementation. The legacy TorchScript exporter is used on purpose:
+Each kind exports itself (`export_network`: a token model with this module's export_onnx and
+verify_onnx, a sentence classifier its head, duelguard.classifier.sentence), and what Triton serves,
+promotion's load check and `predict --runtime onnx` run is that one export. Only the network goes to
+ONNX (input_ids, attention_mask -> logits); tokenisation, chunking and the sigmoid/max aggregation
+stay in Python (duelguard.classifier.units, .inference) so that Triton and `duelguard predict` share
+one implementation. The legacy TorchScript exporter is used on purpose:
 the dynamo exporter needs onnxscript (not in the stack) and the legacy one matches torch to ~1e-7
 on this architecture (measured: max |diff| 6e-8). Batch and sequence axes are dynamic, so one file serves every
 chunk batch the Triton model builds.
@@ -17,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from duelguard.classifier.runtime import OUTPUT_NAME, RUNTIMES, cpu_session
 from duelguard.fsio import atomic_open
 
 INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAME = "logits"
 DEFAULT_TOLERANCE = 1e-4
+ONNX_FILE = "model.onnx"  # what export_network writes into its directory
 
 # Random multilingual probe texts: the verification mixes scripts and lengths so that a broken
 # dynamic axis, a padding bug or a tokenizer/vocabulary mismatch shows up as a large difference.
@@ -120,7 +125,6 @@ def verify_onnx(
     One padded batch of mixed lengths exercises the dynamic axes and the last-non-pad-token pooling
     of the classification head at once.
     """
-    import onnxruntime as ort
     import torch
 
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
@@ -130,8 +134,7 @@ def verify_onnx(
         expected = model.eval()(
             input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), use_cache=False
         ).logits.float().numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (got,) = session.run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})
+    (got,) = cpu_session(onnx_path).run([OUTPUT_NAME], {"input_ids": ids, "attention_mask": mask})
     diff = float(np.max(np.abs(got - expected)))
     if not np.isfinite(diff) or diff > tolerance:
         raise OnnxExportError(f"{onnx_path}: ONNX logits differ from torch by {diff:.3g} (> {tolerance:g})")
@@ -158,3 +161,30 @@ def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return out_path
+
+
+def onnx_network(classifier: Any, model_dir: Path, cache_dir: Path, runtime: str, opset: int = 17) -> Any:
+    """`classifier`'s ONNX Runtime stand-in for its torch network (its export_network, INT8-quantised
+    for "onnx-int8"), cached under `cache_dir`/onnx by the hash of the model's files: the export (~half
+    a minute for e5-small) runs once per model, and is verified against torch before it is used."""
+    import hashlib
+    import tempfile
+
+    if runtime not in RUNTIMES[1:]:
+        raise ValueError(f"unknown ONNX runtime {runtime!r}; expected one of {RUNTIMES[1:]}")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(model_dir).iterdir() if p.suffix in (".safetensors", ".json")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    base = Path(cache_dir) / "onnx" / digest.hexdigest()[:24]
+    fp32 = base.with_suffix(".onnx")
+    if not fp32.is_file():
+        base.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{base.name}.", dir=base.parent) as tmp:
+            classifier.export_network(Path(tmp), opset).onnx_path.replace(fp32)
+    path = fp32
+    if runtime == "onnx-int8":
+        path = base.with_suffix(".int8.onnx")
+        if not path.is_file():
+            quantize_int8(fp32, path)
+    return classifier.onnx_runtime(path)

@@ -1,8 +1,10 @@
-"""Run the exported network with ONNX Runtime wherever the torch network runs.
+"""ONNX Runtime: every session the project opens, and the stand-ins for a kind's torch network.
 
-`OnnxNetwork` stands in for the torch network in duelguard.classifier.inference.score_chunks (same
-windows, batches, sigmoid and max rule), so the benchmark can compare torch, ONNX float32 and ONNX
-INT8 on exactly the same inputs, and measure what quantisation costs in quality.
+`OnnxNetwork` (a token model's network: input_ids, attention_mask -> logits) and `OnnxHead` (a
+sentence classifier's head: embedding -> logits) take the place of `classifier.model` (each kind's
+`onnx_runtime`), so `duelguard predict --runtime onnx`, the benchmark and the load check score with
+exactly the windows, batches, sigmoid and max rule of torch, and measure what quantisation costs.
+The Triton model and the export's verification open their sessions here too (cpu_session).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+OUTPUT_NAME = "logits"  # the one output of every exported network
 
 
 def cpu_session(path: str | Path, threads: int = 0) -> Any:
@@ -34,7 +39,20 @@ class OnnxNetwork:
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """(batch, num_labels) float32 logits."""
         feeds = {"input_ids": np.asarray(input_ids, dtype=np.int64), "attention_mask": np.asarray(attention_mask, dtype=np.int64)}
-        return self.session.run(["logits"], feeds)[0].astype(np.float32)
+        return self.session.run([OUTPUT_NAME], feeds)[0].astype(np.float32)
+
+
+class OnnxHead:
+    """A sentence classifier's exported head (embedding -> logits) in an ORT CPU session."""
+
+    INPUT_NAME = "embedding"
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        self.path = Path(path)
+        self.session = cpu_session(path, threads)
+
+    def logits(self, embedding: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {self.INPUT_NAME: np.asarray(embedding, dtype=np.float32)})[0]
 
 
 def network_probs(model: Any, input_ids: Any, attention_mask: Any) -> np.ndarray:
@@ -50,45 +68,3 @@ def network_probs(model: Any, input_ids: Any, attention_mask: Any) -> np.ndarray
 
 def num_labels(model: Any) -> int:
     return model.num_labels if isinstance(model, OnnxNetwork) else model.config.num_labels
-
-
-RUNTIMES = ("torch", "onnx", "onnx-int8")
-
-
-def onnx_network(classifier: Any, model_dir: Path, cache_dir: Path, runtime: str, opset: int = 17) -> Any:
-    """The classifier's network exported to ONNX (and INT8-quantised for "onnx-int8"), cached under
-    `cache_dir`/onnx by the hash of the model's files: the export (~half a minute for e5-small) runs
-    once per model, and is verified against torch before it is used."""
-    import hashlib
-
-    from duelguard.classifier.onnx_export import export_onnx, probe_texts, quantize_int8, verify_onnx
-
-    if runtime not in RUNTIMES[1:]:
-        raise ValueError(f"unknown ONNX runtime {runtime!r}; expected one of {RUNTIMES[1:]}")
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(model_dir).iterdir() if p.suffix in (".safetensors", ".json")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    base = Path(cache_dir) / "onnx" / digest.hexdigest()[:24]
-    fp32 = base.with_suffix(".onnx")
-    sentence = hasattr(classifier, "encoder")  # a SentenceGuard: only its head goes to ONNX
-    if not fp32.is_file():
-        tmp = base.with_suffix(".partial.onnx")
-        if sentence:
-            from duelguard.classifier.sentence import export_head_onnx
-
-            export_head_onnx(classifier.model, tmp, int(classifier.head_config["dim"]), opset)
-        else:
-            export_onnx(classifier.model, tmp, opset)
-            verify_onnx(tmp, classifier.model, classifier.tokenizer, probe_texts(8), classifier.max_length)
-        tmp.replace(fp32)
-    path = fp32
-    if runtime == "onnx-int8":
-        path = base.with_suffix(".int8.onnx")
-        if not path.is_file():
-            quantize_int8(fp32, path)
-    if sentence:
-        from duelguard.classifier.sentence import OnnxHead
-
-        return OnnxHead(path)
-    return OnnxNetwork(path)

@@ -29,23 +29,22 @@ dropout}, thresholds, ...}); the encoder's weights come from the pinned package 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from duelguard.classifier.model import METADATA_FILE, SavedClassifier
+from duelguard.classifier.onnx_export import ONNX_FILE, OnnxExportError
+from duelguard.classifier.runtime import OUTPUT_NAME, OnnxHead
+from duelguard.classifier.saved import METADATA_FILE, NetworkExport, SavedClassifier
 from duelguard.classifier.units import Scores, long_input_of, score_texts
 from duelguard.config import LongInput
 from duelguard.errors import ModelNotFoundError
-from duelguard.fsio import DataError
+from duelguard.fsio import DataError, atomic_open
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
 
 HEAD_FILE = "head.safetensors"
-INPUT_NAME = "embedding"
-OUTPUT_NAME = "logits"
 VALIDATION_SHARE = 0.1  # held out of the training rows for early stopping
 
 
@@ -85,19 +84,6 @@ def build_head(dim: int, hidden: int, dropout: float) -> Any:
     return GatedHead()
 
 
-class OnnxHead:
-    """The exported head (embedding -> logits) in an ONNX Runtime CPU session."""
-
-    def __init__(self, path: str | Path, threads: int = 0) -> None:
-        from duelguard.classifier.runtime import cpu_session
-
-        self.path = Path(path)
-        self.session = cpu_session(path, threads)
-
-    def logits(self, embedding: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.asarray(embedding, dtype=np.float32)})[0]
-
-
 def head_logits(head: Any, embedding: np.ndarray) -> np.ndarray:
     """(n, 12) logits from the torch head or an OnnxHead."""
     if isinstance(head, OnnxHead):
@@ -109,31 +95,29 @@ def head_logits(head: Any, embedding: np.ndarray) -> np.ndarray:
         return head(torch.as_tensor(embedding, dtype=torch.float32)).numpy()
 
 
-def export_head_onnx(head: Any, path: Path, dim: int, opset: int) -> Path:
-    """The head to ONNX (dynamic batch axis), written atomically, then verified against torch."""
+def export_head_onnx(head: Any, path: Path, dim: int, opset: int) -> float:
+    """The head to ONNX (dynamic batch axis), written atomically, then verified against torch on random
+    unit vectors; returns the max |logit difference| (OnnxExportError past 1e-4)."""
     import torch
-
-    from duelguard.fsio import atomic_open
 
     head.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
+    input_name = OnnxHead.INPUT_NAME
     with torch.no_grad(), atomic_open(path, "wb", encoding=None) as handle:
-        torch.onnx.export(head, (torch.randn(2, dim),), handle, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
+        torch.onnx.export(head, (torch.randn(2, dim),), handle, input_names=[input_name], output_names=[OUTPUT_NAME],
+                          dynamic_axes={input_name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
                           dynamo=False)
     probe = np.random.default_rng(0).standard_normal((16, dim)).astype(np.float32)
     probe /= np.linalg.norm(probe, axis=1, keepdims=True)
     diff = float(np.abs(OnnxHead(path).logits(probe) - head_logits(head, probe)).max())
     if not diff <= 1e-4:
-        from duelguard.classifier.onnx_export import OnnxExportError
-
         raise OnnxExportError(f"{path}: ONNX head differs from torch by {diff:.3g} (> 1e-4)")
-    return path
+    return diff
 
 
 class SentenceGuard(SavedClassifier):
-    """The GuardClassifier interface (thresholds, predict_*, save/load, metadata) over a frozen
-    sentence encoder and a gated head."""
+    """The sentence kind of classifier: the SavedClassifier interface (thresholds, predict_*, save,
+    metadata, ONNX export) over a frozen sentence encoder and a gated head."""
 
     def __init__(self, head: Any, encoder: str, head_config: dict[str, Any], thresholds: Sequence[float] | np.ndarray,
                  max_length: int, chunk_overlap: int, long_input: LongInput | None = None, threshold_rule: str = "fixed",
@@ -148,9 +132,7 @@ class SentenceGuard(SavedClassifier):
         self.long_input = long_input or LongInput()
         self.threshold_rule = threshold_rule
         self.training: dict[str, Any] = dict(training or {})
-        # Where window embeddings are memoised (duelguard.probe.embed_cached); None embeds afresh.
-        # Evaluation and calibration set it: they score the same texts across stages.
-        self.embed_cache = embed_cache
+        self.embed_cache = embed_cache  # SavedClassifier.embed_cache
 
     @classmethod
     def fresh(cls, encoder: str, dim: int, hidden: int, dropout: float, max_length: int, chunk_overlap: int,
@@ -160,11 +142,12 @@ class SentenceGuard(SavedClassifier):
                    max_length, chunk_overlap, long_input)
 
     @classmethod
-    def load(cls, path: str | Path, meta: dict[str, Any] | None = None) -> SentenceGuard:
+    def from_saved(cls, path: Path, meta: dict[str, Any]) -> SentenceGuard:
+        """The sentence classifier saved in `path` (see the module docstring); open it with
+        duelguard.classifier.loader.load_classifier, which reads and checks `meta`."""
         from safetensors.torch import load_file
 
         path = Path(path)
-        meta = meta or json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
         if not (path / HEAD_FILE).is_file():
             raise ModelNotFoundError(f"{path}: sentence classifier without its {HEAD_FILE}")
         config = meta["head"]
@@ -172,7 +155,7 @@ class SentenceGuard(SavedClassifier):
         try:
             head.load_state_dict(load_file(str(path / HEAD_FILE)))
         except RuntimeError as exc:
-            raise DataError(f"{path / HEAD_FILE}: does not fit the head in duelguard.json ({exc})") from exc
+            raise DataError(f"{path / HEAD_FILE}: does not fit the head in {METADATA_FILE} ({exc})") from exc
         head.eval()
         return cls(head, meta["encoder"], config, meta["thresholds"], meta["max_length"], meta["chunk_overlap"],
                    long_input_of(meta), meta.get("threshold_rule", "fixed"), meta.get("training", {}))
@@ -195,6 +178,17 @@ class SentenceGuard(SavedClassifier):
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(directory / HEAD_FILE))
+
+    # ONNX ---------------------------------------------------------------------------------------
+    def export_network(self, directory: Path, opset: int) -> NetworkExport:
+        """Only the head goes to ONNX (`directory`/model.onnx, input `embedding`): the encoder is a
+        package that the scorer embeds with."""
+        dim = int(self.head_config["dim"])
+        onnx_path = Path(directory) / ONNX_FILE
+        return NetworkExport(onnx_path, export_head_onnx(self.model, onnx_path, dim, opset), dim)
+
+    def onnx_runtime(self, onnx_path: Path) -> OnnxHead:
+        return OnnxHead(onnx_path)
 
     # scoring ----------------------------------------------------------------------------------
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:

@@ -1,9 +1,9 @@
 """The `train_classifier` stage: fit the classifier on seed + curated synthetic data, calibrate its
 thresholds on the seed dev split, save it, and log the run to MLflow.
 
-Two kinds of classifier (classifier.backbone.kind): a sentence head over a frozen encoder (the
-default; seconds per epoch, duelguard.classifier.sentence.fit_head) or a token model fine-tuned by
-the loop below (`fit`).
+Two kinds of classifier (classifier.backbone.kind picks the kind of a fresh one): a sentence head
+over a frozen encoder (the default; seconds per epoch, duelguard.classifier.sentence.fit_head) or a
+token model fine-tuned by the loop below (`fit`).
 
 A plain PyTorch loop rather than HF Trainer, so that every step is visible here:
 - data: every seed train row + curated synthetic rows of iterations 1..i up to a share per language,
@@ -32,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from duelguard.classifier.model import METADATA_FILE, GuardClassifier
+from duelguard.classifier.loader import load_classifier
+from duelguard.classifier.model import GuardClassifier
+from duelguard.classifier.saved import is_classifier_dir
+from duelguard.classifier.sentence import SentenceGuard, first_window, fit_head
 from duelguard.classifier.thresholds import calibrate
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
@@ -226,9 +229,9 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
     cfg = params.classifier
     if cfg.init_from == "previous" and iteration > 0:
         previous = layout.classifier_dir(iteration - 1)
-        if not (previous / METADATA_FILE).is_file():
+        if not is_classifier_dir(previous):
             raise DataError(f"init_from=previous: {previous} has no trained classifier (train iteration {iteration - 1})")
-        clf = GuardClassifier.load(previous)
+        clf = load_classifier(previous)
         clf.max_length, clf.chunk_overlap, clf.long_input = cfg.max_length, cfg.chunk_overlap, cfg.long_input
         return clf
     from duelguard.backbones import resolve_backbone
@@ -236,7 +239,6 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
     _seed_everything(cfg.random_seed)  # the head's random init
     backbone_dir = resolve_backbone(cfg.backbone, str(layout.weights_cache), corpus=seed_texts)
     if cfg.backbone.kind == "sentence":
-        from duelguard.classifier.sentence import SentenceGuard
         from duelguard.probe import ENCODER, ENCODER_DIM
 
         return SentenceGuard.fresh(ENCODER, ENCODER_DIM, cfg.head_hidden, cfg.head_dropout, cfg.max_length,
@@ -252,10 +254,9 @@ def _fit(clf: Any, train: list[dict[str, Any]], weights: np.ndarray, params: Par
     first window, or a token model on its tokenised rows."""
     cfg = params.classifier
     labels = np.array([r["labels"] for r in train])
-    if cfg.backbone.kind != "sentence":
+    if not isinstance(clf, SentenceGuard):  # the kind _initial_classifier chose or loaded
         enc = clf.tokenizer([r["text"] for r in train], truncation=True, max_length=cfg.max_length)["input_ids"]
         return fit(clf, enc, labels, params, weights=weights)
-    from duelguard.classifier.sentence import first_window, fit_head
     from duelguard.probe import embed_cached
 
     clf.embed_cache = layout.weights_cache

@@ -40,9 +40,10 @@ def register(app: typer.Typer) -> None:
         """Score texts: input objects plus unsafe_score, unsafe (at the model's thresholds), categories, truncated."""
         import json
 
-        from duelguard.classifier.model import GuardClassifier
+        from duelguard.classifier.loader import load_classifier
+        from duelguard.classifier.onnx_export import onnx_network
         from duelguard.classifier.predict import read_inputs
-        from duelguard.classifier.runtime import RUNTIMES, onnx_network
+        from duelguard.classifier.runtime import RUNTIMES
         from duelguard.fsio import write_jsonl
         from duelguard.registry.models import local_model_dir
 
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
         objs = read_inputs(input_path) if input_path is not None else [{"text": t} for t in texts or []]
         # A directory, or an MLflow model URI (models:/name@alias, runs:/...) downloaded once into the cache.
         model_dir = Path(model) if Path(model).is_dir() else local_model_dir(model)
-        classifier = GuardClassifier.load(model_dir)
+        classifier = load_classifier(model_dir)
         if runtime != "torch":
             params, layout = context_params(ctx)
             classifier.model = onnx_network(classifier, model_dir, layout.weights_cache, runtime, params.serving.onnx_opset)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from duelguard import metrics as M
+from duelguard.classifier.loader import load_classifier
 from duelguard.config import Params
 from duelguard.evalset import CONTEXT_SET, eval_set_hash, evaluation_records
 from duelguard.evaluation import plots
@@ -138,27 +139,6 @@ def _lang_rank(lang: str) -> tuple[int, str]:
     return (TARGET_LANGUAGES.index(lang) if lang in TARGET_LANGUAGES else len(TARGET_LANGUAGES), lang)
 
 
-def require_classifier_dir(model_dir: Path) -> Path:
-    """`model_dir` if it holds a saved classifier, else a clear ModelNotFoundError."""
-    from duelguard.errors import ModelNotFoundError
-
-    if not (Path(model_dir) / "duelguard.json").exists():
-        raise ModelNotFoundError(f"{model_dir}: not a saved classifier (no duelguard.json); train it first")
-    return Path(model_dir)
-
-
-def load_classifier(model_dir: Path, embed_cache: Path | None = None) -> Any:
-    """GuardClassifier.load with a clear error when the directory is not a saved classifier.
-    `embed_cache`: where a sentence classifier memoises its window embeddings (stages score the
-    same texts again and again; duelguard.probe.embed_cached)."""
-    from duelguard.classifier.model import GuardClassifier
-
-    classifier = GuardClassifier.load(require_classifier_dir(model_dir))
-    if hasattr(classifier, "embed_cache"):
-        classifier.embed_cache = embed_cache
-    return classifier
-
-
 def evaluate_model(
     classifier: Any,
     records: Sequence[dict[str, Any]],
@@ -166,7 +146,7 @@ def evaluate_model(
     probe: Any | None = None,
     probe_vectors: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Score `records` with a loaded GuardClassifier (and its probe, on the records' USE-m vectors);
+    """Score `records` with a loaded classifier (and its probe, on the records' USE-m vectors);
     returns (split_report, classifier probabilities)."""
     if not records:
         raise DataError("evaluation sample is empty")
@@ -219,8 +199,8 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
 
     model_dir = layout.classifier_dir(iteration)
     out_path = layout.eval_metrics(iteration)
-    digest = model_digest(require_classifier_dir(model_dir))  # the weights these metrics are about (checked at register)
     classifier = load_classifier(model_dir, layout.weights_cache)
+    digest = model_digest(model_dir)  # the weights these metrics are about (checked at register)
     probe = Probe.load(layout.probe_dir(iteration))
     thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
     summaries: dict[str, dict[str, Any]] = {}

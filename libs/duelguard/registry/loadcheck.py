@@ -7,10 +7,10 @@ restarting onto it. So promotion does what serving does, on the candidate, first
 
 1. download `models:/NAME/N` through the same cache as serving (its model digest checked against
    the version's tag: the weights are the evaluated ones);
-2. load it with the loader `predict`, the pyfunc model and Triton's model share (GuardClassifier.load)
-   and export its network to ONNX in a temporary directory with the function the Triton export uses
-   (duelguard.onnx_network.export_network: the file is verified against torch on probe inputs, so an
-   inference runs through ONNX Runtime);
+2. load it with the loader `predict`, the pyfunc model and Triton's model share
+   (duelguard.classifier.loader.load_classifier) and export its network to ONNX in a temporary
+   directory with the method the Triton export uses (the kind's export_network: the file is
+   verified against torch on probe inputs, so an inference runs through ONNX Runtime);
 3. score PROBE_TEXTS with it: 12 finite probabilities in [0, 1] per text.
 
 What it does not do: start a tritonserver on the candidate (the Python model and the config are the
@@ -45,16 +45,15 @@ def load_check(params: Params, layout: Layout, name: str, version: str) -> Check
 
     A failure is a refused check naming the error; a registry that cannot be read is a RegistryError
     (it says nothing about the candidate)."""
-    from duelguard.classifier.model import GuardClassifier
-    from duelguard.onnx_network import export_network
+    from duelguard.classifier.loader import load_classifier
     from duelguard.registry.models import local_model_dir
 
     uri = f"models:/{name}/{version}"
     started = time.perf_counter()
     try:
-        classifier = GuardClassifier.load(local_model_dir(uri, params, layout.root))
+        classifier = load_classifier(local_model_dir(uri, params, layout.root))
         with tempfile.TemporaryDirectory(prefix="duelguard-loadcheck-") as tmp:
-            network = export_network(classifier, Path(tmp), params.serving.onnx_opset)
+            network = classifier.export_network(Path(tmp), params.serving.onnx_opset)
         _check_scores(np.asarray(classifier.predict_proba(list(PROBE_TEXTS))))
     except RegistryError:
         raise

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from duelguard.config import Params
 from duelguard.errors import ModelNotFoundError, RegistryError
 
 MISSING = "RESOURCE_DOES_NOT_EXIST"
+CHAMPION_ALIAS = "champion"
 
 
 def _store(client: Any) -> str:
@@ -86,3 +89,21 @@ def search_versions(client: Any, filter_string: str) -> list[Any]:
     """search_model_versions, with registry failures as RegistryError (an empty list means none)."""
     with registry_call(client, f"searching model versions ({filter_string})"):
         return list(client.search_model_versions(filter_string))
+
+
+def champion_uri(params: Params, root: str | Path) -> str:
+    """models:/<registered>@champion, the reference everything that serves resolves (the `export`
+    stage, `duelguard serve`); ModelNotFoundError when the registry has no champion, RegistryError
+    when it cannot be read."""
+    from mlflow import MlflowClient
+
+    from duelguard.tracking import tracking_uri
+
+    uri = tracking_uri(params, root)
+    name = params.tracking.registered_model
+    if alias_version(MlflowClient(tracking_uri=uri, registry_uri=uri), name, CHAMPION_ALIAS) is None:
+        raise ModelNotFoundError(
+            f"{name} has no '{CHAMPION_ALIAS}' in the MLflow registry at {uri}: nothing to serve "
+            "(promote a version with `duelguard promote`, or export a directory with `duelguard export-triton --model DIR`)"
+        )
+    return f"models:/{name}@{CHAMPION_ALIAS}"

@@ -1,9 +1,12 @@
 """A saved classifier directory <-> an MLflow model.
 
-- log_classifier: logs the directory as an MLflow pyfunc model (duelguard.registry.pyfunc) in the
+- log_classifier: logs the directory as an MLflow pyfunc model (the code in PYFUNC_SOURCE,
+  duelguard.registry.pyfunc, stored with the model; its output columns in `signature`) in the
   active run; the directory is copied verbatim as the model's `classifier` artifact, so the
   registered model is the very same self-describing directory that `duelguard predict` loads.
   pip_requirements are explicit: inferring them would load the model and take 5-12 s per log.
+  Logging never imports the wrapper (it imports mlflow's pyfunc machinery and the loader; it runs
+  when MLflow loads the model), so the wrapper sits above this module and imports it.
 - local_model_dir: what `duelguard predict`, `export-triton` and promotion use to turn
   "a directory or an MLflow model URI" into a local classifier directory. URIs are resolved to a
   concrete registry version first (an alias moves; a version does not) and downloaded once into a
@@ -27,12 +30,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from duelguard.classifier.saved import METADATA_FILE, is_classifier_dir
 from duelguard.config import Params, expand
-from duelguard.digest import ModelDigestError, check_digest, model_digest  # noqa: F401 - re-exported for callers
+from duelguard.digest import check_digest
 from duelguard.errors import ModelNotFoundError
+from duelguard.taxonomy import CATEGORIES
 
-CLASSIFIER_MARKER = "duelguard.json"
 CACHE_ENV = "DUELGUARD_MODEL_CACHE"
+PYFUNC_SOURCE = Path(__file__).with_name("pyfunc.py")  # models from code: this file travels with the model
+CLASSIFIER_ARTIFACT = "classifier"  # the model's artifact that holds the classifier directory
+# The pyfunc's output columns beside the 12 category probabilities, in order.
+OUTPUT_COLUMNS = ("unsafe_score", "unsafe", "truncated", "reason")
 DIGEST_TAG = "duelguard.model_digest"
 # What loading the pyfunc needs besides duelguard itself (installed from this repository).
 RUNTIME_PACKAGES = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pydantic", "pyyaml")
@@ -49,36 +57,45 @@ def pip_requirements() -> list[str]:
     return pins
 
 
+def signature() -> Any:
+    """Input: a `text` string column; output: 12 probabilities, unsafe_score, unsafe, truncated, reason."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    outputs = [ColSpec("double", c) for c in CATEGORIES]
+    outputs += [ColSpec("double", "unsafe_score"), ColSpec("boolean", "unsafe"), ColSpec("boolean", "truncated"),
+                ColSpec("string", "reason", required=False)]
+    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
+
+
 def log_classifier(model_dir: str | Path, name: str = "classifier") -> Any:
     """Log `model_dir` as a pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
     import mlflow.pyfunc
 
-    from duelguard.registry import pyfunc
-
     model_dir = Path(model_dir)
-    if not (model_dir / CLASSIFIER_MARKER).exists():
-        raise ModelNotFoundError(f"{model_dir}: not a saved classifier (no {CLASSIFIER_MARKER})")
+    if not is_classifier_dir(model_dir):
+        raise ModelNotFoundError(f"{model_dir}: not a saved classifier (no {METADATA_FILE})")
     try:
         duelguard_version = metadata.version("duelguard")
     except metadata.PackageNotFoundError:
         duelguard_version = "unknown"
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=pyfunc.__file__,  # models from code: the wrapper's source travels with the model
-        artifacts={pyfunc.CLASSIFIER_ARTIFACT: str(model_dir)},
-        signature=pyfunc.signature(),
+        python_model=str(PYFUNC_SOURCE),
+        artifacts={CLASSIFIER_ARTIFACT: str(model_dir)},
+        signature=signature(),
         pip_requirements=pip_requirements(),
-        metadata={"duelguard_version": duelguard_version, "classifier_artifact": pyfunc.CLASSIFIER_ARTIFACT},
+        metadata={"duelguard_version": duelguard_version, "classifier_artifact": CLASSIFIER_ARTIFACT},
     )
 
 
 def find_classifier_dir(root: Path) -> Path:
     """The directory under `root` (itself included) that holds duelguard.json."""
-    if (root / CLASSIFIER_MARKER).exists():
+    if is_classifier_dir(root):
         return root
-    hits = sorted(root.rglob(CLASSIFIER_MARKER), key=lambda p: len(p.parts))
+    hits = sorted(root.rglob(METADATA_FILE), key=lambda p: len(p.parts))
     if not hits:
-        raise ModelNotFoundError(f"{root}: downloaded model holds no classifier directory ({CLASSIFIER_MARKER})")
+        raise ModelNotFoundError(f"{root}: downloaded model holds no classifier directory ({METADATA_FILE})")
     return hits[0].parent
 
 
@@ -187,8 +204,8 @@ def local_model_dir(model: str | Path, params: Params | None = None, root: str |
         path = Path(text)
         if not path.is_dir():
             raise ModelNotFoundError(f"{path}: no such model directory (or use an MLflow URI like models:/NAME@champion)")
-        if not (path / CLASSIFIER_MARKER).exists():
-            raise ModelNotFoundError(f"{path}: not a saved classifier directory (no {CLASSIFIER_MARKER})")
+        if not is_classifier_dir(path):
+            raise ModelNotFoundError(f"{path}: not a saved classifier directory (no {METADATA_FILE})")
         return path
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException

@@ -1,12 +1,13 @@
 """The MLflow pyfunc flavour of a saved classifier directory.
 
 This module imports mlflow at the top because the wrapper must subclass mlflow's PythonModel; it is
-only imported (lazily, by duelguard.registry.models) when a model is logged or loaded through
-`mlflow.pyfunc.load_model`, never by the CLI's start-up path.
+only run when a logged model is loaded through `mlflow.pyfunc.load_model` (duelguard.registry.models
+logs it by its path, without importing it), never by the CLI's start-up path.
 
-`predict` takes a DataFrame with a `text` column (or a list of strings / of input objects with
+Its input and output columns are duelguard.registry.models.signature (given when the model is
+logged). `predict` takes a DataFrame with a `text` column (or a list of strings / of input objects with
 `text` or `messages`) and returns one row per input: the 12 category probabilities (taxonomy
-order), `unsafe_score`, `unsafe`, `truncated` and `reason` ("too_long" or null), computed by GuardClassifier.predict_records, i.e. exactly what
+order), `unsafe_score`, `unsafe`, `truncated` and `reason` ("too_long" or null), computed by the classifier's predict_records, i.e. exactly what
 `duelguard predict` writes (same chunking, same thresholds).
 
 The model is logged "from code" (MLflow 3's recommended way): this file itself is stored with the
@@ -20,20 +21,8 @@ from typing import Any
 import mlflow.models
 import mlflow.pyfunc
 
+from duelguard.registry.models import CLASSIFIER_ARTIFACT, OUTPUT_COLUMNS
 from duelguard.taxonomy import CATEGORIES
-
-CLASSIFIER_ARTIFACT = "classifier"
-
-
-def signature() -> Any:
-    """Input: a `text` string column; output: 12 probabilities, unsafe_score, unsafe, truncated, reason."""
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
-    outputs = [ColSpec("double", c) for c in CATEGORIES]
-    outputs += [ColSpec("double", "unsafe_score"), ColSpec("boolean", "unsafe"), ColSpec("boolean", "truncated"),
-                ColSpec("string", "reason", required=False)]
-    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
 
 
 def _input_objects(model_input: Any) -> list[dict[str, Any]]:
@@ -49,12 +38,12 @@ def _input_objects(model_input: Any) -> list[dict[str, Any]]:
 
 
 class GuardClassifierModel(mlflow.pyfunc.PythonModel):
-    """Loads GuardClassifier from the model's `classifier` artifact directory."""
+    """Loads the saved classifier (either kind) from the model's `classifier` artifact directory."""
 
     def load_context(self, context: Any) -> None:
-        from duelguard.classifier.model import GuardClassifier
+        from duelguard.classifier.loader import load_classifier
 
-        self.classifier = GuardClassifier.load(context.artifacts[CLASSIFIER_ARTIFACT])
+        self.classifier = load_classifier(context.artifacts[CLASSIFIER_ARTIFACT])
 
     # No type hints on predict's arguments: mlflow would try to derive a signature from them and warn;
     # the explicit signature() given at logging time is the contract.
@@ -69,7 +58,7 @@ class GuardClassifierModel(mlflow.pyfunc.PythonModel):
             row["truncated"] = bool(out["truncated"])
             row["reason"] = out["reason"]
             rows.append(row)
-        return pd.DataFrame(rows, columns=[*CATEGORIES, "unsafe_score", "unsafe", "truncated", "reason"])
+        return pd.DataFrame(rows, columns=[*CATEGORIES, *OUTPUT_COLUMNS])
 
 
 mlflow.models.set_model(GuardClassifierModel())

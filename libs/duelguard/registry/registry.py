@@ -52,15 +52,15 @@ from pathlib import Path
 from typing import Any
 
 from duelguard.config import Params
+from duelguard.digest import check_digest
 from duelguard.errors import ModelNotFoundError, RegistryError
 from duelguard.fsio import DataError, atomic_write_json, read_json
-from duelguard.layout import Layout
-from duelguard.registry.lookup import (_store, alias_version, find_version, get_version, is_missing, registry_call,
-                                       search_versions)
-from duelguard.registry.models import DIGEST_TAG, check_digest
+from duelguard.layout import Layout, probe_dir_of
+from duelguard.registry.lookup import (CHAMPION_ALIAS, _store, alias_version, find_version, get_version, is_missing,
+                                       registry_call, search_versions)
+from duelguard.registry.models import DIGEST_TAG
 from duelguard.registry.rules import Check, Decision, VersionMetrics, check_rules
 
-CHAMPION = "champion"
 PREVIOUS = "previous"
 PROMOTION_TAG = "duelguard.promotion"
 REASONS_TAG = "duelguard.promotion_reasons"
@@ -97,8 +97,9 @@ def _newest_version(client: Any, name: str) -> Any:
 
 # register -----------------------------------------------------------------------------------------
 def _training_metadata(model_dir: Path) -> dict[str, Any]:
-    meta = read_json(model_dir / "duelguard.json")
-    return meta.get("training") or {}
+    from duelguard.classifier.saved import read_metadata
+
+    return read_metadata(model_dir).get("training") or {}
 
 
 def _evaluate_run(client: Any, run_id: str, where: Path, store: str) -> None:
@@ -196,12 +197,14 @@ def _evaluated_digest(evaluation: dict[str, Any], model_dir: Path, where: Path) 
 def _reevaluate(params: Params, layout: Layout, name: str, version: str, records: list[dict[str, Any]],
                 eval_hash: str) -> VersionMetrics:
     """Metrics of a registered version (and of the probe it carries) on the current frozen eval set."""
-    from duelguard.evaluation.evaluate import evaluate_model, load_classifier
-    from duelguard.probe import Probe, embed_cached, probe_dir_of
+    from duelguard.classifier.loader import load_classifier
+    from duelguard.evaluation.evaluate import evaluate_model
+    from duelguard.probe import Probe, embed_cached
     from duelguard.registry.models import local_model_dir
 
     model_dir = local_model_dir(f"models:/{name}/{version}", params, layout.root)
-    probe = Probe.load(probe_dir_of(model_dir)) if probe_dir_of(model_dir).is_dir() else None
+    probe_dir = probe_dir_of(model_dir)
+    probe = Probe.load(probe_dir) if probe_dir.is_dir() else None
     vectors = embed_cached([r["text"] for r in records], layout.weights_cache) if probe is not None else None
     report, _ = evaluate_model(load_classifier(model_dir, layout.weights_cache), records, params.classifier.predict_batch_size, probe, vectors)
     return VersionMetrics.from_summary(report["summary"], eval_hash)
@@ -245,7 +248,7 @@ def promote(params: Params, candidate_version: str | int | None = None, dry_run:
         if dry_run:
             return decision
         with _lease(client, name, f"promoting v{candidate.version}"):
-            champion = alias_version(client, name, CHAMPION)
+            champion = alias_version(client, name, CHAMPION_ALIAS)
             if _version_of(champion) != decision.champion_version:
                 continue  # moved since we compared: release the lease, compare with the new champion
             if decision.promote or decision.champion_version != str(candidate.version):
@@ -271,7 +274,7 @@ def _decide(params: Params, layout: Layout, client: Any, candidate: Any, dry_run
 
     name = params.tracking.registered_model
     split = params.promotion.eval_split
-    champion = alias_version(client, name, CHAMPION)
+    champion = alias_version(client, name, CHAMPION_ALIAS)
     if champion is not None and str(champion.version) == str(candidate.version):
         return Decision(name, str(candidate.version), str(champion.version), promote=False, dry_run=dry_run,
                         note=f"v{candidate.version} is already the champion: nothing to do")
@@ -385,7 +388,7 @@ def _apply(client: Any, decision: Decision) -> None:
             client.set_model_version_tag(name, version, REPLACED_TAG, decision.champion_version)
         elif REPLACED_TAG in (get_version(client, name, version).tags or {}):
             client.delete_model_version_tag(name, version, REPLACED_TAG)
-        client.set_registered_model_alias(name, CHAMPION, version)
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     with registry_call(client, f"finishing the promotion of {name} v{version} (it IS the champion now; "
                                f"rerun `duelguard promote --version {version}` to finish)"):
         client.set_model_version_tag(name, version, REASONS_TAG, "; ".join(c.detail for c in decision.checks))
@@ -430,18 +433,18 @@ def rollback(params: Params, layout: Layout | None = None) -> dict[str, Any]:
 
 def _rollback(client: Any, name: str) -> dict[str, Any]:
     """rollback's reads and writes, under the lease."""
-    champion = alias_version(client, name, CHAMPION)
+    champion = alias_version(client, name, CHAMPION_ALIAS)
     if champion is None:
-        raise ModelNotFoundError(f"{name} has no '{CHAMPION}' alias: nothing to roll back")
+        raise ModelNotFoundError(f"{name} has no '{CHAMPION_ALIAS}' alias: nothing to roll back")
     target = dict(champion.tags or {}).get(REPLACED_TAG)
     if target is None:
         raise ModelNotFoundError(f"{name} v{champion.version} replaced no version (no '{PREVIOUS}' alias): "
                                  "nothing to roll back to")
     restored = get_version(client, name, target)
     demoted = str(champion.version)
-    with registry_call(client, f"rolling {name} back from v{demoted} to v{target} (check `{name}@{CHAMPION}` "
+    with registry_call(client, f"rolling {name} back from v{demoted} to v{target} (check `{name}@{CHAMPION_ALIAS}` "
                                "before retrying: a rollback is relative)"):
-        client.set_registered_model_alias(name, CHAMPION, target)
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, target)
     older = dict(restored.tags or {}).get(REPLACED_TAG)
     with registry_call(client, f"finishing the rollback of {name} to v{target} (it IS the champion now)"):
         client.set_model_version_tag(name, demoted, PROMOTION_TAG, "rolled_back")

@@ -7,7 +7,7 @@ and a remote client needs no access to the repository's files. The config names 
 belongs to (version_policy specific); every response names the version that answered, and
 classify_records only pairs scores with the thresholds of that same version: after a version switch
 it re-reads the config, and while a switch is in flight it asks again. Output objects are built by
-duelguard.classifier.model.output_record, the function `duelguard predict` uses, so both commands
+duelguard.classifier.saved.output_record, the function `duelguard predict` uses, so both commands
 emit the same schema.
 
 Transient failures (server not up yet, restarting: gRPC UNAVAILABLE / DEADLINE_EXCEEDED) are retried
@@ -175,7 +175,7 @@ class GuardServingClient:
     def classify_records(self, objs: Sequence[dict[str, Any]], batch_size: int | None = None) -> list[dict[str, Any]]:
         """The `duelguard predict` output objects for `objs` (`text` or `messages` each), over gRPC."""
         from duelguard.classifier.inference import text_of
-        from duelguard.classifier.model import output_record
+        from duelguard.classifier.saved import output_record
 
         texts = [text_of(obj, f"input {i}") for i, obj in enumerate(objs, 1)]
         scores, thresholds = self.score_versioned(texts, batch_size)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from duelguard.classifier.model import output_record
+from duelguard.classifier.saved import output_record
 from duelguard.taxonomy import CATEGORIES
 
 OPENAI_CATEGORIES: tuple[str, ...] = (

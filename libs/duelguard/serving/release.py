@@ -15,7 +15,7 @@ is an error, and so is a registry without a champion: never "serve whatever is o
    earlier export that never loaded) and N is removed, so disk and server agree.
 
 switch_version is also what the serving container's champion watcher runs
-(duelguard.serving.container.watch_champion), so pods and `duelguard serve` switch the same way.
+(duelguard.serving.watcher.watch_champion), so pods and `duelguard serve` switch the same way.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def serve_champion(
     timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Make the local tritonserver serve the champion (start it, or switch it); returns what was done."""
-    from duelguard.serving.export import champion_uri
+    from duelguard.registry.lookup import champion_uri
     from duelguard.serving.server import read_state, repository_models, start_server
     from duelguard.serving.triton_repository import export_triton, holds, prune_versions, resolve_ref, served_ref
 

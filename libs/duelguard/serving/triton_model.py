@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from duelguard.classifier.onnx_export import ONNX_FILE
+from duelguard.classifier.saved import SENTENCE, kind_of, read_metadata
 from duelguard.classifier.units import Scores, long_input_of, score_texts
 
 
@@ -39,17 +41,17 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        meta = json.loads((version_dir / "duelguard.json").read_text(encoding="utf-8"))
+        meta = read_metadata(version_dir)
         self.max_length = int(meta["max_length"])
         self.overlap = int(meta["chunk_overlap"])
         self.long_input = long_input_of(meta)
         self.num_labels = len(meta["taxonomy"])
         self.max_text_bytes = int(parameters["max_text_bytes"])
         self.chunk_batch_size = int(parameters["chunk_batch_size"])
-        # A sentence classifier (duelguard.json names an encoder) embeds word windows with the
-        # packaged encoder and runs only its head as the network; a token model tokenises.
-        self.encoder = meta.get("encoder")
-        if self.encoder:
+        # A sentence classifier embeds its units with the packaged encoder and runs only its head as
+        # the network; a token model tokenises.
+        self.sentence = kind_of(meta) == SENTENCE
+        if self.sentence:
             from duelguard.probe import embed
 
             self.embed = embed
@@ -64,7 +66,7 @@ class TritonPythonModel:
         if not self.network_model:
             from duelguard.classifier.runtime import cpu_session
 
-            self.session = cpu_session(version_dir / "model.onnx", int(parameters.get("onnx_threads", "0")))
+            self.session = cpu_session(version_dir / ONNX_FILE, int(parameters.get("onnx_threads", "0")))
 
     def _logits(self, **feeds: np.ndarray) -> np.ndarray:
         if not self.network_model:
@@ -94,7 +96,7 @@ class TritonPythonModel:
     def _unit_probs(self, units: list[str]) -> np.ndarray:
         """(len(units), C) probabilities of scoring units: embedded + head (sentence classifier), or
         token windows through the network (token model), in batches of chunk_batch_size."""
-        if self.encoder:
+        if self.sentence:
             vectors = self.embed(units)
             logits = np.concatenate([self._logits(embedding=vectors[i : i + self.chunk_batch_size])
                                      for i in range(0, len(vectors), self.chunk_batch_size)])

@@ -37,9 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from duelguard.classifier.onnx_export import ONNX_FILE
+from duelguard.classifier.saved import METADATA_FILE, is_classifier_dir, write_metadata
 from duelguard.config import Params, Serving
 from duelguard.errors import ModelNotFoundError
-from duelguard.fsio import atomic_write_json, atomic_write_text
+from duelguard.fsio import atomic_write_text
 from duelguard.serving.server import pid_alive
 
 Target = Literal["local", "nvidia"]
@@ -64,8 +66,8 @@ def resolve_ref(model: str, params: Params | None = None, root: str | Path = "."
     """Resolve `model` (aliases become versions) without downloading anything."""
     if not (model.startswith("models:/") or model.startswith("runs:/")):
         path = Path(model)
-        if not (path / "duelguard.json").is_file():
-            raise ModelNotFoundError(f"{path}: not a saved classifier directory (no duelguard.json), nor an MLflow URI")
+        if not is_classifier_dir(path):
+            raise ModelNotFoundError(f"{path}: not a saved classifier directory (no {METADATA_FILE}), nor an MLflow URI")
         return ModelRef(model, str(path.resolve()), "", 1)
     from duelguard.registry.models import point_mlflow, resolve_model
 
@@ -86,10 +88,10 @@ def served_ref(out: Path, model_name: str) -> ModelRef | None:
     versions = list(parse_config(config_path).version_policy.specific.versions)
     if len(versions) != 1:
         return None
-    meta_path = config_path.parent / str(versions[0]) / "duelguard.json"
-    if not meta_path.is_file():
+    version_dir = config_path.parent / str(versions[0])
+    if not is_classifier_dir(version_dir):
         return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = json.loads((version_dir / METADATA_FILE).read_text(encoding="utf-8"))
     return ModelRef(meta.get("source", ""), meta.get("concrete", ""), meta.get("store", ""), int(versions[0]),
                     meta.get("identity", ""))
 
@@ -199,15 +201,14 @@ def export_triton(
     failure) never leaves a half-written model that Triton would load; the network model is
     committed before the front model (module docstring).
     """
-    from duelguard.classifier.model import GuardClassifier
-    from duelguard.onnx_network import export_network
+    from duelguard.classifier.loader import load_classifier
     from duelguard.registry.models import local_model_dir
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     ref = resolve_ref(str(model), params, root)
     source = Path(ref.concrete) if not ref.store else local_model_dir(ref.concrete, params, root)
-    classifier = GuardClassifier.load(source)
+    classifier = load_classifier(source)
     meta = classifier.metadata
     version = str(ref.version)
 
@@ -218,10 +219,10 @@ def export_triton(
     try:
         version_dir = staging / serving.model_name / version
         version_dir.mkdir(parents=True)
-        network = export_network(classifier, version_dir, serving.onnx_opset)
+        network = classifier.export_network(version_dir, serving.onnx_opset)
         onnx_path, diff, embedding_dim = network.onnx_path, network.max_abs_diff, network.embedding_dim
         print(f"ONNX export verified against torch: max abs logit difference {diff:.3g}")
-        atomic_write_json(version_dir / "duelguard.json", {
+        write_metadata(version_dir, {
             **meta, "source": ref.source, "concrete": ref.concrete, "store": ref.store, "identity": ref.identity,
             "onnx_max_abs_diff": diff,
         })
@@ -229,7 +230,7 @@ def export_triton(
         configs = {serving.model_name: model_config(serving, meta, target, ref.version)}
         if target == "nvidia":
             (staging / NETWORK_MODEL / version).mkdir(parents=True)
-            onnx_path.rename(staging / NETWORK_MODEL / version / "model.onnx")
+            onnx_path.rename(staging / NETWORK_MODEL / version / ONNX_FILE)
             configs[NETWORK_MODEL] = network_config(serving, len(meta["taxonomy"]), ref.version, embedding_dim)
         order = [name for name in (NETWORK_MODEL, serving.model_name) if name in configs]  # network first
         for name in order:
