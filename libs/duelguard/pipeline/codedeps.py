@@ -6,7 +6,8 @@ stage under `dvc repro` (and no other). The import graph is read with `ast` from
 (the library imports lazily to keep the CLI fast), except those under `if TYPE_CHECKING:`. Importing
 `a.b.c` runs `a/__init__.py` and `a/b/__init__.py` too, so they count as well.
 
-The same graph backs the test that the library's packages have no import cycles.
+The same graph backs the tests that the library has no import cycles, between its packages and
+between its modules, and that its module layering stays shallow (docs/architecture.md is drawn from it).
 """
 
 from __future__ import annotations
@@ -132,6 +133,32 @@ def package_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, set[str]]:
         deps.discard(unit)
         deps.discard(PACKAGE)  # the package's own __init__ imports nothing of ours
     return graph
+
+
+def module_graph(package_dir: Path = PACKAGE_DIR) -> dict[str, set[str]]:
+    """Which of the package's modules import which others: every import statement anywhere in a file,
+    function-level ones included (a lazy import is a dependency all the same; it only runs later).
+    The root package is left out: its __init__ imports nothing, and every module would "import" it."""
+    return {name: set(imports(name, package_dir)) - {PACKAGE} for name in modules(package_dir) if name != PACKAGE}
+
+
+def levels(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Each node's level in an acyclic graph: 1 for a node that imports nothing of ours, else one more
+    than the highest level it imports; the largest value is the number of modules on the longest
+    import path. ValueError on a cycle (there is no layering to speak of)."""
+    found = cycles(graph)
+    if found:
+        raise ValueError(f"import cycles, so no levels: {found}")
+    level: dict[str, int] = {}
+
+    def visit(node: str) -> int:
+        if node not in level:
+            level[node] = 1 + max((visit(dep) for dep in graph.get(node, ())), default=0)
+        return level[node]
+
+    for node in sorted(graph):
+        visit(node)
+    return level
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
