@@ -54,7 +54,7 @@ def main() -> int:
 
     import tritonclient.grpc as grpcclient
 
-    from duelguard.classifier.model import GuardClassifier
+    from duelguard.classifier.loader import load_classifier
     from duelguard.config import load_params
     from duelguard.registry import server
     from duelguard.serving.client import GuardServingClient
@@ -97,7 +97,7 @@ def main() -> int:
             scores, served = client.infer_with_version(texts)
             scores = scores.probs
             records = client.classify_records([{"text": t} for t in texts])
-        expected = GuardClassifier.load(model_dir).predict_proba(texts)
+        expected = load_classifier(model_dir).predict_proba(texts)
         err = float(np.max(np.abs(scores - expected)))
         print(f"{args.image}: ready {ready:.1f} s after `docker run` (export included); served v{served} "
               f"(registered v{version}); max |SCORES - predict_proba| = {err:.2g} over {len(texts)} texts")
