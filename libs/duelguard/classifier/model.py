@@ -142,7 +142,7 @@ class GuardClassifier(SavedClassifier):
         the network (torch, or an ONNX Runtime session standing in for it), max over units."""
         import torch
 
-        if hasattr(self.model, "eval"):
+        if not isinstance(self.model, OnnxNetwork):  # a torch network: no dropout while scoring
             self.model.eval()
         labels = num_labels(self.model)
 
