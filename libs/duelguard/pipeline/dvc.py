@@ -122,6 +122,49 @@ def write(params: Params, root: str | Path, stages: Sequence[Stage] = STAGES) ->
     return True
 
 
+def _gone(pid: int) -> bool:
+    """Whether `pid` no longer runs: absent, or a zombie nobody reaped.
+
+    DVC itself drops lock entries of absent processes but counts a zombie as alive. A `dvc repro`
+    killed with its parent is re-parented to PID 1, and a container's PID 1 often never reaps, so
+    the zombie would block every later run of the pipeline ("... is busy").
+    """
+    import psutil  # lazy: a DVC dependency
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def release_dead_holders(root: str | Path) -> list[int]:
+    """Drop the entries of processes that are gone from <root>/.dvc/tmp/rwlock; returns their PIDs.
+
+    Edited under DVC's own lock on that file, so a live `dvc repro` in the same repository is never
+    disturbed; its entries stay.
+    """
+    from dvc.fs import localfs  # lazy: the CLI starts without DVC
+    from dvc.rwlock import RWLOCK_FILE, _edit_rwlock
+
+    lock_dir = Path(root) / ".dvc" / "tmp"
+    if not (lock_dir / RWLOCK_FILE).exists():
+        return []
+    released: set[int] = set()
+    with _edit_rwlock(str(lock_dir), localfs, False) as lock:
+        for path, info in list(lock["write"].items()):
+            if _gone(int(info["pid"])):
+                released.add(int(info["pid"]))
+                del lock["write"][path]
+        for path, infos in list(lock["read"].items()):
+            alive = [info for info in infos if not _gone(int(info["pid"]))]
+            released.update(int(info["pid"]) for info in infos if info not in alive)
+            if alive:
+                lock["read"][path] = alive
+            else:
+                del lock["read"][path]
+    return sorted(released)
+
+
 def repro(root: str | Path, iterations: int | None = None, force: bool = False, extra: Sequence[str] = ()) -> int:
     """`duelguard loop`: set loop.iterations (if given), regenerate dvc.yaml, run `dvc repro`.
 
@@ -134,6 +177,9 @@ def repro(root: str | Path, iterations: int | None = None, force: bool = False, 
     if iterations is not None:
         set_iterations(params_path, iterations)
     write(load_params(params_path, "default"), root)
+    for pid in release_dead_holders(root):
+        print(f"duelguard loop: released the DVC lock held by process {pid}, which is gone (a killed run)",
+              file=sys.stderr)
     env = dict(os.environ)
     # DVC runs each stage's `duelguard stage ...` through the shell: this interpreter's scripts first.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
