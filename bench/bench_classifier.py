@@ -125,7 +125,7 @@ def train_speed(clf: Any, params: Any, texts: list[str], train_steps: int) -> di
     cfg = params.classifier
     rows = [t for t in texts if len(t) < 400]
     if isinstance(clf, SentenceGuard):
-        from duelguard.probe import embed
+        from duelguard.encoder import embed
 
         embedded = timed(lambda: embed([first_window(t, cfg.max_length) for t in rows]))
         vectors = embedded["result"]

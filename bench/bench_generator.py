@@ -68,8 +68,9 @@ def candidate_params(params: Params, name: str, seeds: int, samples: int) -> Par
 
 def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate on the fixed seed set with one candidate, curate the samples, return (figures, rows)."""
-    from duelguard import curation, langid
-    from duelguard.generator import draw, load_generator, plan_jobs, to_records
+    from duelguard import langid
+    from duelguard.loop import curation
+    from duelguard.loop.generator import draw, load_generator, plan_jobs, to_records
     from duelguard.records import SPLITS, read_records
 
     train = read_records(layout.seed_split("train"))

@@ -47,7 +47,8 @@ def f1_by_lang(records: list[dict[str, Any]], scores: np.ndarray, threshold: flo
 def main() -> None:
     from duelguard.classifier.thresholds import best_f1_threshold
     from duelguard.classifier.train import calibration_rows
-    from duelguard.probe import PROBE_C, Probe, embed_cached
+    from duelguard.encoder import embed_cached
+    from duelguard.probe import PROBE_C, Probe
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="0.95,0.9,0.85")

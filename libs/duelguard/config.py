@@ -263,7 +263,7 @@ class Generator(_Section):
 
 
 class Curation(_Section):
-    """What a generated sample must pass to be trained on (duelguard.curation, filters in order)."""
+    """What a generated sample must pass to be trained on (duelguard.loop.curation, filters in order)."""
 
     min_length_ratio: float = 0.3
     max_length_ratio: float = 3.0
@@ -324,7 +324,7 @@ class Loop(_Section):
     """
 
     iterations: int = Field(default=2, ge=0)
-    # Stop rule (duelguard.stoprule.stop_decision): iterations after the mean fr/es/de suite-cell F1 gained
+    # Stop rule (duelguard.loop.stoprule.stop_decision): iterations after the mean fr/es/de suite-cell F1 gained
     # less than stop_min_gain in each of the last stop_patience iterations become documented no-ops.
     stop_min_gain: float = 0.005
     stop_patience: int = Field(default=1, ge=1)

@@ -17,7 +17,7 @@ that layer's weight, in place and for good, into an inference-only layout
 
 Two remedies, one per use:
 
-- training (`keep_4bit_trainable`, the QLoRA base of duelguard.dpo): turn the repack off on every
+- training (`keep_4bit_trainable`, the QLoRA base of duelguard.loop.dpo): turn the repack off on every
   4-bit layer. Linear4bit keeps a per-layer flag, `support_avx512bf16_for_cpu`, set from the CPU when
   the layer is built; with it off every forward takes the dequantise-then-matmul path AVX2 CPUs take,
   which autograd differentiates and which takes any shape. Same gradients on every CPU kind.

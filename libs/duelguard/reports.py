@@ -133,7 +133,7 @@ def eval_summary(layout: Layout, iteration: int, split: str = "suite") -> dict[s
         "per_category_f1": detail.get("overall", {}).get("per_category_f1", {}),
     }
     if split == "suite":
-        from duelguard.stoprule import suite_cell_f1
+        from duelguard.loop.stoprule import suite_cell_f1
 
         out["fr_es_de_cell_f1"] = suite_cell_f1(layout, iteration)
         out["fpr_lookalike"] = summary.get("fpr_lookalike")
@@ -144,7 +144,7 @@ def game_set_value(params: Params, layout: Layout, iteration: int) -> dict[str, 
     """Classifier `iteration` on the fixed game set: from the score stage that used it as the opponent
     (layout.score_metrics(i + 1)) or, for a classifier no score stage has used (the last), scored
     here. None when no game set exists yet (no loop iteration has been curated)."""
-    from duelguard.game import game_value, score_records
+    from duelguard.loop.game import game_value, score_records
     from duelguard.records import read_records
 
     path = layout.game_set(1)
@@ -343,7 +343,7 @@ def loop_markdown(layout: Layout, reports: list[dict[str, Any]]) -> Path:
     """layout.loop_report: per iteration, what curation kept and why it dropped, the pairs, whether DPO
     moved the generator, the game value on the fixed game set, suite F1 per language, and the last
     training set's language x category composition."""
-    from duelguard.curation import FILTERS
+    from duelguard.loop.curation import FILTERS
 
     lines = ["# The two-player loop, iteration by iteration", "",
              "Built by `duelguard report` from the stages' outputs (metrics/game/iter_<i>.json holds every figure).",

@@ -151,7 +151,7 @@ def test_editing_a_module_reruns_exactly_the_stages_that_import_it(repo: Path) -
     status = json.loads(_run([*DVC, "status", "--json", "prepare_seed"], repo))
     assert status == {"prepare_seed": [{"changed deps": {"libs/duelguard/seed/split.py": "modified"}}]}
     assert _ran(_run([*DUELGUARD, "loop", "prepare_seed"], repo)) == ["prepare_seed"]
-    with (repo / "libs/duelguard/dpo.py").open("a") as handle:
+    with (repo / "libs/duelguard/loop/dpo.py").open("a") as handle:
         handle.write("\n# edited\n")
     assert json.loads(_run([*DVC, "status", "--json", "prepare_seed"], repo)) == {}  # not a module it imports
 

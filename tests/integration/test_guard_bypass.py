@@ -33,7 +33,7 @@ def guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     from duelguard.classifier.data import context_windows
     from duelguard.classifier.sentence import SentenceGuard, first_window, fit_head
     from duelguard.config import LongInput, load_params
-    from duelguard.probe import ENCODER, ENCODER_DIM, embed
+    from duelguard.encoder import ENCODER, ENCODER_DIM, embed
     from duelguard.serving.server import start_server, stop_server
     from duelguard.serving.triton_repository import export_triton
     from duelguard.suite import LANGUAGES, suite_records

@@ -68,7 +68,8 @@ def registry_env(tmp_path, tiny_params, weights_cache, monkeypatch):
 def _save_classifier(params, layout, iteration: int, threshold: float) -> Path:
     from duelguard.backbones import build_tiny
     from duelguard.classifier.model import GuardClassifier
-    from duelguard.probe import ENCODER_DIM, Probe
+    from duelguard.encoder import ENCODER_DIM
+    from duelguard.probe import Probe
 
     backbone = build_tiny(params.classifier.backbone, [t for t in SAMPLE_TEXTS if t.strip()] * 5, layout.weights_cache)
     clf = GuardClassifier.from_backbone(backbone, params.classifier.max_length, params.classifier.chunk_overlap,

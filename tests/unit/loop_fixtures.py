@@ -86,7 +86,8 @@ def write_judge(layout: Any) -> Any:
     """Fit and save the judge at layout.probe_dir(0); returns it."""
     import numpy as np
 
-    from duelguard.probe import Probe, embed_cached
+    from duelguard.encoder import embed_cached
+    from duelguard.probe import Probe
 
     vectors = embed_cached([t for t, _ in JUDGE_ROWS], layout.weights_cache)
     probe = Probe.fit(vectors, np.array([u for _, u in JUDGE_ROWS]), c=10.0, seed=0)

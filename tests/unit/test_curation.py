@@ -9,7 +9,7 @@ import json
 import pytest
 from loop_fixtures import write_judge
 
-from duelguard import curation
+from duelguard.loop import curation
 from duelguard.fsio import DataError
 from duelguard.records import read_records, write_records
 from duelguard.taxonomy import labels_from

@@ -8,7 +8,7 @@ import pytest
 from loop_fixtures import seed_records
 
 from duelguard.fsio import write_jsonl
-from duelguard.prompts import render
+from duelguard.loop.prompts import render
 from duelguard.records import write_records
 
 PAIRS = [
@@ -49,8 +49,8 @@ def test_train_generator_writes_loadable_adapter_and_continues_it(dpo_setup):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from duelguard.dpo import MARKER, train_generator
-    from duelguard.generator import generator_base_dir
+    from duelguard.loop.dpo import MARKER, train_generator
+    from duelguard.loop.generator import generator_base_dir
 
     params, layout = dpo_setup
     write_jsonl(layout.pairs(1), _pairs())
@@ -87,7 +87,7 @@ def test_train_generator_writes_loadable_adapter_and_continues_it(dpo_setup):
 
 
 def test_zero_pairs_keeps_a_loadable_identity_adapter_and_says_so(dpo_setup):
-    from duelguard.dpo import MARKER, train_generator
+    from duelguard.loop.dpo import MARKER, train_generator
 
     params, layout = dpo_setup
     write_jsonl(layout.pairs(1), [])
@@ -99,7 +99,7 @@ def test_zero_pairs_keeps_a_loadable_identity_adapter_and_says_so(dpo_setup):
 
 
 def test_bad_pairs_file_names_line_and_field(dpo_setup):
-    from duelguard.dpo import train_generator
+    from duelguard.loop.dpo import train_generator
     from duelguard.fsio import DataError
 
     params, layout = dpo_setup
@@ -115,8 +115,8 @@ def test_qlora_trains_a_4bit_base_with_bitsandbytes(dpo_setup):
     AVX512-BF16 CPU repack cannot take: QLoRA trains it on every CPU kind."""
     from transformers import AutoConfig
 
-    from duelguard.dpo import train_generator
-    from duelguard.generator import generator_base_dir
+    from duelguard.loop.dpo import train_generator
+    from duelguard.loop.generator import generator_base_dir
 
     params, layout = dpo_setup
     params = params.model_copy(update={"dpo": params.dpo.model_copy(update={"qlora": True})})
@@ -130,7 +130,7 @@ def test_qlora_trains_a_4bit_base_with_bitsandbytes(dpo_setup):
 
 
 def test_lora_on_the_top_layers_only(dpo_setup):
-    from duelguard.dpo import train_generator
+    from duelguard.loop.dpo import train_generator
 
     params, layout = dpo_setup
     params = params.model_copy(update={"dpo": params.dpo.model_copy(update={"train_top_layers": 1, "effect_seeds": 0})})
@@ -161,7 +161,7 @@ def _lora_grads(params, base_dir: str, no_grad_forward_first: bool) -> dict[str,
     import torch
     from peft import get_peft_model
 
-    from duelguard.dpo import _load_base, _lora_config
+    from duelguard.loop.dpo import _load_base, _lora_config
 
     model = _load_base(params, base_dir)
     torch.manual_seed(0)
@@ -187,7 +187,7 @@ def test_qlora_gradients_are_the_same_after_a_no_grad_forward_on_any_cpu(dpo_set
     import torch
     from transformers import AutoConfig
 
-    from duelguard.generator import generator_base_dir
+    from duelguard.loop.generator import generator_base_dir
     from duelguard.quant4bit import repack_unsafe
 
     params, layout = dpo_setup

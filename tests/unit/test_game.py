@@ -42,7 +42,7 @@ def test_score_uses_the_training_loss_on_the_model_logits(tmp_layout, tiny_param
 
     from duelguard.classifier.losses import loss_function
     from duelguard.metrics import unsafe_predictions
-    from duelguard.game import score
+    from duelguard.loop.game import score
 
     write_records(tmp_layout.curated(1), [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED])
     write_records(tmp_layout.game_set(1), [])
@@ -75,7 +75,7 @@ def test_score_uses_the_training_loss_on_the_model_logits(tmp_layout, tiny_param
 
 
 def test_bce_option_scores_with_bce(tmp_layout, tiny_params, tiny_classifier):
-    from duelguard.game import score
+    from duelguard.loop.game import score
 
     write_records(tmp_layout.curated(1), [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED])
     write_records(tmp_layout.game_set(1), [])
@@ -87,7 +87,7 @@ def test_bce_option_scores_with_bce(tmp_layout, tiny_params, tiny_classifier):
 
 def test_score_without_previous_classifier_is_a_clear_error(tmp_layout, tiny_params):
     from duelguard.errors import ModelNotFoundError
-    from duelguard.game import score
+    from duelguard.loop.game import score
 
     write_records(tmp_layout.curated(1), [synthetic("s1", "fr", 0, "Bonjour tout le monde", False)])
     write_records(tmp_layout.game_set(1), [])
@@ -96,7 +96,7 @@ def test_score_without_previous_classifier_is_a_clear_error(tmp_layout, tiny_par
 
 
 def test_probs_to_logits_inverts_sigmoid_and_stays_finite():
-    from duelguard.game import probs_to_logits
+    from duelguard.loop.game import probs_to_logits
 
     x = np.array([[-3.0, 0.0, 2.5]])
     p = 1 / (1 + np.exp(-x))
@@ -105,7 +105,7 @@ def test_probs_to_logits_inverts_sigmoid_and_stays_finite():
 
 
 def test_score_also_scores_the_fixed_game_set_with_the_same_opponent(tmp_layout, tiny_params, tiny_classifier):
-    from duelguard.game import game_value, score, score_records
+    from duelguard.loop.game import game_value, score, score_records
 
     curated = [synthetic(p, lang, n, text, unsafe) for p, lang, n, text, unsafe in CURATED]
     write_records(tmp_layout.curated(1), curated[:3])
@@ -134,7 +134,7 @@ def _with_loop(params, **changes):
 
 
 def test_stop_rule_stops_after_patience_iterations_without_gain(tmp_layout, tiny_params):
-    from duelguard.stoprule import stop_decision, suite_cell_f1
+    from duelguard.loop.stoprule import stop_decision, suite_cell_f1
 
     params = _with_loop(tiny_params, stop_min_gain=0.01, stop_patience=2)
     assert stop_decision(params, tmp_layout, 1)["stop"] is False  # iteration 1 always plays, reads nothing
@@ -153,7 +153,7 @@ def test_stop_rule_stops_after_patience_iterations_without_gain(tmp_layout, tiny
 
 def test_stop_rule_needs_the_evaluations_and_remembers_a_stop(tmp_layout, tiny_params):
     from duelguard.fsio import DataError, atomic_write_json
-    from duelguard.stoprule import stop_decision
+    from duelguard.loop.stoprule import stop_decision
     _eval_with_cells(tmp_layout, 0, 0.5)
     with pytest.raises(DataError, match="iter_1.json: classifier 1 is not evaluated"):
         stop_decision(tiny_params, tmp_layout, 2)
@@ -165,7 +165,7 @@ def test_a_stopped_iteration_carries_the_previous_classifier_over(tmp_layout, ti
     from loop_fixtures import write_judge
 
     from duelguard.classifier.loader import load_classifier
-    from duelguard.classifier.train import train_classifier
+    from duelguard.loop.turns import classifier_turn
     from duelguard.fsio import atomic_write_json
     write_judge(tmp_layout)  # stands in for iteration 0's probe
     atomic_write_json(tmp_layout.train_metrics(0), {"iteration": 0, "n_examples": 30})
@@ -173,7 +173,7 @@ def test_a_stopped_iteration_carries_the_previous_classifier_over(tmp_layout, ti
     (tmp_layout.plots_dir("train", 0) / "loss.png").write_bytes(b"png")
     write_records(tmp_layout.curated(1), [])
     atomic_write_json(tmp_layout.generate_summary(1), {"stopped": {"stop": True, "reason": "converged"}})
-    result = train_classifier(tiny_params, tmp_layout, 1)
+    result = classifier_turn(tiny_params, tmp_layout, 1)
     assert result["carried_over_from"] == 0 and result["stopped"]["reason"] == "converged"
     saved = json.loads(tmp_layout.train_metrics(1).read_text())
     assert saved["iteration"] == 1 and saved["n_examples"] == 30

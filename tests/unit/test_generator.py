@@ -14,7 +14,7 @@ import pytest
 
 from loop_fixtures import seed_record
 
-from duelguard import generator
+from duelguard.loop import generator
 from duelguard.records import read_records, write_records
 from duelguard.taxonomy import is_unsafe
 

@@ -10,8 +10,8 @@ import pytest
 from loop_fixtures import synthetic
 
 from duelguard.fsio import DataError, read_jsonl, write_jsonl
-from duelguard.game import build_pairs, select_pairs
-from duelguard.prompts import render
+from duelguard.loop.pairs import build_pairs, select_pairs
+from duelguard.loop.prompts import render
 from duelguard.records import write_records
 
 

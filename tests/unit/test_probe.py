@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from duelguard import encoder as E
 from duelguard import probe as P
 from duelguard.errors import ModelNotFoundError
 from duelguard.fsio import DataError
@@ -20,25 +21,25 @@ SAFE = ["How do I bake sourdough bread?", "Comment faire du pain au levain ?", "
 
 
 def test_embeddings_are_cross_lingual_and_blank_is_zero() -> None:
-    vectors = P.embed(UNSAFE[:2] + SAFE[:1] + ["  "])
-    assert vectors.shape == (4, P.ENCODER_DIM) and vectors.dtype == np.float32
+    vectors = E.embed(UNSAFE[:2] + SAFE[:1] + ["  "])
+    assert vectors.shape == (4, E.ENCODER_DIM) and vectors.dtype == np.float32
     assert (vectors[3] == 0).all()
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]  # a French bomb is nearer an English bomb than bread
 
 
 def test_store_embeds_each_text_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = P.embed
-    monkeypatch.setattr(P, "embed", lambda texts, **kw: calls.append(len(texts)) or real(texts, **kw))
-    first = P.embed_cached(UNSAFE + UNSAFE[:2], tmp_path)
+    real = E.embed
+    monkeypatch.setattr(E, "embed", lambda texts, **kw: calls.append(len(texts)) or real(texts, **kw))
+    first = E.embed_cached(UNSAFE + UNSAFE[:2], tmp_path)
     assert calls == [len(UNSAFE)]  # duplicates embedded once
-    again = P.embed_cached(SAFE[:1] + UNSAFE[::-1], tmp_path)
+    again = E.embed_cached(SAFE[:1] + UNSAFE[::-1], tmp_path)
     assert calls == [len(UNSAFE), 1]  # only the new text
     np.testing.assert_allclose(again[1:], first[:len(UNSAFE)][::-1])
 
 
 def test_probe_fits_saves_and_loads(tmp_path: Path) -> None:
-    vectors = P.embed(UNSAFE + SAFE)
+    vectors = E.embed(UNSAFE + SAFE)
     truth = np.array([True] * len(UNSAFE) + [False] * len(SAFE))
     probe = P.Probe.fit(vectors, truth, c=4.0, seed=0)
     scores = probe.scores(vectors)

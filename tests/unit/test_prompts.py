@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from duelguard import prompts
+from duelguard.loop import prompts
 from duelguard.backbones import FALLBACK_CHAT_TEMPLATE
 
 

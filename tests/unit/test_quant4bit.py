@@ -79,7 +79,7 @@ def test_generator_loads_in_4bit_and_generates_on_this_cpu(tmp_layout, tiny_para
     import torch
     from loop_fixtures import seed_records
 
-    from duelguard.generator import load_generator
+    from duelguard.loop.generator import load_generator
     from duelguard.quant4bit import cpu_repacks_4bit
     from duelguard.records import write_records
 

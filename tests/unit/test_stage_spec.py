@@ -23,7 +23,7 @@ PARAMS = REPO / "params.yaml"
 # A stage that is not in the spec: it audits what curation dropped.
 AUDIT = Stage(
     name="audit_rejections",
-    function="duelguard.curation:curate",
+    function="duelguard.loop.curation:curate",
     doc="Count what curation dropped, per filter.",
     when="loop",
     params=("curation",),
@@ -74,11 +74,11 @@ def test_ordering_comes_from_data_only(params):
 
 def test_spec_errors_name_the_stage_and_the_path(params):
     layout = Layout.from_params(params, "/repo")
-    orphan = Stage(name="orphan", function="duelguard.curation:curate", doc="", when="every", params=(),
+    orphan = Stage(name="orphan", function="duelguard.loop.curation:curate", doc="", when="every", params=(),
                    deps=lambda L, i, n: [L.data / "nowhere.jsonl"])
     with pytest.raises(SpecError, match=r"orphan_0 reads /repo/data/nowhere\.jsonl, which no earlier stage run writes"):
         producers(runs(1, stages=[*STAGES, orphan]), layout)
-    clash = Stage(name="clash", function="duelguard.curation:curate", doc="", when="loop", params=(),
+    clash = Stage(name="clash", function="duelguard.loop.curation:curate", doc="", when="loop", params=(),
                   deps=lambda L, i, n: [L.generated(i)], outs=lambda L, i, n: [L.curated(i)])
     with pytest.raises(SpecError, match="clash_1 writes .*curated.jsonl, which overlaps an output of curate_1"):
         producers(runs(1, stages=[*STAGES, clash]), layout)
@@ -89,7 +89,7 @@ def test_a_new_stage_shows_in_the_dvc_file_check_and_the_kfp_compile(params, tmp
     text = dvc.render(params, REPO, stages)
     entry = _stages(text)["audit_rejections_2"]
     assert entry["cmd"] == "duelguard stage audit_rejections -i 2"
-    assert entry["deps"][0] == "data/synthetic/iter_2/rejected.jsonl" and "libs/duelguard/curation.py" in entry["deps"]
+    assert entry["deps"][0] == "data/synthetic/iter_2/rejected.jsonl" and "libs/duelguard/loop/curation.py" in entry["deps"]
     assert entry["params"] == ["profile", "profiles", "curation"]
     assert {"metrics/audit/iter_2.json": {"cache": False}} in entry["metrics"]
     # The committed dvc.yaml no longer matches: the check names the new stage runs.
@@ -125,7 +125,7 @@ def test_code_deps_are_the_modules_a_stage_imports(params):
     assert "libs/duelguard/evalset.py" in train  # imported inside a function of train.py
     assert not {p for p in train if "/registry/" in p or p.endswith(("dpo.py", "generator.py", "curation.py"))}
     generate = set(entries["generate_1"]["deps"])
-    assert "libs/duelguard/generator.py" in generate and not any("/classifier/" in p for p in generate)
+    assert "libs/duelguard/loop/generator.py" in generate and not any("/classifier/" in p for p in generate)
 
 
 def test_import_graph_reads_lazy_relative_and_typing_only_imports(tmp_path):

@@ -21,7 +21,7 @@ KINDS: dict[str, type[SavedClassifier]] = {TOKEN: GuardClassifier, SENTENCE: Sen
 def load_classifier(path: str | Path, embed_cache: Path | None = None) -> SavedClassifier:
     """The classifier saved in directory `path` (ModelNotFoundError when it holds none, DataError when
     its duelguard.json does not fit this code). `embed_cache`: where a kind that embeds memoises its
-    embeddings (stages score the same texts again and again; duelguard.probe.embed_cached)."""
+    embeddings (stages score the same texts again and again; duelguard.encoder.embed_cached)."""
     path = Path(path)
     meta = read_metadata(path)
     classifier = KINDS[kind_of(meta)].from_saved(path, meta)

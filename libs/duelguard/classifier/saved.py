@@ -80,7 +80,7 @@ class SavedClassifier(ABC):
     built on what each kind defines (its metadata, its files, its scoring and its ONNX export)."""
 
     thresholds: np.ndarray
-    # Where a kind that embeds texts memoises the embeddings (duelguard.probe.embed_cached); None embeds
+    # Where a kind that embeds texts memoises the embeddings (duelguard.encoder.embed_cached); None embeds
     # afresh. Stages set it (duelguard.classifier.loader), since they score the same texts again and again.
     embed_cache: Path | None = None
 

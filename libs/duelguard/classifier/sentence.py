@@ -192,7 +192,7 @@ class SentenceGuard(SavedClassifier):
 
     # scoring ----------------------------------------------------------------------------------
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        from duelguard.probe import embed, embed_cached
+        from duelguard.encoder import embed, embed_cached
 
         if self.embed_cache is not None:
             return embed_cached(texts, self.embed_cache, progress=progress)

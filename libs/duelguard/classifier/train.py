@@ -239,7 +239,7 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
     _seed_everything(cfg.random_seed)  # the head's random init
     backbone_dir = resolve_backbone(cfg.backbone, str(layout.weights_cache), corpus=seed_texts)
     if cfg.backbone.kind == "sentence":
-        from duelguard.probe import ENCODER, ENCODER_DIM
+        from duelguard.encoder import ENCODER, ENCODER_DIM
 
         return SentenceGuard.fresh(ENCODER, ENCODER_DIM, cfg.head_hidden, cfg.head_dropout, cfg.max_length,
                                    cfg.chunk_overlap, cfg.long_input, cfg.default_threshold)
@@ -257,7 +257,7 @@ def _fit(clf: Any, train: list[dict[str, Any]], weights: np.ndarray, params: Par
     if not isinstance(clf, SentenceGuard):  # the kind _initial_classifier chose or loaded
         enc = clf.tokenizer([r["text"] for r in train], truncation=True, max_length=cfg.max_length)["input_ids"]
         return fit(clf, enc, labels, params, weights=weights)
-    from duelguard.probe import embed_cached
+    from duelguard.encoder import embed_cached
 
     clf.embed_cache = layout.weights_cache
     vectors = embed_cached([first_window(r["text"], cfg.max_length) for r in train], layout.weights_cache, progress=True)
@@ -289,13 +289,10 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         language_weights,
         training_files,
     )
-    from duelguard.stoprule import carry_over_classifier
     from duelguard.tracking import data_hash, git_commit, mlflow_run
 
     cfg = params.classifier
     files = training_files(layout, iteration)
-    if (carried := carry_over_classifier(layout, iteration)) is not None:
-        return carried  # the game has stopped: nothing new to learn (duelguard.stoprule)
     model_dir, metrics_path = layout.classifier_dir(iteration), layout.train_metrics(iteration)
     calib = calibration_rows(params, layout)
     records = [rec for path in files for rec in read_records(path)]
@@ -384,7 +381,8 @@ def train_probe(train: list[dict[str, Any]], calib: list[dict[str, Any]], cache_
     """(probe, summary): the probe fitted on the classifier's training rows, its threshold calibrated
     on the classifier's calibration rows by the classifier's own rule (max F1 under the FPR ceiling)."""
     from duelguard.classifier.thresholds import best_f1_threshold, f1_score
-    from duelguard.probe import ENCODER, PROBE_C, Probe, embed_cached
+    from duelguard.encoder import ENCODER, embed_cached
+    from duelguard.probe import PROBE_C, Probe
 
     started = time.perf_counter()
     truth = np.array([any(r["labels"]) for r in train])

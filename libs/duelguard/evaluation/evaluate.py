@@ -194,7 +194,8 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
     plots, MLflow run."""
     import mlflow
     from duelguard.digest import model_digest
-    from duelguard.probe import Probe, embed_cached
+    from duelguard.encoder import embed_cached
+    from duelguard.probe import Probe
     from duelguard.tracking import mlflow_run, tracking_uri
 
     model_dir = layout.classifier_dir(iteration)

@@ -135,7 +135,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="generate",
-        function="duelguard.generator:generate",
+        function="duelguard.loop.generator:generate",
         doc="The generator (base model + the previous iteration's DPO adapter) writes new samples from seeds, "
             "unless the stop rule says the game has converged.",
         when="loop",
@@ -151,7 +151,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="curate",
-        function="duelguard.curation:curate",
+        function="duelguard.loop.curation:curate",
         doc="Filter the samples (length, language, echo, refusal, duplicates, contamination, then label "
             "fidelity: USE-m similarity to the seed, kept details, the frozen seed-only probe); hold the "
             "fixed game set out at iteration 1.",
@@ -165,7 +165,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="score",
-        function="duelguard.game:score",
+        function="duelguard.loop.game:score",
         doc="The previous classifier's training loss on every curated sample and on the fixed game set: "
             "the game's value.",
         when="loop",
@@ -177,7 +177,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="build_pairs",
-        function="duelguard.game:build_pairs",
+        function="duelguard.loop.pairs:build_pairs",
         doc="DPO preference pairs: per generation prompt, a faithful sample the classifier got wrong vs. an "
             "unfaithful one or a faithful one it got right.",
         when="loop",
@@ -191,7 +191,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="train_generator",
-        function="duelguard.dpo:train_generator",
+        function="duelguard.loop.dpo:train_generator",
         doc="DPO (sigmoid + SFT term) of the generator's LoRA adapter on the pairs, continuing the previous adapter.",
         when="loop",
         # generator: the fixed prompts of the adapter-effect check are drawn and rendered as generation does.
@@ -204,7 +204,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="train_classifier",
-        function="duelguard.classifier.train:train_classifier",
+        function="duelguard.loop.turns:classifier_turn",
         doc="Classifier i and its probe on seed + curated synthetic data <= i; thresholds calibrated on "
             "seed dev + the suite's calib half.",
         when="every",

@@ -199,7 +199,8 @@ def _reevaluate(params: Params, layout: Layout, name: str, version: str, records
     """Metrics of a registered version (and of the probe it carries) on the current frozen eval set."""
     from duelguard.classifier.loader import load_classifier
     from duelguard.evaluation.evaluate import evaluate_model
-    from duelguard.probe import Probe, embed_cached
+    from duelguard.encoder import embed_cached
+    from duelguard.probe import Probe
     from duelguard.registry.models import local_model_dir
 
     model_dir = local_model_dir(f"models:/{name}/{version}", params, layout.root)

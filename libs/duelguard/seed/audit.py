@@ -51,7 +51,7 @@ def out_of_fold_unsafe(vectors: np.ndarray, unsafe: np.ndarray, groups: list[str
 
 def audit(records: list[dict[str, Any]], cache_dir: Path, flag_above: float, seed: int) -> dict[str, Any]:
     """Annotate each record with `audit` = {"oof_unsafe": p, "flagged": bool}; return counts."""
-    from duelguard.probe import embed_cached
+    from duelguard.encoder import embed_cached
 
     vectors = embed_cached([r["text"] for r in records], cache_dir, progress=True)
     unsafe = np.array([any(r["labels"]) for r in records])

@@ -52,7 +52,7 @@ class TritonPythonModel:
         # the network; a token model tokenises.
         self.sentence = kind_of(meta) == SENTENCE
         if self.sentence:
-            from duelguard.probe import embed
+            from duelguard.encoder import embed
 
             self.embed = embed
         else:

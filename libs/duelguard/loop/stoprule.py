@@ -8,8 +8,8 @@ decision in its summary (layout.generate_summary), curate/score/build_pairs pass
 train_generator carries the adapter over (no pairs), and train_classifier copies the previous
 classifier (carry_over_classifier: nothing new to learn from).
 
-A small module on purpose: generate and train_classifier import it, and a stage's code dependencies
-are the modules it imports.
+A small module on purpose: generate and the classifier's turn (duelguard.loop.turns) import it, and
+a stage's code dependencies are the modules it imports.
 """
 
 from __future__ import annotations
@@ -101,3 +101,4 @@ def carry_over_classifier(layout: Layout, iteration: int) -> dict[str, Any] | No
                "carried_over_from": iteration - 1, "stopped": decision}
     atomic_write_json(layout.train_metrics(iteration), metrics)
     return {"iteration": iteration, "model_dir": str(layout.classifier_dir(iteration)), **metrics}
+

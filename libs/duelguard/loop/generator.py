@@ -10,7 +10,7 @@ One iteration i:
    its own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
    (`max_seed_chars`), since a cut-off sample would only be dropped by curation's length filter.
 2. Model: the base backbone in iteration 1; from iteration 2 on, the base with the previous
-   iteration's DPO LoRA adapter (layout.generator_dir(i - 1), written by duelguard.dpo) merged in.
+   iteration's DPO LoRA adapter (layout.generator_dir(i - 1), written by duelguard.loop.dpo) merged in.
 3. Sampling: `n_samples` per (seed, language), batched with LEFT padding (a decoder continues from
    the last position, so pads must come first), temperature/top_p from params, stopped at the
    first newline; each batch reseeds torch so a rerun gives the same samples.
@@ -18,7 +18,7 @@ One iteration i:
    (template, task, generator, sample_index, seed_text, seed_lang) -> layout.generated(i), and a
    summary -> layout.generate_summary(i).
 
-Before all that, iteration i >= 2 asks the stop rule (duelguard.stoprule.stop_decision): when the game has
+Before all that, iteration i >= 2 asks the stop rule (duelguard.loop.stoprule.stop_decision): when the game has
 converged, the stage writes no sample and records the decision in its summary (`stopped`).
 
 The generator backbone is resolved here for every stage that loads it (generator_base_dir), so the
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from duelguard import prompts
+from duelguard.loop import prompts
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
@@ -325,7 +325,7 @@ def to_records(params: Params, jobs: list[Job], completions: list[str], iteratio
 
 def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `generate`: write layout.generated(iteration); returns a summary (samples/s included)."""
-    from duelguard.stoprule import stop_decision
+    from duelguard.loop.stoprule import stop_decision
 
     if iteration < 1:
         raise ValueError(f"generate runs in loop iterations >= 1, got iteration {iteration}")
@@ -339,7 +339,7 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         )
     decision = stop_decision(params, layout, iteration)
     if decision["stop"]:
-        # The game has converged: this iteration is a documented no-op (see duelguard.stoprule).
+        # The game has converged: this iteration is a documented no-op (see duelguard.loop.stoprule).
         write_records(layout.generated(iteration), [])
         summary = {"iteration": iteration, "stopped": decision, "requested": 0, "records": 0, "empty": 0,
                    "path": str(layout.generated(iteration))}

@@ -173,7 +173,7 @@ def fewshot_prompt(task: Task, seed_text: str, lang: str, faithful: bool = False
     if lang not in table:
         raise ValueError(
             f"the few-shot template has no {task} examples for {lang!r} (have: {', '.join(sorted(table))}); "
-            "add examples to duelguard.prompts or use generator.template: chat"
+            "add examples to duelguard.loop.prompts or use generator.template: chat"
         )
     if task == "translate_create" and faithful:
         header = (

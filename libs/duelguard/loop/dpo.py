@@ -1,6 +1,6 @@
 """The generator's move in the game (loop stage `train_generator`): DPO on the classifier's failures.
 
-TRL's DPOTrainer trains a LoRA adapter (peft) on the pairs of duelguard.game.build_pairs: for each
+TRL's DPOTrainer trains a LoRA adapter (peft) on the pairs of duelguard.loop.pairs.build_pairs: for each
 generation prompt, prefer the sample the classifier got most wrong over the one it got most right.
 The loss is DPO's sigmoid loss plus an NLL (SFT) term on the chosen sample weighted by
 params.dpo.sft_weight: the paper's RPO objective. TRL 1.16 has no `rpo_alpha`; the same objective
@@ -41,7 +41,7 @@ from typing import Any
 
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
-from duelguard.generator import generator_base_dir, generator_tokenizer
+from duelguard.loop.generator import generator_base_dir, generator_tokenizer
 from duelguard.layout import Layout
 
 MARKER = "duelguard_dpo.json"
@@ -73,7 +73,7 @@ def dpo_example(pair: dict[str, Any]) -> dict[str, Any]:
     sample as its continuation (" text\\n", the pattern's line; TRL appends EOS).
     """
     if pair["template"] == "chat":
-        from duelguard.prompts import chat_messages
+        from duelguard.loop.prompts import chat_messages
 
         return {
             "prompt": chat_messages(pair["task"], pair["seed_text"], pair["lang"], bool(pair["unsafe"])),
@@ -274,7 +274,7 @@ def logp_margins(model: Any, tokenizer: Any, examples: list[dict[str, Any]]) -> 
 def effect_prompts(params: Params, layout: Layout) -> list[dict[str, str]]:
     """The fixed prompts the adapter's effect is measured on: the first dpo.effect_seeds seeds of
     iteration 0's translate_create draw (the same at every iteration), in each generator language."""
-    from duelguard.generator import select_seeds
+    from duelguard.loop.generator import select_seeds
     from duelguard.records import read_records
     from duelguard.taxonomy import is_unsafe
 
@@ -288,8 +288,8 @@ def adapter_effect(params: Params, model: Any, tokenizer: Any, fixed: list[dict[
     """Greedy decoding of the fixed prompts with the adapter and with it disabled (the base model)."""
     import torch
 
-    from duelguard.generator import newline_stopper
-    from duelguard.prompts import end_markers, postprocess, render
+    from duelguard.loop.generator import newline_stopper
+    from duelguard.loop.prompts import end_markers, postprocess, render
 
     if not fixed:
         return {"prompts": 0, "changed": 0, "examples": []}

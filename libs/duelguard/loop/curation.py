@@ -41,7 +41,7 @@ Both checks use frozen judges that the classifier being trained cannot influence
 Survivors keep the seed's labels and the generator's provenance, plus `langid_confidence`,
 `similarity` and `probe_unsafe`. Iteration 1 then holds a fixed GAME SET out of its survivors
 (curation.game_set_per_language faithful samples per language, half safe, half unsafe, one per seed):
-it is never trained on, and every classifier is scored on it (duelguard.game), so the game's value is
+it is never trained on, and every classifier is scored on it (duelguard.loop.game), so the game's value is
 measured on the same samples at every iteration. Later iterations carry an identical copy.
 
 Writes layout.curated(i), layout.curation_report(i) (counts overall and per language, the fidelity
@@ -200,7 +200,7 @@ def fidelity_scores(samples: Sequence[dict[str, Any]], probe: Any, cache_dir: Pa
     """USE-m similarity to the seed and the frozen probe's P(unsafe), per sample (embeddings cached)."""
     import numpy as np
 
-    from duelguard.probe import embed_cached
+    from duelguard.encoder import embed_cached
 
     if not samples:
         return []
