@@ -243,6 +243,11 @@ class Generator(_Section):
     """Generator LLM (paper: n=8 samples per seed, temperature 0.9)."""
 
     backbone: Backbone = Backbone()
+    # What runs the sampling (duelguard.loop.engines): ctranslate2 converts the model (base + merged DPO
+    # adapter) once per content hash and samples batched in `compute_type`; transformers is the
+    # reference (slow: fp32 generate).
+    engine: Literal["ctranslate2", "transformers"] = "ctranslate2"
+    compute_type: Literal["int8", "int8_float32", "int8_bfloat16", "float32", "bfloat16", "auto"] = "int8"
     template: Literal["fewshot", "fewshot_faithful", "chat"] = "fewshot_faithful"
     tasks: list[Literal["translate_create", "paraphrase"]] = ["translate_create"]
     languages: list[str] = ["fr", "es", "de"]
