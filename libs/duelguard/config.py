@@ -258,6 +258,7 @@ class Generator(_Section):
     n_samples: int = 2
     temperature: float = 0.9
     top_p: float = 0.95
+    top_k: int = Field(default=50, ge=0)  # 0 = the whole vocabulary
     max_new_tokens: int = 40
     batch_size: int = 16
     load_in_4bit: bool = False
