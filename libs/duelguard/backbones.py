@@ -295,7 +295,10 @@ def tiny_config(backbone: Backbone, vocab_size: int, tokenizer: Any) -> Any:
         tie_word_embeddings=True,
     )
     if backbone.architecture == "gemma3_text":
-        return AutoConfig.for_model("gemma3_text", head_dim=h // heads, sliding_window=64, **common)
+        # Attention scaled by head_dim ** -0.5 like the real Gemma-3 (whose query_pre_attn_scalar equals
+        # its head_dim): CTranslate2's converter assumes it, and the stock default of 256 broke parity.
+        return AutoConfig.for_model("gemma3_text", head_dim=h // heads, query_pre_attn_scalar=h // heads,
+                                    sliding_window=64, **common)
     if backbone.architecture == "bert":
         return AutoConfig.for_model(
             "bert", vocab_size=vocab_size, hidden_size=h, intermediate_size=2 * h,

@@ -191,7 +191,9 @@ def test_newline_tokens_found_for_byte_level_vocab(tiny_params, seeded_layout):
     tok = AutoTokenizer.from_pretrained(
         resolve_backbone(tiny_params.generator.backbone, str(seeded_layout.weights_cache), corpus=corpus)
     )
-    ids = set(generator.newline_token_ids(tok))
+    from duelguard.loop.engines import newline_token_ids
+
+    ids = set(newline_token_ids(tok))
     assert set(tok("x\ny", add_special_tokens=False)["input_ids"]) & ids
 
 

@@ -288,7 +288,7 @@ def adapter_effect(params: Params, model: Any, tokenizer: Any, fixed: list[dict[
     """Greedy decoding of the fixed prompts with the adapter and with it disabled (the base model)."""
     import torch
 
-    from duelguard.loop.generator import newline_stopper
+    from duelguard.loop.engines import newline_stopper
     from duelguard.loop.prompts import end_markers, postprocess, render
 
     if not fixed:

@@ -11,9 +11,10 @@ One iteration i:
    (`max_seed_chars`), since a cut-off sample would only be dropped by curation's length filter.
 2. Model: the base backbone in iteration 1; from iteration 2 on, the base with the previous
    iteration's DPO LoRA adapter (layout.generator_dir(i - 1), written by duelguard.loop.dpo) merged in.
-3. Sampling: `n_samples` per (seed, language), batched with LEFT padding (a decoder continues from
-   the last position, so pads must come first), temperature/top_p from params, stopped at the
-   first newline; each batch reseeds torch so a rerun gives the same samples.
+3. Sampling: `n_samples` per (seed, language), in length-sorted batches on the engine of
+   `generator.engine` (duelguard.loop.engines: CTranslate2 by default, converted once per model
+   hash), temperature/top_p/top_k from params, stopped at the first newline; each batch is seeded
+   from (random_seed, iteration, batch) so a rerun gives the same samples.
 4. Output: one record per non-empty sample, labels inherited from the seed, with provenance
    (template, task, generator, sample_index, seed_text, seed_lang) -> layout.generated(i), and a
    summary -> layout.generate_summary(i).
@@ -37,6 +38,7 @@ from duelguard.loop import prompts
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
+from duelguard.loop.engines import Engine
 from duelguard.records import read_records, write_records
 from duelguard.taxonomy import is_unsafe
 
@@ -209,69 +211,34 @@ def load_generator(params: Params, layout: Layout, adapter: Path | None) -> tupl
     return model, tokenizer
 
 
-# How a newline appears in a vocabulary: itself (SentencePiece, e.g. Gemma), "Ċ" (byte-level BPE:
-# GPT-2, Qwen, the tiny tokenizer) or a byte-fallback piece.
-_NEWLINE_MARKS = ("\n", "Ċ")
-
-
-def newline_token_ids(tokenizer: Any) -> list[int]:
-    """Ids of every token whose text holds a newline (a scan of the vocabulary strings, < 1 s).
-
-    transformers' own stop_strings does the same job but precomputes a table over the whole
-    vocabulary that took ~25 s for Gemma's 262k tokens on this CPU.
-    """
-    ids = [i for tok, i in tokenizer.get_vocab().items() if tok == "<0x0A>" or any(m in tok for m in _NEWLINE_MARKS)]
-    if not ids:
-        raise ValueError(f"{type(tokenizer).__name__}: no newline token found in the vocabulary")
-    return sorted(ids)
-
-
-def newline_stopper(tokenizer: Any) -> Any:
-    """A stopping criterion that finishes each sequence of a batch once it emits a newline token."""
-    import torch
-    from transformers import StoppingCriteria
-
-    stop_ids = torch.tensor(newline_token_ids(tokenizer))
-
-    class StopAtNewline(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.isin(input_ids[:, -1], stop_ids.to(input_ids.device))
-
-    return StopAtNewline()
-
-
-def sample(
-    model: Any,
-    tokenizer: Any,
-    params: Params,
-    prompt_texts: list[str],
-    batch_seed: int,
-    add_special_tokens: bool,
-    stopper: Any,
-) -> list[str]:
-    """Sample one completion per prompt in a single left-padded batch, each stopped at its newline."""
-    import torch
-    from transformers import StoppingCriteriaList
+def open_engine(params: Params, layout: Layout, adapter: Path | None, seed: int) -> tuple[Engine, Any, dict[str, Any]]:
+    """The engine generation samples with (generator.engine), seeded, its tokenizer, and how it was
+    opened (for ctranslate2: the conversion key and whether the cache had it)."""
+    from duelguard.loop.engines import CTranslate2Engine, Sampling, TransformersEngine, converted_model
 
     gen = params.generator
-    enc = tokenizer(prompt_texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
-    enc = {k: v.to(model.device) for k, v in enc.items()}
-    torch.manual_seed(batch_seed)
-    with torch.no_grad():
-        out = model.generate(
-            **enc,
-            do_sample=True,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            max_new_tokens=gen.max_new_tokens,
-            stopping_criteria=StoppingCriteriaList([stopper]),
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    sampling = Sampling(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
+                        max_new_tokens=gen.max_new_tokens, add_special_tokens=gen.template != "chat")
+    if gen.engine == "transformers":
+        model, tokenizer = load_generator(params, layout, adapter)
+        return TransformersEngine(model, tokenizer, sampling, seed, gen.batch_size), tokenizer, {"engine": "transformers"}
+
+    def materialise(target: Path) -> None:
+        model, tok = load_generator(params, layout, adapter)
+        model.save_pretrained(target)
+        tok.save_pretrained(target)
+
+    tokenizer = generator_tokenizer(params, layout)
+    quantization = None if gen.compute_type == "auto" else gen.compute_type
+    model_dir, conversion = converted_model(Path(generator_base_dir(params, layout)), adapter, quantization,
+                                            layout.weights_cache, materialise)
+    engine = CTranslate2Engine(model_dir, tokenizer, sampling, gen.compute_type, seed, gen.batch_size)
+    return engine, tokenizer, {"engine": "ctranslate2", "compute_type": gen.compute_type, **conversion}
 
 
-def draw(params: Params, model: Any, tokenizer: Any, jobs: list[Job], iteration: int) -> list[str]:
-    """One raw completion per job (same order), sampled in length-sorted batches; deterministic."""
+def draw(params: Params, engine: Engine, tokenizer: Any, jobs: list[Job], iteration: int) -> list[str]:
+    """One raw completion per job (same order), sampled in length-sorted batches (a fixed sequence, so
+    a seeded engine gives the same completions on a rerun)."""
     from tqdm import tqdm
 
     gen = params.generator
@@ -281,12 +248,9 @@ def draw(params: Params, model: Any, tokenizer: Any, jobs: list[Job], iteration:
     # Similar-length prompts share a batch (less padding); the order is still fully deterministic.
     order = sorted(range(len(jobs)), key=lambda i: lengths[i])
     completions: dict[int, str] = {}
-    stopper = newline_stopper(tokenizer)
-    batches = [order[s : s + gen.batch_size] for s in range(0, len(order), gen.batch_size)]
-    for b, batch in enumerate(tqdm(batches, desc=f"generate iter {iteration}", unit="batch")):
-        batch_seed = gen.random_seed + 1000 * iteration + b
-        outs = sample(model, tokenizer, params, [rendered[i] for i in batch], batch_seed, gen.template != "chat",
-                      stopper)
+    batches = [order[s : s + engine.parallel] for s in range(0, len(order), engine.parallel)]
+    for batch in tqdm(batches, desc=f"generate iter {iteration} ({engine.name})", unit="batch"):
+        outs = engine.complete([rendered[i] for i in batch])
         completions.update(zip(batch, outs, strict=True))
     return [completions[i] for i in range(len(jobs))]
 
@@ -348,16 +312,17 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     adapter = adapter_dir(layout, iteration)
 
     t0 = time.perf_counter()
-    model, tokenizer = load_generator(params, layout, adapter)
+    engine, tokenizer, opened = open_engine(params, layout, adapter, gen.random_seed + 1000 * iteration)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    completions = draw(params, model, tokenizer, jobs, iteration)
+    completions = draw(params, engine, tokenizer, jobs, iteration)
     gen_s = time.perf_counter() - t1
     records = to_records(params, jobs, completions, iteration, _generator_name(params, layout, adapter))
     write_records(layout.generated(iteration), records)
     summary = {
         "iteration": iteration,
         "generator": _generator_name(params, layout, adapter),
+        **opened,
         "template": gen.template,
         "tasks": list(gen.tasks),
         "stopped": decision,
