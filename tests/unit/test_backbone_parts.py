@@ -31,7 +31,8 @@ def part_packages(tmp_path, monkeypatch):
 
 def _backbone(sha256: str | None, parts: int = len(PARTS)) -> Backbone:
     return Backbone(kind="gguf_parts", name_or_path="fakeparts{n}:data/part{n:02d}.bin", parts=parts,
-                    architecture="qwen2", sha256=sha256)
+                    architecture="qwen2", sha256=sha256, tokenizer=None, tokenizer_sha256=None,
+                    tiny_hidden_size=64, tiny_layers=2, tiny_heads=4, tiny_vocab_size=2000)
 
 
 def test_parts_are_joined_in_order_and_verified(part_packages):

