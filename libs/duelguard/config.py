@@ -330,6 +330,9 @@ class Dpo(_Section):
     batch_size: int
     grad_accum: int
     max_length: int
+    # The pairs with the largest classifier-loss margin, at most this many per iteration (null = all):
+    # a CPU DPO step costs ~10-20 s, and thousands of samples give hundreds of pairs.
+    max_pairs: int | None = Field(ge=1)
     lora: Lora
     # LoRA on the top N decoder layers only (null = all): backward stops there (CPU step time).
     train_top_layers: int | None

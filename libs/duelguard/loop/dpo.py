@@ -352,12 +352,19 @@ def train_generator(params: Params, layout: Layout, iteration: int) -> dict[str,
     prev = previous_adapter(params, layout, iteration)
 
     examples = [dpo_example(p) for p in pairs]
-    usable = [e for e in examples if prompt_length(tokenizer, e) < params.dpo.max_length]
+    fitting = [(p, e) for p, e in zip(pairs, examples, strict=True)
+               if prompt_length(tokenizer, e) < params.dpo.max_length]
+    # The most informative pairs first: the largest loss margin (a pair against a drifted sample has no
+    # margin; the chosen sample's own loss stands in), ties by id, so the choice is deterministic.
+    fitting.sort(key=lambda pe: (-(pe[0]["margin"] if pe[0].get("margin") is not None else pe[0]["chosen_loss"]),
+                                 pe[0]["chosen_id"]))
+    usable = [e for _, e in fitting[: params.dpo.max_pairs]]
     metrics: dict[str, Any] = {
         "iteration": iteration,
         "pairs": len(pairs),
         "pairs_used": len(usable),
-        "dropped_prompt_too_long": len(examples) - len(usable),
+        "dropped_prompt_too_long": len(examples) - len(fitting),
+        "max_pairs": params.dpo.max_pairs,
         "init_from": str(prev.relative_to(layout.root)) if prev and prev.is_relative_to(layout.root) else (
             str(prev) if prev else "base"
         ),
