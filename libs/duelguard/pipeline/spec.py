@@ -276,7 +276,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="export",
         function="duelguard.serving.export:export_stage",
-        doc="The champion (or, with none yet, the last classifier) as a Triton model repository.",
+        doc="The registry's champion as a Triton model repository; a registry without a champion is an "
+            "error (nothing else is ever exported).",
         when="last",
         params=("serving", "tracking", "paths.weights_cache"),
         deps=lambda L, i, n: [L.classifier_dir(n), L.promotion_record(n)],
