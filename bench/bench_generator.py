@@ -60,6 +60,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "gemma-270m-fewshot-faithful": {"template": "fewshot_faithful", "tasks": ["translate_create"]},
     "gemma-270m-fewshot-paraphrase": {"template": "fewshot", "tasks": ["paraphrase"]},
     "qwen-coder-1.5b-chat": {"backbone": QWEN_CODER_BACKBONE, "template": "chat", "tasks": ["translate_create"]},
+    "qwen-coder-1.5b-chat-faithful": {"backbone": QWEN_CODER_BACKBONE, "template": "chat_faithful",
+                                      "tasks": ["translate_create"]},
     "qwen-coder-1.5b-chat-paraphrase": {"backbone": QWEN_CODER_BACKBONE, "template": "chat",
                                         "tasks": ["paraphrase"]},
 }

@@ -268,7 +268,7 @@ class Generator(_Section):
     # reference (slow: fp32 generate).
     engine: Literal["ctranslate2", "transformers"]
     compute_type: Literal["int8", "int8_float32", "int8_bfloat16", "float32", "bfloat16", "auto"]
-    template: Literal["fewshot", "fewshot_faithful", "chat"]
+    template: Literal["fewshot", "fewshot_faithful", "chat", "chat_faithful"]
     tasks: list[Literal["translate_create", "paraphrase"]]
     languages: list[str]
     # Source kinds (duelguard.seed.sources.SOURCE_KINDS) that translate_create draws English seeds from;

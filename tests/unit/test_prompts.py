@@ -81,3 +81,12 @@ def test_fewshot_faithful_keeps_details_and_is_a_fewshot_template():
     # paraphrase has one style: the faithful template renders the same prompt as fewshot
     assert prompts.render(None, "fewshot_faithful", "paraphrase", "Bonjour ?", "fr", False) == prompts.render(
         None, "fewshot", "paraphrase", "Bonjour ?", "fr", False)
+
+
+def test_chat_faithful_asks_for_the_same_request_not_a_new_one():
+    text = prompts.render(_ChatTokenizer(), "chat_faithful", "translate_create", 'Use "sun" in 3 sentences.', "de", True)
+    assert "Translate this English request into German" in text and 'Use "sun" in 3 sentences.' in text
+    assert "inspired" not in text and "new" not in text.lower().split("request")[0]
+    assert prompts.is_chat("chat_faithful") and not prompts.is_chat("fewshot_faithful")
+    # The same task in the plain chat template asks for a new prompt inspired by the seed.
+    assert "inspired by" in prompts.render(_ChatTokenizer(), "chat", "translate_create", "x", "de", True)

@@ -42,6 +42,7 @@ from typing import Any
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.loop.generator import generator_base_dir, generator_tokenizer
+from duelguard.loop.prompts import is_chat
 from duelguard.layout import Layout
 
 MARKER = "duelguard_dpo.json"
@@ -72,11 +73,12 @@ def dpo_example(pair: dict[str, Any]) -> dict[str, Any]:
     did, and the sample is the assistant turn). fewshot: the rendered continuation prompt and the
     sample as its continuation (" text\\n", the pattern's line; TRL appends EOS).
     """
-    if pair["template"] == "chat":
+    if is_chat(pair["template"]):
         from duelguard.loop.prompts import chat_messages
 
         return {
-            "prompt": chat_messages(pair["task"], pair["seed_text"], pair["lang"], bool(pair["unsafe"])),
+            "prompt": chat_messages(pair["task"], pair["seed_text"], pair["lang"], bool(pair["unsafe"]),
+                                    faithful=pair["template"] == "chat_faithful"),
             "chosen": [{"role": "assistant", "content": pair["chosen"]}],
             "rejected": [{"role": "assistant", "content": pair["rejected"]}],
         }
@@ -297,7 +299,7 @@ def adapter_effect(params: Params, model: Any, tokenizer: Any, fixed: list[dict[
     texts = [render(tokenizer, template, "translate_create", p["seed_text"], p["lang"], p["unsafe"]) for p in fixed]
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=template != "chat")
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not is_chat(template))
         enc = {k: v.to(model.device) for k, v in enc.items()}
         stopper = newline_stopper(tokenizer)
         model.eval()

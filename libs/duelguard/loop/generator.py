@@ -218,7 +218,7 @@ def open_engine(params: Params, layout: Layout, adapter: Path | None, seed: int)
 
     gen = params.generator
     sampling = Sampling(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
-                        max_new_tokens=gen.max_new_tokens, add_special_tokens=gen.template != "chat")
+                        max_new_tokens=gen.max_new_tokens, add_special_tokens=not prompts.is_chat(gen.template))
     if gen.engine == "transformers":
         model, tokenizer = load_generator(params, layout, adapter)
         return TransformersEngine(model, tokenizer, sampling, seed, gen.batch_size), tokenizer, {"engine": "transformers"}

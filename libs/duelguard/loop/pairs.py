@@ -18,6 +18,7 @@ from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json, iter_jsonl, write_jsonl
 from duelguard.layout import Layout
 from duelguard.records import read_records
+from duelguard.loop.prompts import is_chat
 from duelguard.taxonomy import is_unsafe
 
 # The generation prompt is identified by these provenance fields of a generated record.
@@ -144,7 +145,7 @@ def build_pairs(params: Params, layout: Layout, iteration: int) -> dict[str, Any
     unfaithful = read_unfaithful(layout, iteration)
     stubs, counts = select_pairs(scored, unfaithful, params.pairs.min_margin)
     tokenizer = None
-    if any(stub["chosen"].get("template") == "chat" for stub in stubs):
+    if any(is_chat(stub["chosen"].get("template", "")) for stub in stubs):
         from duelguard.loop.generator import generator_tokenizer
 
         tokenizer = generator_tokenizer(params, layout)

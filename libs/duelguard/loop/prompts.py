@@ -19,6 +19,10 @@ Three renderings (chosen by `params.generator.template`):
   continues the pattern and the completion is cut at the first newline. The examples are short
   and benign on purpose: they teach the format and the "adapt, don't translate literally" style,
   never harmful content. A base model does not refuse, like the paper's uncensored generator.
+- ``chat_faithful``: ``chat``, but translate_create asks for the same request in the target language,
+  every detail and the intent kept, worded as a native speaker would ask it (not a new request
+  "inspired by" the seed): read by hand, 55% of Qwen's "inspired" samples kept their seed's meaning
+  (tests/fixtures/fidelity_hand_labelled.jsonl), and a sample inherits its seed's label only if it does.
 - ``fewshot_faithful``: the same pattern, but the examples keep every detail of the English request
   (names, quoted words, numbers, technical terms) in natural target-language wording. A 270M model
   shown "adapt" examples adapts the wrong things (a "tool" became a "weapon", the words to use in a
@@ -36,8 +40,9 @@ from typing import Any, Literal
 from duelguard.taxonomy import LANGUAGE_NAMES
 
 Task = Literal["translate_create", "paraphrase"]
-Template = Literal["fewshot", "fewshot_faithful", "chat"]
+Template = Literal["fewshot", "fewshot_faithful", "chat", "chat_faithful"]
 FEWSHOT_TEMPLATES: tuple[str, ...] = ("fewshot", "fewshot_faithful")
+CHAT_TEMPLATES: tuple[str, ...] = ("chat", "chat_faithful")
 TASKS: tuple[Task, ...] = ("translate_create", "paraphrase")
 
 # English seed -> a natural request in the target language (adapted, not literal: note the local
@@ -127,12 +132,24 @@ def one_line(text: str) -> str:
     return _WS.sub(" ", text).strip()
 
 
-def chat_messages(task: Task, seed_text: str, lang: str, unsafe: bool) -> list[dict[str, str]]:
+def is_chat(template: str) -> bool:
+    """Chat templates are rendered by the tokenizer's chat template (which adds its own BOS)."""
+    return template in CHAT_TEMPLATES
+
+
+def chat_messages(task: Task, seed_text: str, lang: str, unsafe: bool, faithful: bool = False) -> list[dict[str, str]]:
     """The instruction for an instruction-tuned generator, as chat messages (one user turn)."""
     name = language_name(lang)
     kind = "unsafe" if unsafe else "safe"
     seed = one_line(seed_text)
-    if task == "translate_create":
+    if task == "translate_create" and faithful:
+        content = (
+            f"Translate this English request into {name}. Keep its meaning and intent exactly, and every "
+            f"detail (names, quoted words, numbers), but word it the way a native {name} speaker would ask "
+            f"it. Do not answer it, do not comment. Reply with the {name} request only, on one line.\n\n"
+            f"English request: {seed}"
+        )
+    elif task == "translate_create":
         content = (
             f"Write one new {kind} prompt in {name}, inspired by this English prompt. Keep the same domain "
             f"and tone and a similar length, but make it more natural for {name} speakers instead of "
@@ -199,13 +216,14 @@ def render(tokenizer: Any, template: Template, task: Task, seed_text: str, lang:
     The returned string already holds any BOS the chat template adds; few-shot prompts hold none
     (tokenise chat prompts with add_special_tokens=False and few-shot prompts with True).
     """
-    if template == "chat":
+    if is_chat(template):
         return tokenizer.apply_chat_template(
-            chat_messages(task, seed_text, lang, unsafe), tokenize=False, add_generation_prompt=True
+            chat_messages(task, seed_text, lang, unsafe, faithful=template == "chat_faithful"), tokenize=False,
+            add_generation_prompt=True,
         )
     if template in FEWSHOT_TEMPLATES:
         return fewshot_prompt(task, seed_text, lang, faithful=template == "fewshot_faithful")
-    raise ValueError(f"unknown generator template {template!r}; expected one of {', '.join(FEWSHOT_TEMPLATES)}, chat")
+    raise ValueError(f"unknown generator template {template!r}; expected one of {', '.join(FEWSHOT_TEMPLATES + CHAT_TEMPLATES)}")
 
 
 def postprocess(completion: str, end_markers: tuple[str, ...] = ()) -> str:
