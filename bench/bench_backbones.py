@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from duelguard.config import Backbone, load_params
+from duelguard.config import load_params
 from duelguard.fsio import atomic_write_json, read_json
 from duelguard.layout import Layout
 from duelguard.records import read_records, write_records
@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LANGS = ("en", "fr", "es", "de")
 # What differs per candidate: the backbone and the settings its size needs on two CPU cores.
 GEMMA = {
-    "backbone": Backbone(),  # the packaged Gemma-3-270M GGUF (the generator's backbone)
+    "backbone": "generator",  # the packaged Gemma-3-270M GGUF: the default profile's generator backbone
     "pooling": "last", "learning_rate": 5e-5, "head_lr_multiplier": 1.0, "batch_size": 8, "grad_accum": 2,
     "train_top_layers": 6, "predict_batch_size": 16,
 }
@@ -62,6 +62,8 @@ def run_candidate(name: str, profile: str, overrides: dict[str, Any], train_rows
     from duelguard.pipeline.spec import run_stage
 
     params = load_params(REPO_ROOT / "params.yaml", profile=profile)
+    if overrides.get("backbone") == "generator":
+        overrides = {**overrides, "backbone": load_params(REPO_ROOT / "params.yaml", "default").generator.backbone}
     params = params.model_copy(update={"classifier": params.classifier.model_copy(update=overrides)})
     source = Layout.from_params(params, root=REPO_ROOT)
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
