@@ -92,6 +92,28 @@ def average_precision(y_true: Sequence[bool] | np.ndarray, scores: Sequence[floa
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def auroc(y_true: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float | None:
+    """Area under the ROC curve: the chance that a random unsafe row outscores a random safe one (ties
+    count half), from average ranks. Threshold-free, so a gain in ranking is told apart from a moved
+    threshold. None when either class is absent."""
+    t = np.asarray(y_true, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = int(t.sum()), int((~t).sum())
+    if pos == 0 or neg == 0:
+        return None
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):  # average rank over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[t].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
 def unsafe_predictions(probs: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(unsafe: bool (n,), unsafe_score: float (n,)) from (n, 12) probabilities and 12 thresholds."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -117,6 +139,7 @@ def guard_metrics(labels: np.ndarray, probs: np.ndarray, thresholds: Sequence[fl
     unsafe, score = unsafe_predictions(np.asarray(probs).reshape(-1, len(CATEGORIES)), thresholds)
     out = binary_metrics(truth, unsafe)
     out["auprc"] = average_precision(truth, score)
+    out["auroc"] = auroc(truth, score)
     out["per_category_f1"] = per_category_f1(labels, probs, thresholds)
     return out
 

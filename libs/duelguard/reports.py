@@ -130,6 +130,8 @@ def eval_summary(layout: Layout, iteration: int, split: str = "suite") -> dict[s
         "avg_f1": summary.get("avg_f1"),
         "f1": summary.get("f1"),
         "f1_per_language": {lang: by_lang[lang].get("f1") for lang in langs},
+        "auroc_per_language": {lang: by_lang[lang].get("auroc") for lang in langs},
+        "auprc_per_language": {lang: by_lang[lang].get("auprc") for lang in langs},
         "per_category_f1": detail.get("overall", {}).get("per_category_f1", {}),
     }
     if split == "suite":
@@ -305,6 +307,20 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "suite"
             f"| {name} | " + " | ".join(cells) + f" | {_fmt(row['avg_fr_es_de'])} | "
             f"{_fmt(row['delta_fr_es_de_points'], pct=False)} | {_fmt(row['delta_en_points'], pct=False)} |"
         )
+    lines += [
+        "",
+        "Threshold-free ranking quality on the same rows (AUROC / AUPRC, %): a gain here is a better",
+        "ranking, not a moved threshold.",
+        "",
+        "| model | " + " | ".join(TARGET_LANGUAGES) + " |",
+        "|---|" + "---:|" * len(TARGET_LANGUAGES),
+    ]
+    for r in reports:
+        name = "seed only (iter 0)" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
+        summary = r.get(split) or {}
+        cells = [f"{_fmt((summary.get('auroc_per_language') or {}).get(lang))} / "
+                 f"{_fmt((summary.get('auprc_per_language') or {}).get(lang))}" for lang in TARGET_LANGUAGES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if len(rows) > 1 and base_row:
         last = rows[-1]
         goal_loop = last["delta_fr_es_de_points"] is not None and last["delta_fr_es_de_points"] >= GOAL_FR_ES_DE_POINTS

@@ -42,6 +42,18 @@ def test_average_precision_by_hand() -> None:
     assert M.average_precision([1, 0, 0, 0], [0.0, 0.3, 0.2, 0.1]) == pytest.approx(0.25)
 
 
+def test_auroc_by_hand_with_ties_and_degenerate_cases() -> None:
+    assert M.auroc([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx(0.75)  # 3 of 4 (pos, neg) pairs ordered
+    assert M.auroc([1, 0], [0.5, 0.5]) == pytest.approx(0.5)  # a tie counts half
+    assert M.auroc([1, 1, 0], [0.2, 0.9, 0.1]) == pytest.approx(1.0)
+    assert M.auroc([0, 1], [0.9, 0.1]) == pytest.approx(0.0)
+    assert M.auroc([1, 1], [0.1, 0.2]) is None and M.auroc([0, 0], [0.1, 0.2]) is None
+    rng = np.random.default_rng(0)
+    truth, scores = rng.random(200) < 0.3, rng.random(200)
+    pairs = [(a > b) + 0.5 * (a == b) for a in scores[truth] for b in scores[~truth]]
+    assert M.auroc(truth, scores) == pytest.approx(np.mean(pairs))
+
+
 def test_average_precision_degenerate() -> None:
     assert M.average_precision([0, 0, 0], [0.2, 0.5, 0.9]) is None
     # all scores equal: one threshold, AP = prevalence, regardless of order

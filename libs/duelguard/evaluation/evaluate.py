@@ -38,7 +38,7 @@ from duelguard.layout import Layout
 from duelguard.suite import SOURCE as SUITE_SOURCE
 from duelguard.taxonomy import CATEGORIES, TARGET_LANGUAGES
 
-SUMMARY_KEYS = ("f1", "precision", "recall", "fpr", "auprc")
+SUMMARY_KEYS = ("f1", "precision", "recall", "fpr", "auprc", "auroc")
 
 
 def _slices(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
@@ -92,6 +92,7 @@ def split_report(
 def _binary(truth: np.ndarray, flagged: np.ndarray, score: np.ndarray) -> dict[str, Any]:
     out = M.binary_metrics(truth, flagged)
     out["auprc"] = M.average_precision(truth, score)
+    out["auroc"] = M.auroc(truth, score)
     return out
 
 
