@@ -41,9 +41,9 @@ from typing import Any
 
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
+from duelguard.layout import Layout
 from duelguard.loop.generator import generator_base_dir, generator_tokenizer
 from duelguard.loop.prompts import is_chat
-from duelguard.layout import Layout
 
 MARKER = "duelguard_dpo.json"
 ADAPTER_CONFIG = "adapter_config.json"

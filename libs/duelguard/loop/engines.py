@@ -1,7 +1,7 @@
 """Sampling engines: what turns rendered prompts into completions for the `generate` stage.
 
-Two engines behind one method, `complete(prompts, batch_seed) -> completions` (one per prompt, cut at
-the first newline: every template asks for one line):
+Two engines behind one method, `complete(prompts) -> completions` (one per prompt, cut at the first
+newline: every template asks for one line), each opened with a seed:
 
 - ``ctranslate2`` (the default): the generator (base, or base + the previous iteration's DPO adapter
   merged in) is converted once into CTranslate2's format, int8 on CPU, and sampled batched. The
@@ -10,7 +10,7 @@ the first newline: every template asks for one line):
   changed the adapter always gets a fresh conversion. The same code runs on a GPU (device "cuda",
   compute_type "auto") for the cluster profile.
 - ``transformers``: `model.generate` in the checkpoint's dtype; the reference, and the engine DPO's
-  own model is trained in. Measured ~10-20x slower on 2 CPU cores (bench/bench_generator.py).
+  own model is trained in. Measured 6-18x slower on 2 CPU cores (bench/bench_generator.py, the loop).
 
 Sampling is the same in both: temperature, top-p, and top-k = generator.top_k (transformers' own
 default of 50, written out so that both engines apply it: sampling the full 262k-token Gemma

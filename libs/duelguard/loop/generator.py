@@ -13,8 +13,8 @@ One iteration i:
    iteration's DPO LoRA adapter (layout.generator_dir(i - 1), written by duelguard.loop.dpo) merged in.
 3. Sampling: `n_samples` per (seed, language), in length-sorted batches on the engine of
    `generator.engine` (duelguard.loop.engines: CTranslate2 by default, converted once per model
-   hash), temperature/top_p/top_k from params, stopped at the first newline; each batch is seeded
-   from (random_seed, iteration, batch) so a rerun gives the same samples.
+   hash), temperature/top_p/top_k from params, stopped at the first newline; the engine is seeded
+   from (random_seed, iteration) and the batches come in a fixed order, so a rerun gives the same samples.
 4. Output: one record per non-empty sample, labels inherited from the seed, with provenance
    (template, task, generator, sample_index, seed_text, seed_lang) -> layout.generated(i), and a
    summary -> layout.generate_summary(i).
@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from duelguard.loop import prompts
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
+from duelguard.loop import prompts
 from duelguard.loop.engines import Engine
 from duelguard.records import read_records, write_records
 from duelguard.taxonomy import is_unsafe
@@ -228,10 +228,14 @@ def open_engine(params: Params, layout: Layout, adapter: Path | None, seed: int)
         model.save_pretrained(target)
         tok.save_pretrained(target)
 
-    tokenizer = generator_tokenizer(params, layout)
+    from transformers import AutoTokenizer
+
+    from duelguard.backbones import prepare_tokenizer
+
+    base = generator_base_dir(params, layout)  # resolved once: the tiny kind trains its tokenizer here
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(base))
     quantization = None if gen.compute_type == "auto" else gen.compute_type
-    model_dir, conversion = converted_model(Path(generator_base_dir(params, layout)), adapter, quantization,
-                                            layout.weights_cache, materialise)
+    model_dir, conversion = converted_model(Path(base), adapter, quantization, layout.weights_cache, materialise)
     engine = CTranslate2Engine(model_dir, tokenizer, sampling, gen.compute_type, seed, gen.batch_size)
     return engine, tokenizer, {"engine": "ctranslate2", "compute_type": gen.compute_type, **conversion}
 

@@ -17,8 +17,8 @@ from typing import Any
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json, iter_jsonl, write_jsonl
 from duelguard.layout import Layout
-from duelguard.records import read_records
 from duelguard.loop.prompts import is_chat
+from duelguard.records import read_records
 from duelguard.taxonomy import is_unsafe
 
 # The generation prompt is identified by these provenance fields of a generated record.
