@@ -101,16 +101,9 @@ def auroc(y_true: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndar
     pos, neg = int(t.sum()), int((~t).sum())
     if pos == 0 or neg == 0:
         return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average rank over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2.0)[inverse]  # 1-based ranks, ties sharing their average
     return float((ranks[t].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 

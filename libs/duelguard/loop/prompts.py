@@ -9,7 +9,7 @@ Two tasks (chosen by `params.generator.tasks`):
 - ``paraphrase`` (arXiv 2507.08284, query augmentation): rewrite a seed that is already in a
   target language as a different query in the SAME language with the same intent.
 
-Three renderings (chosen by `params.generator.template`):
+Four renderings (chosen by `params.generator.template`):
 
 - ``chat``: one user message for instruction-tuned models, rendered with the tokenizer's own chat
   template. The paper's instruction; the model is asked to answer with the prompt alone on one line.
