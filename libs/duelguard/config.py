@@ -368,9 +368,13 @@ class Promotion(_Section):
     max_benign_fpr: float
     # The candidate's avg F1 must exceed its own probe's by this much (duelguard.registry.rules).
     min_probe_margin: float
-    # Relative FPR rule: candidate benign FPR <= champion's x max_fpr_ratio + fpr_slack.
+    # Relative FPR rule: candidate benign FPR <= champion's x max_fpr_ratio + fpr_slack, applied to the
+    # eval split's benign rows, to its look-alikes alone (suite), and to each guard set's benign rows.
     max_fpr_ratio: float
     fpr_slack: float
+    # Evaluation sets (besides eval_split) whose benign FPR must not regress either: `suite_context` is the
+    # suite's safe prompts inside benign context. Each must be one of evaluate.sets.
+    guard_sets: list[Literal["test", "suite", "suite_context"]]
     # Export the candidate to a temporary Triton repository and score probe texts before the alias moves.
     load_check: bool
 
@@ -446,6 +450,14 @@ class Params(_Section):
     serving: Serving
     kubeflow: Kubeflow
     profiles: dict[str, dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _guard_sets_are_evaluated(self) -> Params:
+        missing = [name for name in self.promotion.guard_sets if name not in self.evaluate.sets]
+        if missing:
+            raise ValueError(f"promotion.guard_sets {missing} must also be in evaluate.sets {self.evaluate.sets}: "
+                             "promotion compares the figures evaluate records")
+        return self
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

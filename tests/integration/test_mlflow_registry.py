@@ -214,7 +214,7 @@ def test_registry_flow_against_embedded_sqlite(registry_env, monkeypatch, repo_r
     before = _aliases(client)
     # The repository's params with the production FPR gate (the tiny profile relaxes it).
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
-    raw["profiles"]["tiny"]["promotion"] = {"max_benign_fpr": 0.2}
+    raw["profiles"]["tiny"]["promotion"] = {"max_benign_fpr": 0.2, "guard_sets": []}
     params_file = layout.root / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     cli = ["--params", str(params_file), "--profile", "tiny", "--root", str(layout.root)]
@@ -292,3 +292,42 @@ def test_registered_weights_must_be_the_evaluated_ones(mlflow_server, registry_e
         export_triton(f"models:/dg-digest/{version}", layout.root / "repo", params.serving, params=params,
                       root=layout.root)
     assert not (layout.root / "repo" / "duelguard").exists()
+
+
+def test_a_guard_set_fpr_regression_refuses_promotion(registry_env, monkeypatch) -> None:
+    """promotion.guard_sets wiring: each version's figures on the guard set are read from its registry
+    tags (frozen-set hash checked) and the candidate is refused when it flags that set's benign rows
+    more than champion x max_fpr_ratio + fpr_slack, even with every other rule passing. The guard
+    figures are set as tags (scoring suite_context with a token model takes minutes); the rest is the
+    real evaluate -> register -> promote flow."""
+    from mlflow import MlflowClient
+
+    from duelguard.evalset import CONTEXT_SET, eval_set_hash, evaluation_records
+    from duelguard.registry.registry import promote
+    from duelguard.registry.rules import VersionMetrics
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params, layout = registry_env
+    params = _with(_with(params, "tracking", registered_model="dg-guard"), "promotion", max_benign_fpr=1.0,
+                   max_fpr_ratio=1.0, fpr_slack=1.0, guard_sets=[CONTEXT_SET], load_check=False)
+    v1 = str(_evaluate_and_register(_with(params, "evaluate", sets=["test"]), layout, 0, threshold=1.0)["version"])
+    assert promote(params, v1, layout=layout).promote  # first model: the guard needs a champion to compare with
+    v2 = str(_evaluate_and_register(_with(params, "evaluate", sets=["test"]), layout, 1, threshold=0.0)["version"])
+    client = MlflowClient()
+    context_hash = eval_set_hash(evaluation_records(CONTEXT_SET, params, layout))
+
+    def tag_context_fpr(version: str, fpr: float) -> None:
+        tags = VersionMetrics(0.5, {"en": 0.5}, fpr, context_hash, probe_avg_f1=0.4).to_tags(CONTEXT_SET)
+        for key, value in tags.items():
+            client.set_model_version_tag("dg-guard", version, key, value)
+
+    tag_context_fpr(v1, 0.17)
+    tag_context_fpr(v2, 0.42)
+    tight = _with(params, "promotion", fpr_slack=0.02, max_fpr_ratio=1.5)
+    # the test split's own relative rule would refuse too (FPR 0 -> 1): lift it by the champion's test tag
+    client.set_model_version_tag("dg-guard", v1, "duelguard.metric.test.benign_fpr", "1.0")
+    refused = promote(tight, v2, dry_run=True, layout=layout)
+    assert [c.rule for c in refused.checks if not c.passed] == [f"max_fpr_ratio[{CONTEXT_SET}]"]
+    assert "0.1700 -> 0.4200 (limit champion x 1.5 + 0.02 = 0.2750)" in refused.reasons[0]
+    tag_context_fpr(v2, 0.27)
+    assert promote(tight, v2, dry_run=True, layout=layout).promote

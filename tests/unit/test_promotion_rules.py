@@ -9,7 +9,8 @@ from duelguard.registry.rules import Decision, VersionMetrics, check_rules
 
 # Every rule written out (the schema has no defaults: params.yaml is their home); tests change a few.
 BASE = {"eval_split": "suite", "min_f1_delta": 0.0, "max_lang_regression": 0.02, "max_benign_fpr": 0.3,
-        "min_probe_margin": 0.0, "max_fpr_ratio": 1.5, "fpr_slack": 0.02, "load_check": True}
+        "min_probe_margin": 0.0, "max_fpr_ratio": 1.5, "fpr_slack": 0.02, "load_check": True,
+        "guard_sets": ["suite_context"]}
 
 
 def promotion(**changes: object) -> Promotion:
@@ -127,7 +128,7 @@ def test_relative_fpr_against_a_champion_without_fpr_is_refused_and_first_models
     champion = VersionMetrics(0.7, {"en": 0.8, "fr": 0.6}, None, "h")
     checks = check_rules(metrics(0.8, 0.7, fpr=0.1), champion, RULES)
     assert failed(checks) == ["max_fpr_ratio"]
-    assert "without a benign FPR" in next(c.detail for c in checks if not c.passed)
+    assert "the champion has none" in next(c.detail for c in checks if not c.passed)
     assert "max_fpr_ratio" not in {c.rule for c in check_rules(metrics(0.8, 0.7, fpr=0.25), None, RULES)}
 
 
@@ -136,3 +137,57 @@ def test_relative_fpr_knobs_come_from_params_yaml(repo_root) -> None:
 
     promotion = load_params(repo_root / "params.yaml").promotion
     assert (promotion.max_fpr_ratio, promotion.fpr_slack, promotion.load_check) == (1.5, 0.02, True)
+    assert load_params(repo_root / "params.yaml", profile="default").promotion.guard_sets == ["suite_context"]
+
+
+def suite_metrics(fpr: float, lookalike: float | None) -> VersionMetrics:
+    return VersionMetrics(0.75, {"en": 0.8, "fr": 0.7}, fpr, "h", probe_avg_f1=0.5, lookalike_fpr=lookalike)
+
+
+def test_lookalike_fpr_regression_is_refused_at_an_unchanged_overall_fpr() -> None:
+    """Safe questions with alarming words flagged twice as often, the overall benign FPR unchanged."""
+    rules = promotion(max_fpr_ratio=1.5, fpr_slack=0.02)
+    checks = check_rules(suite_metrics(0.15, 0.40), suite_metrics(0.15, 0.20), rules)
+    assert failed(checks) == ["max_fpr_ratio[lookalike]"]
+    assert "look-alike FPR 0.2000 -> 0.4000 (limit champion x 1.5 + 0.02 = 0.3200)" in checks[-2].detail
+    assert failed(check_rules(suite_metrics(0.15, 0.32), suite_metrics(0.15, 0.20), rules)) == []
+
+
+def test_lookalike_rule_needs_both_sides_and_skips_a_set_without_lookalikes() -> None:
+    checks = check_rules(suite_metrics(0.15, 0.20), suite_metrics(0.15, None), promotion())
+    assert failed(checks) == ["max_fpr_ratio[lookalike]"]
+    assert "the champion has none" in next(c.detail for c in checks if not c.passed)
+    # the seed's test split has no look-alike group: no such check on either side
+    assert "max_fpr_ratio[lookalike]" not in {c.rule for c in check_rules(metrics(0.8, 0.7), metrics(0.78, 0.69), RULES)}
+
+
+def test_guard_set_fpr_regression_is_refused() -> None:
+    """The measured case: equal suite figures, in-context FPR 0.17 -> 0.42."""
+    rules = promotion()
+    same = suite_metrics(0.15, 0.20)
+    guards = {"suite_context": (suite_metrics(0.42, None), suite_metrics(0.17, None))}
+    checks = check_rules(same, same, rules, guards)
+    assert failed(checks) == ["max_fpr_ratio[suite_context]"]
+    assert "suite_context benign FPR 0.1700 -> 0.4200 (limit champion x 1.5 + 0.02 = 0.2750)" in next(
+        c.detail for c in checks if not c.passed)
+    ok = {"suite_context": (suite_metrics(0.27, None), suite_metrics(0.17, None))}
+    assert failed(check_rules(same, same, rules, ok)) == []
+    unmeasured = {"suite_context": (suite_metrics(0.10, None), None)}
+    assert failed(check_rules(same, same, rules, unmeasured)) == ["max_fpr_ratio[suite_context]"]
+
+
+def test_lookalike_fpr_round_trips_through_tags_and_reads_from_the_suite_summary() -> None:
+    m = suite_metrics(0.15, 0.2083)
+    assert VersionMetrics.from_tags(m.to_tags("suite"), "suite") == m
+    summary = {"avg_f1": 0.6, "fpr": 0.1, "f1_en": 0.8, "fpr_lookalike": 0.25, "fpr_everyday": 0.0}
+    assert VersionMetrics.from_summary(summary, "h").lookalike_fpr == 0.25
+
+
+def test_a_guard_set_must_be_evaluated(repo_root) -> None:
+    from duelguard.config import load_params
+
+    params = load_params(repo_root / "params.yaml", profile="default")
+    raw = params.model_dump()
+    raw["evaluate"]["sets"] = ["test", "suite"]
+    with pytest.raises(ValueError, match=r"promotion.guard_sets \['suite_context'\] must also be in evaluate.sets"):
+        type(params).model_validate(raw)

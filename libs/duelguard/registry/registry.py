@@ -211,12 +211,14 @@ def _reevaluate(params: Params, layout: Layout, name: str, version: str, records
     return VersionMetrics.from_summary(report["summary"], eval_hash)
 
 
-def _metrics_on(params: Params, layout: Layout, client: Any, mv: Any, current: tuple[list[dict[str, Any]], str] | None,
-                ref_hash: str, dry_run: bool) -> tuple[VersionMetrics, bool]:
-    """(metrics of version `mv` on the eval set `ref_hash`, whether it had to be re-evaluated)."""
-    split = params.promotion.eval_split
+def _metrics_on(params: Params, layout: Layout, client: Any, mv: Any, split: str,
+                current: tuple[list[dict[str, Any]], str] | None, ref_hash: str, dry_run: bool,
+                need_lookalike: bool = False) -> tuple[VersionMetrics, bool]:
+    """(metrics of version `mv` on the frozen set `split` whose hash is `ref_hash`, whether it had to be
+    re-evaluated). need_lookalike: tags without the look-alike FPR (a champion registered before it was
+    recorded) count as stale, so the candidate's look-alike FPR has something to be compared with."""
     tagged = VersionMetrics.from_tags(dict(mv.tags), split)
-    if tagged is not None and tagged.eval_set_hash == ref_hash:
+    if tagged is not None and tagged.eval_set_hash == ref_hash and not (need_lookalike and tagged.lookalike_fpr is None):
         return tagged, False
     if current is None:
         raise DataError(
@@ -288,16 +290,28 @@ def _decide(params: Params, layout: Layout, client: Any, candidate: Any, dry_run
     ref_hash = current[1] if current else (cand_tags.eval_set_hash if cand_tags else None)
     if ref_hash is None:
         raise DataError(f"v{candidate.version} has no {split} metrics and {layout.seed_split(split)} is missing")
-    notes = []
-    cand_metrics, redone = _metrics_on(params, layout, client, candidate, current, ref_hash, dry_run)
+    notes: list[str] = []
+    cand_metrics, redone = _metrics_on(params, layout, client, candidate, split, current, ref_hash, dry_run)
     if redone:
         notes.append(f"candidate v{candidate.version} re-evaluated on the frozen {split} set")
     champ_metrics = None
+    guards: dict[str, tuple[VersionMetrics, VersionMetrics | None]] = {}
     if champion is not None:
-        champ_metrics, redone = _metrics_on(params, layout, client, champion, current, ref_hash, dry_run)
+        champ_metrics, redone = _metrics_on(params, layout, client, champion, split, current, ref_hash, dry_run,
+                                            need_lookalike=cand_metrics.lookalike_fpr is not None)
         if redone:
             notes.append(f"champion v{champion.version} re-evaluated on the frozen {split} set")
-    checks = check_rules(cand_metrics, champ_metrics, params.promotion)
+        for guard in params.promotion.guard_sets:
+            guard_records = evaluation_records(guard, params, layout)
+            guard_set = (guard_records, eval_set_hash(guard_records))
+            pair = []
+            for who, mv in (("candidate", candidate), ("champion", champion)):
+                metrics, redone = _metrics_on(params, layout, client, mv, guard, guard_set, guard_set[1], dry_run)
+                pair.append(metrics)
+                if redone:
+                    notes.append(f"{who} v{mv.version} re-evaluated on the frozen {guard} set")
+            guards[guard] = (pair[0], pair[1])
+    checks = check_rules(cand_metrics, champ_metrics, params.promotion, guards)
     if all(c.passed for c in checks) and params.promotion.load_check:
         if "loads" not in loads:
             from duelguard.registry.loadcheck import load_check

@@ -5,7 +5,11 @@ A candidate replaces the champion only if, on the same frozen evaluation set (pr
   2. no language's unsafe-class F1 drops by more than promotion.max_lang_regression;
   3. its false-positive rate on benign data is <= promotion.max_benign_fpr, and (relative rule) <=
      the champion's FPR x promotion.max_fpr_ratio + promotion.fpr_slack: an absolute ceiling alone
-     lets a candidate with equal F1 and 6x the champion's false positives through;
+     lets a candidate with equal F1 and 6x the champion's false positives through. The relative rule
+     also holds for the look-alikes alone (safe prompts with alarming words: the suite's
+     `fpr_lookalike`) and for the benign rows of each of promotion.guard_sets (`suite_context`: the
+     suite's safe prompts inside benign context), where a loop model at an unchanged suite FPR can
+     still flag several times more;
   4. its average F1 beats its own probe's (the frozen-encoder + logistic-regression floor trained
      on the same rows) by >= promotion.min_probe_margin: a fine-tuned model that a three-minute
      linear probe matches is not worth serving.
@@ -31,23 +35,29 @@ EPS = 1e-9  # float noise must not flip a rule that holds exactly at its limit
 
 @dataclass(frozen=True)
 class VersionMetrics:
-    """What promotion compares: avg F1, F1 per language, benign FPR, and which eval set gave them."""
+    """What promotion compares: avg F1, F1 per language, benign FPR (all benign rows, and the suite's
+    look-alikes alone), and which eval set gave them."""
 
     avg_f1: float | None
     f1_by_lang: dict[str, float]
     benign_fpr: float | None
     eval_set_hash: str | None = None
     probe_avg_f1: float | None = None
+    lookalike_fpr: float | None = None
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any], eval_set_hash: str | None) -> VersionMetrics:
-        """From one set's flat summary in the eval metrics JSON (keys avg_f1, f1_<lang>, fpr, probe_avg_f1)."""
+        """From one set's flat summary in the eval metrics JSON (keys avg_f1, f1_<lang>, fpr, probe_avg_f1,
+        and fpr_lookalike on the suite)."""
         langs = {k[3:]: float(v) for k, v in summary.items() if k.startswith("f1_") and v is not None}
-        return cls(summary.get("avg_f1"), langs, summary.get("fpr"), eval_set_hash, summary.get("probe_avg_f1"))
+        return cls(summary.get("avg_f1"), langs, summary.get("fpr"), eval_set_hash, summary.get("probe_avg_f1"),
+                   summary.get("fpr_lookalike"))
 
     def to_tags(self, split: str) -> dict[str, str]:
         tags = {f"{TAG_PREFIX}.{split}.avg_f1": _fmt(self.avg_f1), f"{TAG_PREFIX}.{split}.benign_fpr": _fmt(self.benign_fpr),
                 f"{TAG_PREFIX}.{split}.probe_avg_f1": _fmt(self.probe_avg_f1)}
+        if self.lookalike_fpr is not None:
+            tags[f"{TAG_PREFIX}.{split}.lookalike_fpr"] = _fmt(self.lookalike_fpr)
         tags.update({f"{TAG_PREFIX}.{split}.f1_{lang}": _fmt(v) for lang, v in self.f1_by_lang.items()})
         if self.eval_set_hash:
             tags[f"{EVAL_SET_TAG}.{split}"] = self.eval_set_hash
@@ -66,6 +76,7 @@ class VersionMetrics:
             _parse(tags.get(prefix + "benign_fpr", "")),
             tags.get(f"{EVAL_SET_TAG}.{split}"),
             _parse(tags.get(prefix + "probe_avg_f1", "")),
+            _parse(tags.get(prefix + "lookalike_fpr", "")),
         )
 
 
@@ -124,8 +135,10 @@ def _f(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-def check_rules(candidate: VersionMetrics, champion: VersionMetrics | None, rules: Promotion) -> list[Check]:
-    """Evaluate every promotion rule; each Check says what was compared and against which limit."""
+def check_rules(candidate: VersionMetrics, champion: VersionMetrics | None, rules: Promotion,
+                guards: dict[str, tuple[VersionMetrics, VersionMetrics | None]] | None = None) -> list[Check]:
+    """Evaluate every promotion rule; each Check says what was compared and against which limit.
+    `guards`: per guard set (promotion.guard_sets), the candidate's and the champion's metrics there."""
     checks: list[Check] = []
     if champion is not None:
         if candidate.avg_f1 is None or champion.avg_f1 is None:
@@ -158,8 +171,15 @@ def check_rules(candidate: VersionMetrics, champion: VersionMetrics | None, rule
             "max_benign_fpr", candidate.benign_fpr <= rules.max_benign_fpr + EPS,
             f"benign FPR {candidate.benign_fpr:.4f} (limit {rules.max_benign_fpr:.4f})",
         ))
-    if champion is not None and candidate.benign_fpr is not None:
-        checks.append(_relative_fpr(candidate.benign_fpr, champion.benign_fpr, rules))
+    if champion is not None:
+        if candidate.benign_fpr is not None:
+            checks.append(_relative_fpr("max_fpr_ratio", "benign FPR", candidate.benign_fpr, champion.benign_fpr, rules))
+        if candidate.lookalike_fpr is not None:  # the suite has look-alikes; the seed's test split has none
+            checks.append(_relative_fpr("max_fpr_ratio[lookalike]", "look-alike FPR", candidate.lookalike_fpr,
+                                        champion.lookalike_fpr, rules))
+        for name, (cand_guard, champ_guard) in (guards or {}).items():
+            checks.append(_relative_fpr(f"max_fpr_ratio[{name}]", f"{name} benign FPR", cand_guard.benign_fpr,
+                                        None if champ_guard is None else champ_guard.benign_fpr, rules))
     if candidate.avg_f1 is None or candidate.probe_avg_f1 is None:
         checks.append(Check("beats_probe", False, f"avg F1 {_f(candidate.avg_f1)} or its probe's "
                                                   f"{_f(candidate.probe_avg_f1)} undefined: evaluate it with its probe"))
@@ -173,16 +193,19 @@ def check_rules(candidate: VersionMetrics, champion: VersionMetrics | None, rule
     return checks
 
 
-def _relative_fpr(candidate_fpr: float, champion_fpr: float | None, rules: Promotion) -> Check:
+def _relative_fpr(rule: str, what: str, candidate_fpr: float | None, champion_fpr: float | None,
+                  rules: Promotion) -> Check:
     """Candidate FPR <= champion FPR x max_fpr_ratio + fpr_slack. Why relative: the absolute ceiling is
     sized for a usable model, not against regressions, so alone it promotes a candidate with equal F1
-    and several times the champion's false positives. A champion without an FPR cannot bound it."""
-    if champion_fpr is None:
-        return Check("max_fpr_ratio", False, f"benign FPR {candidate_fpr:.4f} vs a champion without a benign FPR: "
-                                             "re-evaluate the champion on the promotion set")
+    and several times the champion's false positives. A missing FPR on either side cannot bound it:
+    refused, never skipped (a guard that is not measured must not pass)."""
+    if candidate_fpr is None or champion_fpr is None:
+        side = "candidate" if candidate_fpr is None else "champion"
+        return Check(rule, False, f"{what}: the {side} has none (candidate {_f(candidate_fpr)}, champion "
+                                  f"{_f(champion_fpr)}): re-evaluate it on that set")
     limit = champion_fpr * rules.max_fpr_ratio + rules.fpr_slack
     return Check(
-        "max_fpr_ratio", candidate_fpr <= limit + EPS,
-        f"benign FPR {champion_fpr:.4f} -> {candidate_fpr:.4f} (limit champion x {rules.max_fpr_ratio:g} + "
+        rule, candidate_fpr <= limit + EPS,
+        f"{what} {champion_fpr:.4f} -> {candidate_fpr:.4f} (limit champion x {rules.max_fpr_ratio:g} + "
         f"{rules.fpr_slack:g} = {limit:.4f})",
     )
