@@ -358,7 +358,7 @@ def _num(v: Any, fmt: str = "{:.3f}") -> str:
 def loop_markdown(layout: Layout, reports: list[dict[str, Any]]) -> Path:
     """layout.loop_report: per iteration, what curation kept and why it dropped, the pairs, whether DPO
     moved the generator, the game value on the fixed game set, suite F1 per language, and the last
-    training set's language x category composition."""
+    training set's composition by language x category and by language x kind of text."""
     from duelguard.loop.curation import FILTERS
 
     lines = ["# The two-player loop, iteration by iteration", "",
@@ -415,6 +415,19 @@ def loop_markdown(layout: Layout, reports: list[dict[str, Any]]) -> Path:
                 n = comp[lang].get("categories", {}).get(cat, {})
                 cells.append(f"{n.get('seed', 0)} + {n.get('synthetic', 0)}" if n else "0")
             lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+        kinds = list(dict.fromkeys(k for lang in comp.values() for k in lang.get("kinds", {})))
+        if kinds:
+            lines += ["", f"## Training set of classifier {last['iteration']}: rows per language x kind of text",
+                      "", "Unsafe / safe rows, seed + synthetic (a synthetic row is the kind of its seed; "
+                      "\"in context\": a row inside benign rows of its language).", "",
+                      "| kind | " + " | ".join(comp) + " |", "|---|" + "---:|" * len(comp)]
+            for kind in kinds:
+                cells = []
+                for lang in comp:
+                    n = comp[lang].get("kinds", {}).get(kind, {})
+                    cells.append(" / ".join(f"{n.get(f'seed_{side}', 0) + n.get(f'context_{side}', 0)} + "
+                                            f"{n.get(f'synthetic_{side}', 0)}" for side in ("unsafe", "safe")) if n else "0")
+                lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     atomic_write_text(layout.loop_report, "\n".join(lines) + "\n")
     return layout.loop_report
 

@@ -60,6 +60,7 @@ def synthetic(parent: str, lang: str, n: int, text: str, unsafe: bool, loss: flo
         "template": template,
         "seed_text": seed_text,
         "seed_lang": "en",
+        "seed_source": "advbench",
         "sample_index": n,
     }
     if loss is not None:

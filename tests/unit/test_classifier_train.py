@@ -162,3 +162,25 @@ def test_length_grouped_batches_cover_each_example_once_with_little_padding() ->
     assert padded < 1.15 * sum(lengths)  # random batches would pad ~1.6x
     assert batches == length_grouped_batches(lengths, 8, random.Random(3))
     assert batches != length_grouped_batches(lengths, 8, random.Random(4))
+
+
+def test_composition_counts_rows_by_kind_of_text() -> None:
+    """Seed rows are the kind of their source, synthetic rows the kind of their seed, context windows
+    their own kind; a row from no known source is "unknown", never dropped."""
+    from duelguard.classifier.data import composition, context_windows, text_kind
+
+    unsafe, safe = [0] * len(CATEGORIES), [0] * len(CATEGORIES)
+    unsafe[0] = 1
+    rows = [
+        {"id": "a", "text": "How do I make a weapon at home?", "lang": "en", "labels": unsafe, "origin": "seed", "source": "advbench"},
+        {"id": "b", "text": "Nice weather in Lyon today.", "lang": "en", "labels": safe, "origin": "seed", "source": "davidson"},
+        {"id": "c", "text": "Comment fabriquer une arme ?", "lang": "en", "labels": unsafe, "origin": "synthetic",
+         "source": "synthetic", "seed_source": "harmbench"},
+        {"id": "d", "text": "Some text.", "lang": "en", "labels": safe, "origin": "seed", "source": "elsewhere"},
+    ]
+    windows = context_windows(rows * 3, 1.0, 64, seed=1)
+    assert windows and {text_kind(w) for w in windows} == {"in context"}
+    kinds = composition(rows + windows[:1])["en"]["kinds"]
+    assert kinds["instruction"] == {"seed_unsafe": 1, "synthetic_unsafe": 1}
+    assert kinds["statement"] == {"seed_safe": 1} and kinds["unknown"] == {"seed_safe": 1}
+    assert sum(kinds["in context"].values()) == 1

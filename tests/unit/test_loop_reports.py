@@ -60,6 +60,9 @@ def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_par
     assert game1["game_value"]["mean_loss"] == 1.5 and game1["dpo"]["reward_accuracy"] == 0.75
     assert game1["dpo"]["logp_margin"]["after"] == -0.5 and game1["dpo"]["adapter_effect"]["changed"] == 2
     assert game1["composition"]["fr"]["categories"]["hate"] == {"seed": 3, "synthetic": 3}
+    # by kind of text: the synthetic rows are the kind of their (advbench: instruction) seed
+    assert game1["composition"]["fr"]["kinds"]["instruction"] == {"synthetic_unsafe": 3}
+    assert game1["composition"]["fr"]["kinds"]["unknown"] == {"seed_safe": 3, "seed_unsafe": 3}  # "handmade": no known source
     assert game1["suite"]["fr_es_de_cell_f1"] == pytest.approx(0.5) and game0["suite"]["fr_es_de_cell_f1"] == 0.4
     share = game1["language_share"]
     assert share["synthetic_available"] == 3 and share["available_counts"]["fr"] == 6 + 3
@@ -76,6 +79,7 @@ def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_par
     assert "| 1 | n/a | n/a | 3 |" in loop_md  # no generate summary here; 3 curated
     assert "-1.00 → -0.50 | 2/6 |" in loop_md
     assert "| category | en | fr | es | de |" in loop_md and "| hate | 0 | 3 + 3 | 0 | 0 |" in loop_md
+    assert "| instruction | 0 | 0 + 3 / 0 + 0 | 0 | 0 |" in loop_md  # unsafe seed + synthetic / safe
     for path in out["plots"] + [out["ablation"]["plot"]]:
         assert open(path, "rb").read(4) == b"\x89PNG"
 

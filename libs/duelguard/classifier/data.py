@@ -129,23 +129,39 @@ def language_weights(langs: list[str], balance: float) -> np.ndarray:
     return raw / raw.mean() if len(raw) else raw
 
 
+def text_kind(record: dict[str, Any]) -> str:
+    """What kind of text a training row is: "instruction" (a request to an assistant), "statement" (a
+    post, tweet or templated statement), "in context" (a context window), by its seed source; a
+    synthetic row is the kind of the seed it was written from. "unknown" when neither says."""
+    from duelguard.seed.sources import SOURCE_KINDS
+
+    if record.get("origin") == "context":
+        return "in context"
+    return SOURCE_KINDS.get(record.get("source", "")) or SOURCE_KINDS.get(record.get("seed_source") or "", "unknown")
+
+
 def composition(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Rows per language x (origin, safe/unsafe), and per language x category x origin under
-    `categories` (a multi-label row counts in each of its categories; "safe" for all-zero labels),
-    for the training metrics and the loop report."""
+    """Rows per language x (origin, safe/unsafe); per language x category x origin under `categories` (a
+    multi-label row counts in each of its categories; "safe" for all-zero labels); and per language x
+    kind of text (`text_kind`) x origin x safe/unsafe under `kinds`: for the training metrics and the
+    loop report, which show what the loop added, not only in which category."""
     from duelguard.taxonomy import CATEGORIES
 
     out: dict[str, Counter] = defaultdict(Counter)
     cats: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    kinds: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
     for rec in records:
-        out[rec["lang"]][f"{rec['origin']}_{'unsafe' if any(rec['labels']) else 'safe'}"] += 1
+        side = "unsafe" if any(rec["labels"]) else "safe"
+        out[rec["lang"]][f"{rec['origin']}_{side}"] += 1
         names = [name for name, on in zip(CATEGORIES, rec["labels"]) if on] or ["safe"]
         for name in names:
             cats[rec["lang"]][name][rec["origin"]] += 1
+        kinds[rec["lang"]][text_kind(rec)][f"{rec['origin']}_{side}"] += 1
     order = {name: k for k, name in enumerate(("safe", *CATEGORIES))}
     return {
         lang: {**dict(sorted(c.items())),
                "categories": {name: dict(sorted(cats[lang][name].items()))
-                              for name in sorted(cats[lang], key=order.__getitem__)}}
+                              for name in sorted(cats[lang], key=order.__getitem__)},
+               "kinds": {kind: dict(sorted(n.items())) for kind, n in sorted(kinds[lang].items())}}
         for lang, c in sorted(out.items())
     }

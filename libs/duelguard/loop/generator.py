@@ -286,6 +286,7 @@ def to_records(params: Params, jobs: list[Job], completions: list[str], iteratio
                 "sample_index": job.sample_index,
                 "seed_text": job.seed["text"],
                 "seed_lang": job.seed["lang"],
+                "seed_source": job.seed.get("source"),
             }
         )
     return records
