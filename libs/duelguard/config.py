@@ -476,7 +476,8 @@ def _format_errors(exc: ValidationError, prefix: str = "") -> str:
         loc = ".".join(str(p) for p in err["loc"])
         kind = {"extra_forbidden": "unknown key", "missing": "missing key"}.get(err["type"], err["msg"])
         kind = kind.removeprefix("Value error, ")
-        lines.append(f"{prefix}{loc}: {kind}")
+        where = f"{prefix}{loc}".rstrip(".")  # a model-level rule has no location of its own
+        lines.append(f"{where}: {kind}" if where else kind)
     return "; ".join(lines)
 
 

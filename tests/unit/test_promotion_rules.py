@@ -184,10 +184,13 @@ def test_lookalike_fpr_round_trips_through_tags_and_reads_from_the_suite_summary
 
 
 def test_a_guard_set_must_be_evaluated(repo_root) -> None:
-    from duelguard.config import load_params
+    import yaml
 
-    params = load_params(repo_root / "params.yaml", profile="default")
-    raw = params.model_dump()
+    from duelguard.config import ConfigError, resolve
+
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     raw["evaluate"]["sets"] = ["test", "suite"]
-    with pytest.raises(ValueError, match=r"promotion.guard_sets \['suite_context'\] must also be in evaluate.sets"):
-        type(params).model_validate(raw)
+    with pytest.raises(ConfigError) as err:
+        resolve(raw, profile="default")
+    assert str(err.value) == ("params: promotion.guard_sets ['suite_context'] must also be in evaluate.sets "
+                              "['test', 'suite']: promotion compares the figures evaluate records")
