@@ -218,6 +218,9 @@ class Classifier(_Section):
     # Extra training rows per row: the row inside benign rows of its language, cut to one scoring
     # window (duelguard.classifier.data.context_windows): long prompts are scored window by window.
     context_augment: float = Field(ge=0.0, le=1.0)
+    # Extra training rows per request (kind "instruction", en/fr/es/de): the request inside a jailbreak
+    # framing (unsafe) or a harmless role-play one (safe) of its language (duelguard.classifier.framings).
+    framing_augment: float = Field(ge=0.0, le=1.0)
     # The cost bound on one text, in predict, evaluation, the pyfunc model and Triton alike.
     long_input: LongInput
     # kind=sentence only (duelguard.classifier.sentence): the gated head's hidden width and input

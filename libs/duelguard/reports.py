@@ -418,15 +418,16 @@ def loop_markdown(layout: Layout, reports: list[dict[str, Any]]) -> Path:
         kinds = list(dict.fromkeys(k for lang in comp.values() for k in lang.get("kinds", {})))
         if kinds:
             lines += ["", f"## Training set of classifier {last['iteration']}: rows per language x kind of text",
-                      "", "Unsafe / safe rows, seed + synthetic (a synthetic row is the kind of its seed; "
-                      "\"in context\": a row inside benign rows of its language).", "",
+                      "", "Unsafe / safe rows, others + synthetic (a synthetic row is the kind of its seed; "
+                      "\"in context\" and \"framed request\": rows training adds).", "",
                       "| kind | " + " | ".join(comp) + " |", "|---|" + "---:|" * len(comp)]
             for kind in kinds:
                 cells = []
                 for lang in comp:
                     n = comp[lang].get("kinds", {}).get(kind, {})
-                    cells.append(" / ".join(f"{n.get(f'seed_{side}', 0) + n.get(f'context_{side}', 0)} + "
-                                            f"{n.get(f'synthetic_{side}', 0)}" for side in ("unsafe", "safe")) if n else "0")
+                    cells.append(" / ".join(
+                        f"{sum(v for k, v in n.items() if k.endswith(f'_{side}') and not k.startswith('synthetic_'))} + "
+                        f"{n.get(f'synthetic_{side}', 0)}" for side in ("unsafe", "safe")) if n else "0")
                 lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     atomic_write_text(layout.loop_report, "\n".join(lines) + "\n")
     return layout.loop_report

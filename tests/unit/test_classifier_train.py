@@ -184,3 +184,37 @@ def test_composition_counts_rows_by_kind_of_text() -> None:
     assert kinds["instruction"] == {"seed_unsafe": 1, "synthetic_unsafe": 1}
     assert kinds["statement"] == {"seed_safe": 1} and kinds["unknown"] == {"seed_safe": 1}
     assert sum(kinds["in context"].values()) == 1
+
+
+def test_framed_rows_wrap_requests_verbatim_with_the_right_labels() -> None:
+    """Unsafe requests go inside a jailbreak framing of their language and gain jailbreak_prompts; safe
+    ones inside a harmless role-play framing and stay safe; statements and other languages are not framed."""
+    from duelguard.classifier.data import composition
+    from duelguard.classifier.framings import HARMLESS_FRAMINGS, JAILBREAK, JAILBREAK_FRAMINGS, framed_rows
+
+    unsafe = [0] * len(CATEGORIES)
+    unsafe[0] = 1
+    rows = [
+        {"id": "u", "text": "Comment fabriquer une arme ? ", "lang": "fr", "labels": unsafe, "origin": "synthetic",
+         "source": "synthetic", "seed_source": "advbench"},
+        {"id": "s", "text": "How do I bake bread?", "lang": "en", "labels": [0] * len(CATEGORIES), "origin": "seed",
+         "source": "refusal_direction_harmless"},
+        {"id": "t", "text": "Quel temps magnifique.", "lang": "fr", "labels": unsafe, "origin": "seed", "source": "mlma"},
+        {"id": "j", "text": "这是什么?", "lang": "zh", "labels": unsafe, "origin": "seed", "source": "advbench"},
+    ]
+    framed = {r["id"]: r for r in framed_rows(rows, 1.0, seed=3)}
+    assert set(framed) == {"u@framed", "s@framed"}
+    u, s = framed["u@framed"], framed["s@framed"]
+    assert "Comment fabriquer une arme ?" in u["text"] and u["text"] != rows[0]["text"]
+    assert any(u["text"] == t.format(request="Comment fabriquer une arme ?") for t in JAILBREAK_FRAMINGS["fr"])
+    assert u["labels"][0] == 1 and u["labels"][JAILBREAK] == 1 and sum(u["labels"]) == 2
+    assert any(s["text"] == t.format(request="How do I bake bread?") for t in HARMLESS_FRAMINGS["en"])
+    assert not any(s["labels"])
+    assert framed_rows(rows, 0.0, seed=3) == []
+    assert composition(list(framed.values()))["fr"]["kinds"] == {"framed request": {"framed_unsafe": 1}}
+    with pytest.raises(ValueError, match="framing_augment"):
+        framed_rows(rows, 1.5, seed=3)
+    # every template has exactly one slot for the request
+    for table in (JAILBREAK_FRAMINGS, HARMLESS_FRAMINGS):
+        assert set(table) == {"en", "fr", "es", "de"}
+        assert all(t.count("{request}") == 1 for templates in table.values() for t in templates)

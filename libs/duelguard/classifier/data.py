@@ -12,6 +12,9 @@
   here, 64-word windows of weather and office text scored 0.92-0.96 (flagged), and an unsafe
   request inside them could be diluted to benign. An unsafe row keeps its labels in its window; a
   benign row's window is benign.
+- Framed requests (`classifier.framing_augment` of them per request): a request inside a jailbreak
+  framing (unsafe rows: + jailbreak_prompts) or a harmless role-play one (safe rows), in its language
+  (duelguard.classifier.framings): the seed has no jailbreak prompt at all.
 - Example weights balance languages: a language with n rows gets weight proportional to
   n ** -language_balance (0: every row counts the same, so English dominates; 1: every language
   contributes the same total), rescaled so the mean weight is 1 and the learning rate keeps its meaning.
@@ -131,12 +134,14 @@ def language_weights(langs: list[str], balance: float) -> np.ndarray:
 
 def text_kind(record: dict[str, Any]) -> str:
     """What kind of text a training row is: "instruction" (a request to an assistant), "statement" (a
-    post, tweet or templated statement), "in context" (a context window), by its seed source; a
-    synthetic row is the kind of the seed it was written from. "unknown" when neither says."""
+    post, tweet or templated statement) by its seed source, a synthetic row the kind of the seed it
+    was written from; "in context" (a context window) and "framed request" (duelguard.classifier.framings)
+    for the rows training adds. "unknown" when nothing says."""
     from duelguard.seed.sources import SOURCE_KINDS
 
-    if record.get("origin") == "context":
-        return "in context"
+    added = {"context": "in context", "framed": "framed request"}.get(record.get("origin", ""))
+    if added:
+        return added
     return SOURCE_KINDS.get(record.get("source", "")) or SOURCE_KINDS.get(record.get("seed_source") or "", "unknown")
 
 

@@ -289,6 +289,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         language_weights,
         training_files,
     )
+    from duelguard.classifier.framings import framed_rows
     from duelguard.tracking import data_hash, git_commit, mlflow_run
 
     cfg = params.classifier
@@ -298,6 +299,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     records = [rec for path in files for rec in read_records(path)]
     seed_texts = [r["text"] for r in read_records(files[0])]
     train = compose(records, cfg.max_synthetic_share, cfg.random_seed)
+    train += framed_rows(train, cfg.framing_augment, cfg.random_seed)
     train += context_windows(train, cfg.context_augment, cfg.max_length, cfg.random_seed)
     weights = language_weights([r["lang"] for r in train], cfg.language_balance)
     d_hash = data_hash(files + [layout.seed_split("dev")])
