@@ -304,13 +304,12 @@ def _decide(params: Params, layout: Layout, client: Any, candidate: Any, dry_run
         for guard in params.promotion.guard_sets:
             guard_records = evaluation_records(guard, params, layout)
             guard_set = (guard_records, eval_set_hash(guard_records))
-            pair = []
+            on_guard = {}
             for who, mv in (("candidate", candidate), ("champion", champion)):
-                metrics, redone = _metrics_on(params, layout, client, mv, guard, guard_set, guard_set[1], dry_run)
-                pair.append(metrics)
+                on_guard[who], redone = _metrics_on(params, layout, client, mv, guard, guard_set, guard_set[1], dry_run)
                 if redone:
                     notes.append(f"{who} v{mv.version} re-evaluated on the frozen {guard} set")
-            guards[guard] = (pair[0], pair[1])
+            guards[guard] = (on_guard["candidate"], on_guard["champion"])
     checks = check_rules(cand_metrics, champ_metrics, params.promotion, guards)
     if all(c.passed for c in checks) and params.promotion.load_check:
         if "loads" not in loads:
