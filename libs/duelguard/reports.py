@@ -184,7 +184,8 @@ def iteration_report(params: Params, layout: Layout, iteration: int) -> dict[str
         report["curation"] = curation_survival(layout, iteration)
         generate = _maybe_json(layout.generate_summary(iteration))
         report["generation"] = (
-            {k: generate.get(k) for k in ("requested", "records", "empty", "samples_per_s", "generate_s", "stopped")}
+            {k: generate.get(k) for k in ("requested", "records", "empty", "samples_per_s", "generate_s", "stopped",
+                                          "steering")}
             if generate else None
         )
     report["game_set"] = game_set_value(params, layout, iteration)
@@ -377,6 +378,22 @@ def loop_markdown(layout: Layout, reports: list[dict[str, Any]]) -> Path:
             f"{_num(gen.get('records'), '{}')} | {_num(cur.get('curated'), '{}')} | "
             f"{_num((cur.get('game_set') or {}).get('held_out_here'), '{}')} | {_num(cur.get('survival_rate'), '{:.2f}')} | "
             + " | ".join(str(dropped.get(name, 0)) for name in FILTERS) + " |")
+    steered = [r for r in reports if ((r.get("generation") or {}).get("steering") or {}).get("strata")]
+    if steered:
+        strata = list(dict.fromkeys(k for r in steered for k in r["generation"]["steering"]["strata"]))
+        lines += ["", "## Where the seeds went (steering)", "",
+                  "Per iteration: seeds drawn per stratum, and in brackets how often the previous classifier was "
+                  "wrong on the previous iteration's samples there (wrong/scored; `generator.steer` of the seeds "
+                  "follow those error rates from iteration 2 on).", "",
+                  "| stratum | " + " | ".join(f"iter {r['iteration']}" for r in steered) + " |",
+                  "|---|" + "---:|" * len(steered)]
+        for name in strata:
+            cells = []
+            for r in steered:
+                cell = r["generation"]["steering"]["strata"].get(name)
+                cells.append("0" if cell is None else f"{cell['seeds']}" + (
+                    f" ({cell['wrong']}/{cell['scored']})" if cell["scored"] else ""))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Pairs and DPO", "",
               "| iter | pairs | vs unfaithful | vs correct | no wrong sample | DPO steps | log-prob margin before → after "
               "| fixed prompts changed |", "|---:|---:|---:|---:|---:|---:|---|---|"]

@@ -165,6 +165,7 @@ def test_iteration_two_merges_the_previous_dpo_adapter(small_params, seeded_layo
 
     params = _with(small_params, n_samples=1, tasks=["paraphrase"], template="chat")
     _evaluated(seeded_layout, [0.5, 0.6])  # the game goes on: iteration 1 gained 0.1
+    write_records(seeded_layout.scored(1), [])  # iteration 1 scored nothing: seeds are drawn even
     summary = generator.generate(params, seeded_layout, iteration=2)
     assert summary["generator"] == "tiny-gemma3:models/generator/iter_1"
     records = read_records(seeded_layout.generated(2))
@@ -205,8 +206,59 @@ def test_no_eligible_seed_is_a_clear_error(tiny_params, seeded_layout):
 
 def test_a_stopped_game_generates_nothing_and_says_why(small_params, seeded_layout):
     _evaluated(seeded_layout, [0.5, 0.5])  # no gain from iteration 0 to 1
+    write_records(seeded_layout.scored(1), [])
     summary = generator.generate(small_params, seeded_layout, iteration=2)
     assert summary["stopped"]["stop"] is True and summary["records"] == 0
     assert read_records(seeded_layout.generated(2)) == []
     saved = json.loads(seeded_layout.generate_summary(2).read_text())
     assert saved["stopped"]["gains"] == [0.0]
+
+
+def test_seed_quotas_are_even_without_failures_and_follow_error_rates_with_them():
+    import random
+
+    sizes = {generator.SAFE: 100, 0: 100, 1: 100, 2: 100, 3: 100}
+    even = generator.seed_quotas(random.Random(0), sizes, 40, {}, steer=0.5)
+    assert even == {generator.SAFE: 20, 0: 5, 1: 5, 2: 5, 3: 5}
+    # Category 2 was wrong 9 times in 10, the others 0 in 10: it gets the largest share, nobody drops to 0.
+    failures = {generator.SAFE: (0, 10), 0: (0, 10), 1: (0, 10), 2: (9, 10), 3: (0, 10)}
+    steered = generator.seed_quotas(random.Random(0), sizes, 40, failures, steer=0.5)
+    assert sum(steered.values()) == 40
+    assert steered[2] == max(steered.values()) and steered[2] >= 2 * even[2]
+    assert min(steered.values()) >= 1
+    assert generator.seed_quotas(random.Random(0), sizes, 40, failures, steer=0.0) == even
+    # A stratum with fewer seeds than its share gives the rest to the others.
+    small = generator.seed_quotas(random.Random(0), {**sizes, 2: 3}, 40, failures, steer=1.0)
+    assert small[2] == 3 and sum(small.values()) == 40
+
+
+def test_generate_steers_seeds_toward_the_strata_the_classifier_got_wrong(small_params, seeded_layout):
+    from loop_fixtures import synthetic
+
+    # Iteration 1's scored samples: 6 hate samples all judged wrong, 6 safe ones all judged right.
+    scored = [synthetic(f"p{n}", "fr", n, f"texte {n}", unsafe=n < 6, loss=1.0, correct=n >= 6) for n in range(12)]
+    write_records(seeded_layout.scored(1), scored)
+    hate = generator.primary_category(scored[0]["labels"])
+    failures = generator.failure_counts(seeded_layout, 2)
+    assert failures == {hate: (6, 6), generator.SAFE: (0, 6)}
+    _evaluated(seeded_layout, [0.5, 0.6])  # the game goes on
+    # Fully steered, 4 seeds: hate (rate 7/8) outweighs safe (1/8) and the unscored categories (1/2 each).
+    params = _with(small_params, seeds_per_iteration=4, max_new_tokens=12)  # every seed fits (<= 36 chars)
+    summary = generator.generate(_with(params, steer=1.0), seeded_layout, iteration=2)
+    strata = summary["steering"]["strata"]
+    assert summary["steering"]["steer"] == 1.0
+    assert strata["hate"] == {"scored": 6, "wrong": 6, "seeds": 1}  # the one English hate seed there is
+    assert strata["safe"] == {"scored": 6, "wrong": 0, "seeds": 0}
+    even = generator.generate(_with(params, steer=0.0), seeded_layout, iteration=2)
+    assert even["steering"]["strata"]["safe"]["seeds"] == 2  # half safe when not steered
+
+
+def test_failure_counts_refuse_scored_rows_without_a_verdict(seeded_layout):
+    from loop_fixtures import synthetic
+
+    from duelguard.fsio import DataError
+
+    write_records(seeded_layout.scored(1), [synthetic("p0", "fr", 0, "Bonjour", unsafe=False)])
+    with pytest.raises(DataError, match="no boolean 'correct'"):
+        generator.failure_counts(seeded_layout, 2)
+    assert generator.failure_counts(seeded_layout, 1) == {}

@@ -31,6 +31,9 @@ def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_par
     write_records(layout.generated(1), gen)
     write_records(layout.curated(1), gen[:3])
     write_records(layout.game_set(1), gen[3:])
+    steering = {"steer": 0.5, "strata": {"safe": {"scored": 0, "wrong": 0, "seeds": 1},
+                                         "hate": {"scored": 4, "wrong": 3, "seeds": 1}}}
+    atomic_write_json(layout.generate_summary(1), {"requested": 4, "records": 4, "empty": 0, "steering": steering})
     atomic_write_json(layout.eval_metrics(0), _eval_metrics({"en": 0.80, "fr": 0.50, "es": 0.60, "de": 0.40}, 0.4))
     atomic_write_json(layout.eval_metrics(1), _eval_metrics({"en": 0.795, "fr": 0.62, "es": 0.66, "de": 0.52}, 0.5))
     atomic_write_json(layout.train_metrics(1), {"composition": composition(seed_records() + gen[:3])})
@@ -76,7 +79,8 @@ def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_par
     assert "| after iteration 1 | 79.5 | 62.0 | 66.0 | 52.0 | 60.0 | +10.0 | -0.5 |" in md and "**met**" in md
     assert "| after iteration 1 | 89.5 / 84.5 | 72.0 / 67.0 | 76.0 / 71.0 | 62.0 / 57.0 |" in md  # AUROC / AUPRC
     loop_md = layout.loop_report.read_text()
-    assert "| 1 | n/a | n/a | 3 |" in loop_md  # no generate summary here; 3 curated
+    assert "| 1 | 4 | 4 | 3 |" in loop_md  # 4 asked, 4 written, 3 curated
+    assert "| safe | 1 |" in loop_md and "| hate | 1 (3/4) |" in loop_md  # seeds (wrong/scored before)
     assert "-1.00 → -0.50 | 2/6 |" in loop_md
     assert "| category | en | fr | es | de |" in loop_md and "| hate | 0 | 3 + 3 | 0 | 0 |" in loop_md
     assert "| instruction | 0 | 0 + 3 / 0 + 0 | 0 | 0 |" in loop_md  # unsafe seed + synthetic / safe

@@ -65,8 +65,10 @@ def test_ordering_comes_from_data_only(params):
                 for name, ups in producers(runs(2, "dvc"), Layout.from_params(params, "/repo")).items()}
     assert upstream["generate_1"] == {"prepare_seed"}  # the base generator: no adapter, no classifier
     # Later generations: the previous adapter, plus what the stop rule reads (every earlier classifier's
-    # suite metrics, whether the previous generation had stopped).
-    assert upstream["generate_2"] == {"prepare_seed", "train_generator_1", "generate_1", "evaluate_0", "evaluate_1"}
+    # suite metrics, whether the previous generation had stopped) and what seed steering reads (the
+    # previous iteration's scored samples).
+    assert upstream["generate_2"] == {"prepare_seed", "train_generator_1", "generate_1", "evaluate_0", "evaluate_1",
+                                      "score_1"}
     assert upstream["curate_1"] == {"generate_1", "prepare_seed", "train_classifier_0"}  # the frozen seed-only probe
     assert upstream["score_1"] == {"curate_1", "train_classifier_0"}
     assert upstream["promote_1"] == {"register_1", "evaluate_1", "prepare_seed", "promote_0"}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,70 @@ def source_kind(record: dict[str, Any]) -> str | None:
     return SOURCE_KINDS.get(record.get("source", ""))
 
 
+SAFE = -1  # the stratum of safe seeds: primary_category of a label vector with no harm category on
+
+
 def primary_category(labels: list[int]) -> int:
-    """The first harm category on (index into taxonomy.CATEGORIES); -1 for a safe record."""
-    return next((i for i, on in enumerate(labels) if on), -1)
+    """The first harm category on (index into taxonomy.CATEGORIES); SAFE for a safe record."""
+    return next((i for i, on in enumerate(labels) if on), SAFE)
 
 
-def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task, iteration: int) -> list[dict[str, Any]]:
-    """The seeds of one task for one iteration: deterministic given (random_seed, iteration)."""
+def failure_counts(layout: Layout, iteration: int) -> dict[int, tuple[int, int]]:
+    """Where the classifier fails, per stratum (SAFE for a safe sample, else its first harm category):
+    (wrong, scored) from layout.scored(iteration - 1), i.e. classifier i-2 judging iteration i-1's
+    curated samples before it ever trained on them. That is the freshest held-out judgement when
+    iteration i generates: classifier i-1 has trained on those very samples. Empty for iteration 1
+    (nothing scored yet) and after a stopped iteration (it scored nothing). A missing file is an error."""
+    if iteration < 2:
+        return {}
+    counts: dict[int, tuple[int, int]] = {}
+    path = layout.scored(iteration - 1)
+    for n, rec in enumerate(read_records(path), 1):
+        if not isinstance(rec.get("correct"), bool):
+            raise DataError(f"{path} (record {n}): no boolean 'correct' field; rerun the score stage of iteration {iteration - 1}")
+        key = primary_category(rec["labels"])
+        wrong, scored = counts.get(key, (0, 0))
+        counts[key] = (wrong + (not rec["correct"]), scored + 1)
+    return counts
+
+
+def seed_quotas(rng: random.Random, sizes: dict[int, int], n: int, failures: dict[int, tuple[int, int]],
+                steer: float) -> dict[int, int]:
+    """Seeds per stratum. Without failures: half safe, half spread evenly over the harm categories (a
+    model that sees unsafe requests and few safe ones learns "a request = unsafe"). With failures,
+    `steer` of the n seeds go to the strata in proportion to their smoothed error rate
+    (wrong + 1) / (scored + 2), so a stratum the classifier got wrong 8 times in 10 draws about twice
+    the seeds of one it got wrong 3 times in 10, and a stratum nobody scored counts 1/2: every
+    category keeps seeds. Seeds are handed out one at a time to the stratum furthest below its target
+    that has seeds left (ties drawn by rng), so a small stratum's unmet share goes to the others."""
+    keys = sorted(k for k, size in sizes.items() if size)
+    if not keys:
+        return {}
+    unsafe = [k for k in keys if k != SAFE]
+    if SAFE in keys and unsafe:
+        even = {k: 0.5 if k == SAFE else 0.5 / len(unsafe) for k in keys}
+    else:
+        even = {k: 1.0 / len(keys) for k in keys}
+    weight = even
+    if failures and steer > 0:
+        rate = {k: (failures.get(k, (0, 0))[0] + 1) / (failures.get(k, (0, 0))[1] + 2) for k in keys}
+        total = sum(rate.values())
+        weight = {k: (1 - steer) * even[k] + steer * rate[k] / total for k in keys}
+    order = list(keys)
+    rng.shuffle(order)
+    quota = dict.fromkeys(keys, 0)
+    for _ in range(min(n, sum(sizes[k] for k in keys))):
+        room = [k for k in order if quota[k] < sizes[k]]
+        pick = max(room, key=lambda k: n * weight[k] - quota[k])  # first of equals in rng's order
+        quota[pick] += 1
+    return quota
+
+
+def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task, iteration: int,
+                 failures: dict[int, tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+    """The seeds of one task for one iteration: deterministic given (random_seed, iteration, failures).
+    translate_create allocates its seeds over the strata (safe, each harm category) by seed_quotas,
+    steered by `failures` (failure_counts); paraphrase balances language x safe/unsafe."""
     gen = params.generator
     limit = max_seed_chars(params)
     rng = random.Random(f"{gen.random_seed + iteration}:{task}")
@@ -111,25 +169,22 @@ def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task
         for rec in pool:
             strata.setdefault((rec["lang"], is_unsafe(rec["labels"])), []).append(rec)
         return _balanced_sample(rng, strata, gen.seeds_per_iteration)
-    # translate_create: half safe, half unsafe spread over the harm categories.
-    safe = [r for r in pool if not is_unsafe(r["labels"])]
-    by_category: dict[Any, list[dict[str, Any]]] = {}
+    by_stratum: dict[int, list[dict[str, Any]]] = {}
     for rec in pool:
-        if is_unsafe(rec["labels"]):
-            by_category.setdefault(primary_category(rec["labels"]), []).append(rec)
-    n_unsafe = min(sum(len(v) for v in by_category.values()), (gen.seeds_per_iteration + 1) // 2)
-    n_safe = min(len(safe), gen.seeds_per_iteration - n_unsafe)
-    n_unsafe = min(sum(len(v) for v in by_category.values()), gen.seeds_per_iteration - n_safe)
-    picked = _balanced_sample(rng, by_category, n_unsafe) + _balanced_sample(rng, {"safe": safe}, n_safe)
+        by_stratum.setdefault(primary_category(rec["labels"]), []).append(rec)
+    quota = seed_quotas(rng, {k: len(v) for k, v in by_stratum.items()}, gen.seeds_per_iteration,
+                        failures or {}, gen.steer)
+    picked = [rec for k in sorted(quota) for rec in rng.sample(by_stratum[k], quota[k])]
     return sorted(picked, key=lambda r: r["id"])
 
 
-def plan_jobs(params: Params, train: list[dict[str, Any]], iteration: int) -> list[Job]:
+def plan_jobs(params: Params, train: list[dict[str, Any]], iteration: int,
+              failures: dict[int, tuple[int, int]] | None = None) -> list[Job]:
     """Every sample this iteration draws, in a fixed order: task, seed, language, sample index."""
     gen = params.generator
     jobs: list[Job] = []
     for task in gen.tasks:
-        for seed in select_seeds(params, train, task, iteration):
+        for seed in select_seeds(params, train, task, iteration, failures):
             langs = gen.languages if task == "translate_create" else [seed["lang"]]
             for lang in langs:
                 jobs.extend(Job(seed, lang, task, k) for k in range(gen.n_samples))
@@ -292,6 +347,22 @@ def to_records(params: Params, jobs: list[Job], completions: list[str], iteratio
     return records
 
 
+def steering_report(jobs: list[Job], failures: dict[int, tuple[int, int]], steer: float) -> dict[str, Any]:
+    """Per stratum (safe or harm category): how often the classifier was wrong on the previous samples,
+    and how many translate_create seeds this iteration drew there, for the summary and the loop report."""
+    from duelguard.taxonomy import CATEGORIES
+
+    seeds = Counter(primary_category(j.seed["labels"]) for j in {j.seed["id"]: j for j in jobs
+                                                                  if j.task == "translate_create"}.values())
+    strata = sorted(set(seeds) | set(failures))
+    return {
+        "steer": steer if failures else 0.0,
+        "strata": {("safe" if k == SAFE else CATEGORIES[k]): {"scored": failures.get(k, (0, 0))[1],
+                                                            "wrong": failures.get(k, (0, 0))[0], "seeds": seeds[k]}
+                   for k in strata},
+    }
+
+
 def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage `generate`: write layout.generated(iteration); returns a summary (samples/s included)."""
     from duelguard.loop.stoprule import stop_decision
@@ -300,7 +371,8 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         raise ValueError(f"generate runs in loop iterations >= 1, got iteration {iteration}")
     gen = params.generator
     train = read_records(layout.seed_split("train"))
-    jobs = plan_jobs(params, train, iteration)
+    failures = failure_counts(layout, iteration)
+    jobs = plan_jobs(params, train, iteration, failures)
     if not jobs:
         raise DataError(
             f"{layout.seed_split('train')}: no eligible seeds for tasks {gen.tasks} "
@@ -332,6 +404,7 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         "tasks": list(gen.tasks),
         "stopped": decision,
         "seeds": len({(j.task, j.seed["id"]) for j in jobs}),
+        "steering": steering_report(jobs, failures, gen.steer),
         "requested": len(jobs),
         "records": len(records),
         "empty": len(jobs) - len(records),

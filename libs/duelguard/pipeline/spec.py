@@ -141,9 +141,10 @@ STAGES: tuple[Stage, ...] = (
         when="loop",
         params=("generator", "paths.weights_cache", "loop.stop_min_gain", "loop.stop_patience"),
         # The stop rule (iteration >= 2) reads every earlier classifier's suite metrics and whether the
-        # previous iteration had stopped.
+        # previous iteration had stopped; seed steering reads the previous iteration's scored samples.
         deps=lambda L, i, n: [L.seed_split("train"), *_previous(L.generator_dir, i, 1),
-                              *(L.eval_metrics(k) for k in range(i) if i >= 2), *_previous(L.generate_summary, i, 1)],
+                              *(L.eval_metrics(k) for k in range(i) if i >= 2), *_previous(L.generate_summary, i, 1),
+                              *_previous(L.scored, i, 1)],
         outs=lambda L, i, n: [L.generated(i)],
         metrics=lambda L, i, n: [L.generate_summary(i)],
         gpu=True,
