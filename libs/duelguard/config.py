@@ -211,6 +211,9 @@ class Classifier(_Section):
     # Calibration keeps the false-positive rate on the calibration rows' safe prompts at or under
     # this (null: pure max-F1); the probe is calibrated under the same ceiling.
     max_calib_fpr: float | None
+    # Global rule only: each seed language also gets its own threshold, fitted the same way on its own
+    # calibration rows and never above the global one (duelguard.classifier.thresholds.language_offsets).
+    language_calibration: bool
     init_from: Literal["base", "previous"]
     random_seed: int
     predict_batch_size: int
@@ -240,6 +243,9 @@ class Classifier(_Section):
                 f"pooling {self.pooling!r} does not fit a {self.backbone.architecture} backbone: "
                 "decoders pool the last token ('last'), encoders 'mean' or 'cls'"
             )
+        if self.language_calibration and self.threshold_rule != "global":
+            raise ValueError(f"language_calibration needs threshold_rule 'global' (got {self.threshold_rule!r}): "
+                             "a language's threshold is capped at the one global threshold")
         return self
 
 

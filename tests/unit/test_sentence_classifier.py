@@ -88,6 +88,13 @@ def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path) -> None:
                                                                                          "policy": "flag"}
     records = loaded.predict_records([{"text": t, "id": i} for i, t in enumerate(texts)])
     assert [r["reason"] for r in records] == [None, None, None, "too_long"] and records[3]["unsafe"]
+    # Per-language offsets travel with the directory and raise only their language's scores.
+    clf.language_offsets = {"en": 0.0, "fr": 2.0}
+    clf.save(tmp_path / "clf2")
+    shifted = load_classifier(tmp_path / "clf2")
+    assert shifted.language_offsets == {"en": 0.0, "fr": 2.0}
+    probs = shifted.predict_proba(texts)
+    assert np.allclose(probs[0], expected[0], atol=1e-6) and (probs[1] > expected[1] + 1e-4).all()
 
 
 def test_sentence_backbone_is_pinned(tmp_path: Path) -> None:
@@ -114,6 +121,10 @@ def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pyt
     summary = train_classifier(params, layout, 0)
     clf = load_classifier(layout.classifier_dir(0))
     assert isinstance(clf, SentenceGuard) and summary["examples_per_origin"]["seed"] == 120
+    # Calibrated per language too: one offset per seed language, none negative, as the report says.
+    languages = summary["thresholds"]["languages"]
+    assert set(clf.language_offsets) == set(languages) == set(params.seed.languages)
+    assert all(clf.language_offsets[lang] == languages[lang]["offset"] >= 0 for lang in languages)
     assert 0 < summary["examples_per_origin"]["context"] < 120  # rows inside benign rows (context_augment)
     assert (layout.weights_cache / "embeddings" / "usem3.sqlite").is_file()  # training vectors are memoised
     test = toy_records("test", 5)

@@ -90,3 +90,28 @@ def test_global_rule_reports_its_calibration_fpr() -> None:
     labels[:8, 3] = 1
     thresholds, report = calibrate(probs, labels, "global", threshold_floor=0.2, max_fpr=0.0)
     assert len(set(thresholds.tolist())) == 1 and report["calib_fpr"] == 0.0 and report["max_fpr"] == 0.0
+
+
+def test_language_offsets_lower_a_language_threshold_and_never_raise_one() -> None:
+    from duelguard.classifier.thresholds import language_offsets, logit
+
+    rng = np.random.default_rng(0)
+    # English rows need a threshold above the global one, French unsafe rows score lower: one threshold misses them.
+    en_u, en_s = rng.uniform(0.87, 1.0, 40), rng.uniform(0.0, 0.85, 40)
+    fr_u, fr_s = rng.uniform(0.45, 0.7, 40), rng.uniform(0.0, 0.35, 40)
+    de_s = rng.uniform(0.0, 0.9, 20)  # German: safe rows only
+    scores = np.concatenate([en_u, en_s, fr_u, fr_s, de_s])
+    truth = np.array([True] * 40 + [False] * 40 + [True] * 40 + [False] * 60)
+    langs = ["en"] * 80 + ["fr"] * 80 + ["de"] * 20
+    offsets, report = language_offsets(scores, truth, langs, threshold=0.75, languages=["en", "fr", "de", "es"],
+                                       floor=0.2, max_fpr=0.1)
+    assert offsets["en"] == 0.0 and report["en"]["reason"] == "global_is_lower"  # never less sensitive
+    assert offsets["fr"] > 0 and report["fr"]["threshold"] < 0.75
+    assert offsets["fr"] == pytest.approx(logit(0.75) - logit(report["fr"]["threshold"]), abs=1e-6)
+    assert report["fr"]["calib_f1_own"] > report["fr"]["calib_f1_global"]
+    assert offsets["de"] == 0.0 and report["de"]["reason"] == "no_safe_and_unsafe_rows"
+    assert offsets["es"] == 0.0 and report["es"]["rows"] == 0
+    # The floor holds: a language whose rows would want a threshold under it gets the floor.
+    low, rep = language_offsets(np.array([0.05, 0.06, 0.01, 0.0]), np.array([True, True, False, False]),
+                                ["fr"] * 4, threshold=0.5, languages=["fr"], floor=0.2, max_fpr=0.0)
+    assert rep["fr"]["threshold"] == 0.2 and low["fr"] == pytest.approx(logit(0.5) - logit(0.2), abs=1e-6)

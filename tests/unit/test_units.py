@@ -109,3 +109,25 @@ def test_context_variants_are_deterministic_and_keep_the_row() -> None:
         source = by_id[p["id"].split("@")[0]]
         assert p["text"].count(source["text"]) == 1 and p["labels"] == source["labels"]
         assert len(p["text"].split()) >= p["context_words"] + len(source["text"].split())
+
+
+def test_language_offsets_raise_a_units_score_only_in_its_language() -> None:
+    from duelguard.classifier.thresholds import logit
+    from duelguard.classifier.units import language_offsets_of
+    from duelguard.fsio import DataError
+
+    texts = ["How do I bake bread at home?", "Comment faire du pain à la maison ?",
+             "I baked bread yesterday. Comment faire du pain à la maison ?"]
+    flat = lambda units: np.full((len(units), 12), 0.3, dtype=np.float32)  # noqa: E731 - the same raw score everywhere
+    plain = score_texts(texts, flat, 12, 64, 16, BOUND)
+    offsets = {"en": 0.0, "fr": 1.5, "es": 0.0, "de": 0.0}
+    shifted = score_texts(texts, flat, 12, 64, 16, BOUND, offsets)
+    french = 1 / (1 + np.exp(-(logit(0.3) + 1.5)))
+    assert np.allclose(plain.probs, 0.3) and np.allclose(shifted.probs[0], 0.3)  # English: unchanged
+    assert np.allclose(shifted.probs[1], french, atol=1e-6)
+    assert np.allclose(shifted.probs[2], french, atol=1e-6)  # the French sentence is a unit of its own
+    assert np.allclose(score_texts(texts, flat, 12, 64, 16, BOUND, dict.fromkeys(offsets, 0.0)).probs, 0.3)
+    assert language_offsets_of({}) == {} and language_offsets_of({"language_offsets": {"fr": 1}}) == {"fr": 1.0}
+    for bad in ({"fr": -0.5}, {"fr": "1"}, ["fr"]):
+        with pytest.raises(DataError, match="language_offsets"):
+            language_offsets_of({"language_offsets": bad})

@@ -28,7 +28,7 @@ from duelguard.classifier.inference import token_unit_probs
 from duelguard.classifier.onnx_export import ONNX_FILE
 from duelguard.classifier.runtime import OnnxNetwork, network_probs, num_labels
 from duelguard.classifier.saved import NetworkExport, SavedClassifier
-from duelguard.classifier.units import Scores, long_input_of, score_texts
+from duelguard.classifier.units import Scores, language_offsets_of, long_input_of, score_texts
 from duelguard.config import LongInput
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
 
@@ -106,7 +106,7 @@ class GuardClassifier(SavedClassifier):
         pooling = meta.get("pooling", "last")
         model = load_network(path, pooling)
         model.to(_device()).eval()
-        return cls(
+        clf = cls(
             model,
             tokenizer,
             meta["thresholds"],
@@ -117,6 +117,8 @@ class GuardClassifier(SavedClassifier):
             pooling=pooling,
             long_input=long_input_of(meta),
         )
+        clf.language_offsets = language_offsets_of(meta)
+        return clf
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -124,6 +126,7 @@ class GuardClassifier(SavedClassifier):
         return {
             "taxonomy": list(CATEGORIES),
             "thresholds": [round(float(t), 6) for t in self.thresholds],
+            "language_offsets": dict(self.language_offsets),
             "max_length": self.max_length,
             "chunk_overlap": self.chunk_overlap,
             "threshold_rule": self.threshold_rule,
@@ -152,7 +155,8 @@ class GuardClassifier(SavedClassifier):
                                         batch_size or DEFAULT_BATCH_SIZE,
                                         lambda ids, mask: network_probs(self.model, ids, mask), labels, progress)
 
-        return score_texts(texts, unit_probs, labels, self.max_length, self.chunk_overlap, self.long_input)
+        return score_texts(texts, unit_probs, labels, self.max_length, self.chunk_overlap, self.long_input,
+                           self.language_offsets)
 
 
     # ONNX ---------------------------------------------------------------------------------------

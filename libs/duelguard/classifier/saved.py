@@ -2,7 +2,8 @@
 which kind of classifier it holds, and the interface both kinds share.
 
 Every saved classifier directory has a duelguard.json: {"taxonomy": [12 names], "thresholds": [12
-floats], "max_length", "chunk_overlap", "long_input", "threshold_rule", "training", ...} plus what
+floats], "language_offsets", "max_length", "chunk_overlap", "long_input", "threshold_rule", "training",
+...} plus what
 its kind records (a token model: "pooling"; a sentence classifier: "encoder" and "head"). This
 module is the one place that names the file (METADATA_FILE), answers "is this a classifier
 directory?" (is_classifier_dir), reads and checks the record (read_metadata), writes it
@@ -80,6 +81,9 @@ class SavedClassifier(ABC):
     built on what each kind defines (its metadata, its files, its scoring and its ONNX export)."""
 
     thresholds: np.ndarray
+    # Logit offset per language (duelguard.classifier.thresholds.language_offsets), added to a unit's
+    # logits once its language is identified; empty = one global threshold. Replaced, never mutated.
+    language_offsets: dict[str, float] = {}  # noqa: RUF012 - a class-level default that is only ever replaced
     # Where a kind that embeds texts memoises the embeddings (duelguard.encoder.embed_cached); None embeds
     # afresh. Stages set it (duelguard.classifier.loader), since they score the same texts again and again.
     embed_cache: Path | None = None

@@ -38,7 +38,7 @@ import numpy as np
 from duelguard.classifier.onnx_export import ONNX_FILE, OnnxExportError
 from duelguard.classifier.runtime import OUTPUT_NAME, OnnxHead
 from duelguard.classifier.saved import METADATA_FILE, NetworkExport, SavedClassifier
-from duelguard.classifier.units import Scores, long_input_of, score_texts
+from duelguard.classifier.units import Scores, language_offsets_of, long_input_of, score_texts
 from duelguard.config import LongInput
 from duelguard.errors import ModelNotFoundError
 from duelguard.fsio import DataError, atomic_open
@@ -157,14 +157,17 @@ class SentenceGuard(SavedClassifier):
         except RuntimeError as exc:
             raise DataError(f"{path / HEAD_FILE}: does not fit the head in {METADATA_FILE} ({exc})") from exc
         head.eval()
-        return cls(head, meta["encoder"], config, meta["thresholds"], meta["max_length"], meta["chunk_overlap"],
-                   long_input_of(meta), meta.get("threshold_rule", "fixed"), meta.get("training", {}))
+        clf = cls(head, meta["encoder"], config, meta["thresholds"], meta["max_length"], meta["chunk_overlap"],
+                  long_input_of(meta), meta.get("threshold_rule", "fixed"), meta.get("training", {}))
+        clf.language_offsets = language_offsets_of(meta)
+        return clf
 
     @property
     def metadata(self) -> dict[str, Any]:
         return {
             "taxonomy": list(CATEGORIES),
             "thresholds": [round(float(t), 6) for t in self.thresholds],
+            "language_offsets": dict(self.language_offsets),
             "encoder": self.encoder,
             "head": self.head_config,
             "max_length": self.max_length,
@@ -202,7 +205,7 @@ class SentenceGuard(SavedClassifier):
         """Every unit of every text (duelguard.classifier.units) embedded and scored by the head, max
         over units; blank text scores 0, a text past the bound 1.0 (too_long)."""
         return score_texts(texts, lambda units: sigmoid(head_logits(self.model, self.embed(units, progress))),
-                           NUM_CATEGORIES, self.max_length, self.chunk_overlap, self.long_input)
+                           NUM_CATEGORIES, self.max_length, self.chunk_overlap, self.long_input, self.language_offsets)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

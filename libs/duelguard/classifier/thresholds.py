@@ -17,13 +17,25 @@ one threshold per category; docs/method.md). Rules (`classifier.threshold_rule`)
 - max_f1_floor:  max_f1, but never below `threshold_floor` (a tiny threshold fitted on a handful of
                  positives floods production with false positives), and categories with fewer than
                  MIN_POSITIVES dev positives keep `default_threshold`.
+
+Per-language calibration (`classifier.language_calibration`, global rule only): the frozen encoder
+scores French, Spanish and German unsafe requests lower than English ones, so one threshold fitted on
+all languages together misses many of them. Each language then gets its own threshold, fitted the
+same way on its own calibration rows, but never above the global one: a language can only be scored
+more sensitively, so writing in another language gains an attacker nothing. It travels as a logit
+offset per language (language_offsets), which the scoring loop adds to each unit's logits once it
+has identified the unit's language (duelguard.classifier.units.shift_by_language): every consumer
+keeps comparing scores with the one global threshold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from duelguard.classifier.units import logit
 
 GRID: np.ndarray = np.round(np.arange(0.05, 0.9501, 0.01), 2)
 MIN_POSITIVES = 5
@@ -102,6 +114,35 @@ def calibrate(
             }
         )
     return thresholds.astype(np.float32), {"rule": rule, "categories": per_category}
+
+
+def language_offsets(scores: np.ndarray, truth: np.ndarray, langs: Sequence[str], threshold: float,
+                     languages: Sequence[str], floor: float, max_fpr: float | None
+                     ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Per language of `languages`: the threshold best_f1_threshold picks on that language's
+    calibration rows (unsafe score `scores`, truth, the same FPR ceiling, never below `floor`), capped
+    at the global `threshold`, as the offset logit(threshold) - logit(own) >= 0 (0 = the global
+    threshold). A language without both safe and unsafe calibration rows keeps 0. Returns the offsets
+    and a report per language (rows, unsafe rows, threshold, offset, calibration F1 at the global and
+    at its own threshold)."""
+    scores, truth, langs = np.asarray(scores), np.asarray(truth, dtype=bool), np.asarray(langs)
+    offsets: dict[str, float] = {}
+    report: dict[str, Any] = {}
+    for lang in languages:
+        rows = langs == lang
+        s, y = scores[rows], truth[rows]
+        own, reason = threshold, "no_safe_and_unsafe_rows"
+        if y.any() and not y.all():
+            fitted, _ = best_f1_threshold(s, y, max_fpr=max_fpr)
+            own, reason = max(fitted, floor), "fitted"
+            if own >= threshold:
+                own, reason = threshold, "global_is_lower"
+        offsets[lang] = round(max(0.0, float(logit(threshold) - logit(own))), 6)
+        report[lang] = {"rows": int(rows.sum()), "unsafe": int(y.sum()), "threshold": float(own), "offset": offsets[lang],
+                        "reason": reason,
+                        "calib_f1_global": f1_score(s > threshold, y) if rows.any() else None,
+                        "calib_f1_own": f1_score(s > own, y) if rows.any() else None}
+    return offsets, report
 
 
 def _calibrate_global(probs: np.ndarray, labels: np.ndarray, floor: float,

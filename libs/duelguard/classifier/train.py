@@ -36,7 +36,7 @@ from duelguard.classifier.loader import load_classifier
 from duelguard.classifier.model import GuardClassifier
 from duelguard.classifier.saved import is_classifier_dir
 from duelguard.classifier.sentence import SentenceGuard, first_window, fit_head
-from duelguard.classifier.thresholds import calibrate
+from duelguard.classifier.thresholds import calibrate, language_offsets
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
@@ -307,6 +307,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
     with mlflow_run(params, STAGE, iteration, data_files=files, log_sections=["classifier"], root=layout.root):
         probe, probe_summary = train_probe(train, calib, layout.weights_cache, cfg.random_seed, cfg.max_calib_fpr)
         clf = _initial_classifier(params, layout, iteration, seed_texts)
+        clf.language_offsets = {}  # raw scores while training and calibrating (a previous model carries its own)
         history = _fit(clf, train, weights, params, layout)
 
         calib_probs = clf.predict_proba([r["text"] for r in calib], batch_size=cfg.predict_batch_size, progress=True)
@@ -314,6 +315,10 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
             calib_probs, np.array([r["labels"] for r in calib]), cfg.threshold_rule, cfg.default_threshold,
             cfg.threshold_floor, cfg.max_calib_fpr,
         )
+        if cfg.language_calibration:
+            clf.language_offsets, report["languages"] = language_offsets(
+                calib_probs.max(axis=1), np.array([any(r["labels"]) for r in calib]), [r["lang"] for r in calib],
+                float(clf.thresholds.max()), params.seed.languages, cfg.threshold_floor, cfg.max_calib_fpr)
         clf.threshold_rule = cfg.threshold_rule
         clf.training = {
             "iteration": iteration,

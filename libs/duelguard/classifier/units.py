@@ -22,18 +22,24 @@ the text `truncated`.
 Before any of this the text is folded (duelguard.classifier.deobfuscate): zero-width characters,
 look-alike letters, full-width forms and spaced-out letters are undone. Empty or blank text has no
 unit and scores 0 in every category.
+
+A classifier calibrated per language (duelguard.classifier.thresholds.language_offsets) records a
+logit offset per language, never negative: each unit's language is identified (py3langid, among those
+languages) and its logits moved by that language's offset before the max, so the one global threshold
+flags a unit exactly when its raw score passes its language's own threshold.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from duelguard.classifier.deobfuscate import fold
 from duelguard.config import LongInput
+from duelguard.fsio import DataError
 
 TOO_LONG = "too_long"
 # No real text averages more characters per word than this: a text longer than (max_words + 1) x
@@ -46,6 +52,37 @@ def long_input_of(meta: dict) -> LongInput:
     """The bound a saved classifier's duelguard.json records (a directory written before the bound
     existed gets the schema's default, never no bound)."""
     return LongInput(**meta["long_input"]) if meta.get("long_input") else LongInput()
+
+
+def language_offsets_of(meta: dict[str, Any]) -> dict[str, float]:
+    """The per-language logit offsets a saved classifier's duelguard.json records ({} for one
+    calibrated on one global threshold, or saved before offsets existed); a negative or non-numeric
+    offset is an error, since it would make a language less guarded than the global threshold."""
+    raw = meta.get("language_offsets") or {}
+    if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for k, v in raw.items()):
+        raise DataError(f"language_offsets must map language codes to offsets >= 0, got {raw!r}")
+    return {k: float(v) for k, v in raw.items()}
+
+
+def logit(p: float | np.ndarray) -> float | np.ndarray:
+    """log(p / (1 - p)), with p kept inside (1e-7, 1 - 1e-7)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    out = np.log(q / (1 - q))
+    return float(out) if out.ndim == 0 else out
+
+
+def shift_by_language(units: Sequence[str], probs: np.ndarray, offsets: Mapping[str, float]) -> np.ndarray:
+    """Each unit's probabilities with its language's logit offset added (see the module docstring).
+    The language is the most likely of the offsets' languages, so a text in any other language takes
+    the offset of the closest one: never less guarded than the global threshold."""
+    if not any(offsets.values()):
+        return probs
+    from duelguard.langid import identify
+
+    candidates = tuple(sorted(offsets))
+    shift = np.array([offsets[identify(u, candidates)[0] if len(candidates) > 1 else candidates[0]] for u in units])
+    return (1.0 / (1.0 + np.exp(-(logit(probs) + shift[:, None])))).astype(np.float32)
 
 
 class Units(NamedTuple):
@@ -112,10 +149,12 @@ class Scores(NamedTuple):
 
 
 def score_texts(texts: Sequence[str], unit_probs: Callable[[list[str]], np.ndarray], num_labels: int,
-                window_words: int, overlap: int, long_input: LongInput) -> Scores:
+                window_words: int, overlap: int, long_input: LongInput,
+                language_offsets: Mapping[str, float] | None = None) -> Scores:
     """The one scoring loop of every classifier kind and runtime: each text's units (scoring_units),
     all units of all texts scored in one call of `unit_probs(list of unit strings) -> (m, C)
-    probabilities`, then the max over each text's units. Blank text scores 0; a too-long text 1.0."""
+    probabilities`, shifted by their language's offset (shift_by_language), then the max over each
+    text's units. Blank text scores 0; a too-long text 1.0."""
     owners: list[int] = []
     units: list[str] = []
     truncated = np.zeros(len(texts), dtype=bool)
@@ -127,6 +166,9 @@ def score_texts(texts: Sequence[str], unit_probs: Callable[[list[str]], np.ndarr
         units.extend(found.texts)
     probs = np.zeros((len(texts), num_labels), dtype=np.float32)
     if units:
-        np.maximum.at(probs, np.asarray(owners), np.asarray(unit_probs(units), dtype=np.float32))
+        unit_scores = np.asarray(unit_probs(units), dtype=np.float32)
+        if language_offsets:
+            unit_scores = shift_by_language(units, unit_scores, language_offsets)
+        np.maximum.at(probs, np.asarray(owners), unit_scores)
     probs[too_long] = 1.0
     return Scores(probs, truncated, too_long)
