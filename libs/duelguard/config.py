@@ -284,9 +284,9 @@ class Generator(_Section):
     # null = every seed record.
     seed_kinds: list[Literal["instruction", "statement"]] | None
     seeds_per_iteration: int
-    # Share of translate_create's seeds drawn where the classifier fails: in proportion to its error
-    # rate per stratum (safe, each harm category) on the previous iteration's samples
-    # (duelguard.loop.generator.seed_quotas); the rest even. 0 = always even.
+    # Share of translate_create's unsafe seeds drawn where the classifier fails: in proportion to its
+    # error rate per harm category on the previous iteration's samples (duelguard.loop.generator.seed_quotas);
+    # the rest even, and safe seeds stay half. 0 = always even.
     steer: float = Field(ge=0.0, le=1.0)
     n_samples: int
     temperature: float

@@ -220,11 +220,12 @@ def test_seed_quotas_are_even_without_failures_and_follow_error_rates_with_them(
     sizes = {generator.SAFE: 100, 0: 100, 1: 100, 2: 100, 3: 100}
     even = generator.seed_quotas(random.Random(0), sizes, 40, {}, steer=0.5)
     assert even == {generator.SAFE: 20, 0: 5, 1: 5, 2: 5, 3: 5}
-    # Category 2 was wrong 9 times in 10, the others 0 in 10: it gets the largest share, nobody drops to 0.
+    # Category 2 was wrong 9 times in 10, the others 0 in 10: it gets the largest share, nobody drops to 0,
+    # and the safe half stays half (steering moves seeds between harm categories only).
     failures = {generator.SAFE: (0, 10), 0: (0, 10), 1: (0, 10), 2: (9, 10), 3: (0, 10)}
     steered = generator.seed_quotas(random.Random(0), sizes, 40, failures, steer=0.5)
-    assert sum(steered.values()) == 40
-    assert steered[2] == max(steered.values()) and steered[2] >= 2 * even[2]
+    assert sum(steered.values()) == 40 and steered[generator.SAFE] == 20
+    assert steered[2] == max(v for k, v in steered.items() if k != generator.SAFE) and steered[2] >= 2 * even[2]
     assert min(steered.values()) >= 1
     assert generator.seed_quotas(random.Random(0), sizes, 40, failures, steer=0.0) == even
     # A stratum with fewer seeds than its share gives the rest to the others.
@@ -232,7 +233,7 @@ def test_seed_quotas_are_even_without_failures_and_follow_error_rates_with_them(
     assert small[2] == 3 and sum(small.values()) == 40
 
 
-def test_generate_steers_seeds_toward_the_strata_the_classifier_got_wrong(small_params, seeded_layout):
+def test_generate_steers_seeds_toward_the_categories_the_classifier_got_wrong(small_params, seeded_layout):
     from loop_fixtures import synthetic
 
     # Iteration 1's scored samples: 6 hate samples all judged wrong, 6 safe ones all judged right.
@@ -241,16 +242,23 @@ def test_generate_steers_seeds_toward_the_strata_the_classifier_got_wrong(small_
     hate = generator.primary_category(scored[0]["labels"])
     failures = generator.failure_counts(seeded_layout, 2)
     assert failures == {hate: (6, 6), generator.SAFE: (0, 6)}
+    # 2 seeds: one safe, one unsafe. Fully steered, the unsafe one is the English hate seed (rate 7/8
+    # against 1/2 for the unscored categories) in every iteration; drawn evenly, it is not always.
+    params = _with(small_params, seeds_per_iteration=2, max_new_tokens=12)  # every seed fits (<= 36 chars)
+    train = read_records(seeded_layout.seed_split("train"))
+
+    def unsafe_category(p, i: int) -> set[int]:
+        picked = generator.select_seeds(p, train, "translate_create", i, failures)
+        assert sum(is_unsafe(r["labels"]) for r in picked) == 1
+        return {generator.primary_category(r["labels"]) for r in picked if is_unsafe(r["labels"])}
+
+    assert all(unsafe_category(_with(params, steer=1.0), i) == {hate} for i in range(2, 10))
+    assert any(unsafe_category(_with(params, steer=0.0), i) != {hate} for i in range(2, 10))
     _evaluated(seeded_layout, [0.5, 0.6])  # the game goes on
-    # Fully steered, 4 seeds: hate (rate 7/8) outweighs safe (1/8) and the unscored categories (1/2 each).
-    params = _with(small_params, seeds_per_iteration=4, max_new_tokens=12)  # every seed fits (<= 36 chars)
     summary = generator.generate(_with(params, steer=1.0), seeded_layout, iteration=2)
-    strata = summary["steering"]["strata"]
     assert summary["steering"]["steer"] == 1.0
-    assert strata["hate"] == {"scored": 6, "wrong": 6, "seeds": 1}  # the one English hate seed there is
-    assert strata["safe"] == {"scored": 6, "wrong": 0, "seeds": 0}
-    even = generator.generate(_with(params, steer=0.0), seeded_layout, iteration=2)
-    assert even["steering"]["strata"]["safe"]["seeds"] == 2  # half safe when not steered
+    assert summary["steering"]["strata"]["hate"] == {"scored": 6, "wrong": 6, "seeds": 1}
+    assert summary["steering"]["strata"]["safe"] == {"scored": 6, "wrong": 0, "seeds": 1}
 
 
 def test_failure_counts_refuse_scored_rows_without_a_verdict(seeded_layout):

@@ -100,7 +100,8 @@ def primary_category(labels: list[int]) -> int:
 
 
 def failure_counts(layout: Layout, iteration: int) -> dict[int, tuple[int, int]]:
-    """Where the classifier fails, per stratum (SAFE for a safe sample, else its first harm category):
+    """Where the classifier fails, per stratum (SAFE for a safe sample, else its first harm category;
+    seed_quotas steers between the harm categories, the safe count is reported):
     (wrong, scored) from layout.scored(iteration - 1), i.e. classifier i-2 judging iteration i-1's
     curated samples before it ever trained on them. That is the freshest held-out judgement when
     iteration i generates: classifier i-1 has trained on those very samples. Empty for iteration 1
@@ -120,11 +121,12 @@ def failure_counts(layout: Layout, iteration: int) -> dict[int, tuple[int, int]]
 
 def seed_quotas(rng: random.Random, sizes: dict[int, int], n: int, failures: dict[int, tuple[int, int]],
                 steer: float) -> dict[int, int]:
-    """Seeds per stratum. Without failures: half safe, half spread evenly over the harm categories (a
-    model that sees unsafe requests and few safe ones learns "a request = unsafe"). With failures,
-    `steer` of the n seeds go to the strata in proportion to their smoothed error rate
-    (wrong + 1) / (scored + 2), so a stratum the classifier got wrong 8 times in 10 draws about twice
-    the seeds of one it got wrong 3 times in 10, and a stratum nobody scored counts 1/2: every
+    """Seeds per stratum: half safe, half spread over the harm categories (a model that sees unsafe
+    requests and few safe ones learns "a request = unsafe"; measured: when steering also took safe
+    seeds away, the loop model's FPR on safe text in context doubled). With failures, `steer` of the
+    unsafe half goes to the harm categories in proportion to their smoothed error rate
+    (wrong + 1) / (scored + 2), so a category the classifier got wrong 8 times in 10 draws about twice
+    the seeds of one it got wrong 3 times in 10, and a category nobody scored counts 1/2: every
     category keeps seeds. Seeds are handed out one at a time to the stratum furthest below its target
     that has seeds left (ties drawn by rng), so a small stratum's unmet share goes to the others."""
     keys = sorted(k for k, size in sizes.items() if size)
@@ -136,10 +138,10 @@ def seed_quotas(rng: random.Random, sizes: dict[int, int], n: int, failures: dic
     else:
         even = {k: 1.0 / len(keys) for k in keys}
     weight = even
-    if failures and steer > 0:
-        rate = {k: (failures.get(k, (0, 0))[0] + 1) / (failures.get(k, (0, 0))[1] + 2) for k in keys}
-        total = sum(rate.values())
-        weight = {k: (1 - steer) * even[k] + steer * rate[k] / total for k in keys}
+    if failures and steer > 0 and unsafe:
+        rate = {k: (failures.get(k, (0, 0))[0] + 1) / (failures.get(k, (0, 0))[1] + 2) for k in unsafe}
+        share, total = sum(even[k] for k in unsafe), sum(rate.values())
+        weight = {k: even[k] if k == SAFE else (1 - steer) * even[k] + steer * share * rate[k] / total for k in keys}
     order = list(keys)
     rng.shuffle(order)
     quota = dict.fromkeys(keys, 0)
