@@ -5,7 +5,8 @@ One iteration i:
    `generator.seeds_per_iteration` seed TRAIN records per task. translate_create draws English seeds
    of the source kinds in `generator.seed_kinds` (instructions by default: the requests that fr/es/de
    lack, since their seed is hate-speech statements only), half safe and half unsafe, the unsafe half
-   spread evenly over the harm categories, and asks for each of `generator.languages`; paraphrase
+   spread over the harm categories (evenly, and from iteration 2 `generator.steer` of it toward the
+   categories the classifier got wrong: seed_quotas), and asks for each of `generator.languages`; paraphrase
    draws seeds already in those languages, balanced over language x safe/unsafe, and rewrites each in
    its own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
    (`max_seed_chars`), since a cut-off sample would only be dropped by curation's length filter.
