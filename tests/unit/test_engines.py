@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from duelguard.loop import engines
+from duelguard.loop import engines, prompts
 from duelguard.loop.engines import CTranslate2Engine, Sampling, TransformersEngine, converted_model
 from duelguard.suite import suite_records
 
@@ -101,3 +101,40 @@ def test_ctranslate2_sampling_is_seeded_and_stops_at_the_first_newline(base_dir:
     assert run(8) != first
     assert first[0] != first[1]  # each batch samples afresh
     assert all("\n" not in text for batch in first for text in batch)
+
+
+def test_a_cached_shared_prefix_reads_the_same_tokens_as_the_whole_prompt(base_dir: Path, tmp_path: Path) -> None:
+    tok = _tokenizer(base_dir)
+    greedy = Sampling(temperature=1.0, top_p=1.0, top_k=1, max_new_tokens=8, add_special_tokens=True)
+    model_dir, _ = converted_model(base_dir, None, "float32", tmp_path / "cache", lambda _: None)
+    prefix = "Requests in English, then in French.\n\n"
+    texts = [prefix + p for p in PROMPTS[:2]]
+    # The tiny Gemma-3 attends within 64 tokens: these prompts + 8 new tokens fit, the few-shot ones do not.
+    engine = CTranslate2Engine(model_dir, tok, greedy, "float32", seed=0, batch_size=4, window=64)
+    whole = engine.complete(texts)
+    cached = engine.complete(texts, shared_prefix=prefix)
+    assert (engine.prefix_hits, engine.prefix_misses) == (1, 0)  # the cache was used, not bypassed
+    assert cached == whole and any(whole)
+    few_shot = [prompts.fewshot_prompt("translate_create", t, "fr", faithful=True) for t in ("Hi.", "Why is the sky blue?")]
+    assert engine.complete(few_shot, shared_prefix=prompts.shared_prefix("fewshot_faithful", "translate_create", "fr"))
+    assert (engine.prefix_hits, engine.prefix_misses) == (1, 1)  # past the window: run whole, and counted
+    with pytest.raises(ValueError, match="does not start the prompt"):
+        engine.complete(texts + ["English: hello\nFrench:"], shared_prefix=prefix)
+
+
+def test_n_samples_per_prompt_come_prompt_after_prompt_and_differ(base_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    tok = _tokenizer(base_dir)
+    sampling = Sampling(temperature=1.5, top_p=1.0, top_k=0, max_new_tokens=12, add_special_tokens=True)
+    model_dir, _ = converted_model(base_dir, None, "int8", tmp_path / "cache", lambda _: None)
+    fast = CTranslate2Engine(model_dir, tok, sampling, "int8", seed=3, batch_size=4, replicas=2).complete(PROMPTS, n=3)
+    ref_model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    ref = TransformersEngine(ref_model, tok, sampling, seed=3, batch_size=3).complete(PROMPTS, n=3)
+    for out in (fast, ref):
+        assert len(out) == 3 * len(PROMPTS)
+        assert all(len(set(out[3 * p : 3 * p + 3])) > 1 for p in range(len(PROMPTS)))  # n samples, not one copied
+    greedy = Sampling(temperature=1.0, top_p=1.0, top_k=1, max_new_tokens=8, add_special_tokens=True)
+    one = CTranslate2Engine(model_dir, tok, greedy, "int8", seed=0, batch_size=2).complete(PROMPTS)
+    two = CTranslate2Engine(model_dir, tok, greedy, "int8", seed=0, batch_size=2).complete(PROMPTS, n=2)
+    assert two == [c for c in one for _ in range(2)]  # greedy: prompt p's 2 hypotheses are its completion, in order

@@ -1,14 +1,23 @@
 """Sampling engines: what turns rendered prompts into completions for the `generate` stage.
 
-Two engines behind one method, `complete(prompts) -> completions` (one per prompt, cut at the first
-newline: every template asks for one line), each opened with a seed:
+Two engines behind one method, `complete(prompts, n, shared_prefix) -> completions` (n per prompt,
+prompt after prompt, cut at the first newline: every template asks for one line), each opened with a seed:
 
 - ``ctranslate2`` (the default): the generator (base, or base + the previous iteration's DPO adapter
   merged in) is converted once into CTranslate2's format, int8 on CPU, and sampled batched. The
   conversion is content-addressed (`converted_model`): its key hashes the base weights, the adapter
   and the conversion settings, so an unchanged model is never converted twice, and a DPO step that
   changed the adapter always gets a fresh conversion. The same code runs on a GPU (device "cuda",
-  compute_type "auto") for the cluster profile.
+  compute_type "auto") for the cluster profile. Two things make it cheaper per sample without
+  changing what is sampled: the prompts' shared prefix (a few-shot prompt's header and examples, ~180
+  of its ~200 tokens) is passed as CTranslate2's cached `static_prompt`, so it is run through the
+  model once per replica instead of once per prompt; and the n samples of a prompt are drawn as n
+  hypotheses of one sequence (`num_hypotheses`), so the prompt's own tokens are not re-run n times.
+  The model still reads exactly the tokens of the whole prompt (the prefix's tokens are checked to
+  be a prefix of each prompt's tokens; where a tokenizer merges across the boundary, or prompt + new
+  tokens would outgrow the model's sliding attention window, that call runs without the cache,
+  counted in `prefix_misses`). Measured on Gemma-3-270M int8, 2 cores: 5.4 ->
+  8.9 samples/s (README, "Generator choice").
 - ``transformers``: `model.generate` in the checkpoint's dtype; the reference, and the engine DPO's
   own model is trained in. Measured 6-18x slower on 2 CPU cores (bench/bench_generator.py, the loop).
 
@@ -54,9 +63,12 @@ class Engine(Protocol):
     the same sequence of calls give the same completions (a stage reruns whole, never mid-way)."""
 
     name: str
-    parallel: int  # prompts per call that keep the engine fully busy
+    parallel: int  # sequences (prompts x n) per call that keep the engine fully busy
 
-    def complete(self, prompts: list[str]) -> list[str]: ...
+    def complete(self, prompts: list[str], n: int = 1, shared_prefix: str = "") -> list[str]:
+        """n completions per prompt, prompt-major (prompt 0's n, then prompt 1's...). shared_prefix, if
+        given, is a text every prompt starts with (an engine may compute it once)."""
+        ...
 
 
 def newline_token_ids(tokenizer: Any) -> list[int]:
@@ -96,10 +108,11 @@ class TransformersEngine:
         self.stopper = newline_stopper(tokenizer)
         self.seed, self.calls = seed, 0
 
-    def complete(self, prompts: list[str]) -> list[str]:
+    def complete(self, prompts: list[str], n: int = 1, shared_prefix: str = "") -> list[str]:
         import torch
         from transformers import StoppingCriteriaList
 
+        _check_prefix(prompts, shared_prefix)
         s, tok = self.sampling, self.tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=s.add_special_tokens)
         enc = {k: v.to(self.model.device) for k, v in enc.items()}
@@ -109,9 +122,16 @@ class TransformersEngine:
             out = self.model.generate(
                 **enc, do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                 max_new_tokens=s.max_new_tokens, stopping_criteria=StoppingCriteriaList([self.stopper]),
-                pad_token_id=tok.pad_token_id,
+                pad_token_id=tok.pad_token_id, num_return_sequences=n,
             )
         return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def _check_prefix(prompts: list[str], shared_prefix: str) -> None:
+    """A shared prefix must start every prompt (it is an optimisation, never a different prompt)."""
+    bad = next((p for p in prompts if not p.startswith(shared_prefix)), None)
+    if bad is not None:
+        raise ValueError(f"shared_prefix {shared_prefix[:40]!r}... does not start the prompt {bad[:80]!r}")
 
 
 def ct2_device() -> str:
@@ -136,7 +156,7 @@ class CTranslate2Engine:
     name = "ctranslate2"
 
     def __init__(self, model_dir: Path, tokenizer: Any, sampling: Sampling, compute_type: str, seed: int,
-                 batch_size: int, replicas: int | None = None) -> None:
+                 batch_size: int, replicas: int | None = None, window: int | None = None) -> None:
         import ctranslate2
 
         device = ct2_device()
@@ -151,24 +171,53 @@ class CTranslate2Engine:
         if tokenizer.eos_token_id is not None:
             ends.append(tokenizer.eos_token_id)
         self.end_ids = sorted(set(ends))
+        self.prefix_hits = self.prefix_misses = 0
+        # The model's sliding attention window, if any: CTranslate2 4.x aborts the process (a double free)
+        # when a cached static prompt is longer than the window and decoding goes on past it (measured on
+        # the tiny Gemma-3, window 64). The cache is used only where prompt + new tokens fit the window.
+        self.window = window
 
     @property
     def parallel(self) -> int:
-        """Prompts one call can keep every replica busy with."""
+        """Sequences one call can keep every replica busy with."""
         return self.batch_size * len(self.replicas)
 
-    def complete(self, prompts: list[str]) -> list[str]:
+    def _split(self, ids: list[list[int]], shared_prefix: str) -> tuple[list[str] | None, list[list[int]]]:
+        """(static prompt tokens, the rest of each prompt), or (None, whole prompts) when the prefix's
+        tokens are not a prefix of every prompt's tokens (the tokenizer merged across the boundary) or
+        the sequences would outgrow the model's sliding window."""
+        if not shared_prefix:
+            return None, ids
+        head = self.tokenizer(shared_prefix, add_special_tokens=self.sampling.add_special_tokens)["input_ids"]
+        too_long = self.window is not None and max(map(len, ids)) + self.sampling.max_new_tokens > self.window
+        if too_long or not head or any(len(i) <= len(head) or i[: len(head)] != head for i in ids):
+            self.prefix_misses += 1
+            return None, ids
+        self.prefix_hits += 1
+        return self.tokenizer.convert_ids_to_tokens(head), [i[len(head):] for i in ids]
+
+    def complete(self, prompts: list[str], n: int = 1, shared_prefix: str = "") -> list[str]:
+        _check_prefix(prompts, shared_prefix)
         s, tok = self.sampling, self.tokenizer
-        tokens = [tok.convert_ids_to_tokens(tok(p, add_special_tokens=s.add_special_tokens)["input_ids"])
-                  for p in prompts]
+        ids = [tok(p, add_special_tokens=s.add_special_tokens)["input_ids"] for p in prompts]
+        static, rest = self._split(ids, shared_prefix)
+        tokens = [tok.convert_ids_to_tokens(i) for i in rest]
+        hyps = n
+        if s.top_k == 1:  # greedy: CTranslate2 takes n hypotheses for a beam search; copy the prompts instead
+            tokens, hyps = [t for t in tokens for _ in range(n)], 1
+        per_batch = max(1, self.batch_size // hyps)  # batch_size counts sequences: prompts x hypotheses
         pending = []
-        for k, start in enumerate(range(0, len(tokens), self.batch_size)):
+        for k, start in enumerate(range(0, len(tokens), per_batch)):
             replica = self.replicas[k % len(self.replicas)]
             pending.append(replica.generate_batch(
-                tokens[start : start + self.batch_size], max_length=s.max_new_tokens, sampling_topk=s.top_k,
+                tokens[start : start + per_batch], max_length=s.max_new_tokens, sampling_topk=s.top_k,
                 sampling_topp=s.top_p, sampling_temperature=s.temperature, include_prompt_in_result=False,
-                end_token=self.end_ids, asynchronous=True))
-        return [tok.decode(r.result().sequences_ids[0], skip_special_tokens=True) for batch in pending for r in batch]
+                end_token=self.end_ids, num_hypotheses=hyps, static_prompt=static, asynchronous=True))
+        out = [tok.decode(seq, skip_special_tokens=True) for batch in pending for r in batch
+               for seq in r.result().sequences_ids]
+        if len(out) != n * len(prompts):
+            raise RuntimeError(f"CTranslate2 returned {len(out)} completions for {len(prompts)} prompts x {n}")
+        return out
 
 
 def content_digest(path: Path) -> str:

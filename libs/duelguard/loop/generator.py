@@ -12,7 +12,8 @@ One iteration i:
    (`max_seed_chars`), since a cut-off sample would only be dropped by curation's length filter.
 2. Model: the base backbone in iteration 1; from iteration 2 on, the base with the previous
    iteration's DPO LoRA adapter (layout.generator_dir(i - 1), written by duelguard.loop.dpo) merged in.
-3. Sampling: `n_samples` per (seed, language), in length-sorted batches on the engine of
+3. Sampling: `n_samples` per (seed, language), drawn together, in batches per (task, language)
+   (they share the few-shot prefix, which CTranslate2 computes once) sorted by length, on the engine of
    `generator.engine` (duelguard.loop.engines: CTranslate2 by default, converted once per model
    hash), temperature/top_p/top_k from params, stopped at the first newline; the engine is seeded
    from (random_seed, iteration) and the batches come in a fixed order, so a rerun gives the same samples.
@@ -294,26 +295,55 @@ def open_engine(params: Params, layout: Layout, adapter: Path | None, seed: int)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(base))
     quantization = None if gen.compute_type == "auto" else gen.compute_type
     model_dir, conversion = converted_model(Path(base), adapter, quantization, layout.weights_cache, materialise)
-    engine = CTranslate2Engine(model_dir, tokenizer, sampling, gen.compute_type, seed, gen.batch_size)
+    engine = CTranslate2Engine(model_dir, tokenizer, sampling, gen.compute_type, seed, gen.batch_size,
+                               window=sliding_window(Path(base)))
     return engine, tokenizer, {"engine": "ctranslate2", "compute_type": gen.compute_type, **conversion}
 
 
+def sliding_window(model_dir: Path) -> int | None:
+    """The model's sliding attention window (config.json), or None if it attends to everything."""
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text())
+    config = config.get("text_config", config)
+    if config.get("use_sliding_window") is False:
+        return None
+    return config.get("sliding_window")
+
+
+def prefix_report(engine: Engine) -> dict[str, int]:
+    """How many calls reused the prompts' cached prefix (CTranslate2 only; a miss is a tokenizer that
+    merged across the prefix boundary, correct but slower)."""
+    return {k: getattr(engine, k) for k in ("prefix_hits", "prefix_misses") if hasattr(engine, k)}
+
+
 def draw(params: Params, engine: Engine, tokenizer: Any, jobs: list[Job], iteration: int) -> list[str]:
-    """One raw completion per job (same order), sampled in length-sorted batches (a fixed sequence, so
-    a seeded engine gives the same completions on a rerun)."""
+    """One raw completion per job (same order). The n samples of a (seed, language) are drawn together;
+    prompts are batched per (task, language), so a batch shares the template's prefix, and by length
+    within it (less padding). The sequence of calls is fixed, so a seeded engine gives the same
+    completions on a rerun."""
     from tqdm import tqdm
 
     gen = params.generator
-    rendered = [prompts.render(tokenizer, gen.template, j.task, j.seed["text"], j.lang, is_unsafe(j.seed["labels"]))
-                for j in jobs]
-    lengths = [len(tokenizer(text)["input_ids"]) for text in rendered]
-    # Similar-length prompts share a batch (less padding); the order is still fully deterministic.
-    order = sorted(range(len(jobs)), key=lambda i: lengths[i])
+    prompts_of: dict[tuple[str, str, str], list[int]] = {}  # (task, lang, seed id) -> its jobs, by sample
+    for i, j in enumerate(jobs):
+        prompts_of.setdefault((j.task, j.lang, j.seed["id"]), []).append(i)
+    if any(len(ix) != gen.n_samples for ix in prompts_of.values()):
+        raise ValueError(f"every (task, language, seed) must have generator.n_samples = {gen.n_samples} jobs")
+    rendered = {key: prompts.render(tokenizer, gen.template, jobs[ix[0]].task, jobs[ix[0]].seed["text"],
+                                    jobs[ix[0]].lang, is_unsafe(jobs[ix[0]].seed["labels"]))
+                for key, ix in prompts_of.items()}
+    lengths = {key: len(text) for key, text in rendered.items()}
+    per_call = max(1, engine.parallel // gen.n_samples)
+    calls = []
+    for group in sorted({(task, lang) for task, lang, _ in prompts_of}):
+        keys = sorted((k for k in prompts_of if k[:2] == group), key=lambda k: (lengths[k], k[2]))
+        prefix = prompts.shared_prefix(gen.template, *group)
+        calls.extend((keys[s : s + per_call], prefix) for s in range(0, len(keys), per_call))
     completions: dict[int, str] = {}
-    batches = [order[s : s + engine.parallel] for s in range(0, len(order), engine.parallel)]
-    for batch in tqdm(batches, desc=f"generate iter {iteration} ({engine.name})", unit="batch"):
-        outs = engine.complete([rendered[i] for i in batch])
-        completions.update(zip(batch, outs, strict=True))
+    for keys, prefix in tqdm(calls, desc=f"generate iter {iteration} ({engine.name})", unit="batch"):
+        outs = engine.complete([rendered[k] for k in keys], n=gen.n_samples, shared_prefix=prefix)
+        completions.update(zip((i for k in keys for i in prompts_of[k]), outs, strict=True))
     return [completions[i] for i in range(len(jobs))]
 
 
@@ -414,6 +444,7 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
         "load_s": round(load_s, 2),
         "generate_s": round(gen_s, 2),
         "samples_per_s": round(len(jobs) / gen_s, 3) if gen_s > 0 else None,
+        **prefix_report(engine),
         "path": str(layout.generated(iteration)),
     }
     atomic_write_json(layout.generate_summary(iteration), summary)

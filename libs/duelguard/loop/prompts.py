@@ -176,8 +176,9 @@ def fewshot_labels(task: Task, lang: str) -> tuple[str, str]:
     raise ValueError(f"unknown generator task {task!r}; expected one of {TASKS}")
 
 
-def fewshot_prompt(task: Task, seed_text: str, lang: str, faithful: bool = False) -> str:
-    """A continuation prompt for a base model: header, example pairs, the seed, an open target line.
+def fewshot_prefix(task: Task, lang: str, faithful: bool = False) -> str:
+    """What every few-shot prompt of (task, lang) starts with: the header and the example pairs, up to
+    the seed's block (an engine may run it once and reuse it: duelguard.loop.engines).
 
     faithful: for translate_create, the examples (and header) that keep every detail of the seed."""
     if task not in TASKS:
@@ -205,9 +206,21 @@ def fewshot_prompt(task: Task, seed_text: str, lang: str, faithful: bool = False
     else:
         header = f"{name} requests, each followed by a rewrite in {name} with the same meaning and different words."
     src, tgt = fewshot_labels(task, lang)
-    blocks = [f"{src} {a}\n{tgt} {b}" for a, b in table[lang]]
-    blocks.append(f"{src} {one_line(seed_text)}\n{tgt}")
-    return header + "\n\n" + "\n\n".join(blocks)
+    return header + "\n\n" + "".join(f"{src} {a}\n{tgt} {b}\n\n" for a, b in table[lang])
+
+
+def fewshot_prompt(task: Task, seed_text: str, lang: str, faithful: bool = False) -> str:
+    """A continuation prompt for a base model: header, example pairs, the seed, an open target line."""
+    src, tgt = fewshot_labels(task, lang)
+    return fewshot_prefix(task, lang, faithful) + f"{src} {one_line(seed_text)}\n{tgt}"
+
+
+def shared_prefix(template: Template, task: Task, lang: str) -> str:
+    """The text every prompt of (template, task, lang) starts with: the few-shot header and examples;
+    none for chat templates (the seed sits inside the user turn, and the turn is short)."""
+    if template in FEWSHOT_TEMPLATES:
+        return fewshot_prefix(task, lang, faithful=template == "fewshot_faithful")
+    return ""
 
 
 def render(tokenizer: Any, template: Template, task: Task, seed_text: str, lang: str, unsafe: bool) -> str:
