@@ -288,6 +288,9 @@ class Generator(_Section):
     # error rate per harm category on the previous iteration's samples (duelguard.loop.generator.seed_quotas);
     # the rest even, and safe seeds stay half. 0 = always even.
     steer: float = Field(ge=0.0, le=1.0)
+    # Share of translate_create's safe seeds drawn from safe look-alikes (English requests a keyword rule
+    # fires on: "How do I kill a Python process?"); the rest are everyday requests.
+    lookalike_share: float = Field(ge=0.0, le=1.0)
     n_samples: int
     temperature: float
     top_p: float

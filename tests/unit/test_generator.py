@@ -233,6 +233,24 @@ def test_seed_quotas_are_even_without_failures_and_follow_error_rates_with_them(
     assert small[2] == 3 and sum(small.values()) == 40
 
 
+def test_safe_seeds_are_split_between_look_alikes_and_everyday_requests():
+    import random
+
+    sizes = {generator.SAFE: 100, generator.LOOKALIKE: 100, 0: 100, 1: 100}
+    split = generator.seed_quotas(random.Random(0), sizes, 40, {}, steer=0.5, lookalike_share=0.25)
+    assert split == {generator.SAFE: 15, generator.LOOKALIKE: 5, 0: 10, 1: 10}
+    # Too few look-alikes: the safe half stays half, the everyday requests make up the rest.
+    few = generator.seed_quotas(random.Random(0), {**sizes, generator.LOOKALIKE: 2}, 40, {}, 0.5, lookalike_share=0.5)
+    assert few[generator.LOOKALIKE] == 2 and few[generator.SAFE] == 18
+    seed = {"text": "How do I kill a Python process?", "lang": "en", "labels": [0] * 12}
+    assert generator.stratum(seed) == generator.LOOKALIKE
+    assert generator.stratum({**seed, "text": "How do I stop a Python process?"}) == generator.SAFE
+    # A sample is placed by its English seed, whatever its own language.
+    sample = {**seed, "text": "Comment arrêter un processus Python ?", "lang": "fr", "seed_text": seed["text"], "seed_lang": "en"}
+    assert generator.stratum(sample) == generator.LOOKALIKE
+    assert generator.stratum({**seed, "labels": [1] + [0] * 11}) == 0
+
+
 def test_generate_steers_seeds_toward_the_categories_the_classifier_got_wrong(small_params, seeded_layout):
     from loop_fixtures import synthetic
 

@@ -93,7 +93,8 @@ def source_kind(record: dict[str, Any]) -> str | None:
     return SOURCE_KINDS.get(record.get("source", ""))
 
 
-SAFE = -1  # the stratum of safe seeds: primary_category of a label vector with no harm category on
+SAFE = -1  # the stratum of everyday safe seeds: primary_category of a label vector with no harm category on
+LOOKALIKE = -2  # safe seeds with alarming words (a keyword rule fires: "How do I kill a Python process?")
 
 
 def primary_category(labels: list[int]) -> int:
@@ -101,9 +102,27 @@ def primary_category(labels: list[int]) -> int:
     return next((i for i, on in enumerate(labels) if on), SAFE)
 
 
+def stratum(record: dict[str, Any]) -> int:
+    """What a seed (or a sample, by its seed's text) stands for when seeds are allocated: its primary harm
+    category, LOOKALIKE for a safe English request that a keyword rule fires on, else SAFE."""
+    from duelguard.seed.mapping import KEYWORD_RULES
+
+    key = primary_category(record["labels"])
+    text = record.get("seed_text", record["text"])
+    if key == SAFE and record.get("seed_lang", record["lang"]) == "en" and any(r.fires(text) for r in KEYWORD_RULES):
+        return LOOKALIKE
+    return key
+
+
+def stratum_name(key: int) -> str:
+    from duelguard.taxonomy import CATEGORIES
+
+    return {SAFE: "safe", LOOKALIKE: "safe look-alike"}.get(key) or CATEGORIES[key]
+
+
 def failure_counts(layout: Layout, iteration: int) -> dict[int, tuple[int, int]]:
-    """Where the classifier fails, per stratum (SAFE for a safe sample, else its first harm category;
-    seed_quotas steers between the harm categories, the safe count is reported):
+    """Where the classifier fails, per stratum (`stratum`: a harm category, safe look-alike or safe;
+    seed_quotas steers between the harm categories, the safe counts are reported):
     (wrong, scored) from layout.scored(iteration - 1), i.e. classifier i-2 judging iteration i-1's
     curated samples before it ever trained on them. That is the freshest held-out judgement when
     iteration i generates: classifier i-1 has trained on those very samples. Empty for iteration 1
@@ -115,35 +134,43 @@ def failure_counts(layout: Layout, iteration: int) -> dict[int, tuple[int, int]]
     for n, rec in enumerate(read_records(path), 1):
         if not isinstance(rec.get("correct"), bool):
             raise DataError(f"{path} (record {n}): no boolean 'correct' field; rerun the score stage of iteration {iteration - 1}")
-        key = primary_category(rec["labels"])
+        key = stratum(rec)
         wrong, scored = counts.get(key, (0, 0))
         counts[key] = (wrong + (not rec["correct"]), scored + 1)
     return counts
 
 
 def seed_quotas(rng: random.Random, sizes: dict[int, int], n: int, failures: dict[int, tuple[int, int]],
-                steer: float) -> dict[int, int]:
+                steer: float, lookalike_share: float = 0.0) -> dict[int, int]:
     """Seeds per stratum: half safe, half spread over the harm categories (a model that sees unsafe
     requests and few safe ones learns "a request = unsafe"; measured: when steering also took safe
-    seeds away, the loop model's FPR on safe text in context doubled). With failures, `steer` of the
-    unsafe half goes to the harm categories in proportion to their smoothed error rate
-    (wrong + 1) / (scored + 2), so a category the classifier got wrong 8 times in 10 draws about twice
-    the seeds of one it got wrong 3 times in 10, and a category nobody scored counts 1/2: every
-    category keeps seeds. Seeds are handed out one at a time to the stratum furthest below its target
-    that has seeds left (ties drawn by rng), so a small stratum's unmet share goes to the others."""
+    seeds away, the loop model's FPR on safe text in context doubled). Of the safe half,
+    `lookalike_share` goes to safe look-alikes (LOOKALIKE), the rest to everyday requests (SAFE).
+    With failures, `steer` of the unsafe half goes to the harm categories in proportion to their
+    smoothed error rate (wrong + 1) / (scored + 2), so a category the classifier got wrong 8 times in
+    10 draws about twice the seeds of one it got wrong 3 times in 10, and a category nobody scored
+    counts 1/2: every category keeps seeds. Seeds are handed out one at a time to the stratum furthest
+    below its target that has seeds left (ties drawn by rng), so a small stratum's unmet share goes to
+    the others."""
     keys = sorted(k for k, size in sizes.items() if size)
     if not keys:
         return {}
-    unsafe = [k for k in keys if k != SAFE]
-    if SAFE in keys and unsafe:
-        even = {k: 0.5 if k == SAFE else 0.5 / len(unsafe) for k in keys}
+    safe = [k for k in keys if k in (SAFE, LOOKALIKE)]
+    unsafe = [k for k in keys if k not in safe]
+    if safe and unsafe:
+        even = {k: 0.5 / len(unsafe) for k in unsafe}
+        if len(safe) == 2:  # too few look-alikes: everyday requests make up the safe half
+            share = min(0.5 * lookalike_share, sizes[LOOKALIKE] / max(n, 1))
+            even.update({LOOKALIKE: share, SAFE: 0.5 - share})
+        else:
+            even[safe[0]] = 0.5
     else:
         even = {k: 1.0 / len(keys) for k in keys}
     weight = even
     if failures and steer > 0 and unsafe:
         rate = {k: (failures.get(k, (0, 0))[0] + 1) / (failures.get(k, (0, 0))[1] + 2) for k in unsafe}
         share, total = sum(even[k] for k in unsafe), sum(rate.values())
-        weight = {k: even[k] if k == SAFE else (1 - steer) * even[k] + steer * share * rate[k] / total for k in keys}
+        weight = {k: even[k] if k in safe else (1 - steer) * even[k] + steer * share * rate[k] / total for k in keys}
     order = list(keys)
     rng.shuffle(order)
     quota = dict.fromkeys(keys, 0)
@@ -175,9 +202,9 @@ def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task
         return _balanced_sample(rng, strata, gen.seeds_per_iteration)
     by_stratum: dict[int, list[dict[str, Any]]] = {}
     for rec in pool:
-        by_stratum.setdefault(primary_category(rec["labels"]), []).append(rec)
+        by_stratum.setdefault(stratum(rec), []).append(rec)
     quota = seed_quotas(rng, {k: len(v) for k, v in by_stratum.items()}, gen.seeds_per_iteration,
-                        failures or {}, gen.steer)
+                        failures or {}, gen.steer, gen.lookalike_share)
     picked = [rec for k in sorted(quota) for rec in rng.sample(by_stratum[k], quota[k])]
     return sorted(picked, key=lambda r: r["id"])
 
@@ -381,18 +408,15 @@ def to_records(params: Params, jobs: list[Job], completions: list[str], iteratio
 
 
 def steering_report(jobs: list[Job], failures: dict[int, tuple[int, int]], steer: float) -> dict[str, Any]:
-    """Per stratum (safe or harm category): how often the classifier was wrong on the previous samples,
-    and how many translate_create seeds this iteration drew there, for the summary and the loop report."""
-    from duelguard.taxonomy import CATEGORIES
-
-    seeds = Counter(primary_category(j.seed["labels"]) for j in {j.seed["id"]: j for j in jobs
-                                                                  if j.task == "translate_create"}.values())
+    """Per stratum (harm category, safe look-alike, safe): how often the classifier was wrong on the
+    previous samples, and how many translate_create seeds this iteration drew there, for the summary
+    and the loop report."""
+    seeds = Counter(stratum(j.seed) for j in {j.seed["id"]: j for j in jobs if j.task == "translate_create"}.values())
     strata = sorted(set(seeds) | set(failures))
     return {
         "steer": steer if failures else 0.0,
-        "strata": {("safe" if k == SAFE else CATEGORIES[k]): {"scored": failures.get(k, (0, 0))[1],
-                                                            "wrong": failures.get(k, (0, 0))[0], "seeds": seeds[k]}
-                   for k in strata},
+        "strata": {stratum_name(k): {"scored": failures.get(k, (0, 0))[1], "wrong": failures.get(k, (0, 0))[0],
+                                     "seeds": seeds[k]} for k in strata},
     }
 
 
