@@ -3,9 +3,13 @@
 A guard is only as good as its worst easy bypass. Two are measured on every evaluation:
 
 - **context dilution** (`in_context`): each row placed at the start, in the middle or at the end of
-  benign text (this package's context/<lang>.txt: weather, recipes, travel, office mail, written
-  for this project) of several lengths. Unsafe rows must still be flagged; look-alike and everyday
-  rows must not start to be flagged because of where they sit.
+  benign text (this package's context/<lang>.txt: 200 sentences per language on ~30 everyday topics
+  (weather, recipes, travel, office mail, manuals...), written for this project) of several lengths.
+  Unsafe rows must still be flagged; look-alike and everyday rows must not start to be flagged because
+  of where they sit. The pool is large so that no padding repeats a sentence: with a few dozen
+  sentences every long padding held the same ones, and in-context FPR counted how a model read a
+  handful of pairs rather than estimating a rate. It serves evaluation only (nothing trains or
+  calibrates on it).
 - **obfuscation** (`obfuscate`): zero-width characters between letters, Cyrillic look-alike letters,
   full-width forms, letters spaced out. The text a reader sees is the same; only its characters
   differ.
