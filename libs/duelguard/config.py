@@ -232,6 +232,8 @@ class Classifier(_Section):
     head_hidden: int
     head_dropout: float
     early_stopping_patience: int
+    # kind=sentence only: gated heads trained apart (seeds random_seed + k) and averaged (HeadEnsemble).
+    head_members: int = Field(ge=1)
 
     @model_validator(mode="after")
     def _pooling_fits_backbone(self) -> "Classifier":

