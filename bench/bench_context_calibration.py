@@ -68,8 +68,7 @@ def suite_rates(clf: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def measure(model: Path, per_length: int) -> dict[str, Any]:
     from duelguard.classifier.loader import load_classifier
-    from duelguard.classifier.thresholds import calibrate, language_offsets
-    from duelguard.classifier.train import calibration_rows
+    from duelguard.classifier.train import calibrate_classifier, calibration_rows
     from duelguard.config import load_params
     from duelguard.layout import Layout
     from duelguard.records import read_records
@@ -78,7 +77,6 @@ def measure(model: Path, per_length: int) -> dict[str, Any]:
 
     params = load_params(REPO_ROOT / "params.yaml")
     layout = Layout.from_params(params, REPO_ROOT)
-    cfg = params.classifier
     clf = load_classifier(model, layout.weights_cache)
 
     texts = []
@@ -93,14 +91,7 @@ def measure(model: Path, per_length: int) -> dict[str, Any]:
     suite = suite_records("calib")
     placed = in_context(suite)
     for name, rows in (("as_trained", calib), ("with_long_text", calib + longs)):
-        clf.language_offsets = {}  # raw scores while calibrating, as training does
-        probs = clf.predict_proba([r["text"] for r in rows])
-        clf.thresholds, _ = calibrate(probs, np.array([r["labels"] for r in rows]), cfg.threshold_rule,
-                                      cfg.default_threshold, cfg.threshold_floor, cfg.max_calib_fpr)
-        if cfg.language_calibration:
-            clf.language_offsets, _ = language_offsets(
-                probs.max(axis=1), np.array([any(r["labels"]) for r in rows]), [r["lang"] for r in rows],
-                float(clf.thresholds.max()), params.seed.languages, cfg.threshold_floor, cfg.max_calib_fpr)
+        calibrate_classifier(clf, rows, params)
         result[name] = {"threshold": round(float(clf.thresholds.max()), 4), "language_offsets": clf.language_offsets,
                         "long_texts": len(rows) - len(calib),
                         "plain": suite_rates(clf, suite), "in_context": suite_rates(clf, placed)}

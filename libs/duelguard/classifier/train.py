@@ -278,30 +278,51 @@ def calibration_rows(params: Params, layout: Layout) -> list[dict[str, Any]]:
     return eval_sample(dev_path, params.evaluate.max_examples_per_lang) + suite_records("calib")
 
 
+def training_set(params: Params, layout: Layout, iteration: int
+                 ) -> tuple[list[Path], list[dict[str, Any]], list[dict[str, Any]], np.ndarray]:
+    """What classifier `iteration` trains on (duelguard.classifier.data): its files, the rows they hold,
+    the training rows (composed, plus framed requests and context windows) and their weights."""
+    from duelguard.classifier.data import compose, context_windows, language_weights, training_files
+    from duelguard.classifier.framings import framed_rows
+
+    cfg = params.classifier
+    files = training_files(layout, iteration)
+    records = [rec for path in files for rec in read_records(path)]
+    train = compose(records, cfg.max_synthetic_share, cfg.random_seed)
+    train += framed_rows(train, cfg.framing_augment, cfg.random_seed)
+    train += context_windows(train, cfg.context_augment, cfg.max_length, cfg.random_seed)
+    return files, records, train, language_weights([r["lang"] for r in train], cfg.language_balance)
+
+
+def calibrate_classifier(clf: Any, rows: list[dict[str, Any]], params: Params, progress: bool = False) -> dict[str, Any]:
+    """Set clf's thresholds (classifier.threshold_rule) and, with language_calibration, its language
+    offsets from `rows`, scored raw (offsets cleared first); returns the calibration report. The one
+    calibration of training and of the benches that recalibrate a model."""
+    cfg = params.classifier
+    clf.language_offsets = {}
+    probs = clf.predict_proba([r["text"] for r in rows], batch_size=cfg.predict_batch_size, progress=progress)
+    clf.thresholds, report = calibrate(probs, np.array([r["labels"] for r in rows]), cfg.threshold_rule,
+                                       cfg.default_threshold, cfg.threshold_floor, cfg.max_calib_fpr)
+    if cfg.language_calibration:
+        clf.language_offsets, report["languages"] = language_offsets(
+            probs.max(axis=1), np.array([any(r["labels"]) for r in rows]), [r["lang"] for r in rows],
+            float(clf.thresholds.max()), params.seed.languages, cfg.threshold_floor, cfg.max_calib_fpr)
+    clf.threshold_rule = cfg.threshold_rule
+    return report
+
+
 def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     """Stage: train the probe and the classifier on seed + synthetic <= iteration, calibrate both on
     the calibration rows, save them, log to MLflow."""
     import mlflow
-    from duelguard.classifier.data import (
-        compose,
-        composition,
-        context_windows,
-        language_weights,
-        training_files,
-    )
-    from duelguard.classifier.framings import framed_rows
+    from duelguard.classifier.data import composition
     from duelguard.tracking import data_hash, git_commit, mlflow_run
 
     cfg = params.classifier
-    files = training_files(layout, iteration)
+    files, records, train, weights = training_set(params, layout, iteration)
     model_dir, metrics_path = layout.classifier_dir(iteration), layout.train_metrics(iteration)
     calib = calibration_rows(params, layout)
-    records = [rec for path in files for rec in read_records(path)]
     seed_texts = [r["text"] for r in read_records(files[0])]
-    train = compose(records, cfg.max_synthetic_share, cfg.random_seed)
-    train += framed_rows(train, cfg.framing_augment, cfg.random_seed)
-    train += context_windows(train, cfg.context_augment, cfg.max_length, cfg.random_seed)
-    weights = language_weights([r["lang"] for r in train], cfg.language_balance)
     d_hash = data_hash(files + [layout.seed_split("dev")])
 
     with mlflow_run(params, STAGE, iteration, data_files=files, log_sections=["classifier"], root=layout.root):
@@ -310,16 +331,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         clf.language_offsets = {}  # raw scores while training and calibrating (a previous model carries its own)
         history = _fit(clf, train, weights, params, layout)
 
-        calib_probs = clf.predict_proba([r["text"] for r in calib], batch_size=cfg.predict_batch_size, progress=True)
-        clf.thresholds, report = calibrate(
-            calib_probs, np.array([r["labels"] for r in calib]), cfg.threshold_rule, cfg.default_threshold,
-            cfg.threshold_floor, cfg.max_calib_fpr,
-        )
-        if cfg.language_calibration:
-            clf.language_offsets, report["languages"] = language_offsets(
-                calib_probs.max(axis=1), np.array([any(r["labels"]) for r in calib]), [r["lang"] for r in calib],
-                float(clf.thresholds.max()), params.seed.languages, cfg.threshold_floor, cfg.max_calib_fpr)
-        clf.threshold_rule = cfg.threshold_rule
+        report = calibrate_classifier(clf, calib, params, progress=True)
         clf.training = {
             "iteration": iteration,
             "data_hash": d_hash,
