@@ -20,12 +20,10 @@ sigmoids spread the scarce non-English signal over 12 outputs.) The network outp
 so every scorer keeps the "sigmoid of logits, max over windows" contract of token models.
 
 The default head is an ensemble of three such heads (`classifier.head_members`, HeadEnsemble), each
-trained on its own seed; the ensemble's u is the members' mean u and its category shares come from
-their mean softmax, so the same identity holds. Why: a text is scored on ~100 units and flagged if
-any passes, so a long benign text is flagged by whichever unit a head happens to overrate, and which
-units those are changed with the training seed alone: on the same rows, single heads flagged 24-64%
-of the suite's benign prompts inside benign context, averaged triples 26-35% (README, "Head
-ensemble, measured"). Members cost a head's training each; scoring cost is the encoder's.
+initialised, split and shuffled on its own seed over the same training rows; the ensemble's u is the
+members' mean u and its category shares come from their mean softmax, so the same identity holds.
+Why: one head's quality moved with its seed (README, "Head ensemble, measured"); members cost a
+head's training each, and scoring cost is the encoder's.
 
 Which parts of a text are scored (its sentences and windows of `max_length` WORDS overlapping by
 `chunk_overlap` words, up to the cost bound `long_input`) is duelguard.classifier.units, shared with
