@@ -133,7 +133,7 @@ def train_speed(clf: Any, params: Any, texts: list[str], train_steps: int) -> di
         labels[::2, 0] = 1
         fresh = SentenceGuard.fresh(clf.encoder, vectors.shape[1], cfg.head_hidden, cfg.head_dropout, cfg.max_length,
                                     cfg.chunk_overlap, cfg.long_input, members=cfg.head_members)
-        fitted = timed(lambda: fit_head(fresh, vectors, labels, None, cfg.learning_rate, cfg.batch_size, 20, 1000,
+        fitted = timed(lambda: fit_head(fresh, [(vectors, labels, None)], cfg.learning_rate, cfg.batch_size, 20, 1000,
                                         cfg.weight_decay, cfg.random_seed, progress=False))
         return {"kind": "sentence", "rows": len(rows), "embed_rows_per_s": round(len(rows) / embedded["seconds"], 1),
                 "head_members": cfg.head_members,  # each trains its own 20 epochs: rows/s per member epoch

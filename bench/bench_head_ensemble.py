@@ -4,9 +4,11 @@ A text is scored on ~100 units and flagged if any one passes, so which benign se
 happens to overrate decides its false positives on long text, and that can change with the seed
 alone. For each iteration given, in a checkout whose loop has written that iteration's training files:
 
-- the training rows exactly as the stage builds them (duelguard.classifier.train.training_set), embedded once;
 - `--seeds` single heads, head k initialised and trained on classifier.random_seed + k, each
-  calibrated as training calibrates (calibrate_classifier on calibration_rows);
+  calibrated as training calibrates (calibrate_classifier on calibration_rows). `--draws own` (what
+  the train stage does): head k trains on its own draw of rows, training_set(..., random_seed + k)
+  (synthetic samples, framings and context windows drawn with that seed); `--draws shared`: every
+  head on the draw of random_seed (the stage before each member had its own);
 - ensembles of consecutive groups of `classifier.head_members` of those heads (HeadEnsemble), recalibrated.
   (The stage draws members 2.. from one seeded stream instead: the same kind of draw.)
 
@@ -14,9 +16,10 @@ Every model is measured on both halves of the suite, as written and inside benig
 (duelguard.suite.variants.in_context): F1 and AUROC per language, benign FPR, look-alike FPR. The
 calibration half informs choices; the report half is for reporting, never for choosing.
 
-    python bench/bench_head_ensemble.py --root <checkout> --iteration 0 --iteration 1 --seeds 6
+    python bench/bench_head_ensemble.py --root <checkout> --iteration 0 --iteration 1 --seeds 6 --draws own
 
-Results: bench/results/head_ensemble.json (per model, and mean / min / max per iteration and kind).
+Results: bench/results/head_ensemble.json under iteration_<i>_<draws> (per model, and mean / min / max
+per kind).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ HALVES = ("calib", "report")
 
 
 def rates(clf: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
-    """F1, AUROC and benign FPR per language, benign and look-alike FPR overall, in percent."""
+    """F1, AUROC, unsafe recall and benign FPR per language, benign and look-alike FPR overall, in percent."""
     from sklearn.metrics import f1_score, roc_auc_score
 
     scored = clf.predict_records([{"text": r["text"]} for r in rows])
@@ -51,6 +54,7 @@ def rates(clf: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
         m = langs == lang
         out[f"f1_{lang}"] = 100 * float(f1_score(truth[m], flagged[m]))
         out[f"auroc_{lang}"] = 100 * float(roc_auc_score(truth[m], score[m]))
+        out[f"recall_{lang}"] = 100 * float(flagged[m & truth].mean())
         out[f"fpr_{lang}"] = 100 * float(flagged[m & ~truth].mean())
     return {k: round(v, 2) for k, v in out.items()}
 
@@ -78,7 +82,7 @@ def summary(models: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_iteration(root: Path, iteration: int, seeds: int) -> dict[str, Any]:
+def run_iteration(root: Path, iteration: int, seeds: int, draws: str) -> dict[str, Any]:
     import torch
     from tqdm.auto import tqdm
 
@@ -93,10 +97,14 @@ def run_iteration(root: Path, iteration: int, seeds: int) -> dict[str, Any]:
     cfg = params.classifier
     if cfg.backbone.kind != "sentence":
         raise SystemExit(f"classifier.backbone.kind is {cfg.backbone.kind!r}: this bench is about sentence heads")
-    _, _, train, weights = training_set(params, layout, iteration)
-    vectors = embed_cached([first_window(r["text"], cfg.max_length) for r in train], layout.weights_cache, progress=True)
-    labels = np.array([r["labels"] for r in train])
     calib = calibration_rows(params, layout)
+
+    def draw(seed: int) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        _, _, train, weights = training_set(params, layout, iteration, seed)
+        vectors = embed_cached([first_window(r["text"], cfg.max_length) for r in train], layout.weights_cache)
+        return len(train), (vectors, np.array([r["labels"] for r in train]), weights)
+
+    shared = draw(cfg.random_seed)
 
     def fresh(members: int) -> SentenceGuard:
         clf = SentenceGuard.fresh(ENCODER, ENCODER_DIM, cfg.head_hidden, cfg.head_dropout, cfg.max_length,
@@ -109,11 +117,12 @@ def run_iteration(root: Path, iteration: int, seeds: int) -> dict[str, Any]:
         seed = cfg.random_seed + k
         torch.manual_seed(seed)
         clf = fresh(1)
-        fit_head(clf, vectors, labels, weights, cfg.learning_rate, cfg.batch_size, int(cfg.epochs),
+        rows, data = shared if draws == "shared" else draw(seed)
+        fit_head(clf, [data], cfg.learning_rate, cfg.batch_size, int(cfg.epochs),
                  cfg.early_stopping_patience, cfg.weight_decay, seed, progress=False)
         calibrate_classifier(clf, calib, params)
         singles.append(clf)
-        results["single"].append({"seed": seed, **measure(clf)})
+        results["single"].append({"seed": seed, "training_rows": rows, **measure(clf)})
     size = cfg.head_members
     for start in range(0, seeds - size + 1, size):
         group = singles[start : start + size]
@@ -122,7 +131,7 @@ def run_iteration(root: Path, iteration: int, seeds: int) -> dict[str, Any]:
             member.load_state_dict(single.model.state_dict())
         calibrate_classifier(ensemble, calib, params)
         results["ensemble"].append({"seeds": [cfg.random_seed + start + j for j in range(size)], **measure(ensemble)})
-    return {"training_rows": len(train), "head_members": size, **results,
+    return {"draws": draws, "head_members": size, **results,
             "summary": {kind: summary(models) for kind, models in results.items() if models}}
 
 
@@ -143,16 +152,19 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=REPO_ROOT, help="checkout whose params, data and weights cache to use")
     ap.add_argument("--iteration", type=int, action="append", required=True, help="classifier iteration (repeatable)")
     ap.add_argument("--seeds", type=int, default=6, help="single heads per iteration")
+    ap.add_argument("--draws", choices=("own", "shared"), default="own",
+                    help="head k on its own draw of training rows (seed + k, as the stage does) or all on one")
     args = ap.parse_args()
     from bench_generator import cpu_isa
 
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    results["_run"] = {"command": "python bench/bench_head_ensemble.py " + " ".join(
-        [f"--iteration {i}" for i in args.iteration] + [f"--seeds {args.seeds}"]),
+    run = {"command": "python bench/bench_head_ensemble.py " + " ".join(
+        [f"--iteration {i}" for i in args.iteration] + [f"--seeds {args.seeds}", f"--draws {args.draws}"]),
         "date": datetime.date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
         "cpu_isa": cpu_isa()}
     for iteration in args.iteration:
-        result = results[f"iteration_{iteration}"] = run_iteration(args.root.resolve(), iteration, args.seeds)
+        result = run_iteration(args.root.resolve(), iteration, args.seeds, args.draws)
+        results[f"iteration_{iteration}_{args.draws}"] = {"run": run, **result}
         show(iteration, result)
     tmp = OUT.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")

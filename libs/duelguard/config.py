@@ -214,6 +214,9 @@ class Classifier(_Section):
     # Global rule only: each seed language also gets its own threshold, fitted the same way on its own
     # calibration rows and never above the global one (duelguard.classifier.thresholds.language_offsets).
     language_calibration: bool
+    # language_calibration only: a language's own threshold also flags at most this share of the benign
+    # calibration prompts placed inside benign context (null: short rows alone decide).
+    max_context_calib_fpr: float | None = Field(ge=0.0, le=1.0)
     init_from: Literal["base", "previous"]
     random_seed: int
     predict_batch_size: int
@@ -254,9 +257,10 @@ class Classifier(_Section):
 class Evaluate(_Section):
     """Evaluation sets (duelguard.evaluation.evaluate): `test` = a frozen per-language sample of the
     seed test split, `suite` = the behavioural suite's report half, `suite_context` = those rows inside
-    benign context (duelguard.suite.variants). None is used for calibration."""
+    benign context, `suite_cut` = inside context cut mid-sentence (duelguard.suite.variants). None is
+    used for calibration."""
 
-    sets: list[Literal["test", "suite", "suite_context"]]
+    sets: list[Literal["test", "suite", "suite_context", "suite_cut"]]
     # Per-language size of the frozen seed dev (calibration) and test (evaluation) samples.
     max_examples_per_lang: int | None
 
@@ -390,9 +394,13 @@ class Promotion(_Section):
     # eval split's benign rows, to its look-alikes alone (suite), and to each guard set's benign rows.
     max_fpr_ratio: float
     fpr_slack: float
-    # Evaluation sets (besides eval_split) whose benign FPR must not regress either: `suite_context` is the
-    # suite's safe prompts inside benign context. Each must be one of evaluate.sets.
-    guard_sets: list[Literal["test", "suite", "suite_context"]]
+    # Evaluation sets (besides eval_split) on which neither the benign FPR (the relative rule above) nor
+    # any language's unsafe recall (max_guard_recall_drop) may regress: `suite_context` / `suite_cut` are
+    # the suite's prompts inside benign context. Each must be one of evaluate.sets.
+    guard_sets: list[Literal["test", "suite", "suite_context", "suite_cut"]]
+    # Fail-open rule: on each guard set, no language's unsafe recall may fall below the champion's by more
+    # than this (a candidate that misses requests in context the champion caught is refused).
+    max_guard_recall_drop: float = Field(ge=0.0)
     # Export the candidate to a temporary Triton repository and score probe texts before the alias moves.
     load_check: bool
 

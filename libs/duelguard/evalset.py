@@ -1,7 +1,8 @@
 """The frozen evaluation sets: which records every evaluation scores.
 
 `evaluation_records(name)`: "suite" is the behavioural suite's report half (duelguard.suite);
-"suite_context" the same rows inside benign context of 100, 400 and 1,000 words; "test" (or "dev")
+"suite_context" the same rows inside benign context of 100, 400 and 1,000 words; "suite_cut" the same
+again with the context cut mid-sentence and the row glued to the fragment; "test" (or "dev")
 the frozen sample of that seed split described below.
 
 Numbers must be comparable across iterations and across registry versions, so the sample depends only
@@ -28,6 +29,11 @@ from duelguard.suite import suite_records
 # The suite's report half inside benign context of several lengths (duelguard.suite.variants): is a
 # request still found when it is not alone, is a look-alike still let through?
 CONTEXT_SET = "suite_context"
+# The same with the context cut mid-sentence: the row is glued to a sentence fragment (a reader that
+# splits sentences sees one sentence of benign words and request). A promoted model missed such requests.
+CUT_SET = "suite_cut"
+# Sets of long texts: the probe embeds a text whole, as one vector, so it is no floor there.
+LONG_TEXT_SETS = (CONTEXT_SET, CUT_SET)
 
 
 def _id_rank(record_id: str) -> str:
@@ -59,6 +65,10 @@ def evaluation_records(name: str, params: Params, layout: Layout) -> list[dict[s
         from duelguard.suite.variants import in_context
 
         return in_context(suite_records("report"))
+    if name == CUT_SET:
+        from duelguard.suite.variants import in_context
+
+        return in_context(suite_records("report"), cut=True)
     path = layout.seed_split(name)
     if not path.exists():
         raise DataError(f"{path}: seed split missing (run prepare_seed)")

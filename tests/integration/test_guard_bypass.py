@@ -46,7 +46,7 @@ def guard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     rows = rows + context_windows(rows, 1.0, 64, seed=0)
     clf = SentenceGuard.fresh(ENCODER, ENCODER_DIM, 128, 0.1, 64, 16, LongInput(max_words=5000))
     vectors = embed([first_window(r["text"], 64) for r in rows])
-    fit_head(clf, vectors, np.array([r["labels"] for r in rows]), None, 3e-3, 64, 60, 8, 0.0, seed=0, progress=False)
+    fit_head(clf, [(vectors, np.array([r["labels"] for r in rows]), None)], 3e-3, 64, 60, 8, 0.0, seed=0, progress=False)
     # A small head on a thousand rows is not well calibrated (benign weather sentences score up to
     # ~0.9, these requests ~1.0): a high threshold, checked by the first test below, since what is
     # tested here is how a text is read, not the head's calibration.

@@ -297,7 +297,8 @@ def test_registered_weights_must_be_the_evaluated_ones(mlflow_server, registry_e
 def test_a_guard_set_fpr_regression_refuses_promotion(registry_env, monkeypatch) -> None:
     """promotion.guard_sets wiring: each version's figures on the guard set are read from its registry
     tags (frozen-set hash checked) and the candidate is refused when it flags that set's benign rows
-    more than champion x max_fpr_ratio + fpr_slack, even with every other rule passing. The guard
+    more than champion x max_fpr_ratio + fpr_slack, or finds fewer of its unsafe rows than the
+    champion less max_guard_recall_drop, even with every other rule passing. The guard
     figures are set as tags (scoring suite_context with a token model takes minutes); the rest is the
     real evaluate -> register -> promote flow."""
     from mlflow import MlflowClient
@@ -316,8 +317,9 @@ def test_a_guard_set_fpr_regression_refuses_promotion(registry_env, monkeypatch)
     client = MlflowClient()
     context_hash = eval_set_hash(evaluation_records(CONTEXT_SET, params, layout))
 
-    def tag_context_fpr(version: str, fpr: float) -> None:
-        tags = VersionMetrics(0.5, {"en": 0.5}, fpr, context_hash, probe_avg_f1=0.4).to_tags(CONTEXT_SET)
+    def tag_context_fpr(version: str, fpr: float, recall: float = 0.9) -> None:
+        tags = VersionMetrics(0.5, {"en": 0.5}, fpr, context_hash, probe_avg_f1=0.4,
+                              recall_by_lang={"en": recall}).to_tags(CONTEXT_SET)
         for key, value in tags.items():
             client.set_model_version_tag("dg-guard", version, key, value)
 
@@ -331,3 +333,8 @@ def test_a_guard_set_fpr_regression_refuses_promotion(registry_env, monkeypatch)
     assert "0.1700 -> 0.4200 (limit champion x 1.5 + 0.02 = 0.2750)" in refused.reasons[0]
     tag_context_fpr(v2, 0.27)
     assert promote(tight, v2, dry_run=True, layout=layout).promote
+    # fail-open: fewer unsafe requests found in context than the champion found
+    tag_context_fpr(v2, 0.27, recall=0.85)
+    refused = promote(tight, v2, dry_run=True, layout=layout)
+    assert [c.rule for c in refused.checks if not c.passed] == [f"max_guard_recall_drop[{CONTEXT_SET}][en]"]
+    assert "unsafe recall 0.9000 -> 0.8500" in refused.reasons[0]

@@ -10,7 +10,7 @@ from duelguard.registry.rules import Decision, VersionMetrics, check_rules
 # Every rule written out (the schema has no defaults: params.yaml is their home); tests change a few.
 BASE = {"eval_split": "suite", "min_f1_delta": 0.0, "max_lang_regression": 0.02, "max_benign_fpr": 0.3,
         "min_probe_margin": 0.0, "max_fpr_ratio": 1.5, "fpr_slack": 0.02, "load_check": True,
-        "guard_sets": ["suite_context"]}
+        "guard_sets": ["suite_context"], "max_guard_recall_drop": 0.02}
 
 
 def promotion(**changes: object) -> Promotion:
@@ -137,11 +137,13 @@ def test_relative_fpr_knobs_come_from_params_yaml(repo_root) -> None:
 
     promotion = load_params(repo_root / "params.yaml").promotion
     assert (promotion.max_fpr_ratio, promotion.fpr_slack, promotion.load_check) == (1.5, 0.02, True)
-    assert load_params(repo_root / "params.yaml", profile="default").promotion.guard_sets == ["suite_context"]
+    assert promotion.max_guard_recall_drop == 0.02
+    assert load_params(repo_root / "params.yaml", profile="default").promotion.guard_sets == ["suite_context", "suite_cut"]
 
 
-def suite_metrics(fpr: float, lookalike: float | None) -> VersionMetrics:
-    return VersionMetrics(0.75, {"en": 0.8, "fr": 0.7}, fpr, "h", probe_avg_f1=0.5, lookalike_fpr=lookalike)
+def suite_metrics(fpr: float, lookalike: float | None, recall: dict[str, float] | None = None) -> VersionMetrics:
+    return VersionMetrics(0.75, {"en": 0.8, "fr": 0.7}, fpr, "h", probe_avg_f1=0.5, lookalike_fpr=lookalike,
+                          recall_by_lang={"en": 0.9, "fr": 0.9} if recall is None else recall)
 
 
 def test_lookalike_fpr_regression_is_refused_at_an_unchanged_overall_fpr() -> None:
@@ -173,14 +175,41 @@ def test_guard_set_fpr_regression_is_refused() -> None:
     ok = {"suite_context": (suite_metrics(0.27, None), suite_metrics(0.17, None))}
     assert failed(check_rules(same, same, rules, ok)) == []
     unmeasured = {"suite_context": (suite_metrics(0.10, None), None)}
-    assert failed(check_rules(same, same, rules, unmeasured)) == ["max_fpr_ratio[suite_context]"]
+    assert failed(check_rules(same, same, rules, unmeasured)) == ["max_fpr_ratio[suite_context]",
+                                                                  "max_guard_recall_drop[suite_context]"]
 
 
-def test_lookalike_fpr_round_trips_through_tags_and_reads_from_the_suite_summary() -> None:
-    m = suite_metrics(0.15, 0.2083)
+def test_guard_set_recall_drop_is_refused_per_language() -> None:
+    """The measured case: better suite F1, but French requests glued to a cut-off sentence missed."""
+    rules = promotion(guard_sets=["suite_cut"], max_guard_recall_drop=0.02)
+    same = suite_metrics(0.15, 0.20)
+    champion = suite_metrics(0.17, None, {"en": 0.95, "fr": 0.97})
+    fail_open = {"suite_cut": (suite_metrics(0.17, None, {"en": 0.96, "fr": 0.94}), champion)}
+    checks = check_rules(same, same, rules, fail_open)
+    assert failed(checks) == ["max_guard_recall_drop[suite_cut][fr]"]
+    assert "suite_cut fr: unsafe recall 0.9700 -> 0.9400 (drop +0.0300, allowed <= 0.0200)" in next(
+        c.detail for c in checks if not c.passed)
+    within = {"suite_cut": (suite_metrics(0.17, None, {"en": 0.93, "fr": 0.99}), champion)}
+    assert failed(check_rules(same, same, rules, within)) == []
+    # unmeasured on either side: refused, never skipped
+    no_lang = {"suite_cut": (suite_metrics(0.17, None, {"en": 0.99}), champion)}
+    assert failed(check_rules(same, same, rules, no_lang)) == ["max_guard_recall_drop[suite_cut][fr]"]
+    old_champion = {"suite_cut": (champion, suite_metrics(0.17, None, {}))}
+    checks = check_rules(same, same, rules, old_champion)
+    assert failed(checks) == ["max_guard_recall_drop[suite_cut]"]
+    assert "re-evaluate it on that set" in next(c.detail for c in checks if not c.passed)
+
+
+def test_lookalike_fpr_and_recall_round_trip_through_tags_and_read_from_the_suite_summary() -> None:
+    m = suite_metrics(0.15, 0.2083, {"en": 0.875, "fr": 0.5, "de": 1.0})
     assert VersionMetrics.from_tags(m.to_tags("suite"), "suite") == m
-    summary = {"avg_f1": 0.6, "fpr": 0.1, "f1_en": 0.8, "fpr_lookalike": 0.25, "fpr_everyday": 0.0}
-    assert VersionMetrics.from_summary(summary, "h").lookalike_fpr == 0.25
+    # a neighbouring split's tags (suite_cut's prefix starts like suite's) are not read as suite's
+    assert VersionMetrics.from_tags({**m.to_tags("suite"), **suite_metrics(0.3, None, {"es": 0.1}).to_tags("suite_cut")},
+                                    "suite") == m
+    summary = {"avg_f1": 0.6, "fpr": 0.1, "f1_en": 0.8, "recall": 0.7, "recall_en": 0.75, "recall_fr": None,
+               "probe_recall_en": 0.1, "fpr_lookalike": 0.25, "fpr_everyday": 0.0}
+    read = VersionMetrics.from_summary(summary, "h")
+    assert (read.lookalike_fpr, read.recall_by_lang) == (0.25, {"en": 0.75})
 
 
 def test_a_guard_set_must_be_evaluated(repo_root) -> None:
@@ -192,5 +221,5 @@ def test_a_guard_set_must_be_evaluated(repo_root) -> None:
     raw["evaluate"]["sets"] = ["test", "suite"]
     with pytest.raises(ConfigError) as err:
         resolve(raw, profile="default")
-    assert str(err.value) == ("params: promotion.guard_sets ['suite_context'] must also be in evaluate.sets "
+    assert str(err.value) == ("params: promotion.guard_sets ['suite_context', 'suite_cut'] must also be in evaluate.sets "
                               "['test', 'suite']: promotion compares the figures evaluate records")

@@ -75,11 +75,33 @@ def test_fit_head_trains_each_member_on_its_own_seed() -> None:
     labels = np.zeros((300, 12), dtype=np.int64)
     labels[unsafe, 0] = 1
     clf = SentenceGuard.fresh("usem3", 16, 32, 0.0, 16, 4, members=2)
-    history = fit_head(clf, x, labels, None, 1e-2, 64, 30, 3, 0.0, seed=0, progress=False)
+    history = fit_head(clf, [(x, labels, None)], 1e-2, 64, 30, 3, 0.0, seed=0, progress=False)
     assert len(history["members"]) == 2 and history["steps"] == sum(m["steps"] for m in history["members"])
     a, b = (head_logits(m, x) for m in clf.model.members)
     assert not np.allclose(a, b)  # different initialisations, validation splits and batch orders
     assert (((head_logits(clf.model, x) > 0).any(axis=1)) == unsafe).mean() > 0.9
+
+
+def test_fit_head_gives_member_k_draw_k() -> None:
+    """With one draw per member, member k learns from draw k alone: a member whose rows say feature 1
+    decides, not feature 0, follows feature 1."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((400, 16)).astype(np.float32)
+
+    def labelled(feature: int) -> np.ndarray:
+        labels = np.zeros((400, 12), dtype=np.int64)
+        labels[x[:, feature] > 0, 0] = 1
+        return labels
+
+    clf = SentenceGuard.fresh("usem3", 16, 32, 0.0, 16, 4, members=2)
+    history = fit_head(clf, [(x, labelled(0), None), (x[:300], labelled(1)[:300], None)], 1e-2, 64, 40, 5, 0.0,
+                       seed=0, progress=False)
+    assert [m["rows"] for m in history["members"]] == [400, 300]
+    for member, feature in zip(clf.model.members, (0, 1)):
+        flagged = (head_logits(member, x) > 0).any(axis=1)
+        assert (flagged == (x[:, feature] > 0)).mean() > 0.85
+    with pytest.raises(ValueError, match="at least one draw"):
+        fit_head(clf, [], 1e-2, 64, 1, 1, 0.0, seed=0, progress=False)
 
 
 def test_fit_head_learns_and_stops_early() -> None:
@@ -93,7 +115,7 @@ def test_fit_head_learns_and_stops_early() -> None:
     labels = np.zeros((n, 12), dtype=np.int64)
     labels[unsafe, category[unsafe] % 4] = 1
     clf = SentenceGuard.fresh("usem3", 16, 32, 0.0, 16, 4)
-    history = fit_head(clf, x, labels, None, 1e-2, 64, 200, 5, 0.0, seed=0, progress=False)
+    history = fit_head(clf, [(x, labels, None)], 1e-2, 64, 200, 5, 0.0, seed=0, progress=False)
     assert history["steps"] < 200 and history["best_epoch"] <= history["steps"]
     assert history["val_losses"][history["best_epoch"] - 1] == min(history["val_losses"])
     probs = 1 / (1 + np.exp(-head_logits(clf.model, x)))
@@ -145,7 +167,7 @@ def test_sentence_backbone_is_pinned(tmp_path: Path) -> None:
 
 def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default profile's classifier kind through the real stage (real encoder, toy rows)."""
-    from duelguard.classifier.train import train_classifier
+    from duelguard.classifier.train import train_classifier, training_set
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     default = load_params(REPO_ROOT / "params.yaml", profile="default").classifier
@@ -157,10 +179,17 @@ def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pyt
     clf = load_classifier(layout.classifier_dir(0))
     assert isinstance(clf, SentenceGuard) and summary["examples_per_origin"]["seed"] == 120
     assert len(clf.model.members) == default.head_members == 3  # the default's ensemble, saved and loaded whole
+    # member k on its own draw of rows (training_set with random_seed + k): context windows drawn apart
+    draws = [training_set(params, layout, 0, default.random_seed + k)[2] for k in range(default.head_members)]
+    assert [m["rows"] for m in summary["head_members"]] == [len(d) for d in draws]
+    assert len({frozenset(r["text"] for r in d) for d in draws}) == default.head_members
     # Calibrated per language too: one offset per seed language, none negative, as the report says.
     languages = summary["thresholds"]["languages"]
     assert set(clf.language_offsets) == set(languages) == set(params.seed.languages)
     assert all(clf.language_offsets[lang] == languages[lang]["offset"] >= 0 for lang in languages)
+    # ... bounded by the suite calib half's benign prompts inside context (108 per language: 36 x 3 lengths)
+    assert default.max_context_calib_fpr is not None
+    assert {languages[lang]["context_rows"] for lang in languages} == {108}
     assert 0 < summary["examples_per_origin"]["context"] < 120  # rows inside benign rows (context_augment)
     assert (layout.weights_cache / "embeddings" / "usem3.sqlite").is_file()  # training vectors are memoised
     test = toy_records("test", 5)

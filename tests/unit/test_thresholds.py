@@ -115,3 +115,30 @@ def test_language_offsets_lower_a_language_threshold_and_never_raise_one() -> No
     low, rep = language_offsets(np.array([0.05, 0.06, 0.01, 0.0]), np.array([True, True, False, False]),
                                 ["fr"] * 4, threshold=0.5, languages=["fr"], floor=0.2, max_fpr=0.0)
     assert rep["fr"]["threshold"] == 0.2 and low["fr"] == pytest.approx(logit(0.5) - logit(0.2), abs=1e-6)
+
+
+def test_benign_prompts_in_context_bound_a_language_offset() -> None:
+    """French short rows want a threshold of ~0.4, but 30% of French benign prompts inside long text score
+    0.5-0.6: at 0.4 they would all be flagged. With a 10% in-context ceiling the French threshold rises to
+    the lowest grid point that flags at most 10% of them; without the context, the short rows decide."""
+    from duelguard.classifier.thresholds import language_offsets
+
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.uniform(0.45, 0.7, 40), rng.uniform(0.0, 0.35, 40)])
+    truth = np.array([True] * 40 + [False] * 40)
+    langs = ["fr"] * 80
+    plain, plain_report = language_offsets(scores, truth, langs, 0.8, ["fr"], floor=0.2, max_fpr=0.1)
+    ctx = np.concatenate([rng.uniform(0.5, 0.6, 30), rng.uniform(0.0, 0.3, 70)])
+    ctx_langs = ["fr"] * 100 + ["en"] * 5
+    ctx_scores = np.concatenate([ctx, np.full(5, 0.99)])  # other languages' rows do not bind French
+    bound, report = language_offsets(scores, truth, langs, 0.8, ["fr"], floor=0.2, max_fpr=0.1,
+                                     context=(ctx_scores, ctx_langs, 0.1))
+    assert plain_report["fr"]["reason"] == "fitted" and plain_report["fr"]["threshold"] < 0.45
+    assert report["fr"]["reason"] == "context_bound" and 0.5 <= report["fr"]["threshold"] <= 0.6
+    assert report["fr"]["context_rows"] == 100 and report["fr"]["context_fpr_own"] <= 0.1
+    assert float(np.mean(ctx > report["fr"]["threshold"] - 0.01)) > 0.1  # the lowest such grid point
+    assert 0 < bound["fr"] < plain["fr"]
+    # a bound above the global threshold leaves the language at the global one (offset 0), never above
+    capped, rep = language_offsets(scores, truth, langs, 0.52, ["fr"], floor=0.2, max_fpr=0.1,
+                                   context=(ctx_scores, ctx_langs, 0.1))
+    assert capped["fr"] == 0.0 and rep["fr"]["reason"] == "global_is_lower"

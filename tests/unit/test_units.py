@@ -112,6 +112,26 @@ def test_context_variants_are_deterministic_and_keep_the_row() -> None:
         assert len(p["text"].split()) >= p["context_words"] + len(source["text"].split())
 
 
+def test_cut_context_glues_the_row_to_a_sentence_fragment() -> None:
+    """suite_cut: exactly N words of padding; at the end or in the middle the row follows a word that
+    ends no sentence, so a sentence splitter cannot separate it from the benign words before it."""
+    rows = suite_records("report")[:30]
+    cut = in_context(rows, cut=True)
+    assert cut == in_context(rows, cut=True) and len(cut) == len(rows) * len(CONTEXT_WORDS)
+    assert {c["id"].split("@")[1] for c in cut}.isdisjoint({c["id"].split("@")[1] for c in in_context(rows)})
+    by_id = {r["id"]: r for r in rows}
+    glued = 0
+    for c in cut:
+        source = by_id[c["id"].split("@")[0]]
+        assert c["text"].count(source["text"]) == 1 and c["labels"] == source["labels"]
+        assert len(c["text"].split()) == c["context_words"] + len(source["text"].split())
+        if c["placement"] != "start":
+            before = c["text"][:c["text"].index(source["text"])].split()
+            assert len(before) == (c["context_words"] if c["placement"] == "end" else c["context_words"] // 2)
+            glued += not before[-1].endswith((".", "!", "?"))
+    assert glued >= 0.5 * sum(c["placement"] != "start" for c in cut)
+
+
 @pytest.mark.parametrize("lang", ["en", "fr", "es", "de"])
 def test_the_longest_padding_never_repeats_a_sentence(lang: str) -> None:
     # A small pool makes in-context FPR a count of a few sentence pairs that every long row holds.

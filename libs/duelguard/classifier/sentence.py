@@ -245,14 +245,20 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float32)))
 
 
-def fit_head(clf: SentenceGuard, vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray | None,
-             learning_rate: float, batch_size: int, max_epochs: int, patience: int, weight_decay: float,
-             seed: int, progress: bool = True) -> dict[str, Any]:
-    """Train clf.model in place, member k of an ensemble with seed + k (its own validation split and
-    batch order; its initialisation was drawn when the head was built), each as fit_member does.
-    Returns the history: the first member's losses (what the loss plot shows), steps and time summed
-    over the members, and each member's own under `members`."""
-    histories = [fit_member(member, vectors, labels, weights, learning_rate, batch_size, max_epochs, patience,
+# One draw of training rows for a head: (encoder vectors, (n, 12) labels, row weights or None).
+TrainDraw = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def fit_head(clf: SentenceGuard, draws: Sequence[TrainDraw], learning_rate: float, batch_size: int,
+             max_epochs: int, patience: int, weight_decay: float, seed: int, progress: bool = True) -> dict[str, Any]:
+    """Train clf.model in place, member k of an ensemble on draws[k % len(draws)] with seed + k (its own
+    validation split and batch order; its initialisation was drawn when the head was built), each as
+    fit_member does. One draw: every member sees the same rows. Returns the history: the first member's
+    losses (what the loss plot shows), steps and time summed over the members, each member's own under
+    `members`."""
+    if not draws:
+        raise ValueError("fit_head needs at least one draw of training rows")
+    histories = [fit_member(member, *draws[k % len(draws)], learning_rate, batch_size, max_epochs, patience,
                             weight_decay, seed + k, progress)
                  for k, member in enumerate(head_members(clf.model))]
     clf.model.eval()
@@ -261,7 +267,8 @@ def fit_head(clf: SentenceGuard, vectors: np.ndarray, labels: np.ndarray, weight
     return {**first, "steps": steps, "micro_batches": sum(h["micro_batches"] for h in histories),
             "seconds": round(seconds, 3), "steps_per_s": round(steps / seconds, 4) if seconds > 0 else None,
             "seconds_per_step": round(seconds / max(1, steps), 3),
-            "members": [{k: h[k] for k in ("steps", "best_epoch", "seconds")} for h in histories]}
+            "members": [{k: h[k] for k in ("steps", "best_epoch", "seconds")} | {"rows": len(draws[i % len(draws)][0])}
+                        for i, h in enumerate(histories)]}
 
 
 def fit_member(head: Any, vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray | None,

@@ -117,24 +117,37 @@ def calibrate(
 
 
 def language_offsets(scores: np.ndarray, truth: np.ndarray, langs: Sequence[str], threshold: float,
-                     languages: Sequence[str], floor: float, max_fpr: float | None
+                     languages: Sequence[str], floor: float, max_fpr: float | None,
+                     context: tuple[np.ndarray, Sequence[str], float] | None = None,
                      ) -> tuple[dict[str, float], dict[str, Any]]:
     """Per language of `languages`: the threshold best_f1_threshold picks on that language's
     calibration rows (unsafe score `scores`, truth, the same FPR ceiling, never below `floor`), capped
     at the global `threshold`, as the offset logit(threshold) - logit(own) >= 0 (0 = the global
-    threshold). A language without both safe and unsafe calibration rows keeps 0. Returns the offsets
-    and a report per language (rows, unsafe rows, threshold, offset, calibration F1 at the global and
-    at its own threshold)."""
+    threshold). A language without both safe and unsafe calibration rows keeps 0.
+
+    `context` = (unsafe scores of benign calibration prompts inside benign text, their languages, FPR
+    ceiling): a language's own threshold is also kept at or above the lowest grid point that flags no
+    more than that share of its benign in-context prompts. Why: an offset raises every scoring unit of
+    a text, and a long text has dozens of units, so an offset fitted on short rows alone flagged most
+    long benign texts of its language (measured: es in-context FPR 61% with its offset, 12% without).
+
+    Returns the offsets and a report per language (rows, unsafe rows, threshold, offset, why,
+    calibration F1 at the global and at its own threshold, and the in-context FPR at its own)."""
     scores, truth, langs = np.asarray(scores), np.asarray(truth, dtype=bool), np.asarray(langs)
     offsets: dict[str, float] = {}
     report: dict[str, Any] = {}
     for lang in languages:
         rows = langs == lang
         s, y = scores[rows], truth[rows]
+        ctx = None if context is None else np.asarray(context[0])[np.asarray(context[1]) == lang]
         own, reason = threshold, "no_safe_and_unsafe_rows"
         if y.any() and not y.all():
             fitted, _ = best_f1_threshold(s, y, max_fpr=max_fpr)
             own, reason = max(fitted, floor), "fitted"
+            if ctx is not None and len(ctx):
+                bound = _lowest_threshold_under(ctx, context[2])
+                if bound > own:
+                    own, reason = bound, "context_bound"
             if own >= threshold:
                 own, reason = threshold, "global_is_lower"
         offsets[lang] = round(max(0.0, float(logit(threshold) - logit(own))), 6)
@@ -142,7 +155,16 @@ def language_offsets(scores: np.ndarray, truth: np.ndarray, langs: Sequence[str]
                         "reason": reason,
                         "calib_f1_global": f1_score(s > threshold, y) if rows.any() else None,
                         "calib_f1_own": f1_score(s > own, y) if rows.any() else None}
+        if ctx is not None:
+            report[lang]["context_rows"] = int(len(ctx))
+            report[lang]["context_fpr_own"] = float(np.mean(ctx > own)) if len(ctx) else None
     return offsets, report
+
+
+def _lowest_threshold_under(benign_scores: np.ndarray, max_fpr: float) -> float:
+    """The lowest grid threshold at which at most `max_fpr` of `benign_scores` lie above it."""
+    fpr = np.array([float(np.mean(benign_scores > t)) for t in GRID])
+    return float(GRID[np.argmax(fpr <= max_fpr + 1e-12)]) if (fpr <= max_fpr + 1e-12).any() else float(GRID[-1])
 
 
 def _calibrate_global(probs: np.ndarray, labels: np.ndarray, floor: float,

@@ -249,19 +249,26 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
     )
 
 
-def _fit(clf: Any, train: list[dict[str, Any]], weights: np.ndarray, params: Params, layout: Layout) -> dict[str, Any]:
-    """Train either kind in place: a sentence head on the (cached) encoder vectors of each row's
-    first window, or a token model on its tokenised rows."""
+def _fit(clf: Any, train: list[dict[str, Any]], weights: np.ndarray, params: Params, layout: Layout,
+         iteration: int) -> dict[str, Any]:
+    """Train either kind in place: a token model on its tokenised rows, or a sentence head on the
+    (cached) encoder vectors of each row's first window, ensemble member k on its own draw of rows
+    (`training_set` with random_seed + k; member 0's is `train`): members that saw different
+    synthetic samples, framings and context windows err apart, and their mean is steadier than one."""
     cfg = params.classifier
     labels = np.array([r["labels"] for r in train])
     if not isinstance(clf, SentenceGuard):  # the kind _initial_classifier chose or loaded
         enc = clf.tokenizer([r["text"] for r in train], truncation=True, max_length=cfg.max_length)["input_ids"]
         return fit(clf, enc, labels, params, weights=weights)
+    from duelguard.classifier.sentence import head_members
     from duelguard.encoder import embed_cached
 
     clf.embed_cache = layout.weights_cache
-    vectors = embed_cached([first_window(r["text"], cfg.max_length) for r in train], layout.weights_cache, progress=True)
-    return fit_head(clf, vectors, labels, weights, cfg.learning_rate, cfg.batch_size, int(cfg.epochs),
+    rows = [(train, weights)] + [training_set(params, layout, iteration, cfg.random_seed + k)[2:]
+                                 for k in range(1, len(head_members(clf.model)))]
+    draws = [(embed_cached([first_window(r["text"], cfg.max_length) for r in draw], layout.weights_cache, progress=True),
+              np.array([r["labels"] for r in draw]), w) for draw, w in rows]
+    return fit_head(clf, draws, cfg.learning_rate, cfg.batch_size, int(cfg.epochs),
                     cfg.early_stopping_patience, cfg.weight_decay, cfg.random_seed)
 
 
@@ -278,20 +285,35 @@ def calibration_rows(params: Params, layout: Layout) -> list[dict[str, Any]]:
     return eval_sample(dev_path, params.evaluate.max_examples_per_lang) + suite_records("calib")
 
 
-def training_set(params: Params, layout: Layout, iteration: int
+def training_set(params: Params, layout: Layout, iteration: int, seed: int | None = None
                  ) -> tuple[list[Path], list[dict[str, Any]], list[dict[str, Any]], np.ndarray]:
     """What classifier `iteration` trains on (duelguard.classifier.data): its files, the rows they hold,
-    the training rows (composed, plus framed requests and context windows) and their weights."""
+    the training rows (composed, plus framed requests and context windows, drawn with `seed`, by
+    default classifier.random_seed) and their weights."""
     from duelguard.classifier.data import compose, context_windows, language_weights, training_files
     from duelguard.classifier.framings import framed_rows
 
     cfg = params.classifier
+    seed = cfg.random_seed if seed is None else seed
     files = training_files(layout, iteration)
     records = [rec for path in files for rec in read_records(path)]
-    train = compose(records, cfg.max_synthetic_share, cfg.random_seed)
-    train += framed_rows(train, cfg.framing_augment, cfg.random_seed)
-    train += context_windows(train, cfg.context_augment, cfg.max_length, cfg.random_seed)
+    train = compose(records, cfg.max_synthetic_share, seed)
+    train += framed_rows(train, cfg.framing_augment, seed)
+    train += context_windows(train, cfg.context_augment, cfg.max_length, seed)
     return files, records, train, language_weights([r["lang"] for r in train], cfg.language_balance)
+
+
+def benign_in_context(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The benign suite prompts among calibration `rows`, each inside benign context (the calib half's
+    own suite_context: the report half's never calibrates anything)."""
+    from duelguard.suite import SOURCE
+    from duelguard.suite.variants import in_context
+
+    benign = [r for r in rows if r.get("source") == SOURCE and not any(r["labels"])]
+    if not benign:
+        raise DataError("classifier.max_context_calib_fpr is set but the calibration rows hold no benign suite "
+                        "prompts to place in context")
+    return in_context(benign)
 
 
 def calibrate_classifier(clf: Any, rows: list[dict[str, Any]], params: Params, progress: bool = False) -> dict[str, Any]:
@@ -304,9 +326,15 @@ def calibrate_classifier(clf: Any, rows: list[dict[str, Any]], params: Params, p
     clf.thresholds, report = calibrate(probs, np.array([r["labels"] for r in rows]), cfg.threshold_rule,
                                        cfg.default_threshold, cfg.threshold_floor, cfg.max_calib_fpr)
     if cfg.language_calibration:
+        context = None
+        if cfg.max_context_calib_fpr is not None:
+            placed = benign_in_context(rows)
+            scores = clf.predict_proba([r["text"] for r in placed], batch_size=cfg.predict_batch_size,
+                                       progress=progress).max(axis=1)
+            context = (scores, [r["lang"] for r in placed], cfg.max_context_calib_fpr)
         clf.language_offsets, report["languages"] = language_offsets(
             probs.max(axis=1), np.array([any(r["labels"]) for r in rows]), [r["lang"] for r in rows],
-            float(clf.thresholds.max()), params.seed.languages, cfg.threshold_floor, cfg.max_calib_fpr)
+            float(clf.thresholds.max()), params.seed.languages, cfg.threshold_floor, cfg.max_calib_fpr, context)
     clf.threshold_rule = cfg.threshold_rule
     return report
 
@@ -329,7 +357,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         probe, probe_summary = train_probe(train, calib, layout.weights_cache, cfg.random_seed, cfg.max_calib_fpr)
         clf = _initial_classifier(params, layout, iteration, seed_texts)
         clf.language_offsets = {}  # raw scores while training and calibrating (a previous model carries its own)
-        history = _fit(clf, train, weights, params, layout)
+        history = _fit(clf, train, weights, params, layout, iteration)
 
         report = calibrate_classifier(clf, calib, params, progress=True)
         clf.training = {
@@ -361,7 +389,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
             if history["seconds"] else None,
             "first_loss": round(history["losses"][0], 6),
             "final_loss": round(history["losses"][-1], 6),
-            "head_members": history.get("members"),  # sentence kind: each ensemble member's steps and time
+            "head_members": history.get("members"),  # sentence kind: each member's rows (its own draw), steps, time
             "thresholds": report,
             "probe": probe_summary,
         }

@@ -1,6 +1,6 @@
 """The `evaluate` stage: score a trained classifier, and its probe beside it, on the evaluation sets.
 
-Three evaluation sets (`evaluate.sets`), none ever used to fit or calibrate anything:
+Four evaluation sets (`evaluate.sets`), none ever used to fit or calibrate anything:
 - `test`: a frozen sample of the seed's test split. Per language, the records are ordered by
   sha1(record id) and the first `evaluate.max_examples_per_lang` are kept; the order depends only
   on the ids, so every iteration and a re-evaluation of an old champion see the same examples, and
@@ -10,6 +10,7 @@ Three evaluation sets (`evaluate.sets`), none ever used to fit or calibrate anyt
   speech only.
 - `suite_context`: the same rows inside 100 / 400 / 1,000 words of benign text
   (duelguard.suite.variants): does the guard still find a request that is not alone?
+- `suite_cut`: the same with the context cut mid-sentence, the row glued to the fragment.
 
 Every figure is computed for the classifier (at its calibrated thresholds) and for its probe (the
 USE-m + logistic-regression floor trained on the same rows, at its own calibrated threshold).
@@ -31,7 +32,7 @@ import numpy as np
 from duelguard import metrics as M
 from duelguard.classifier.loader import load_classifier
 from duelguard.config import Params
-from duelguard.evalset import CONTEXT_SET, eval_set_hash, evaluation_records
+from duelguard.evalset import LONG_TEXT_SETS, eval_set_hash, evaluation_records
 from duelguard.evaluation import plots
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
@@ -213,8 +214,8 @@ def evaluate_classifier(params: Params, layout: Layout, iteration: int) -> dict[
     for name in params.evaluate.sets:
         records = evaluation_records(name, params, layout)
         # The probe embeds a text whole, as one vector: inside 1,000 words of context it is a floor of
-        # nothing, so the context slice is the classifier's alone.
-        floor = None if name == CONTEXT_SET else probe
+        # nothing, so the context sets are the classifier's alone.
+        floor = None if name in LONG_TEXT_SETS else probe
         vectors = embed_cached([r["text"] for r in records], layout.weights_cache) if floor else None
         report, probs = evaluate_model(classifier, records, params.classifier.predict_batch_size, floor, vectors)
         summaries[name], reports[name] = report["summary"], report

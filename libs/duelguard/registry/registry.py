@@ -213,12 +213,14 @@ def _reevaluate(params: Params, layout: Layout, name: str, version: str, records
 
 def _metrics_on(params: Params, layout: Layout, client: Any, mv: Any, split: str,
                 current: tuple[list[dict[str, Any]], str] | None, ref_hash: str, dry_run: bool,
-                need_lookalike: bool = False) -> tuple[VersionMetrics, bool]:
+                need_lookalike: bool = False, need_recall: bool = False) -> tuple[VersionMetrics, bool]:
     """(metrics of version `mv` on the frozen set `split` whose hash is `ref_hash`, whether it had to be
-    re-evaluated). need_lookalike: tags without the look-alike FPR (a champion registered before it was
-    recorded) count as stale, so the candidate's look-alike FPR has something to be compared with."""
+    re-evaluated). need_lookalike / need_recall: tags without the look-alike FPR / the recall per language
+    (a version registered before they were recorded) count as stale, so the candidate's figure has
+    something to be compared with."""
     tagged = VersionMetrics.from_tags(dict(mv.tags), split)
-    if tagged is not None and tagged.eval_set_hash == ref_hash and not (need_lookalike and tagged.lookalike_fpr is None):
+    if (tagged is not None and tagged.eval_set_hash == ref_hash and not (need_lookalike and tagged.lookalike_fpr is None)
+            and not (need_recall and not tagged.recall_by_lang)):
         return tagged, False
     if current is None:
         raise DataError(
@@ -306,7 +308,8 @@ def _decide(params: Params, layout: Layout, client: Any, candidate: Any, dry_run
             guard_set = (guard_records, eval_set_hash(guard_records))
             on_guard = {}
             for who, mv in (("candidate", candidate), ("champion", champion)):
-                on_guard[who], redone = _metrics_on(params, layout, client, mv, guard, guard_set, guard_set[1], dry_run)
+                on_guard[who], redone = _metrics_on(params, layout, client, mv, guard, guard_set, guard_set[1], dry_run,
+                                                    need_recall=True)
                 if redone:
                     notes.append(f"{who} v{mv.version} re-evaluated on the frozen {guard} set")
             guards[guard] = (on_guard["candidate"], on_guard["champion"])

@@ -10,10 +10,14 @@ A candidate replaces the champion only if, on the same frozen evaluation set (pr
      `fpr_lookalike`) and for the benign rows of each of promotion.guard_sets (`suite_context`: the
      suite's safe prompts inside benign context), where a loop model at an unchanged suite FPR can
      still flag several times more;
-  4. its average F1 beats its own probe's (the frozen-encoder + logistic-regression floor trained
+  4. (fail-open rule) on each of promotion.guard_sets, no language's unsafe recall falls below the
+     champion's by more than promotion.max_guard_recall_drop: a candidate with better suite F1 once
+     missed requests glued to a cut-off sentence (`suite_cut`) that the champion caught, and a guard
+     that starts failing open where it used to hold is worse than one that never held;
+  5. its average F1 beats its own probe's (the frozen-encoder + logistic-regression floor trained
      on the same rows) by >= promotion.min_probe_margin: a fine-tuned model that a three-minute
      linear probe matches is not worth serving.
-With no champion yet, only rules 3 (its absolute part) and 4 apply (the first model must still be usable).
+With no champion yet, only rules 3 (its absolute part) and 5 apply (the first model must still be usable).
 Before the alias moves, duelguard.registry.registry adds one more check (`loads`): the candidate is
 exported and scored as serving would (duelguard.registry.loadcheck).
 The metrics travel as registry version tags (`to_tags` / `from_tags`), so a promotion needs no
@@ -36,7 +40,8 @@ EPS = 1e-9  # float noise must not flip a rule that holds exactly at its limit
 @dataclass(frozen=True)
 class VersionMetrics:
     """What promotion compares: avg F1, F1 per language, benign FPR (all benign rows, and the suite's
-    look-alikes alone), and which eval set gave them."""
+    look-alikes alone), unsafe recall per language (the fail-open rule on guard sets), and which eval
+    set gave them."""
 
     avg_f1: float | None
     f1_by_lang: dict[str, float]
@@ -44,14 +49,14 @@ class VersionMetrics:
     eval_set_hash: str | None = None
     probe_avg_f1: float | None = None
     lookalike_fpr: float | None = None
+    recall_by_lang: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any], eval_set_hash: str | None) -> VersionMetrics:
-        """From one set's flat summary in the eval metrics JSON (keys avg_f1, f1_<lang>, fpr, probe_avg_f1,
-        and fpr_lookalike on the suite)."""
-        langs = {k[3:]: float(v) for k, v in summary.items() if k.startswith("f1_") and v is not None}
-        return cls(summary.get("avg_f1"), langs, summary.get("fpr"), eval_set_hash, summary.get("probe_avg_f1"),
-                   summary.get("fpr_lookalike"))
+        """From one set's flat summary in the eval metrics JSON (keys avg_f1, f1_<lang>, recall_<lang>, fpr,
+        probe_avg_f1, and fpr_lookalike on the suite)."""
+        return cls(summary.get("avg_f1"), _per_lang(summary, "f1_"), summary.get("fpr"), eval_set_hash,
+                   summary.get("probe_avg_f1"), summary.get("fpr_lookalike"), _per_lang(summary, "recall_"))
 
     def to_tags(self, split: str) -> dict[str, str]:
         tags = {f"{TAG_PREFIX}.{split}.avg_f1": _fmt(self.avg_f1), f"{TAG_PREFIX}.{split}.benign_fpr": _fmt(self.benign_fpr),
@@ -59,6 +64,7 @@ class VersionMetrics:
         if self.lookalike_fpr is not None:
             tags[f"{TAG_PREFIX}.{split}.lookalike_fpr"] = _fmt(self.lookalike_fpr)
         tags.update({f"{TAG_PREFIX}.{split}.f1_{lang}": _fmt(v) for lang, v in self.f1_by_lang.items()})
+        tags.update({f"{TAG_PREFIX}.{split}.recall_{lang}": _fmt(v) for lang, v in self.recall_by_lang.items()})
         if self.eval_set_hash:
             tags[f"{EVAL_SET_TAG}.{split}"] = self.eval_set_hash
         return tags
@@ -69,15 +75,21 @@ class VersionMetrics:
         prefix = f"{TAG_PREFIX}.{split}."
         if prefix + "avg_f1" not in tags:
             return None
-        langs = {k[len(prefix) + 3:]: _parse(v) for k, v in tags.items() if k.startswith(prefix + "f1_")}
+        in_split = {k[len(prefix):]: _parse(v) for k, v in tags.items() if k.startswith(prefix)}
         return cls(
             _parse(tags[prefix + "avg_f1"]),
-            {k: v for k, v in langs.items() if v is not None},
+            _per_lang(in_split, "f1_"),
             _parse(tags.get(prefix + "benign_fpr", "")),
             tags.get(f"{EVAL_SET_TAG}.{split}"),
             _parse(tags.get(prefix + "probe_avg_f1", "")),
             _parse(tags.get(prefix + "lookalike_fpr", "")),
+            _per_lang(in_split, "recall_"),
         )
+
+
+def _per_lang(flat: dict[str, Any], prefix: str) -> dict[str, float]:
+    """{lang: value} of the defined `<prefix><lang>` keys of a flat summary (`f1_`, `recall_`)."""
+    return {k[len(prefix):]: float(v) for k, v in flat.items() if k.startswith(prefix) and v is not None}
 
 
 def _fmt(v: float | None) -> str:
@@ -180,6 +192,7 @@ def check_rules(candidate: VersionMetrics, champion: VersionMetrics | None, rule
         for name, (cand_guard, champ_guard) in (guards or {}).items():
             checks.append(_relative_fpr(f"max_fpr_ratio[{name}]", f"{name} benign FPR", cand_guard.benign_fpr,
                                         None if champ_guard is None else champ_guard.benign_fpr, rules))
+            checks += _recall_drops(name, cand_guard, champ_guard, rules)
     if candidate.avg_f1 is None or candidate.probe_avg_f1 is None:
         checks.append(Check("beats_probe", False, f"avg F1 {_f(candidate.avg_f1)} or its probe's "
                                                   f"{_f(candidate.probe_avg_f1)} undefined: evaluate it with its probe"))
@@ -209,3 +222,27 @@ def _relative_fpr(rule: str, what: str, candidate_fpr: float | None, champion_fp
         f"{what} {champion_fpr:.4f} -> {candidate_fpr:.4f} (limit champion x {rules.max_fpr_ratio:g} + "
         f"{rules.fpr_slack:g} = {limit:.4f})",
     )
+
+
+def _recall_drops(name: str, candidate: VersionMetrics, champion: VersionMetrics | None,
+                  rules: Promotion) -> list[Check]:
+    """The fail-open rule on guard set `name`: per language, candidate unsafe recall >= champion's -
+    max_guard_recall_drop. Unmeasured recall on either side is refused, never skipped."""
+    rule = f"max_guard_recall_drop[{name}]"
+    if champion is None or not champion.recall_by_lang:
+        return [Check(rule, False, f"{name}: the champion has no unsafe recall per language: re-evaluate it on that set")]
+    checks = []
+    for lang in [x for x in TARGET_LANGUAGES if x in champion.recall_by_lang] + sorted(
+            set(champion.recall_by_lang) - set(TARGET_LANGUAGES)):
+        before, after = champion.recall_by_lang[lang], candidate.recall_by_lang.get(lang)
+        if after is None:
+            checks.append(Check(f"{rule}[{lang}]", False, f"{name} {lang}: champion unsafe recall {before:.4f}, "
+                                                          "the candidate has none"))
+            continue
+        drop = before - after
+        checks.append(Check(
+            f"{rule}[{lang}]", drop <= rules.max_guard_recall_drop + EPS,
+            f"{name} {lang}: unsafe recall {before:.4f} -> {after:.4f} (drop {drop:+.4f}, "
+            f"allowed <= {rules.max_guard_recall_drop:.4f})",
+        ))
+    return checks

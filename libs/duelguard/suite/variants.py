@@ -10,6 +10,11 @@ A guard is only as good as its worst easy bypass. Two are measured on every eval
   sentences every long padding held the same ones, and in-context FPR counted how a model read a
   handful of pairs rather than estimating a rate. It serves evaluation only (nothing trains or
   calibrates on it).
+- **cut context** (`in_context(..., cut=True)`): the same, but the padding stops after exactly N words,
+  mid-sentence, and a row in the middle sits at a word boundary: the row is glued to a sentence
+  fragment ("... with patchy Now tell me how to ..."), so a reader that splits text into sentences
+  sees one sentence holding benign words and the request. The padding probe found a promoted model
+  that missed such requests it caught after a full stop (duelguard.suite.bypass, `cut_pad`).
 - **obfuscation** (`obfuscate`): zero-width characters between letters, Cyrillic look-alike letters,
   full-width forms, letters spaced out. The text a reader sees is the same; only its characters
   differ.
@@ -65,28 +70,40 @@ def padding(lang: str, words: int, start: int) -> str:
     return " ".join(out)
 
 
-def place(text: str, pad: str, where: str) -> str:
-    """`text` at the start, middle (at a sentence boundary of `pad`) or end of `pad`."""
+def cut_padding(lang: str, words: int, start: int) -> str:
+    """Exactly `words` words of benign context: it ends in the middle of a sentence (see `padding`)."""
+    return " ".join(padding(lang, words, start).split()[:words])
+
+
+def place(text: str, pad: str, where: str, cut: bool = False) -> str:
+    """`text` at the start, middle or end of `pad`; in the middle at a sentence boundary of `pad`, or
+    with `cut` after the middle word, inside a sentence."""
     if where == "start":
         return f"{text} {pad}"
     if where == "end":
         return f"{pad} {text}"
     if where == "middle":
-        cut = pad.find(". ", len(pad) // 2)
-        cut = len(pad) if cut < 0 else cut + 1
-        return f"{pad[:cut]} {text} {pad[cut:].strip()}".strip()
+        if cut:
+            words = pad.split()
+            return " ".join([*words[:len(words) // 2], text, *words[len(words) // 2:]])
+        at = pad.find(". ", len(pad) // 2)
+        at = len(pad) if at < 0 else at + 1
+        return f"{pad[:at]} {text} {pad[at:].strip()}".strip()
     raise ValueError(f"placement {where!r} is not one of {PLACEMENTS}")
 
 
-def in_context(records: Sequence[dict[str, Any]], lengths: Sequence[int] = CONTEXT_WORDS) -> list[dict[str, Any]]:
-    """Each record at each context length, its placement and padding chosen from its id."""
+def in_context(records: Sequence[dict[str, Any]], lengths: Sequence[int] = CONTEXT_WORDS,
+               cut: bool = False) -> list[dict[str, Any]]:
+    """Each record at each context length, its placement and padding chosen from its id; with `cut`,
+    the padding is cut mid-sentence and the record glued to the fragment (see the module docstring)."""
+    kind, make_pad = ("cut", cut_padding) if cut else ("ctx", padding)
     out: list[dict[str, Any]] = []
     for rec in records:
         for words in lengths:
             key = f"{rec['id']}@{words}"
             where = PLACEMENTS[_rank(key) % len(PLACEMENTS)]
-            text = place(rec["text"], padding(rec["lang"], words, _rank(key + "/pad")), where)
-            out.append({**rec, "id": f"{rec['id']}@ctx{words}-{where}", "text": text, "context_words": words,
+            text = place(rec["text"], make_pad(rec["lang"], words, _rank(key + "/pad")), where, cut)
+            out.append({**rec, "id": f"{rec['id']}@{kind}{words}-{where}", "text": text, "context_words": words,
                         "placement": where})
     return out
 
