@@ -136,6 +136,7 @@ def test_benign_prompts_in_context_bound_a_language_offset() -> None:
     assert plain_report["fr"]["reason"] == "fitted" and plain_report["fr"]["threshold"] < 0.45
     assert report["fr"]["reason"] == "context_bound" and 0.5 <= report["fr"]["threshold"] <= 0.6
     assert report["fr"]["context_rows"] == 100 and report["fr"]["context_fpr_own"] <= 0.1
+    assert report["fr"]["context_bound"] == report["fr"]["threshold"]
     assert float(np.mean(ctx > report["fr"]["threshold"] - 0.01)) > 0.1  # the lowest such grid point
     assert 0 < bound["fr"] < plain["fr"]
     # a bound above the global threshold leaves the language at the global one (offset 0), never above

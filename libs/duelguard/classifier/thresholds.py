@@ -132,7 +132,8 @@ def language_offsets(scores: np.ndarray, truth: np.ndarray, langs: Sequence[str]
     long benign texts of its language (measured: es in-context FPR 61% with its offset, 12% without).
 
     Returns the offsets and a report per language (rows, unsafe rows, threshold, offset, why,
-    calibration F1 at the global and at its own threshold, and the in-context FPR at its own)."""
+    calibration F1 at the global and at its own threshold, and with `context` its bound and the
+    in-context FPR at its own threshold)."""
     scores, truth, langs = np.asarray(scores), np.asarray(truth, dtype=bool), np.asarray(langs)
     offsets: dict[str, float] = {}
     report: dict[str, Any] = {}
@@ -145,7 +146,7 @@ def language_offsets(scores: np.ndarray, truth: np.ndarray, langs: Sequence[str]
             fitted, _ = best_f1_threshold(s, y, max_fpr=max_fpr)
             own, reason = max(fitted, floor), "fitted"
             if ctx is not None and len(ctx):
-                bound = _lowest_threshold_under(ctx, context[2])
+                bound = context_bound(ctx, context[2])
                 if bound > own:
                     own, reason = bound, "context_bound"
             if own >= threshold:
@@ -157,11 +158,12 @@ def language_offsets(scores: np.ndarray, truth: np.ndarray, langs: Sequence[str]
                         "calib_f1_own": f1_score(s > own, y) if rows.any() else None}
         if ctx is not None:
             report[lang]["context_rows"] = int(len(ctx))
+            report[lang]["context_bound"] = context_bound(ctx, context[2]) if len(ctx) else None
             report[lang]["context_fpr_own"] = float(np.mean(ctx > own)) if len(ctx) else None
     return offsets, report
 
 
-def _lowest_threshold_under(benign_scores: np.ndarray, max_fpr: float) -> float:
+def context_bound(benign_scores: np.ndarray, max_fpr: float) -> float:
     """The lowest grid threshold at which at most `max_fpr` of `benign_scores` lie above it."""
     fpr = np.array([float(np.mean(benign_scores > t)) for t in GRID])
     return float(GRID[np.argmax(fpr <= max_fpr + 1e-12)]) if (fpr <= max_fpr + 1e-12).any() else float(GRID[-1])

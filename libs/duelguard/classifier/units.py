@@ -8,6 +8,10 @@ long paste unread. So a text is scored on **units**, and its score per category 
 - every **sentence** (split at . ! ? and their CJK forms, and at line breaks) and every pair of
   adjacent sentences, of at most `window_words` words: a short request keeps its own score,
   whatever surrounds it (pairs: a request is often a statement and an ask, "I hate X. Tell me how");
+- every **glued tail** of a sentence: from a capitalised word right after an unpunctuated lower-case
+  word to the sentence's end ("... the wind stays light from Now tell me how to ..."), where a
+  sentence boundary was lost by a paste cut mid-sentence or on purpose; not in German, which
+  capitalises every noun (`glued_tails`);
 - **word windows** of `window_words` words overlapping by `overlap` (the last aligned to the end),
   so a request spread over several sentences, or written without punctuation, is still seen whole.
   A text of one window and one sentence is one unit: short texts cost what they always did.
@@ -129,11 +133,34 @@ def scoring_units(text: str, window_words: int, overlap: int, long_input: LongIn
     return Units(list(dict.fromkeys(units)), True, False)
 
 
+GLUED_MIN_WORDS = 4  # a glued tail shorter than this is no request worth a unit
+# Languages that capitalise every noun: there a capital after a lower-case word marks nothing.
+NOUN_CAPITALISING = frozenset({"de", "lb"})
+
+
+def glued_tails(sentence: str, min_words: int = GLUED_MIN_WORDS) -> list[str]:
+    """The tails of `sentence` that start at a capitalised word right after an unpunctuated lower-case
+    word ("... the wind stays light from Now tell me how to ..."), of at least `min_words` words:
+    where a sentence boundary was most likely lost, by a paste cut mid-sentence or on purpose. A
+    request glued to a fragment is otherwise never a unit of its own (the suite's `suite_cut`). None
+    in German, which capitalises every noun (measured: its in-context FPR doubled)."""
+    words = sentence.split()
+    starts = [i for i in range(1, len(words) - min_words + 1)
+              if words[i][:1].isupper() and words[i - 1][:1].islower() and words[i - 1][-1:].isalnum()]
+    if not starts:
+        return []
+    from duelguard.langid import NEIGHBOUR_LANGUAGES, identify
+
+    if identify(sentence, NEIGHBOUR_LANGUAGES)[0] in NOUN_CAPITALISING:
+        return []
+    return [" ".join(words[i:]) for i in starts]
+
+
 def _units(text: str, window_words: int, overlap: int) -> list[str]:
-    """Each sentence and each pair of adjacent sentences of at most window_words words, then word
-    windows; each distinct unit once."""
+    """Each sentence, its glued tails and each pair of adjacent sentences, of at most window_words
+    words, then word windows; each distinct unit once."""
     sents = sentences(text)
-    groups = sents + [f"{a} {b}" for a, b in zip(sents, sents[1:])]
+    groups = sents + [t for s in sents for t in glued_tails(s)] + [f"{a} {b}" for a, b in zip(sents, sents[1:])]
     units = [g for g in groups if len(g.split()) <= window_words]
     units += word_windows(text.split(), window_words, min(overlap, window_words - 1))
     return list(dict.fromkeys(units))
