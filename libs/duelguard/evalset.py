@@ -61,14 +61,10 @@ def evaluation_records(name: str, params: Params, layout: Layout) -> list[dict[s
     """The frozen records of evaluation set `name` (see the module docstring)."""
     if name == "suite":
         return suite_records("report")
-    if name == CONTEXT_SET:
+    if name in LONG_TEXT_SETS:
         from duelguard.suite.variants import in_context
 
-        return in_context(suite_records("report"))
-    if name == CUT_SET:
-        from duelguard.suite.variants import in_context
-
-        return in_context(suite_records("report"), cut=True)
+        return in_context(suite_records("report"), cut=name == CUT_SET)
     path = layout.seed_split(name)
     if not path.exists():
         raise DataError(f"{path}: seed split missing (run prepare_seed)")

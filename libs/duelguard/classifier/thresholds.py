@@ -141,14 +141,13 @@ def language_offsets(scores: np.ndarray, truth: np.ndarray, langs: Sequence[str]
         rows = langs == lang
         s, y = scores[rows], truth[rows]
         ctx = None if context is None else np.asarray(context[0])[np.asarray(context[1]) == lang]
+        bound = context_bound(ctx, context[2]) if ctx is not None and len(ctx) else None
         own, reason = threshold, "no_safe_and_unsafe_rows"
         if y.any() and not y.all():
             fitted, _ = best_f1_threshold(s, y, max_fpr=max_fpr)
             own, reason = max(fitted, floor), "fitted"
-            if ctx is not None and len(ctx):
-                bound = context_bound(ctx, context[2])
-                if bound > own:
-                    own, reason = bound, "context_bound"
+            if bound is not None and bound > own:
+                own, reason = bound, "context_bound"
             if own >= threshold:
                 own, reason = threshold, "global_is_lower"
         offsets[lang] = round(max(0.0, float(logit(threshold) - logit(own))), 6)
@@ -158,7 +157,7 @@ def language_offsets(scores: np.ndarray, truth: np.ndarray, langs: Sequence[str]
                         "calib_f1_own": f1_score(s > own, y) if rows.any() else None}
         if ctx is not None:
             report[lang]["context_rows"] = int(len(ctx))
-            report[lang]["context_bound"] = context_bound(ctx, context[2]) if len(ctx) else None
+            report[lang]["context_bound"] = bound
             report[lang]["context_fpr_own"] = float(np.mean(ctx > own)) if len(ctx) else None
     return offsets, report
 

@@ -250,11 +250,11 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
 
 
 def _fit(clf: Any, train: list[dict[str, Any]], weights: np.ndarray, params: Params, layout: Layout,
-         iteration: int) -> dict[str, Any]:
+         records: list[dict[str, Any]]) -> dict[str, Any]:
     """Train either kind in place: a token model on its tokenised rows, or a sentence head on the
     (cached) encoder vectors of each row's first window, ensemble member k on its own draw of rows
-    (`training_set` with random_seed + k; member 0's is `train`): members that saw different
-    synthetic samples, framings and context windows err apart, and their mean is steadier than one."""
+    from `records` (`training_rows` with random_seed + k; member 0's is `train`): members that saw
+    different synthetic samples, framings and context windows err apart, and their mean is steadier."""
     cfg = params.classifier
     labels = np.array([r["labels"] for r in train])
     if not isinstance(clf, SentenceGuard):  # the kind _initial_classifier chose or loaded
@@ -264,7 +264,7 @@ def _fit(clf: Any, train: list[dict[str, Any]], weights: np.ndarray, params: Par
     from duelguard.encoder import embed_cached
 
     clf.embed_cache = layout.weights_cache
-    rows = [(train, weights)] + [training_set(params, layout, iteration, cfg.random_seed + k)[2:]
+    rows = [(train, weights)] + [training_rows(records, params, cfg.random_seed + k)
                                  for k in range(1, len(head_members(clf.model)))]
     draws = [(embed_cached([first_window(r["text"], cfg.max_length) for r in draw], layout.weights_cache, progress=True),
               np.array([r["labels"] for r in draw]), w) for draw, w in rows]
@@ -290,17 +290,24 @@ def training_set(params: Params, layout: Layout, iteration: int, seed: int | Non
     """What classifier `iteration` trains on (duelguard.classifier.data): its files, the rows they hold,
     the training rows (composed, plus framed requests and context windows, drawn with `seed`, by
     default classifier.random_seed) and their weights."""
-    from duelguard.classifier.data import compose, context_windows, language_weights, training_files
+    from duelguard.classifier.data import training_files
+
+    files = training_files(layout, iteration)
+    records = [rec for path in files for rec in read_records(path)]
+    return files, records, *training_rows(records, params, params.classifier.random_seed if seed is None else seed)
+
+
+def training_rows(records: list[dict[str, Any]], params: Params, seed: int) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """One draw of training rows from `records` (composed, plus framed requests and context windows,
+    all drawn with `seed`) and their language weights."""
+    from duelguard.classifier.data import compose, context_windows, language_weights
     from duelguard.classifier.framings import framed_rows
 
     cfg = params.classifier
-    seed = cfg.random_seed if seed is None else seed
-    files = training_files(layout, iteration)
-    records = [rec for path in files for rec in read_records(path)]
     train = compose(records, cfg.max_synthetic_share, seed)
     train += framed_rows(train, cfg.framing_augment, seed)
     train += context_windows(train, cfg.context_augment, cfg.max_length, seed)
-    return files, records, train, language_weights([r["lang"] for r in train], cfg.language_balance)
+    return train, language_weights([r["lang"] for r in train], cfg.language_balance)
 
 
 def benign_in_context(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -357,7 +364,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         probe, probe_summary = train_probe(train, calib, layout.weights_cache, cfg.random_seed, cfg.max_calib_fpr)
         clf = _initial_classifier(params, layout, iteration, seed_texts)
         clf.language_offsets = {}  # raw scores while training and calibrating (a previous model carries its own)
-        history = _fit(clf, train, weights, params, layout, iteration)
+        history = _fit(clf, train, weights, params, layout, records)
 
         report = calibrate_classifier(clf, calib, params, progress=True)
         clf.training = {
