@@ -61,7 +61,9 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Rand
 
 
 # the loop --------------------------------------------------------------------------------------
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's generators from one seed: a head's initialisation, its splits and
+    every training draw repeat exactly (the stage, and the benches that retrain as it does)."""
     import torch
 
     random.seed(seed)
@@ -130,7 +132,7 @@ def fit(
     from duelguard.classifier.network import head_parameters
 
     cfg = params.classifier
-    _seed_everything(cfg.random_seed)
+    seed_everything(cfg.random_seed)
     rng = random.Random(cfg.random_seed)
     model = clf.model
     device = next(model.parameters()).device
@@ -236,7 +238,7 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
         return clf
     from duelguard.backbones import resolve_backbone
 
-    _seed_everything(cfg.random_seed)  # the head's random init
+    seed_everything(cfg.random_seed)  # the head's random init
     backbone_dir = resolve_backbone(cfg.backbone, str(layout.weights_cache), corpus=seed_texts)
     if cfg.backbone.kind == "sentence":
         from duelguard.encoder import ENCODER, ENCODER_DIM
