@@ -12,7 +12,8 @@ calibrates (calibrate_classifier on calibration_rows), once per training seed:
 - `no_synthetic_unsafe` / `no_synthetic_safe`: the loop's unsafe (safe) samples left out;
 - `synthetic_safe_x2`: every safe loop sample twice;
 - `unsafe_similarity_0.8`: unsafe loop samples kept only at seed similarity >= 0.8 (curation keeps >= 0.7);
-- `no_context_windows`: classifier.context_augment 0 (no training row inside benign text).
+- `no_context_windows`: classifier.context_augment 0 (no training row inside benign text);
+  `seed_only_no_context_windows`: the same for the seed-only classifier.
 
 Measured on both halves of the suite, as written and inside benign context (bench_head_ensemble.measure):
 the calibration half informs choices, the report half is for reporting.
@@ -55,6 +56,7 @@ VARIANTS: dict[str, tuple[str, Callable[[Rows], Rows], dict[str, Any]]] = {
     "unsafe_similarity_0.8": ("iteration", lambda rows: [r for r in rows if not _synthetic(r, True)
                                                          or r["similarity"] >= STRICT_SIMILARITY], {}),
     "no_context_windows": ("iteration", lambda rows: rows, {"context_augment": 0.0}),
+    "seed_only_no_context_windows": ("seed", lambda rows: rows, {"context_augment": 0.0}),
 }
 
 
