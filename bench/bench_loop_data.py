@@ -11,7 +11,7 @@ calibrates (calibrate_classifier on calibration_rows), once per training seed:
 - `all`: every file of the iteration, as the stage trains it;
 - `no_synthetic_unsafe` / `no_synthetic_safe`: the loop's unsafe (safe) samples left out;
 - `synthetic_safe_x2`: every safe loop sample twice;
-- `unsafe_similarity_0.8`: unsafe loop samples kept only at seed similarity >= 0.8 (curation keeps >= 0.7);
+- `unsafe_similarity_0.8`: unsafe loop samples kept only at seed similarity >= STRICT_SIMILARITY (stricter than curation.min_similarity);
 - `no_context_windows`: classifier.context_augment 0 (no training row inside benign text);
   `seed_only_no_context_windows`: the same for the seed-only classifier.
 
@@ -38,7 +38,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT = REPO_ROOT / "bench" / "results" / "loop_data.json"
 Rows = list[dict[str, Any]]
-STRICT_SIMILARITY = 0.8  # vs curation.min_similarity 0.7: hand-read samples in [0.7, 0.8) drift more often
+STRICT_SIMILARITY = 0.8  # a stricter bar for unsafe samples than curation.min_similarity (README, "Look-alike seeds and volume")
 
 
 def _synthetic(rec: dict[str, Any], unsafe: bool) -> bool:
