@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT = REPO_ROOT / "bench" / "results" / "loop_data.json"
@@ -60,24 +59,13 @@ VARIANTS: dict[str, tuple[str, Callable[[Rows], Rows], dict[str, Any]]] = {
 }
 
 
-def train_variant(params: Any, layout: Any, records: Rows, seed: int) -> Any:
-    """A SentenceGuard trained and calibrated as the train stage does, on `records`, with `seed`."""
-    from duelguard.classifier.sentence import SentenceGuard, first_window, fit_head
-    from duelguard.classifier.train import calibrate_classifier, calibration_rows, seed_everything, training_rows
-    from duelguard.encoder import ENCODER, ENCODER_DIM, embed_cached
+def train_variant(params: Any, layout: Any, iteration: int, records: Rows) -> Any:
+    """A classifier trained and calibrated on `records` exactly as the train stage trains classifier
+    `iteration` (train.fit_classifier, then calibrate_classifier), with params.classifier.random_seed."""
+    from duelguard.classifier.train import calibrate_classifier, calibration_rows, fit_classifier, training_rows
 
-    cfg = params.classifier
-    seed_everything(seed)  # the heads' initialisation, as the stage seeds it
-    clf = SentenceGuard.fresh(ENCODER, ENCODER_DIM, cfg.head_hidden, cfg.head_dropout, cfg.max_length,
-                              cfg.chunk_overlap, cfg.long_input, cfg.default_threshold, cfg.head_members)
-    clf.embed_cache = layout.weights_cache
-    draws = []
-    for k in range(cfg.head_members):
-        rows, weights = training_rows(records, params, seed + k)
-        vectors = embed_cached([first_window(r["text"], cfg.max_length) for r in rows], layout.weights_cache)
-        draws.append((vectors, np.array([r["labels"] for r in rows]), weights))
-    fit_head(clf, draws, cfg.learning_rate, cfg.batch_size, int(cfg.epochs), cfg.early_stopping_patience,
-             cfg.weight_decay, seed, progress=False)
+    train, weights = training_rows(records, params, params.classifier.random_seed)
+    clf, _ = fit_classifier(params, layout, iteration, records, train, weights)
     calibrate_classifier(clf, calibration_rows(params, layout), params)
     return clf
 
@@ -104,7 +92,7 @@ def run_iteration(root: Path, iteration: int, seeds: int, variants: list[str]) -
         for k in tqdm(range(seeds), desc=f"iteration {iteration} {name}"):
             seed = base.classifier.random_seed + k
             cfg = base.classifier.model_copy(update={**overrides, "random_seed": seed})
-            clf = train_variant(base.model_copy(update={"classifier": cfg}), layout, records, seed)
+            clf = train_variant(base.model_copy(update={"classifier": cfg}), layout, iteration, records)
             models.append({"seed": seed, "rows": len(records), **measure(clf)})
             show(iteration, name, models[-1])
         out[name] = {"models": models, "summary": summary(models)}

@@ -226,7 +226,7 @@ def plot_loss(losses: list[float], path: Path, title: str, val_losses: list[floa
     return save_png(fig, path, tight=False)
 
 
-def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_texts: list[str]) -> Any:
+def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_texts: list[str] | None) -> Any:
     """The classifier to train: iteration i-1's (init_from: previous) or a fresh head on the backbone."""
     cfg = params.classifier
     if cfg.init_from == "previous" and iteration > 0:
@@ -249,6 +249,19 @@ def _initial_classifier(params: Params, layout: Layout, iteration: int, seed_tex
         backbone_dir, cfg.max_length, cfg.chunk_overlap, cfg.default_threshold, pooling=cfg.pooling,
         long_input=cfg.long_input,
     )
+
+
+def fit_classifier(params: Params, layout: Layout, iteration: int, records: list[dict[str, Any]],
+                   train: list[dict[str, Any]], weights: np.ndarray, seed_texts: list[str] | None = None
+                   ) -> tuple[Any, dict[str, Any]]:
+    """Classifier `iteration`, initialised (classifier.init_from) and trained on `train` (member 0's
+    draw of `records`, with its `weights`), language offsets cleared: raw scores, ready for
+    calibrate_classifier. Returns (classifier, training history). The one training path of the train
+    stage and of the benches that retrain a stage's classifier on other rows; `seed_texts` (the seed
+    train texts) only trains a tiny backbone's tokenizer."""
+    clf = _initial_classifier(params, layout, iteration, seed_texts)
+    clf.language_offsets = {}  # raw scores while training and calibrating (a previous model carries its own)
+    return clf, _fit(clf, train, weights, params, layout, records)
 
 
 def _fit(clf: Any, train: list[dict[str, Any]], weights: np.ndarray, params: Params, layout: Layout,
@@ -364,9 +377,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
 
     with mlflow_run(params, STAGE, iteration, data_files=files, log_sections=["classifier"], root=layout.root):
         probe, probe_summary = train_probe(train, calib, layout.weights_cache, cfg.random_seed, cfg.max_calib_fpr)
-        clf = _initial_classifier(params, layout, iteration, seed_texts)
-        clf.language_offsets = {}  # raw scores while training and calibrating (a previous model carries its own)
-        history = _fit(clf, train, weights, params, layout, records)
+        clf, history = fit_classifier(params, layout, iteration, records, train, weights, seed_texts)
 
         report = calibrate_classifier(clf, calib, params, progress=True)
         clf.training = {
