@@ -23,7 +23,9 @@ scoring window of such text is out of the classifier's distribution. This bench:
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import platform
 import random
 import re
 from pathlib import Path
@@ -127,8 +129,11 @@ def train(root: Path, iteration: int, prose: Path, seeds: int) -> None:
     bld.VARIANTS[name] = ("iteration", lambda rows: rows + extra, {})
     result = bld.run_iteration(root.resolve(), iteration, seeds, [name])
     results = json.loads(bld.OUT.read_text()) if bld.OUT.exists() else {}
+    from bench_generator import cpu_isa
+
     run = {"command": f"python bench/bench_prose.py train --iteration {iteration} --seeds {seeds}",
-           "checkout": str(root), "prose_rows": len(extra)}
+           "checkout": str(root), "prose_rows": len(extra), "date": datetime.date.today().isoformat(),
+           "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}
     results.setdefault(f"iteration_{iteration}", {})[name] = {"run": run, **result[name]}
     tmp = bld.OUT.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
