@@ -110,6 +110,22 @@ def show(iteration: int, name: str, model: dict[str, Any]) -> None:
               f"look-alike FPR {plain['fpr_lookalike']:.1f} | in-context FPR {ctx['fpr']:.1f} ({ctx_fpr})", flush=True)
 
 
+def save(iteration: int, result: dict[str, Any], command: str, **run_extra: Any) -> None:
+    """Merge `result` (variant -> figures) into OUT under iteration_<iteration>, each variant with how it
+    was run; other entries are kept (atomic write)."""
+    from bench_generator import cpu_isa
+
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    run = {"command": command, "date": datetime.date.today().isoformat(),
+           "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa(), **run_extra}
+    entry = results.setdefault(f"iteration_{iteration}", {})
+    for name, value in result.items():
+        entry[name] = {"run": run, **value}
+    tmp = OUT.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    tmp.replace(OUT)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=REPO_ROOT, help="checkout whose params, data and weights cache to use")
@@ -120,21 +136,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.iteration < 1:
         raise SystemExit("--iteration must be a loop iteration (>= 1): iteration 0 has no loop data to vary")
-    from bench_generator import cpu_isa
-
     variants = args.variant or list(VARIANTS)
-    results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    run = {"command": f"python bench/bench_loop_data.py --iteration {args.iteration} --seeds {args.seeds} "
-                      + " ".join(f"--variant {v}" for v in variants),
-           "date": datetime.date.today().isoformat(), "cpu": platform.processor() or platform.machine(),
-           "cpu_isa": cpu_isa()}
     result = run_iteration(args.root.resolve(), args.iteration, args.seeds, variants)
-    entry = results.setdefault(f"iteration_{args.iteration}", {})
-    for name, value in result.items():
-        entry[name] = {"run": run, **value}
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    tmp.replace(OUT)
+    save(args.iteration, result, f"python bench/bench_loop_data.py --iteration {args.iteration} --seeds {args.seeds} "
+         + " ".join(f"--variant {v}" for v in variants))
 
 
 if __name__ == "__main__":

@@ -16,16 +16,14 @@ scoring window of such text is out of the classifier's distribution. This bench:
    bench_loop_data trains every variant (training seeds random_seed, +1, ...), measured on both suite
    halves, plain and in context; results in bench/results/loop_data.json as variant `all+everyday_prose`.
 
-    python bench/bench_prose.py generate --root <long run> --per-language 600 --out /tmp/prose.jsonl
+    python bench/bench_prose.py generate --root <long run> --per-language 500 --out /tmp/prose.jsonl
     python bench/bench_prose.py train --root <long run> --iteration 1 --prose /tmp/prose.jsonl --seeds 1
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import random
 import re
 from pathlib import Path
@@ -128,16 +126,8 @@ def train(root: Path, iteration: int, prose: Path, seeds: int) -> None:
     name = "all+everyday_prose"
     bld.VARIANTS[name] = ("iteration", lambda rows: rows + extra, {})
     result = bld.run_iteration(root.resolve(), iteration, seeds, [name])
-    results = json.loads(bld.OUT.read_text()) if bld.OUT.exists() else {}
-    from bench_generator import cpu_isa
-
-    run = {"command": f"python bench/bench_prose.py train --iteration {iteration} --seeds {seeds}",
-           "checkout": str(root), "prose_rows": len(extra), "date": datetime.date.today().isoformat(),
-           "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}
-    results.setdefault(f"iteration_{iteration}", {})[name] = {"run": run, **result[name]}
-    tmp = bld.OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    tmp.replace(bld.OUT)
+    bld.save(iteration, result, f"python bench/bench_prose.py train --iteration {iteration} --seeds {seeds}",
+             checkout=str(root), prose_rows=len(extra))
 
 
 def main() -> None:
@@ -145,7 +135,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate")
     g.add_argument("--root", type=Path, required=True)
-    g.add_argument("--per-language", type=int, default=600)
+    g.add_argument("--per-language", type=int, default=500)
     g.add_argument("--out", type=Path, required=True)
     t = sub.add_parser("train")
     t.add_argument("--root", type=Path, required=True)
