@@ -119,15 +119,15 @@ def generate(root: Path, per_language: int, out: Path, n: int = 4) -> None:
     print(json.dumps({"kept": len(rows), "dropped": drops, "engine": opened.get("engine")}))
 
 
-def train(root: Path, iteration: int, prose: Path, seeds: int) -> None:
+def train(root: Path, iteration: int, prose: Path, seeds: int, share: float) -> None:
     import bench_loop_data as bld
 
     extra = [json.loads(line) for line in prose.read_text().splitlines() if line.strip()]
-    name = "all+everyday_prose"
-    bld.VARIANTS[name] = ("iteration", lambda rows: rows + extra, {})
+    name = f"all+prose_padding_{share}"
+    bld.VARIANTS[name] = ("iteration", lambda rows: rows + extra, {"context_prose_share": share})
     result = bld.run_iteration(root.resolve(), iteration, seeds, [name])
-    bld.save(iteration, result, f"python bench/bench_prose.py train --iteration {iteration} --seeds {seeds}",
-             checkout=str(root), prose_rows=len(extra))
+    bld.save(iteration, result, f"python bench/bench_prose.py train --iteration {iteration} --seeds {seeds} "
+             f"--prose-share {share}", checkout=str(root), prose_rows=len(extra))
 
 
 def main() -> None:
@@ -142,11 +142,12 @@ def main() -> None:
     t.add_argument("--iteration", type=int, required=True)
     t.add_argument("--prose", type=Path, required=True)
     t.add_argument("--seeds", type=int, default=1)
+    t.add_argument("--prose-share", type=float, default=0.5, help="classifier.context_prose_share")
     args = ap.parse_args()
     if args.cmd == "generate":
         generate(args.root, args.per_language, args.out)
     else:
-        train(args.root, args.iteration, args.prose, args.seeds)
+        train(args.root, args.iteration, args.prose, args.seeds, args.prose_share)
 
 
 if __name__ == "__main__":

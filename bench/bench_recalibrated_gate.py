@@ -1,0 +1,113 @@
+"""Would the promotion gate's long-text rules pass a candidate if champion and candidate were both
+calibrated with the calibration code of this checkout?
+
+A change to how thresholds are calibrated (duelguard.classifier.train.calibrate_classifier) or how
+long text is scored moves both models of a promotion decision. This bench takes two saved classifiers
+of one checkout (the champion, e.g. the seed-only classifier, and a loop candidate), recalibrates each
+on the checkout's calibration rows exactly as the train stage does, and measures both on both suite
+halves: as written (F1, AUROC, unsafe recall per language, benign and look-alike FPR), inside benign
+context and inside cut context (benign FPR and unsafe recall per language: promotion.guard_sets).
+Then the gate's rules on those sets, with the checkout's promotion params: benign FPR no higher than
+champion x max_fpr_ratio + fpr_slack, unsafe recall per language no lower than the champion's minus
+max_guard_recall_drop, plain F1 per language no lower than the champion's minus max_lang_regression.
+The calibration half informs choices; the report half is what the gate reads.
+
+    python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2
+
+Results: bench/results/recalibrated_gate.json under --label (default: the two iterations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUT = REPO_ROOT / "bench" / "results" / "recalibrated_gate.json"
+LANGS = ("en", "fr", "es", "de")
+HALVES = ("calib", "report")
+
+
+def measure(root: Path, iteration: int) -> dict[str, Any]:
+    """One classifier of `root`, recalibrated, on both halves: plain, in context, in cut context."""
+    from bench_head_ensemble import rates
+
+    from duelguard.classifier.loader import load_classifier
+    from duelguard.classifier.train import calibrate_classifier, calibration_rows
+    from duelguard.config import load_params
+    from duelguard.layout import Layout
+    from duelguard.suite import suite_records
+    from duelguard.suite.variants import in_context
+
+    params = load_params(root / "params.yaml")
+    layout = Layout.from_params(params, root)
+    clf = load_classifier(layout.classifier_dir(iteration), layout.weights_cache)
+    report = calibrate_classifier(clf, calibration_rows(params, layout), params)
+    out: dict[str, Any] = {"threshold": round(float(clf.thresholds.max()), 4), "language_offsets": clf.language_offsets,
+                           "languages": report.get("languages", {})}
+    for half in HALVES:
+        rows = suite_records(half)
+        out[half] = {"plain": rates(clf, rows), "suite_context": rates(clf, in_context(rows)),
+                     "suite_cut": rates(clf, in_context(rows, cut=True))}
+    return out
+
+
+def gate(params: Any, champion: dict[str, Any], candidate: dict[str, Any], half: str) -> list[str]:
+    """The rules the candidate fails on `half` (see the module docstring); [] = it passes them."""
+    promo = params.promotion
+    fails = []
+    for lang in LANGS:
+        drop = champion[half]["plain"][f"f1_{lang}"] - candidate[half]["plain"][f"f1_{lang}"]
+        if drop > 100 * promo.max_lang_regression:
+            fails.append(f"plain F1 {lang} -{drop:.1f}")
+    for name in promo.guard_sets:
+        limit = champion[half][name]["fpr"] * promo.max_fpr_ratio + 100 * promo.fpr_slack
+        if candidate[half][name]["fpr"] > limit:
+            fails.append(f"{name} FPR {candidate[half][name]['fpr']:.1f} > {limit:.1f}")
+        for lang in LANGS:
+            drop = champion[half][name][f"recall_{lang}"] - candidate[half][name][f"recall_{lang}"]
+            if drop > 100 * promo.max_guard_recall_drop:
+                fails.append(f"{name} recall {lang} -{drop:.1f}")
+    return fails
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, required=True, help="checkout whose models, params and weights cache to use")
+    ap.add_argument("--champion", type=int, default=0, help="the champion's iteration")
+    ap.add_argument("--candidate", type=int, required=True, help="the candidate's iteration")
+    ap.add_argument("--label", help="key under which the results are kept (default: iter_<champion>_vs_<candidate>)")
+    args = ap.parse_args()
+    from bench_generator import cpu_isa
+
+    from duelguard.config import load_params
+
+    root = args.root.resolve()
+    params = load_params(root / "params.yaml")
+    models = {"champion": measure(root, args.champion), "candidate": measure(root, args.candidate)}
+    result: dict[str, Any] = {**models, "gate": {h: gate(params, models["champion"], models["candidate"], h) for h in HALVES}}
+    for half in HALVES:
+        for who in ("champion", "candidate"):
+            m = models[who][half]
+            row = lambda s, k: " / ".join(f"{m[s][f'{k}_{lang}']:.1f}" for lang in LANGS)  # noqa: E731
+            print(f"{half:6s} {who:9s} F1 {row('plain', 'f1')} | AUROC {row('plain', 'auroc')} | "
+                  f"context FPR {m['suite_context']['fpr']:.1f} recall {row('suite_context', 'recall')} | "
+                  f"cut FPR {m['suite_cut']['fpr']:.1f} recall {row('suite_cut', 'recall')}")
+        print(f"{half:6s} gate: {'; '.join(result['gate'][half]) or 'passes'}")
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    results[args.label or f"iter_{args.champion}_vs_{args.candidate}"] = {
+        "run": {"command": "python bench/bench_recalibrated_gate.py " + " ".join(
+                    f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate))),
+                "checkout": str(root), "date": datetime.date.today().isoformat(),
+                "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **result}
+    tmp = OUT.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    tmp.replace(OUT)
+
+
+if __name__ == "__main__":
+    main()
