@@ -15,9 +15,14 @@ scoring window of such text is out of the classifier's distribution. This bench:
 2. `train`: the iteration's classifier retrained on its own rows plus those rows, the way
    bench_loop_data trains every variant (training seeds random_seed, +1, ...), measured on both suite
    halves, plain and in context; results in bench/results/loop_data.json as variant `all+everyday_prose`.
+   (Commit 172dd48 also tried the lines as context padding only, `--prose-share`: README, "The long run".
+   Neither is kept: the head learns to score everyday-looking windows low, requests inside them too.)
+3. `units`: how many everyday lines each classifier flags on their own (the suite's context sentences
+   and adjacent pairs, and generated lines): the per-unit rate that long-text false positives multiply.
 
     python bench/bench_prose.py generate --root <long run> --per-language 500 --out /tmp/prose.jsonl
     python bench/bench_prose.py train --root <long run> --iteration 1 --prose /tmp/prose.jsonl --seeds 1
+    python bench/bench_prose.py units --root <long run> --model <classifier dir> ... --prose /tmp/prose.jsonl
 """
 
 from __future__ import annotations
@@ -119,15 +124,56 @@ def generate(root: Path, per_language: int, out: Path, n: int = 4) -> None:
     print(json.dumps({"kept": len(rows), "dropped": drops, "engine": opened.get("engine")}))
 
 
-def train(root: Path, iteration: int, prose: Path, seeds: int, share: float) -> None:
+def train(root: Path, iteration: int, prose: Path, seeds: int) -> None:
     import bench_loop_data as bld
 
     extra = [json.loads(line) for line in prose.read_text().splitlines() if line.strip()]
-    name = f"all+prose_padding_{share}"
-    bld.VARIANTS[name] = ("iteration", lambda rows: rows + extra, {"context_prose_share": share})
+    name = "all+everyday_prose"
+    bld.VARIANTS[name] = ("iteration", lambda rows: rows + extra, {})
     result = bld.run_iteration(root.resolve(), iteration, seeds, [name])
-    bld.save(iteration, result, f"python bench/bench_prose.py train --iteration {iteration} --seeds {seeds} "
-             f"--prose-share {share}", checkout=str(root), prose_rows=len(extra))
+    bld.save(iteration, result, f"python bench/bench_prose.py train --iteration {iteration} --seeds {seeds}",
+             checkout=str(root), prose_rows=len(extra))
+
+
+def units(root: Path, models: list[Path], prose: list[Path]) -> None:
+    """How many everyday lines each classifier flags on their own: the suite's context sentences and
+    adjacent pairs (duelguard.suite.variants.context_sentences; every padding is drawn from them) and
+    the generated lines of `prose`, each scored as a short text at the model's own thresholds. A long
+    text is flagged when any one of its ~100 units is, so a rate of a few per thousand here is what
+    flags a third or more of 1,000-word benign texts. Results in bench/results/prose_units.json."""
+    from bench_generator import cpu_isa
+
+    from duelguard.classifier.loader import load_classifier
+    from duelguard.config import load_params
+    from duelguard.layout import Layout
+    from duelguard.suite.variants import context_sentences
+
+    cache = Layout.from_params(load_params(root / "params.yaml"), root).weights_cache
+    lines = [json.loads(line) for path in prose for line in path.read_text().splitlines() if line.strip()]
+    suite = {lang: list(context_sentences(lang)) for lang in ("en", *LANGS)}
+    result: dict[str, Any] = {}
+    for model in models:
+        clf = load_classifier(model, cache)
+        counts: dict[str, Any] = {}
+        for lang, sents in suite.items():
+            pairs = [f"{a} {b}" for a, b in zip(sents, sents[1:])]
+            flagged = [p["unsafe"] for p in clf.predict_records([{"text": t} for t in sents + pairs])]
+            counts[f"suite_{lang}"] = {"sentences": f"{sum(flagged[:len(sents)])}/{len(sents)}",
+                                       "pairs": f"{sum(flagged[len(sents):])}/{len(pairs)}"}
+        for lang in LANGS:
+            texts = [r["text"] for r in lines if r["lang"] == lang]
+            if texts:
+                counts[f"generated_{lang}"] = f"{sum(p['unsafe'] for p in clf.predict_records([{'text': t} for t in texts]))}/{len(texts)}"
+        result[str(model)] = {"threshold": round(float(clf.thresholds.max()), 4), **counts}
+        print(model, json.dumps(counts), flush=True)
+    out = Path(__file__).resolve().parent / "results" / "prose_units.json"
+    results = json.loads(out.read_text()) if out.exists() else {}
+    run = {"command": "python bench/bench_prose.py units --root <checkout> " + " ".join(f"--model {m}" for m in models)
+           + " " + " ".join(f"--prose {p}" for p in prose), "cpu_isa": cpu_isa(), "prose_lines": len(lines)}
+    results.update({k: {"run": run, **v} for k, v in result.items()})
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    tmp.replace(out)
 
 
 def main() -> None:
@@ -142,12 +188,17 @@ def main() -> None:
     t.add_argument("--iteration", type=int, required=True)
     t.add_argument("--prose", type=Path, required=True)
     t.add_argument("--seeds", type=int, default=1)
-    t.add_argument("--prose-share", type=float, default=0.5, help="classifier.context_prose_share")
+    u = sub.add_parser("units")
+    u.add_argument("--model", type=Path, action="append", required=True, help="classifier directory (repeatable)")
+    u.add_argument("--prose", type=Path, action="append", default=[], help="generated prose jsonl (repeatable)")
+    u.add_argument("--root", type=Path, required=True, help="checkout whose weights cache to use")
     args = ap.parse_args()
-    if args.cmd == "generate":
+    if args.cmd == "units":
+        units(args.root, args.model, args.prose)
+    elif args.cmd == "generate":
         generate(args.root, args.per_language, args.out)
     else:
-        train(args.root, args.iteration, args.prose, args.seeds, args.prose_share)
+        train(args.root, args.iteration, args.prose, args.seeds)
 
 
 if __name__ == "__main__":

@@ -224,8 +224,6 @@ class Classifier(_Section):
     # Extra training rows per row: the row inside benign rows of its language, cut to one scoring
     # window (duelguard.classifier.data.context_windows): long prompts are scored window by window.
     context_augment: float = Field(ge=0.0, le=1.0)
-    # ... and the share of those windows padded with everyday prose rows (data.PROSE_TASK) instead.
-    context_prose_share: float = Field(ge=0.0, le=1.0)
     # Extra training rows per request (kind "instruction", en/fr/es/de): the request inside a jailbreak
     # framing (unsafe) or a harmless role-play one (safe) of its language (duelguard.classifier.framings).
     framing_augment: float = Field(ge=0.0, le=1.0)

@@ -186,33 +186,6 @@ def test_composition_counts_rows_by_kind_of_text() -> None:
     assert sum(kinds["in context"].values()) == 1
 
 
-def test_context_windows_pad_with_everyday_prose_only_as_asked(tiny_params) -> None:
-    """With prose_share 1 every window of a language that has prose is padded with it (and the row kept
-    whole, its labels unchanged); with 0 the prose is never used; a language without prose keeps its
-    own rows as padding. training_rows never trains on a prose row itself."""
-    from duelguard.classifier.data import PROSE_TASK, context_windows
-    from duelguard.classifier.train import training_rows
-
-    unsafe = [0] * len(CATEGORIES)
-    unsafe[0] = 1
-    rows = [{"id": f"{lang}{i}", "text": f"{lang} row {i} text", "lang": lang, "labels": unsafe if i == 0 else [0] * 12,
-             "origin": "seed"} for lang in ("fr", "en") for i in range(4)]
-    prose = [{"id": f"p{i}", "text": f"PROSE {i} ligne", "lang": "fr", "labels": [0] * 12, "task": PROSE_TASK}
-             for i in range(3)]
-    full = context_windows(rows, 1.0, 64, seed=2, prose=prose, prose_share=1.0)
-    none = context_windows(rows, 1.0, 64, seed=2, prose=prose, prose_share=0.0)
-    fr = [w for w in full if w["lang"] == "fr"]
-    assert len(fr) == 4 and all("PROSE" in w["text"] and "fr row" not in w["text"].replace(
-        next(r["text"] for r in rows if r["id"] == w["id"].split("@")[0]), "") for w in fr)
-    assert all(w["labels"] == next(r["labels"] for r in rows if f"{r['id']}@context" == w["id"]) for w in full)
-    assert not any("PROSE" in w["text"] for w in none + [w for w in full if w["lang"] == "en"])
-    with pytest.raises(ValueError, match="context_prose_share"):
-        context_windows(rows, 1.0, 64, seed=2, prose=prose, prose_share=1.5)
-    cfg = tiny_params.classifier.model_copy(update={"context_augment": 1.0, "context_prose_share": 1.0})
-    train, _ = training_rows(rows + prose, tiny_params.model_copy(update={"classifier": cfg}), seed=2)
-    assert not any(r.get("task") == PROSE_TASK for r in train) and any("PROSE" in r["text"] for r in train)
-
-
 def test_framed_rows_wrap_requests_verbatim_with_the_right_labels() -> None:
     """Unsafe requests go inside a jailbreak framing of their language and gain jailbreak_prompts; safe
     ones inside a harmless role-play framing and stay safe; statements and other languages are not framed."""

@@ -143,28 +143,3 @@ def test_benign_prompts_in_context_bound_a_language_offset() -> None:
     capped, rep = language_offsets(scores, truth, langs, 0.52, ["fr"], floor=0.2, max_fpr=0.1,
                                    context=(ctx_scores, ctx_langs, 0.1))
     assert capped["fr"] == 0.0 and rep["fr"]["reason"] == "global_is_lower"
-
-
-def test_long_text_thresholds_rise_above_the_global_one_where_long_benign_text_needs_it() -> None:
-    """French benign prompts inside long text score 0.96-0.98 a third of the time: the global threshold
-    (0.9) would flag a third of long French benign texts. French long text then gets a threshold at the
-    context bound (above 0.95, on the fine grid), English keeps its own; short prompts keep theirs.
-    No context measured: no long-text offsets."""
-    from duelguard.classifier.thresholds import language_offsets, logit, long_text_offsets
-
-    rng = np.random.default_rng(2)
-    scores = np.concatenate([rng.uniform(0.92, 1.0, 40), rng.uniform(0.0, 0.6, 40)] * 2)
-    truth = np.array(([True] * 40 + [False] * 40) * 2)
-    langs = ["en"] * 80 + ["fr"] * 80
-    ctx_scores = np.concatenate([rng.uniform(0.0, 0.5, 100), rng.uniform(0.96, 0.98, 50), rng.uniform(0.0, 0.5, 100)])
-    ctx_langs = ["en"] * 100 + ["fr"] * 150
-    offsets, report = language_offsets(scores, truth, langs, 0.9, ["en", "fr"], floor=0.2, max_fpr=0.1,
-                                       context=(ctx_scores, ctx_langs, 0.1))
-    long = long_text_offsets(0.9, report)
-    assert offsets["fr"] == 0.0 and offsets["en"] > 0  # English short prompts: a lower threshold of its own
-    assert long["en"] == offsets["en"] and report["en"]["long_text_threshold"] == report["en"]["threshold"]
-    fr = report["fr"]["long_text_threshold"]
-    assert 0.95 < fr <= 0.98 and float(np.mean(ctx_scores[100:] > fr)) <= 0.1
-    assert long["fr"] == pytest.approx(logit(0.9) - logit(fr), abs=1e-6) and long["fr"] < 0
-    _, plain = language_offsets(scores, truth, langs, 0.9, ["en", "fr"], floor=0.2, max_fpr=0.1)
-    assert long_text_offsets(0.9, plain) == {}

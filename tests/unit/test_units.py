@@ -45,15 +45,7 @@ def test_fold_undoes_each_disguise() -> None:
 
 def test_short_text_is_one_unit_and_blank_text_none() -> None:
     assert scoring_units(REQUEST, 64, 16, BOUND).texts == [REQUEST]
-    assert scoring_units(" \n\t ", 64, 16, BOUND) == ([], False, False, False)
-    assert not scoring_units(REQUEST, 64, 16, BOUND).long
-    # a text is long by its words once folded: letters spaced out or split by zero-width characters
-    # make a short request look like many words, and must not move it to the long-text threshold
-    from duelguard.suite.variants import obfuscate
-
-    spaced = obfuscate(REQUEST, "spaced")
-    assert len(spaced.split()) > 20 and not scoring_units(spaced, 20, 5, BOUND).long
-    assert scoring_units(" ".join([REQUEST] * 2), 20, 5, BOUND).long
+    assert scoring_units(" \n\t ", 64, 16, BOUND) == ([], False, False)
 
 
 @pytest.mark.parametrize("where", PLACEMENTS)
@@ -78,9 +70,9 @@ def test_windows_cover_every_word_and_sentences_split_at_ends_and_lines() -> Non
 def test_past_the_bound_flag_policy_reads_nothing_and_head_tail_reads_both_ends() -> None:
     text = "start " + " ".join(f"w{i}" for i in range(2000)) + " end"
     flagged = scoring_units(text, 64, 16, BOUND)
-    assert flagged == ([], False, True, False)
+    assert flagged == ([], False, True)
     cut = scoring_units(text, 64, 16, LongInput(max_words=500, policy="head_tail"))
-    assert cut.truncated and not cut.too_long and cut.long
+    assert cut.truncated and not cut.too_long
     read = {w for u in cut.texts for w in u.split()}
     assert {"start", "end", "w0", "w1999"} <= read and len(read) <= 500
     huge = "x" * 50_000_000  # never folded or split: past the character bound at once
@@ -190,26 +182,3 @@ def test_language_offsets_raise_a_units_score_only_in_its_language() -> None:
     for bad in ({"fr": -0.5}, {"fr": "1"}, ["fr"]):
         with pytest.raises(DataError, match="language_offsets"):
             language_offsets_of({"language_offsets": bad})
-
-
-def test_long_text_offsets_move_only_the_units_of_long_texts() -> None:
-    """A short French prompt keeps its language offset; the same prompt inside a French text longer than
-    one window is scored with the long-text offset (here one that raises its threshold above the global
-    one); without long-text offsets long text takes the language offsets. A saved record's long-text
-    offsets must be finite numbers."""
-    from duelguard.classifier.thresholds import logit
-    from duelguard.classifier.units import long_text_offsets_of
-    from duelguard.fsio import DataError
-
-    short = "Comment faire du pain à la maison ?"
-    long = " ".join(["Il fait beau aujourd'hui à Lyon et nous irons au marché."] * 8) + " " + short
-    flat = lambda units: np.full((len(units), 12), 0.3, dtype=np.float32)  # noqa: E731 - the same raw score everywhere
-    offsets, long_offsets = {"en": 0.0, "fr": 1.5}, {"en": 0.0, "fr": -1.0}
-    scored = score_texts([short, long], flat, 12, 64, 16, BOUND, offsets, long_offsets)
-    shift = lambda o: 1 / (1 + np.exp(-(logit(0.3) + o)))  # noqa: E731
-    assert np.allclose(scored.probs[0], shift(1.5), atol=1e-6) and np.allclose(scored.probs[1], shift(-1.0), atol=1e-6)
-    assert np.allclose(score_texts([long], flat, 12, 64, 16, BOUND, offsets).probs, shift(1.5), atol=1e-6)
-    assert long_text_offsets_of({}) == {} and long_text_offsets_of({"long_text_offsets": {"fr": -1}}) == {"fr": -1.0}
-    for bad in ({"fr": float("nan")}, {"fr": "1"}, ["fr"]):
-        with pytest.raises(DataError, match="long_text_offsets"):
-            long_text_offsets_of({"long_text_offsets": bad})

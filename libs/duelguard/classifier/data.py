@@ -33,8 +33,6 @@ import numpy as np
 from duelguard.fsio import DataError
 from duelguard.layout import Layout
 
-PROSE_TASK = "everyday_prose"  # a benign line of everyday text: context padding only, never a training row
-
 
 def training_files(layout: Layout, iteration: int) -> list[Path]:
     """The files iteration `iteration` trains on; a missing one is an error naming all missing."""
@@ -100,32 +98,22 @@ def _sentence(text: str) -> str:
     return text if text[-1:] in ".!?\u3002\uff01\uff1f" else text + "."
 
 
-def context_windows(train: list[dict[str, Any]], per_row: float, window_words: int, seed: int,
-                    prose: list[dict[str, Any]] = (), prose_share: float = 0.0) -> list[dict[str, Any]]:
+def context_windows(train: list[dict[str, Any]], per_row: float, window_words: int, seed: int) -> list[dict[str, Any]]:
     """About `per_row` x len(train) extra rows: a training row inside benign rows of its language, cut
-    to at most `window_words` words with the row intact (see the module docstring). With `prose` (benign
-    everyday text, PROSE_TASK rows), a `prose_share` of the windows of a language that has some are
-    padded with it instead."""
+    to at most `window_words` words with the row intact (see the module docstring)."""
     if not 0.0 <= per_row <= 1.0:
         raise ValueError(f"classifier.context_augment must be in [0, 1], got {per_row}")
-    if not 0.0 <= prose_share <= 1.0:
-        raise ValueError(f"classifier.context_prose_share must be in [0, 1], got {prose_share}")
     pools: dict[str, list[str]] = defaultdict(list)
     for rec in train:
         if not any(rec["labels"]):
             pools[rec["lang"]].append(_sentence(rec["text"]))
-    prose_pools: dict[str, list[str]] = defaultdict(list)
-    for rec in prose:
-        prose_pools[rec["lang"]].append(_sentence(rec["text"]))
-    rng, prose_rng = random.Random(seed), random.Random(f"{seed}:prose")
+    rng = random.Random(seed)
     out: list[dict[str, Any]] = []
     for rec in sorted(train, key=lambda r: r["id"]):
         own = _sentence(rec["text"]).split()
         pool = pools[rec["lang"]]
         if rng.random() >= per_row or len(pool) < 2 or len(own) >= window_words:
             continue
-        if len(prose_pools[rec["lang"]]) >= 2 and prose_rng.random() < prose_share:
-            pool = prose_pools[rec["lang"]]
         before = " ".join(rng.choice(pool) for _ in range(4)).split()
         after = " ".join(rng.choice(pool) for _ in range(4)).split()
         room = rng.randint(window_words // 2, window_words) - len(own)

@@ -28,7 +28,7 @@ from duelguard.classifier.inference import token_unit_probs
 from duelguard.classifier.onnx_export import ONNX_FILE
 from duelguard.classifier.runtime import OnnxNetwork, network_probs, num_labels
 from duelguard.classifier.saved import NetworkExport, SavedClassifier
-from duelguard.classifier.units import Scores, language_offsets_of, long_input_of, long_text_offsets_of, score_texts
+from duelguard.classifier.units import Scores, language_offsets_of, long_input_of, score_texts
 from duelguard.config import LongInput
 from duelguard.taxonomy import CATEGORIES, NUM_CATEGORIES
 
@@ -118,7 +118,6 @@ class GuardClassifier(SavedClassifier):
             long_input=long_input_of(meta),
         )
         clf.language_offsets = language_offsets_of(meta)
-        clf.long_text_offsets = long_text_offsets_of(meta)
         return clf
 
     @property
@@ -128,7 +127,6 @@ class GuardClassifier(SavedClassifier):
             "taxonomy": list(CATEGORIES),
             "thresholds": [round(float(t), 6) for t in self.thresholds],
             "language_offsets": dict(self.language_offsets),
-            "long_text_offsets": dict(self.long_text_offsets),
             "max_length": self.max_length,
             "chunk_overlap": self.chunk_overlap,
             "threshold_rule": self.threshold_rule,
@@ -158,7 +156,7 @@ class GuardClassifier(SavedClassifier):
                                         lambda ids, mask: network_probs(self.model, ids, mask), labels, progress)
 
         return score_texts(texts, unit_probs, labels, self.max_length, self.chunk_overlap, self.long_input,
-                           self.language_offsets, self.long_text_offsets)
+                           self.language_offsets)
 
 
     # ONNX ---------------------------------------------------------------------------------------

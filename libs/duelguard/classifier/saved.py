@@ -2,7 +2,7 @@
 which kind of classifier it holds, and the interface both kinds share.
 
 Every saved classifier directory has a duelguard.json: {"taxonomy": [12 names], "thresholds": [12
-floats], "language_offsets", "long_text_offsets", "max_length", "chunk_overlap", "long_input", "threshold_rule", "training",
+floats], "language_offsets", "max_length", "chunk_overlap", "long_input", "threshold_rule", "training",
 ...} plus what
 its kind records (a token model: "pooling"; a sentence classifier: "encoder" and "head"). This
 module is the one place that names the file (METADATA_FILE), answers "is this a classifier
@@ -84,8 +84,6 @@ class SavedClassifier(ABC):
     # Logit offset per language (duelguard.classifier.thresholds.language_offsets), added to a unit's
     # logits once its language is identified; empty = one global threshold. Replaced, never mutated.
     language_offsets: dict[str, float] = {}  # noqa: RUF012 - a class-level default that is only ever replaced
-    # ... and for text longer than one window (thresholds.long_text_offsets); empty = language_offsets.
-    long_text_offsets: dict[str, float] = {}  # noqa: RUF012 - a class-level default that is only ever replaced
     # Where a kind that embeds texts memoises the embeddings (duelguard.encoder.embed_cached); None embeds
     # afresh. Stages set it (duelguard.classifier.loader), since they score the same texts again and again.
     embed_cache: Path | None = None

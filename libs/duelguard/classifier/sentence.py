@@ -45,7 +45,7 @@ import numpy as np
 from duelguard.classifier.onnx_export import ONNX_FILE, OnnxExportError
 from duelguard.classifier.runtime import OUTPUT_NAME, OnnxHead
 from duelguard.classifier.saved import METADATA_FILE, NetworkExport, SavedClassifier
-from duelguard.classifier.units import Scores, language_offsets_of, long_input_of, long_text_offsets_of, score_texts
+from duelguard.classifier.units import Scores, language_offsets_of, long_input_of, score_texts
 from duelguard.config import LongInput
 from duelguard.errors import ModelNotFoundError
 from duelguard.fsio import DataError, atomic_open
@@ -193,7 +193,6 @@ class SentenceGuard(SavedClassifier):
         clf = cls(head, meta["encoder"], config, meta["thresholds"], meta["max_length"], meta["chunk_overlap"],
                   long_input_of(meta), meta.get("threshold_rule", "fixed"), meta.get("training", {}))
         clf.language_offsets = language_offsets_of(meta)
-        clf.long_text_offsets = long_text_offsets_of(meta)
         return clf
 
     @property
@@ -202,7 +201,6 @@ class SentenceGuard(SavedClassifier):
             "taxonomy": list(CATEGORIES),
             "thresholds": [round(float(t), 6) for t in self.thresholds],
             "language_offsets": dict(self.language_offsets),
-            "long_text_offsets": dict(self.long_text_offsets),
             "encoder": self.encoder,
             "head": self.head_config,
             "max_length": self.max_length,
@@ -240,8 +238,7 @@ class SentenceGuard(SavedClassifier):
         """Every unit of every text (duelguard.classifier.units) embedded and scored by the head, max
         over units; blank text scores 0, a text past the bound 1.0 (too_long)."""
         return score_texts(texts, lambda units: sigmoid(head_logits(self.model, self.embed(units, progress))),
-                           NUM_CATEGORIES, self.max_length, self.chunk_overlap, self.long_input, self.language_offsets,
-                           self.long_text_offsets)
+                           NUM_CATEGORIES, self.max_length, self.chunk_overlap, self.long_input, self.language_offsets)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -26,13 +26,6 @@ more sensitively, so writing in another language gains an attacker nothing. It t
 offset per language (language_offsets), which the scoring loop adds to each unit's logits once it
 has identified the unit's language (duelguard.classifier.units.shift_by_language): every consumer
 keeps comparing scores with the one global threshold.
-
-Long text (more words than one scoring window) gets its own offsets (long_text_offsets): a text is
-flagged when any of its ~100 units passes, so a threshold fitted on short rows flags most long benign
-texts of a language whose units the head overrates (measured: a loop classifier flagged 45-56% of the
-calibration half's fr/es/de benign prompts inside benign text). A language's long-text threshold is its
-own threshold, raised where needed to the lowest point that flags at most `max_context_calib_fpr` of
-those prompts, above the global one if it must be; short prompts keep their thresholds.
 """
 
 from __future__ import annotations
@@ -45,9 +38,6 @@ import numpy as np
 from duelguard.classifier.units import logit
 
 GRID: np.ndarray = np.round(np.arange(0.05, 0.9501, 0.01), 2)
-# The context bound's grid: GRID, then 0.001 steps to 0.999, since a long-text threshold may need to sit
-# above 0.95 (a head's benign units saturate there); below 0.95 it picks what GRID picks.
-CONTEXT_GRID: np.ndarray = np.concatenate([GRID, np.round(np.arange(0.951, 0.9995, 0.001), 3)])
 MIN_POSITIVES = 5
 RULES = ("fixed", "global", "max_f1", "max_f1_floor")
 
@@ -173,26 +163,9 @@ def language_offsets(scores: np.ndarray, truth: np.ndarray, langs: Sequence[str]
 
 
 def context_bound(benign_scores: np.ndarray, max_fpr: float) -> float:
-    """The lowest CONTEXT_GRID threshold at which at most `max_fpr` of `benign_scores` lie above it."""
-    fpr = np.array([float(np.mean(benign_scores > t)) for t in CONTEXT_GRID])
-    ok = fpr <= max_fpr + 1e-12
-    return float(CONTEXT_GRID[np.argmax(ok)]) if ok.any() else float(CONTEXT_GRID[-1])
-
-
-def long_text_offsets(threshold: float, report: dict[str, Any]) -> dict[str, float]:
-    """Per language of a language_offsets `report` made with context: the logit offset that moves the
-    global `threshold` to the language's long-text threshold, max(its own threshold, its context
-    bound) (see the module docstring). Negative where the long-text threshold is above the global
-    one. {} when the report has no context bound (nothing measured long text)."""
-    if not any(r.get("context_bound") is not None for r in report.values()):
-        return {}
-    out: dict[str, float] = {}
-    for lang, r in report.items():
-        bound = r.get("context_bound")
-        long_threshold = max(float(r["threshold"]), float(bound) if bound is not None else 0.0)
-        r["long_text_threshold"] = long_threshold
-        out[lang] = round(float(logit(threshold) - logit(long_threshold)), 6)
-    return out
+    """The lowest grid threshold at which at most `max_fpr` of `benign_scores` lie above it."""
+    fpr = np.array([float(np.mean(benign_scores > t)) for t in GRID])
+    return float(GRID[np.argmax(fpr <= max_fpr + 1e-12)]) if (fpr <= max_fpr + 1e-12).any() else float(GRID[-1])
 
 
 def _calibrate_global(probs: np.ndarray, labels: np.ndarray, floor: float,

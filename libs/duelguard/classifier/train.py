@@ -36,7 +36,7 @@ from duelguard.classifier.loader import load_classifier
 from duelguard.classifier.model import GuardClassifier
 from duelguard.classifier.saved import is_classifier_dir
 from duelguard.classifier.sentence import SentenceGuard, first_window, fit_head
-from duelguard.classifier.thresholds import calibrate, language_offsets, long_text_offsets
+from duelguard.classifier.thresholds import calibrate, language_offsets
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
@@ -260,8 +260,7 @@ def fit_classifier(params: Params, layout: Layout, iteration: int, records: list
     stage and of the benches that retrain a stage's classifier on other rows; `seed_texts` (the seed
     train texts) only trains a tiny backbone's tokenizer."""
     clf = _initial_classifier(params, layout, iteration, seed_texts)
-    # raw scores while training and calibrating (a previous model carries its own)
-    clf.language_offsets, clf.long_text_offsets = {}, {}
+    clf.language_offsets = {}  # raw scores while training and calibrating (a previous model carries its own)
     return clf, _fit(clf, train, weights, params, layout, records)
 
 
@@ -316,14 +315,13 @@ def training_set(params: Params, layout: Layout, iteration: int, seed: int | Non
 def training_rows(records: list[dict[str, Any]], params: Params, seed: int) -> tuple[list[dict[str, Any]], np.ndarray]:
     """One draw of training rows from `records` (composed, plus framed requests and context windows,
     all drawn with `seed`) and their language weights."""
-    from duelguard.classifier.data import PROSE_TASK, compose, context_windows, language_weights
+    from duelguard.classifier.data import compose, context_windows, language_weights
     from duelguard.classifier.framings import framed_rows
 
     cfg = params.classifier
-    prose = [r for r in records if r.get("task") == PROSE_TASK]
-    train = compose([r for r in records if r.get("task") != PROSE_TASK], cfg.max_synthetic_share, seed)
+    train = compose(records, cfg.max_synthetic_share, seed)
     train += framed_rows(train, cfg.framing_augment, seed)
-    train += context_windows(train, cfg.context_augment, cfg.max_length, seed, prose, cfg.context_prose_share)
+    train += context_windows(train, cfg.context_augment, cfg.max_length, seed)
     return train, language_weights([r["lang"] for r in train], cfg.language_balance)
 
 
@@ -345,7 +343,7 @@ def calibrate_classifier(clf: Any, rows: list[dict[str, Any]], params: Params, p
     offsets from `rows`, scored raw (offsets cleared first); returns the calibration report. The one
     calibration of training and of the benches that recalibrate a model."""
     cfg = params.classifier
-    clf.language_offsets, clf.long_text_offsets = {}, {}
+    clf.language_offsets = {}
     probs = clf.predict_proba([r["text"] for r in rows], batch_size=cfg.predict_batch_size, progress=progress)
     clf.thresholds, report = calibrate(probs, np.array([r["labels"] for r in rows]), cfg.threshold_rule,
                                        cfg.default_threshold, cfg.threshold_floor, cfg.max_calib_fpr)
@@ -359,7 +357,6 @@ def calibrate_classifier(clf: Any, rows: list[dict[str, Any]], params: Params, p
         clf.language_offsets, report["languages"] = language_offsets(
             probs.max(axis=1), np.array([any(r["labels"]) for r in rows]), [r["lang"] for r in rows],
             float(clf.thresholds.max()), params.seed.languages, cfg.threshold_floor, cfg.max_calib_fpr, context)
-        clf.long_text_offsets = long_text_offsets(float(clf.thresholds.max()), report["languages"])
     clf.threshold_rule = cfg.threshold_rule
     return report
 

@@ -30,10 +30,7 @@ unit and scores 0 in every category.
 A classifier calibrated per language (duelguard.classifier.thresholds.language_offsets) records a
 logit offset per language, never negative: each unit's language is identified (py3langid, among those
 languages) and its logits moved by that language's offset before the max, so the one global threshold
-flags a unit exactly when its raw score passes its language's own threshold. A text longer than one
-window (counted after folding) takes the classifier's long-text offsets instead, where it records some
-(thresholds.long_text_offsets: possibly negative, so a long text's ~100 units do not each get the
-short-prompt threshold).
+flags a unit exactly when its raw score passes its language's own threshold.
 """
 
 from __future__ import annotations
@@ -72,17 +69,6 @@ def language_offsets_of(meta: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in raw.items()}
 
 
-def long_text_offsets_of(meta: dict[str, Any]) -> dict[str, float]:
-    """The per-language logit offsets for long text a saved classifier's duelguard.json records ({}:
-    long text takes language_offsets); any finite number (negative = a threshold above the global one)."""
-    raw = meta.get("long_text_offsets") or {}
-    if not isinstance(raw, dict) or not all(
-            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
-            for k, v in raw.items()):
-        raise DataError(f"long_text_offsets must map language codes to finite offsets, got {raw!r}")
-    return {k: float(v) for k, v in raw.items()}
-
-
 def logit(p: float | np.ndarray) -> float | np.ndarray:
     """log(p / (1 - p)), with p kept inside (1e-7, 1 - 1e-7)."""
     q = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
@@ -110,7 +96,6 @@ class Units(NamedTuple):
     texts: list[str]
     truncated: bool
     too_long: bool
-    long: bool = False  # more words than one window: scored with the long-text offsets
 
 
 def word_windows(words: list[str], size: int, overlap: int) -> list[str]:
@@ -137,16 +122,15 @@ def scoring_units(text: str, window_words: int, overlap: int, long_input: LongIn
         text = fold(text)
         if not text:
             return Units([], False, False)
-        words = len(text.split())
-        if words <= limit:
-            return Units(_units(text, window_words, overlap), False, False, words > window_words)
+        if len(text.split()) <= limit:
+            return Units(_units(text, window_words, overlap), False, False)
     if long_input.policy == "flag":
         return Units([], False, True)
     half = max(1, limit // 2)
     head = fold(text[: half * CHARS_PER_WORD_BOUND]).split()[:half]
     tail = fold(text[-half * CHARS_PER_WORD_BOUND :]).split()[-half:]
     units = _units(" ".join(head), window_words, overlap) + _units(" ".join(tail), window_words, overlap)
-    return Units(list(dict.fromkeys(units)), True, False, True)
+    return Units(list(dict.fromkeys(units)), True, False)
 
 
 GLUED_MIN_WORDS = 4  # a glued tail shorter than this is no request worth a unit
@@ -193,16 +177,13 @@ class Scores(NamedTuple):
 
 def score_texts(texts: Sequence[str], unit_probs: Callable[[list[str]], np.ndarray], num_labels: int,
                 window_words: int, overlap: int, long_input: LongInput,
-                language_offsets: Mapping[str, float] | None = None,
-                long_text_offsets: Mapping[str, float] | None = None) -> Scores:
+                language_offsets: Mapping[str, float] | None = None) -> Scores:
     """The one scoring loop of every classifier kind and runtime: each text's units (scoring_units),
     all units of all texts scored in one call of `unit_probs(list of unit strings) -> (m, C)
-    probabilities`, shifted by their language's offset (shift_by_language; a long text's units by
-    `long_text_offsets` when given), then the max over each text's units. Blank text scores 0; a
-    too-long text 1.0."""
+    probabilities`, shifted by their language's offset (shift_by_language), then the max over each
+    text's units. Blank text scores 0; a too-long text 1.0."""
     owners: list[int] = []
     units: list[str] = []
-    in_long: list[bool] = []
     truncated = np.zeros(len(texts), dtype=bool)
     too_long = np.zeros(len(texts), dtype=bool)
     for i, text in enumerate(texts):
@@ -210,15 +191,11 @@ def score_texts(texts: Sequence[str], unit_probs: Callable[[list[str]], np.ndarr
         truncated[i], too_long[i] = found.truncated, found.too_long
         owners.extend([i] * len(found.texts))
         units.extend(found.texts)
-        in_long.extend([found.long] * len(found.texts))
     probs = np.zeros((len(texts), num_labels), dtype=np.float32)
     if units:
         unit_scores = np.asarray(unit_probs(units), dtype=np.float32)
-        long_units = np.asarray(in_long) if long_text_offsets else np.zeros(len(units), dtype=bool)
-        for members, offsets in ((~long_units, language_offsets), (long_units, long_text_offsets)):
-            if offsets and members.any():
-                picked = np.flatnonzero(members)
-                unit_scores[picked] = shift_by_language([units[j] for j in picked], unit_scores[picked], offsets)
+        if language_offsets:
+            unit_scores = shift_by_language(units, unit_scores, language_offsets)
         np.maximum.at(probs, np.asarray(owners), unit_scores)
     probs[too_long] = 1.0
     return Scores(probs, truncated, too_long)

@@ -31,7 +31,7 @@ import triton_python_backend_utils as pb_utils
 
 from duelguard.classifier.onnx_export import ONNX_FILE
 from duelguard.classifier.saved import SENTENCE, kind_of, read_metadata
-from duelguard.classifier.units import Scores, language_offsets_of, long_input_of, long_text_offsets_of, score_texts
+from duelguard.classifier.units import Scores, language_offsets_of, long_input_of, score_texts
 
 
 class TritonPythonModel:
@@ -46,7 +46,6 @@ class TritonPythonModel:
         self.overlap = int(meta["chunk_overlap"])
         self.long_input = long_input_of(meta)
         self.language_offsets = language_offsets_of(meta)
-        self.long_text_offsets = long_text_offsets_of(meta)
         self.num_labels = len(meta["taxonomy"])
         self.max_text_bytes = int(parameters["max_text_bytes"])
         self.chunk_batch_size = int(parameters["chunk_batch_size"])
@@ -115,7 +114,7 @@ class TritonPythonModel:
     def _scores(self, texts: list[str]) -> Scores:
         """The units, bound, language offsets, batching and max rule of GuardClassifier / SentenceGuard.predict_scores."""
         return score_texts(texts, self._unit_probs, self.num_labels, self.max_length, self.overlap, self.long_input,
-                           self.language_offsets, self.long_text_offsets)
+                           self.language_offsets)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         texts: list[str] = []
