@@ -12,7 +12,11 @@ champion x max_fpr_ratio + fpr_slack, unsafe recall per language no lower than t
 max_guard_recall_drop, plain F1 per language no lower than the champion's minus max_lang_regression.
 The calibration half informs choices; the report half is what the gate reads.
 
-    python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2
+`--anchored`: the candidate is the champion's heads and the candidate's heads averaged as one ensemble
+(a sentence classifier's HeadEnsemble, members of both), calibrated afresh: a loop model anchored to
+the seed-only one, whose everyday-text false positives are the loop models' blocker (README).
+
+    python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2 [--anchored]
 
 Results: bench/results/recalibrated_gate.json under --label (default: the two iterations).
 """
@@ -32,8 +36,26 @@ LANGS = ("en", "fr", "es", "de")
 HALVES = ("calib", "report")
 
 
-def measure(root: Path, iteration: int) -> dict[str, Any]:
-    """One classifier of `root`, recalibrated, on both halves: plain, in context, in cut context."""
+def anchored(params: Any, layout: Any, champion: int, candidate: int) -> Any:
+    """One sentence classifier whose head is every member of the champion's head and of the candidate's."""
+    from duelguard.classifier.loader import load_classifier
+    from duelguard.classifier.sentence import SentenceGuard, head_members
+    from duelguard.encoder import ENCODER, ENCODER_DIM
+
+    cfg = params.classifier
+    heads = [m for it in (champion, candidate)
+             for m in head_members(load_classifier(layout.classifier_dir(it), layout.weights_cache).model)]
+    clf = SentenceGuard.fresh(ENCODER, ENCODER_DIM, cfg.head_hidden, cfg.head_dropout, cfg.max_length,
+                              cfg.chunk_overlap, cfg.long_input, cfg.default_threshold, members=len(heads))
+    for member, head in zip(head_members(clf.model), heads):
+        member.load_state_dict(head.state_dict())
+    clf.embed_cache = layout.weights_cache
+    return clf
+
+
+def measure(root: Path, iteration: int, anchor: int | None = None) -> dict[str, Any]:
+    """One classifier of `root` (with `anchor`: its heads and those of iteration `anchor`, as one),
+    recalibrated, on both halves: plain, in context, in cut context."""
     from bench_head_ensemble import rates
 
     from duelguard.classifier.loader import load_classifier
@@ -45,7 +67,10 @@ def measure(root: Path, iteration: int) -> dict[str, Any]:
 
     params = load_params(root / "params.yaml")
     layout = Layout.from_params(params, root)
-    clf = load_classifier(layout.classifier_dir(iteration), layout.weights_cache)
+    if anchor is None:
+        clf = load_classifier(layout.classifier_dir(iteration), layout.weights_cache)
+    else:
+        clf = anchored(params, layout, anchor, iteration)
     report = calibrate_classifier(clf, calibration_rows(params, layout), params)
     out: dict[str, Any] = {"threshold": round(float(clf.thresholds.max()), 4), "language_offsets": clf.language_offsets,
                            "languages": report.get("languages", {})}
@@ -80,7 +105,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, required=True, help="checkout whose models, params and weights cache to use")
     ap.add_argument("--champion", type=int, default=0, help="the champion's iteration")
     ap.add_argument("--candidate", type=int, required=True, help="the candidate's iteration")
-    ap.add_argument("--label", help="key under which the results are kept (default: iter_<champion>_vs_<candidate>)")
+    ap.add_argument("--anchored", action="store_true", help="the candidate averaged with the champion's heads")
+    ap.add_argument("--label", help="key under which the results are kept (default: iter_<champion>_vs_<candidate>[_anchored])")
     args = ap.parse_args()
     from bench_generator import cpu_isa
 
@@ -88,7 +114,8 @@ def main() -> None:
 
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
-    models = {"champion": measure(root, args.champion), "candidate": measure(root, args.candidate)}
+    models = {"champion": measure(root, args.champion),
+              "candidate": measure(root, args.candidate, args.champion if args.anchored else None)}
     result: dict[str, Any] = {**models, "gate": {h: gate(params, models["champion"], models["candidate"], h) for h in HALVES}}
     for half in HALVES:
         for who in ("champion", "candidate"):
@@ -99,9 +126,11 @@ def main() -> None:
                   f"cut FPR {m['suite_cut']['fpr']:.1f} recall {row('suite_cut', 'recall')}")
         print(f"{half:6s} gate: {'; '.join(result['gate'][half]) or 'passes'}")
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    results[args.label or f"iter_{args.champion}_vs_{args.candidate}"] = {
+    suffix = "_anchored" if args.anchored else ""
+    results[args.label or f"iter_{args.champion}_vs_{args.candidate}{suffix}"] = {
         "run": {"command": "python bench/bench_recalibrated_gate.py " + " ".join(
-                    f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate))),
+                    f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate)))
+                + (" --anchored" if args.anchored else ""),
                 "checkout": str(root), "date": datetime.date.today().isoformat(),
                 "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **result}
     tmp = OUT.with_suffix(".json.tmp")
