@@ -1,4 +1,4 @@
-"""Would the promotion gate's long-text rules pass a candidate if champion and candidate were both
+"""Would the promotion gate pass a candidate if champion and candidate were both
 calibrated with the calibration code of this checkout?
 
 A change to how thresholds are calibrated (duelguard.classifier.train.calibrate_classifier) or how
@@ -7,9 +7,8 @@ of one checkout (the champion, e.g. the seed-only classifier, and a loop candida
 on the checkout's calibration rows exactly as the train stage does, and measures both on both suite
 halves: as written (F1, AUROC, unsafe recall per language, benign and look-alike FPR), inside benign
 context and inside cut context (benign FPR and unsafe recall per language: promotion.guard_sets).
-Then the gate's rules on those sets, with the checkout's promotion params: benign FPR no higher than
-champion x max_fpr_ratio + fpr_slack, unsafe recall per language no lower than the champion's minus
-max_guard_recall_drop, plain F1 per language no lower than the champion's minus max_lang_regression.
+Then the promotion rules themselves (duelguard.registry.rules.check_rules, the checkout's promotion
+params) on those figures, all but the probe rule.
 The calibration half informs choices; the report half is what the gate reads.
 
 `--anchored`: the candidate is the champion's heads and the candidate's heads averaged as one ensemble
@@ -81,23 +80,25 @@ def measure(root: Path, iteration: int, anchor: int | None = None) -> dict[str, 
     return out
 
 
+def _metrics(measured: dict[str, Any], half: str, name: str = "plain") -> Any:
+    """The promotion rules' VersionMetrics from one set's rates (percent) of `measured`."""
+    from duelguard.registry.rules import VersionMetrics
+
+    r = measured[half][name]
+    f1 = {lang: r[f"f1_{lang}"] / 100 for lang in LANGS}
+    return VersionMetrics(sum(f1.values()) / len(f1), f1, r["fpr"] / 100, lookalike_fpr=r["fpr_lookalike"] / 100,
+                          recall_by_lang={lang: r[f"recall_{lang}"] / 100 for lang in LANGS})
+
+
 def gate(params: Any, champion: dict[str, Any], candidate: dict[str, Any], half: str) -> list[str]:
-    """The rules the candidate fails on `half` (see the module docstring); [] = it passes them."""
-    promo = params.promotion
-    fails = []
-    for lang in LANGS:
-        drop = champion[half]["plain"][f"f1_{lang}"] - candidate[half]["plain"][f"f1_{lang}"]
-        if drop > 100 * promo.max_lang_regression:
-            fails.append(f"plain F1 {lang} -{drop:.1f}")
-    for name in promo.guard_sets:
-        limit = champion[half][name]["fpr"] * promo.max_fpr_ratio + 100 * promo.fpr_slack
-        if candidate[half][name]["fpr"] > limit:
-            fails.append(f"{name} FPR {candidate[half][name]['fpr']:.1f} > {limit:.1f}")
-        for lang in LANGS:
-            drop = champion[half][name][f"recall_{lang}"] - candidate[half][name][f"recall_{lang}"]
-            if drop > 100 * promo.max_guard_recall_drop:
-                fails.append(f"{name} recall {lang} -{drop:.1f}")
-    return fails
+    """The promotion rules the candidate fails on `half` (duelguard.registry.rules.check_rules, the
+    stage's own rules), all but the probe's: a recalibrated or anchored head has no probe of its own."""
+    from duelguard.registry.rules import check_rules
+
+    guards = {name: (_metrics(candidate, half, name), _metrics(champion, half, name))
+              for name in params.promotion.guard_sets}
+    checks = check_rules(_metrics(candidate, half), _metrics(champion, half), params.promotion, guards)
+    return [c.detail for c in checks if not c.passed and c.rule != "beats_probe"]
 
 
 def main() -> None:
