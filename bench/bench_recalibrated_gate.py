@@ -36,18 +36,14 @@ HALVES = ("calib", "report")
 
 
 def anchored(params: Any, layout: Any, champion: int, candidate: int) -> Any:
-    """One sentence classifier whose head is every member of the champion's head and of the candidate's."""
+    """Classifier `candidate` with every member of classifier `champion`'s head joined
+    (duelguard.classifier.sentence.anchored, what classifier.anchor_members does in the train stage)."""
     from duelguard.classifier.loader import load_classifier
-    from duelguard.classifier.sentence import SentenceGuard, head_members
-    from duelguard.encoder import ENCODER, ENCODER_DIM
+    from duelguard.classifier.sentence import anchored as join, head_members
 
-    cfg = params.classifier
-    heads = [m for it in (champion, candidate)
-             for m in head_members(load_classifier(layout.classifier_dir(it), layout.weights_cache).model)]
-    clf = SentenceGuard.fresh(ENCODER, ENCODER_DIM, cfg.head_hidden, cfg.head_dropout, cfg.max_length,
-                              cfg.chunk_overlap, cfg.long_input, cfg.default_threshold, members=len(heads))
-    for member, head in zip(head_members(clf.model), heads):
-        member.load_state_dict(head.state_dict())
+    anchor = load_classifier(layout.classifier_dir(champion), layout.weights_cache)
+    clf = join(load_classifier(layout.classifier_dir(candidate), layout.weights_cache), anchor,
+               len(head_members(anchor.model)))
     clf.embed_cache = layout.weights_cache
     return clf
 

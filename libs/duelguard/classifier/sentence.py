@@ -241,6 +241,34 @@ class SentenceGuard(SavedClassifier):
                            NUM_CATEGORIES, self.max_length, self.chunk_overlap, self.long_input, self.language_offsets)
 
 
+def anchored(clf: SentenceGuard, anchor: SentenceGuard, count: int) -> SentenceGuard:
+    """clf with the first `count` members of `anchor`'s head joined to its own (one HeadEnsemble, read
+    as fit_head's members are: mean unsafe logit, mean category shares); thresholds and training as clf's.
+
+    Why (README, "The anchored loop classifier"): loop classifiers rank short prompts better than the
+    seed-only one but misread a few more everyday sentences, and one misread sentence flags a long
+    text. The seed-only members vote on every unit; the loop's members still carry what they learned."""
+    if not isinstance(anchor, SentenceGuard):
+        raise DataError(f"an anchor must be a sentence classifier, got {type(anchor).__name__}")
+    theirs = head_members(anchor.model)
+    if not 1 <= count <= len(theirs):
+        raise DataError(f"anchor of {count} members asked for, but the anchor's head has {len(theirs)}")
+    shape = ("dim", "hidden")
+    if anchor.encoder != clf.encoder or any(int(anchor.head_config[k]) != int(clf.head_config[k]) for k in shape):
+        raise DataError(f"the anchor ({anchor.encoder}, {[anchor.head_config[k] for k in shape]}) does not fit the "
+                        f"classifier ({clf.encoder}, {[clf.head_config[k] for k in shape]}): dim and hidden must match")
+    ours = head_members(clf.model)
+    config = {**clf.head_config, "members": len(ours) + count}
+    head = build_head(int(config["dim"]), int(config["hidden"]), float(config["dropout"]), config["members"])
+    for member, source in zip(head_members(head), ours + theirs[:count]):
+        member.load_state_dict(source.state_dict())
+    head.eval()
+    out = SentenceGuard(head, clf.encoder, config, clf.thresholds, clf.max_length, clf.chunk_overlap, clf.long_input,
+                        clf.threshold_rule, clf.training, clf.embed_cache)
+    out.language_offsets = dict(clf.language_offsets)
+    return out
+
+
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float32)))
 

@@ -18,6 +18,8 @@ A plain PyTorch loop rather than HF Trainer, so that every step is visible here:
 - `train_top_layers: N` also freezes all but the top N decoder layers (the CPU profile's lever on
   step time; the head and the final norm always train);
 - `init_from: previous` continues from iteration i-1's classifier instead of the backbone.
+- `anchor_members: N` (sentence heads, i >= 1) joins N members of the seed-only classifier's head,
+  frozen, to the iteration's own before calibration (duelguard.classifier.sentence.anchored).
 Everything random is seeded with `classifier.random_seed`.
 """
 
@@ -43,6 +45,7 @@ from duelguard.layout import Layout
 from duelguard.records import read_records
 
 BUCKET_BATCHES = 16
+ANCHOR_ITERATION = 0  # classifier.anchor_members come from the seed-only classifier
 STAGE = "train_classifier"
 
 
@@ -261,7 +264,26 @@ def fit_classifier(params: Params, layout: Layout, iteration: int, records: list
     train texts) only trains a tiny backbone's tokenizer."""
     clf = _initial_classifier(params, layout, iteration, seed_texts)
     clf.language_offsets = {}  # raw scores while training and calibrating (a previous model carries its own)
-    return clf, _fit(clf, train, weights, params, layout, records)
+    history = _fit(clf, train, weights, params, layout, records)
+    if params.classifier.anchor_members and iteration >= 1:
+        clf = _anchor(clf, params, layout)
+        history["anchor"] = {"iteration": ANCHOR_ITERATION, "members": params.classifier.anchor_members}
+    return clf, history
+
+
+def _anchor(clf: Any, params: Params, layout: Layout) -> Any:
+    """clf with classifier.anchor_members of the seed-only classifier's members joined, frozen
+    (duelguard.classifier.sentence.anchored)."""
+    from duelguard.classifier.sentence import anchored
+
+    anchor_dir = layout.classifier_dir(ANCHOR_ITERATION)
+    if not is_classifier_dir(anchor_dir):
+        raise DataError(f"classifier.anchor_members={params.classifier.anchor_members}: {anchor_dir} has no trained "
+                        f"classifier (train iteration {ANCHOR_ITERATION} first)")
+    try:
+        return anchored(clf, load_classifier(anchor_dir), params.classifier.anchor_members)
+    except DataError as exc:
+        raise DataError(f"classifier.anchor_members: {anchor_dir}: {exc}") from exc
 
 
 def _fit(clf: Any, train: list[dict[str, Any]], weights: np.ndarray, params: Params, layout: Layout,
@@ -386,6 +408,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
             "profile": params.profile,
             "backbone": cfg.backbone.model_dump(),
             "init_from": cfg.init_from if iteration > 0 else "base",
+            "anchor": history.get("anchor"),
             "loss": cfg.loss,
             "steps": history["steps"],
             "n_examples": len(train),
@@ -410,6 +433,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
             "first_loss": round(history["losses"][0], 6),
             "final_loss": round(history["losses"][-1], 6),
             "head_members": history.get("members"),  # sentence kind: each member's rows (its own draw), steps, time
+            "anchor": history.get("anchor"),  # classifier.anchor_members: the seed-only members joined, frozen
             "thresholds": report,
             "probe": probe_summary,
         }

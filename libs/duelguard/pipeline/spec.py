@@ -211,9 +211,10 @@ STAGES: tuple[Stage, ...] = (
         when="every",
         params=("classifier", "evaluate.max_examples_per_lang", "paths.weights_cache", "tracking"),
         # the previous classifier: classifier.init_from=previous continues from it, and a stopped game
-        # (generate's summary says so) carries it over unchanged
+        # (generate's summary says so) carries it over unchanged; the seed-only one: classifier.anchor_members
         deps=lambda L, i, n: [*L.classifier_training_files(i), L.seed_split("dev"),
-                              *_previous(L.classifier_dir, i, 0), *([L.generate_summary(i)] if i >= 1 else [])],
+                              *_previous(L.classifier_dir, i, 0),
+                              *([L.classifier_dir(0), L.generate_summary(i)] if i >= 1 else [])],
         outs=lambda L, i, n: [L.classifier_dir(i)],  # its probe inside: L.probe_dir(i)
         metrics=lambda L, i, n: [L.train_metrics(i)],
         plots=lambda L, i, n: [L.plots_dir("train", i)],
