@@ -8,7 +8,8 @@ rows with random_seed + k; duelguard.classifier.train.training_rows) and calibra
 calibrates (calibrate_classifier on calibration_rows), once per training seed:
 
 - `seed_only`: iteration 0's files (the seed-only classifier, the champion to beat);
-- `all`: every file of the iteration, as the stage trains it;
+- `all`: every file of the iteration, as the stage trains it (with the seed-only members the
+  checkout's classifier.anchor_members asks for, from its classifier 0);
 - `no_synthetic_unsafe` / `no_synthetic_safe`: the loop's unsafe (safe) samples left out;
 - `synthetic_safe_x2`: every safe loop sample twice;
 - `unsafe_similarity_0.8`: unsafe loop samples kept only at seed similarity >= STRICT_SIMILARITY (stricter than curation.min_similarity);
@@ -92,7 +93,9 @@ def run_iteration(root: Path, iteration: int, seeds: int, variants: list[str]) -
         for k in tqdm(range(seeds), desc=f"iteration {iteration} {name}"):
             seed = base.classifier.random_seed + k
             cfg = base.classifier.model_copy(update={**overrides, "random_seed": seed})
-            clf = train_variant(base.model_copy(update={"classifier": cfg}), layout, iteration, records)
+            # a seed-only variant trains as classifier 0 does: no anchor (classifier.anchor_members)
+            clf = train_variant(base.model_copy(update={"classifier": cfg}), layout, 0 if which == "seed" else iteration,
+                                records)
             models.append({"seed": seed, "rows": len(records), **measure(clf)})
             show(iteration, name, models[-1])
         out[name] = {"models": models, "summary": summary(models)}

@@ -12,10 +12,15 @@ params) on those figures, all but the probe rule.
 The calibration half informs choices; the report half is what the gate reads.
 
 `--anchored`: the candidate is the champion's heads and the candidate's heads averaged as one ensemble
-(a sentence classifier's HeadEnsemble, members of both), calibrated afresh: a loop model anchored to
-the seed-only one, whose everyday-text false positives are the loop models' blocker (README).
+(duelguard.classifier.sentence.anchored), calibrated afresh: what classifier.anchor_members builds in the
+train stage, for checkouts whose loop classifiers were trained before it (anchor_members: 0); on a
+checkout that already anchors, it would join the champion's heads a second time.
 
-    python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2 [--anchored]
+`--retrain-seed K`: the candidate is trained again on its own rows as the train stage trains it, with
+classifier.random_seed K, to see how much a verdict owes to one training seed.
+
+    python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2 \
+        [--anchored | --retrain-seed K]
 
 Results: bench/results/recalibrated_gate.json under --label (default: the two iterations).
 """
@@ -48,9 +53,22 @@ def anchored(params: Any, layout: Any, champion: int, candidate: int) -> Any:
     return clf
 
 
-def measure(root: Path, iteration: int, anchor: int | None = None) -> dict[str, Any]:
-    """One classifier of `root` (with `anchor`: its heads and those of iteration `anchor`, as one),
-    recalibrated, on both halves: plain, in context, in cut context."""
+def retrained(params: Any, layout: Any, iteration: int, seed: int) -> Any:
+    """Classifier `iteration` trained again on its own files exactly as the train stage trains it
+    (bench_loop_data.train_variant: fit_classifier, anchor included), with classifier.random_seed `seed`."""
+    from bench_loop_data import train_variant
+
+    from duelguard.classifier.data import training_files
+    from duelguard.records import read_records
+
+    records = [r for path in training_files(layout, iteration) for r in read_records(path)]
+    cfg = params.classifier.model_copy(update={"random_seed": seed})
+    return train_variant(params.model_copy(update={"classifier": cfg}), layout, iteration, records)
+
+
+def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    """One classifier of `root` (with `anchor`: its heads and those of iteration `anchor`, as one; with
+    `seed`: retrained with that training seed), recalibrated, on both halves: plain, in context, in cut context."""
     from bench_head_ensemble import rates
 
     from duelguard.classifier.loader import load_classifier
@@ -62,7 +80,9 @@ def measure(root: Path, iteration: int, anchor: int | None = None) -> dict[str, 
 
     params = load_params(root / "params.yaml")
     layout = Layout.from_params(params, root)
-    if anchor is None:
+    if seed is not None:
+        clf = retrained(params, layout, iteration, seed)
+    elif anchor is None:
         clf = load_classifier(layout.classifier_dir(iteration), layout.weights_cache)
     else:
         clf = anchored(params, layout, anchor, iteration)
@@ -103,8 +123,14 @@ def main() -> None:
     ap.add_argument("--champion", type=int, default=0, help="the champion's iteration")
     ap.add_argument("--candidate", type=int, required=True, help="the candidate's iteration")
     ap.add_argument("--anchored", action="store_true", help="the candidate averaged with the champion's heads")
-    ap.add_argument("--label", help="key under which the results are kept (default: iter_<champion>_vs_<candidate>[_anchored])")
+    ap.add_argument("--retrain-seed", type=int, help="the candidate trained again as the stage trains it, with this "
+                    "classifier.random_seed (how much a verdict owes to one training seed)")
+    ap.add_argument("--label", help="key under which the results are kept "
+                                    "(default: iter_<champion>_vs_<candidate>[_anchored][_seed<K>])")
     args = ap.parse_args()
+    if args.anchored and args.retrain_seed is not None:
+        raise SystemExit("--anchored and --retrain-seed do not go together: a retrained candidate is anchored as the "
+                         "checkout's classifier.anchor_members says")
     from bench_generator import cpu_isa
 
     from duelguard.config import load_params
@@ -112,7 +138,7 @@ def main() -> None:
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
     models = {"champion": measure(root, args.champion),
-              "candidate": measure(root, args.candidate, args.champion if args.anchored else None)}
+              "candidate": measure(root, args.candidate, args.champion if args.anchored else None, args.retrain_seed)}
     result: dict[str, Any] = {**models, "gate": {h: gate(params, models["champion"], models["candidate"], h) for h in HALVES}}
     for half in HALVES:
         for who in ("champion", "candidate"):
@@ -123,11 +149,12 @@ def main() -> None:
                   f"cut FPR {m['suite_cut']['fpr']:.1f} recall {row('suite_cut', 'recall')}")
         print(f"{half:6s} gate: {'; '.join(result['gate'][half]) or 'passes'}")
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    suffix = "_anchored" if args.anchored else ""
+    suffix = ("_anchored" if args.anchored else "") + (f"_seed{args.retrain_seed}" if args.retrain_seed is not None else "")
     results[args.label or f"iter_{args.champion}_vs_{args.candidate}{suffix}"] = {
         "run": {"command": "python bench/bench_recalibrated_gate.py " + " ".join(
                     f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate)))
-                + (" --anchored" if args.anchored else ""),
+                + (" --anchored" if args.anchored else "")
+                + (f" --retrain-seed {args.retrain_seed}" if args.retrain_seed is not None else ""),
                 "checkout": str(root), "date": datetime.date.today().isoformat(),
                 "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **result}
     tmp = OUT.with_suffix(".json.tmp")

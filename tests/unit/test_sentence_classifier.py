@@ -166,6 +166,8 @@ def test_an_anchored_head_joins_the_anchors_members_and_averages_them_all() -> N
     joined = anchored(mine, seed_only, 2)
     assert joined.head_config["members"] == 5 and mine.head_config["members"] == 3  # mine is left as it was
     assert joined.language_offsets == {"fr": 1.5} and (joined.thresholds == 0.7).all()
+    joined.thresholds[:], joined.language_offsets["fr"] = 0.9, 0.0  # calibrating the joined one leaves mine as it was
+    assert (mine.thresholds == 0.7).all() and mine.language_offsets == {"fr": 1.5}
     x = torch.randn(32, 16) * 3
     with torch.no_grad():
         u = [m.parts(x)[0] for m in [*mine.model.members, *seed_only.model.members[:2]]]

@@ -72,6 +72,9 @@ def test_ordering_comes_from_data_only(params):
     assert upstream["curate_1"] == {"generate_1", "prepare_seed", "train_classifier_0"}  # the frozen seed-only probe
     assert upstream["score_1"] == {"curate_1", "train_classifier_0"}
     assert upstream["promote_1"] == {"register_1", "evaluate_1", "prepare_seed", "promote_0"}
+    # the previous classifier (init_from, carry-over) and the seed-only one (classifier.anchor_members)
+    assert upstream["train_classifier_2"] == {"prepare_seed", "curate_1", "curate_2", "generate_2",
+                                              "train_classifier_1", "train_classifier_0"}
 
 
 def test_spec_errors_name_the_stage_and_the_path(params):

@@ -24,6 +24,8 @@ initialised, split and shuffled on its own seed over the same training rows; the
 members' mean u and its category shares come from their mean softmax, so the same identity holds.
 Why: one head's quality moved with its seed (README, "Head ensemble, measured"); members cost a
 head's training each, and scoring cost is the encoder's.
+A loop classifier (iteration >= 1) also holds the seed-only classifier's members, frozen
+(`classifier.anchor_members`, `anchored`): six members, the seed-only three weighing half.
 
 Which parts of a text are scored (its sentences and windows of `max_length` WORDS overlapping by
 `chunk_overlap` words, up to the cost bound `long_input`) is duelguard.classifier.units, shared with
@@ -263,7 +265,7 @@ def anchored(clf: SentenceGuard, anchor: SentenceGuard, count: int) -> SentenceG
     for member, source in zip(head_members(head), ours + theirs[:count]):
         member.load_state_dict(source.state_dict())
     head.eval()
-    out = SentenceGuard(head, clf.encoder, config, clf.thresholds, clf.max_length, clf.chunk_overlap, clf.long_input,
+    out = SentenceGuard(head, clf.encoder, config, clf.thresholds.copy(), clf.max_length, clf.chunk_overlap, clf.long_input,
                         clf.threshold_rule, clf.training, clf.embed_cache)
     out.language_offsets = dict(clf.language_offsets)
     return out
