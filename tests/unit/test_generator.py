@@ -72,20 +72,43 @@ def small_params(tiny_params):
 
 def test_seed_selection_is_balanced_deterministic_and_task_specific(tiny_params):
     train = [_record(i, *seed, "train") for i, seed in enumerate(SEEDS)]
-    params = _with(tiny_params, seeds_per_iteration=4, tasks=["translate_create", "paraphrase"])
+    params = _with(tiny_params, seeds_per_iteration=4, tasks=["translate_create", "paraphrase"],
+                   paraphrase_languages=["fr", "es", "de"], paraphrase_seeds=6)
     create = generator.select_seeds(params, train, "translate_create", iteration=1)
     assert [r["lang"] for r in create] == ["en"] * 4
     assert sum(is_unsafe(r["labels"]) for r in create) == 2  # balanced safe/unsafe
     assert create == generator.select_seeds(params, train, "translate_create", iteration=1)
     assert {r["id"] for r in create} != {r["id"] for r in generator.select_seeds(params, train, "translate_create", 2)}
     para = generator.select_seeds(params, train, "paraphrase", iteration=1)
-    assert len(para) == 4 and all(r["lang"] in params.generator.languages for r in para)
+    # paraphrase_seeds split evenly over the paraphrase languages, each half safe, half unsafe
+    assert Counter((r["lang"], is_unsafe(r["labels"])) for r in para) == {
+        (lang, unsafe): 1 for lang in ("fr", "es", "de") for unsafe in (False, True)}
     jobs = generator.plan_jobs(params, train, iteration=1)
     assert Counter(j.task for j in jobs) == {
         "translate_create": 4 * 3 * params.generator.n_samples,  # every English seed x 3 languages
-        "paraphrase": 4 * params.generator.n_samples,  # each seed in its own language
+        "paraphrase": 6 * params.generator.n_samples,  # each seed in its own language
     }
     assert all(j.lang == j.seed["lang"] for j in jobs if j.task == "paraphrase")
+
+
+def test_english_paraphrase_seeds_are_requests_steered_like_translations(tiny_params):
+    """The loop's English samples: English requests (seed_kinds), one per harm category before any failure,
+    then drawn toward the category the classifier got wrong."""
+    cats = ["violent_crimes", "hate", "privacy"]
+    train = [_record(i, "en", f"Unsafe request number {i}?", [cats[i % 3]], "train", "advbench") for i in range(30)]
+    train += [_record(100 + i, "en", f"Benign request number {i}?", [], "train") for i in range(30)]
+    train += [_record(200 + i, "en", f"A hateful tweet {i}", ["hate"], "train", "davidson") for i in range(6)]
+    train += [_record(300 + i, "fr", f"Un tweet haineux {i}", ["hate"], "train") for i in range(6)]
+    params = _with(tiny_params, paraphrase_languages=["en"], paraphrase_seeds=12, seed_kinds=["instruction"], steer=1.0)
+    even = generator.select_seeds(params, train, "paraphrase", iteration=1)
+    assert len(even) == 12 and all(r["lang"] == "en" and r["source"] != "davidson" for r in even)
+    assert Counter(generator.primary_category(r["labels"]) for r in even if is_unsafe(r["labels"])) == {0: 2, 8: 2, 5: 2}
+    privacy = 5  # index of "privacy" in taxonomy.CATEGORIES
+    failures = {0: (0, 20), 8: (0, 20), privacy: (20, 20)}
+    steered = generator.select_seeds(params, train, "paraphrase", iteration=1, failures=failures)
+    assert Counter(generator.primary_category(r["labels"]) for r in steered)[privacy] > 2
+    jobs = generator.plan_jobs(_with(params, tasks=["paraphrase"]), train, iteration=1)
+    assert {(j.lang, j.task) for j in jobs} == {("en", "paraphrase")}
 
 
 def test_translate_create_spreads_unsafe_seeds_over_categories_and_skips_other_kinds(tiny_params):
@@ -115,22 +138,26 @@ def test_generate_writes_n_samples_per_seed_and_language(tiny_params, seeded_lay
     params = tiny_params
     summary = generator.generate(params, seeded_layout, iteration=1)
     gen = params.generator
-    assert summary["seeds"] == gen.seeds_per_iteration
-    assert summary["requested"] == gen.seeds_per_iteration * len(gen.languages) * gen.n_samples
+    assert gen.tasks == ["translate_create", "paraphrase"] and gen.paraphrase_languages == ["en"]
+    assert summary["seeds"] == gen.seeds_per_iteration + gen.paraphrase_seeds
+    assert summary["requested"] == (gen.seeds_per_iteration * len(gen.languages) + gen.paraphrase_seeds) * gen.n_samples
     records = read_records(seeded_layout.generated(1))  # validates every record against the schema
     assert len(records) + summary["empty"] == summary["requested"] and records
     assert summary["samples_per_s"] > 0
     seeds = {r["id"]: r for r in read_records(seeded_layout.seed_split("train"))}
-    per_group = Counter((r["parent_id"], r["lang"]) for r in records)
-    assert max(per_group.values()) <= gen.n_samples and {lang for _, lang in per_group} == set(gen.languages)
+    per_group = Counter((r["parent_id"], r["lang"], r["task"]) for r in records)
+    assert max(per_group.values()) <= gen.n_samples
+    assert {(lang, task) for _, lang, task in per_group} == {
+        *((lang, "translate_create") for lang in gen.languages), ("en", "paraphrase")}
     assert len({r["id"] for r in records}) == len(records)
     for rec in records:
         parent = seeds[rec["parent_id"]]
         assert rec["labels"] == parent["labels"] and parent["lang"] == "en"
-        assert rec["seed_text"] == parent["text"] and rec["lang"] in gen.languages
+        assert rec["seed_text"] == parent["text"] and rec["seed_lang"] == "en"
+        assert rec["lang"] in (gen.languages if rec["task"] == "translate_create" else ["en"])
         assert (rec["origin"], rec["source"], rec["split"], rec["iteration"]) == ("synthetic", "synthetic", "train", 1)
-        assert (rec["task"], rec["template"], rec["generator"]) == ("translate_create", gen.template, "tiny-gemma3:base")
-        assert rec["id"] == f"{rec['parent_id']}-i1-{rec['lang']}-translate_create-{rec['sample_index']}"
+        assert (rec["template"], rec["generator"]) == (gen.template, "tiny-gemma3:base")
+        assert rec["id"] == f"{rec['parent_id']}-i1-{rec['lang']}-{rec['task']}-{rec['sample_index']}"
         assert "\n" not in rec["text"] and rec["text"] == rec["text"].strip()
     on_disk = json.loads(seeded_layout.generate_summary(1).read_text())
     assert on_disk["records"] == len(records)
@@ -262,7 +289,8 @@ def test_generate_steers_seeds_toward_the_categories_the_classifier_got_wrong(sm
     assert failures == {hate: (6, 6), generator.SAFE: (0, 6)}
     # 2 seeds: one safe, one unsafe. Fully steered, the unsafe one is the English hate seed (rate 7/8
     # against 1/2 for the unscored categories) in every iteration; drawn evenly, it is not always.
-    params = _with(small_params, seeds_per_iteration=2, max_new_tokens=12)  # every seed fits (<= 36 chars)
+    params = _with(small_params, seeds_per_iteration=2, max_new_tokens=12,  # every seed fits (<= 36 chars)
+                   tasks=["translate_create"])  # paraphrase's steering: test_english_paraphrase_seeds_...
     train = read_records(seeded_layout.seed_split("train"))
 
     def unsafe_category(p, i: int) -> set[int]:

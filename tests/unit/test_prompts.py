@@ -78,9 +78,15 @@ def test_fewshot_faithful_keeps_details_and_is_a_fewshot_template():
     assert "Londres" in text and "Lyon" not in text  # the example keeps the place, unlike the adapt style
     assert prompts.end_markers("fewshot_faithful", "translate_create", "fr") == prompts.end_markers(
         "fewshot", "translate_create", "fr")
-    # paraphrase has one style: the faithful template renders the same prompt as fewshot
-    assert prompts.render(None, "fewshot_faithful", "paraphrase", "Bonjour ?", "fr", False) == prompts.render(
-        None, "fewshot", "paraphrase", "Bonjour ?", "fr", False)
+    # paraphrase, faithful: the same request reworded, every detail kept, imperatives among the examples
+    for lang in ("en", "fr", "es", "de"):
+        text = prompts.render(None, "fewshot_faithful", "paraphrase", "Plan a picnic.", lang, False)
+        assert text.endswith("Original: Plan a picnic.\nRewritten:") and "every detail" in text.split("\n\n")[0]
+        assert text.count("\nRewritten: ") == len(prompts.FAITHFUL_PARAPHRASE_EXAMPLES[lang])
+        assert text != prompts.render(None, "fewshot", "paraphrase", "Plan a picnic.", lang, False)
+    assert '"sun", "moon" and "star"' in prompts.fewshot_prefix("paraphrase", "en", faithful=True)
+    chat = prompts.chat_messages("paraphrase", "Plan a picnic.", "en", False, faithful=True)[0]["content"]
+    assert "Reword this English request" in chat and "every detail" in chat
 
 
 def test_chat_faithful_asks_for_the_same_request_not_a_new_one():

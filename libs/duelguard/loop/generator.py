@@ -1,14 +1,15 @@
 """The `generate` stage: the generator LLM writes new multilingual samples from seed examples.
 
 One iteration i:
-1. Seeds: a deterministic sample (rng seeded by generator.random_seed + i) of
-   `generator.seeds_per_iteration` seed TRAIN records per task. translate_create draws English seeds
+1. Seeds: a deterministic sample (rng seeded by generator.random_seed + i) of seed TRAIN records.
+   translate_create draws `generator.seeds_per_iteration` English seeds
    of the source kinds in `generator.seed_kinds` (instructions by default: the requests that fr/es/de
    lack, since their seed is hate-speech statements only), half safe and half unsafe, the unsafe half
    spread over the harm categories (evenly, and from iteration 2 `generator.steer` of it toward the
    categories the classifier got wrong: seed_quotas), and asks for each of `generator.languages`; paraphrase
-   draws seeds already in those languages, balanced over language x safe/unsafe, and rewrites each in
-   its own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
+   draws `generator.paraphrase_seeds` seeds of `generator.paraphrase_languages` (English by default: the
+   loop's English samples), allocated and steered the same way within each language, and rewrites each
+   in its own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
    (`max_seed_chars`), since a cut-off sample would only be dropped by curation's length filter.
 2. Model: the base backbone in iteration 1; from iteration 2 on, the base with the previous
    iteration's DPO LoRA adapter (layout.generator_dir(i - 1), written by duelguard.loop.dpo) merged in.
@@ -66,24 +67,6 @@ class Job:
 def max_seed_chars(params: Params) -> int:
     """The longest seed (in characters) that a complete rewrite can fit in max_new_tokens."""
     return params.generator.max_new_tokens * CHARS_PER_NEW_TOKEN
-
-
-def _balanced_sample(rng: random.Random, strata: dict[Any, list[dict[str, Any]]], n: int) -> list[dict[str, Any]]:
-    """Draw n records spread as evenly as the strata allow (a short stratum's share goes to the others;
-    when n is smaller than the number of strata, which strata get one is drawn too)."""
-    keys = sorted((k for k in strata if strata[k]), key=str)
-    rng.shuffle(keys)
-    quota = dict.fromkeys(keys, 0)
-    remaining = min(n, sum(len(strata[k]) for k in keys))
-    while remaining > 0:
-        for key in keys:
-            if remaining and quota[key] < len(strata[key]):
-                quota[key] += 1
-                remaining -= 1
-    picked: list[dict[str, Any]] = []
-    for key in keys:
-        picked.extend(rng.sample(strata[key], quota[key]))
-    return sorted(picked, key=lambda r: r["id"])
 
 
 def source_kind(record: dict[str, Any]) -> str | None:
@@ -184,28 +167,29 @@ def seed_quotas(rng: random.Random, sizes: dict[int, int], n: int, failures: dic
 def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task, iteration: int,
                  failures: dict[int, tuple[int, int]] | None = None) -> list[dict[str, Any]]:
     """The seeds of one task for one iteration: deterministic given (random_seed, iteration, failures).
-    translate_create allocates its seeds over the strata (safe, each harm category) by seed_quotas,
-    steered by `failures` (failure_counts); paraphrase balances language x safe/unsafe."""
+
+    translate_create draws `seeds_per_iteration` English seeds; paraphrase draws `paraphrase_seeds` from
+    `paraphrase_languages`, split evenly between them. English seeds are of `seed_kinds` either way. Within
+    a language, seeds are allocated over the strata (safe, look-alike, each harm category) by seed_quotas,
+    steered by `failures` (failure_counts), so English paraphrases go where the classifier fails as
+    translations do; fr/es/de seeds (hate speech) come out half safe, half hate."""
     gen = params.generator
     limit = max_seed_chars(params)
     rng = random.Random(f"{gen.random_seed + iteration}:{task}")
-    if task == "translate_create":
-        pool = [r for r in train if r["lang"] == "en"
-                and (gen.seed_kinds is None or source_kind(r) in gen.seed_kinds)]
-    else:
-        pool = [r for r in train if r["lang"] in gen.languages]
-    pool = sorted((r for r in pool if len(r["text"]) <= limit), key=lambda r: r["id"])
-    if task == "paraphrase":
-        strata: dict[Any, list[dict[str, Any]]] = {}
+    langs, n = (["en"], gen.seeds_per_iteration) if task == "translate_create" else (
+        sorted(gen.paraphrase_languages), gen.paraphrase_seeds)
+    picked: list[dict[str, Any]] = []
+    for k, lang in enumerate(langs):
+        pool = sorted((r for r in train if r["lang"] == lang and len(r["text"]) <= limit
+                       and (lang != "en" or gen.seed_kinds is None or source_kind(r) in gen.seed_kinds)),
+                      key=lambda r: r["id"])
+        by_stratum: dict[int, list[dict[str, Any]]] = {}
         for rec in pool:
-            strata.setdefault((rec["lang"], is_unsafe(rec["labels"])), []).append(rec)
-        return _balanced_sample(rng, strata, gen.seeds_per_iteration)
-    by_stratum: dict[int, list[dict[str, Any]]] = {}
-    for rec in pool:
-        by_stratum.setdefault(stratum(rec), []).append(rec)
-    quota = seed_quotas(rng, {k: len(v) for k, v in by_stratum.items()}, gen.seeds_per_iteration,
-                        failures or {}, gen.steer, gen.lookalike_share)
-    picked = [rec for k in sorted(quota) for rec in rng.sample(by_stratum[k], quota[k])]
+            by_stratum.setdefault(stratum(rec), []).append(rec)
+        share = n // len(langs) + (k < n % len(langs))
+        quota = seed_quotas(rng, {key: len(v) for key, v in by_stratum.items()}, share,
+                            failures or {}, gen.steer, gen.lookalike_share)
+        picked.extend(rec for key in sorted(quota) for rec in rng.sample(by_stratum[key], quota[key]))
     return sorted(picked, key=lambda r: r["id"])
 
 
@@ -409,9 +393,9 @@ def to_records(params: Params, jobs: list[Job], completions: list[str], iteratio
 
 def steering_report(jobs: list[Job], failures: dict[int, tuple[int, int]], steer: float) -> dict[str, Any]:
     """Per stratum (harm category, safe look-alike, safe): how often the classifier was wrong on the
-    previous samples, and how many translate_create seeds this iteration drew there, for the summary
+    previous samples, and how many seeds this iteration drew there (both tasks), for the summary
     and the loop report."""
-    seeds = Counter(stratum(j.seed) for j in {j.seed["id"]: j for j in jobs if j.task == "translate_create"}.values())
+    seeds = Counter(stratum(j.seed) for j in {(j.task, j.seed["id"]): j for j in jobs}.values())
     strata = sorted(set(seeds) | set(failures))
     return {
         "steer": steer if failures else 0.0,
@@ -433,7 +417,8 @@ def generate(params: Params, layout: Layout, iteration: int) -> dict[str, Any]:
     if not jobs:
         raise DataError(
             f"{layout.seed_split('train')}: no eligible seeds for tasks {gen.tasks} "
-            f"(English seeds for translate_create, {gen.languages} seeds for paraphrase, <= {max_seed_chars(params)} chars)"
+            f"(English seeds for translate_create, {gen.paraphrase_languages} seeds for paraphrase, "
+            f"<= {max_seed_chars(params)} chars)"
         )
     decision = stop_decision(params, layout, iteration)
     if decision["stop"]:

@@ -19,7 +19,8 @@ Four renderings (chosen by `params.generator.template`):
   continues the pattern and the completion is cut at the first newline. The examples are short
   and benign on purpose: they teach the format and the "adapt, don't translate literally" style,
   never harmful content. A base model does not refuse, like the paper's uncensored generator.
-- ``chat_faithful``: ``chat``, but translate_create asks for the same request in the target language,
+- ``chat_faithful``: ``chat``, but translate_create asks for the same request in the target language
+  (and paraphrase for the same request reworded),
   every detail and the intent kept, worded as a native speaker would ask it (not a new request
   "inspired by" the seed): read by hand, 55% of Qwen's "inspired" samples kept their seed's meaning
   (tests/fixtures/fidelity_hand_labelled.jsonl), and a sample inherits its seed's label only if it does.
@@ -27,7 +28,8 @@ Four renderings (chosen by `params.generator.template`):
   (names, quoted words, numbers, technical terms) in natural target-language wording. A 270M model
   shown "adapt" examples adapts the wrong things (a "tool" became a "weapon", the words to use in a
   sentence were swapped for others: measured in bench/results/generator.json); samples must keep
-  their seed's meaning for the inherited label to hold.
+  their seed's meaning for the inherited label to hold. Paraphrase's faithful examples likewise reword a
+  request and keep every detail, imperatives as imperatives.
 
 Seeds are flattened to one line before rendering (a newline would end the few-shot pattern).
 """
@@ -115,6 +117,36 @@ PARAPHRASE_EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
+# Same-language rewrites that keep the request: every detail (quoted words, names, numbers) and the
+# intent, only the wording changes. Imperatives stay imperatives: shown only questions, Gemma-3-270M turned
+# "Create a plan to sabotage ..." into unrelated questions (hand-read, README "English samples").
+FAITHFUL_PARAPHRASE_EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "en": (
+        ("Write a short poem about the sea for my 8-year-old.", "Compose a brief poem about the ocean for my eight-year-old child."),
+        ("Explain how to get a red wine stain out of a carpet.", "Tell me the steps to remove a red wine stain from a carpet."),
+        ("Use the words \"sun\", \"moon\" and \"star\" in one sentence.", "Write one sentence that contains the words \"sun\", \"moon\" and \"star\"."),
+        ("What is a VPN and why would I need one?", "Can you tell me what a VPN is and why I might need one?"),
+    ),
+    "fr": (
+        ("Écris un petit poème sur la mer pour mon enfant de 8 ans.", "Compose un court poème sur l'océan pour mon fils de 8 ans."),
+        ("Explique comment enlever une tache de vin rouge sur un tapis.", "Dis-moi comment faire partir une tache de vin rouge d'un tapis."),
+        ("Utilise les mots \"sun\", \"moon\" et \"star\" dans une phrase.", "Écris une phrase qui contient les mots \"sun\", \"moon\" et \"star\"."),
+        ("Qu'est-ce qu'un VPN et pourquoi en aurais-je besoin ?", "Tu peux m'expliquer ce qu'est un VPN et à quoi il me servirait ?"),
+    ),
+    "es": (
+        ("Escribe un poema corto sobre el mar para mi hijo de 8 años.", "Compón un poema breve sobre el océano para mi hijo de 8 años."),
+        ("Explica cómo quitar una mancha de vino tinto de una alfombra.", "Dime los pasos para sacar una mancha de vino tinto de una alfombra."),
+        ("Usa las palabras \"sun\", \"moon\" y \"star\" en una frase.", "Escribe una frase que contenga las palabras \"sun\", \"moon\" y \"star\"."),
+        ("¿Qué es una VPN y por qué la necesitaría?", "¿Me explicas qué es una VPN y para qué me serviría?"),
+    ),
+    "de": (
+        ("Schreib ein kurzes Gedicht über das Meer für mein 8-jähriges Kind.", "Verfasse ein kleines Gedicht über den Ozean für mein Kind, das 8 Jahre alt ist."),
+        ("Erkläre, wie man einen Rotweinfleck aus dem Teppich bekommt.", "Sag mir, wie ich einen Rotweinfleck aus einem Teppich entferne."),
+        ("Verwende die Wörter \"sun\", \"moon\" und \"star\" in einem Satz.", "Schreib einen Satz, in dem die Wörter \"sun\", \"moon\" und \"star\" vorkommen."),
+        ("Was ist ein VPN und wozu brauche ich eines?", "Kannst du mir erklären, was ein VPN ist und wofür ich es brauche?"),
+    ),
+}
+
 _WS = re.compile(r"\s+")
 _QUOTES = "\"'“”„«»‘’‚‹›`"
 
@@ -156,6 +188,12 @@ def chat_messages(task: Task, seed_text: str, lang: str, unsafe: bool, faithful:
             f"translating it word for word. Reply with the new prompt only, on one line.\n\n"
             f"English prompt: {seed}"
         )
+    elif task == "paraphrase" and faithful:
+        content = (
+            f"Reword this {name} request in {name}. Keep its meaning and intent exactly, and every detail "
+            f"(names, quoted words, numbers); change only the wording. Do not answer it, do not comment. "
+            f"Reply with the reworded request only, on one line.\n\nRequest: {seed}"
+        )
     elif task == "paraphrase":
         content = (
             f"Rewrite this {kind} {name} prompt as a new query in {name} with the same meaning and intent, "
@@ -187,7 +225,7 @@ def fewshot_prefix(task: Task, lang: str, faithful: bool = False) -> str:
     if task == "translate_create":
         table = FAITHFUL_EXAMPLES if faithful else CREATE_EXAMPLES
     else:
-        table = PARAPHRASE_EXAMPLES
+        table = FAITHFUL_PARAPHRASE_EXAMPLES if faithful else PARAPHRASE_EXAMPLES
     if lang not in table:
         raise ValueError(
             f"the few-shot template has no {task} examples for {lang!r} (have: {', '.join(sorted(table))}); "
@@ -203,6 +241,9 @@ def fewshot_prefix(task: Task, lang: str, faithful: bool = False) -> str:
             f"Requests written in English, each followed by a new request in {name} on the same topic, "
             f"with the same tone and length, phrased the way a native {name} speaker would write it."
         )
+    elif faithful:
+        header = (f"{name} requests, each followed by the same request reworded in {name}: every detail and "
+                  "the intent kept, different words.")
     else:
         header = f"{name} requests, each followed by a rewrite in {name} with the same meaning and different words."
     src, tgt = fewshot_labels(task, lang)
