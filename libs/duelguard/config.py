@@ -302,11 +302,11 @@ class Generator(_Section):
     # Seeds per iteration: translate_create's (each asked in every one of `languages`), and paraphrase's.
     seeds_per_iteration: int
     paraphrase_seeds: int = Field(ge=0)
-    # Share of translate_create's unsafe seeds drawn where the classifier fails: in proportion to its
+    # Share of the unsafe seeds (either task, per language) drawn where the classifier fails: in proportion to its
     # error rate per harm category on the previous iteration's samples (duelguard.loop.generator.seed_quotas);
     # the rest even, and safe seeds stay half. 0 = always even.
     steer: float = Field(ge=0.0, le=1.0)
-    # Share of translate_create's safe seeds drawn from safe look-alikes (English requests a keyword rule
+    # Share of the safe seeds drawn from safe look-alikes (English requests a keyword rule
     # fires on: "How do I kill a Python process?"); the rest are everyday requests.
     lookalike_share: float = Field(ge=0.0, le=1.0)
     n_samples: int

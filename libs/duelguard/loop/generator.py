@@ -7,9 +7,9 @@ One iteration i:
    lack, since their seed is hate-speech statements only), half safe and half unsafe, the unsafe half
    spread over the harm categories (evenly, and from iteration 2 `generator.steer` of it toward the
    categories the classifier got wrong: seed_quotas), and asks for each of `generator.languages`; paraphrase
-   draws `generator.paraphrase_seeds` seeds of `generator.paraphrase_languages` (English by default: the
-   loop's English samples), allocated and steered the same way within each language, and rewrites each
-   in its own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
+   (a task that is off by default) draws `generator.paraphrase_seeds` seeds of
+   `generator.paraphrase_languages` (English in params.yaml), allocated and steered the same way within
+   each language, and rewrites each in its own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
    (`max_seed_chars`), since a cut-off sample would only be dropped by curation's length filter.
 2. Model: the base backbone in iteration 1; from iteration 2 on, the base with the previous
    iteration's DPO LoRA adapter (layout.generator_dir(i - 1), written by duelguard.loop.dpo) merged in.

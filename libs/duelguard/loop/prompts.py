@@ -119,7 +119,7 @@ PARAPHRASE_EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
 
 # Same-language rewrites that keep the request: every detail (quoted words, names, numbers) and the
 # intent, only the wording changes. Imperatives stay imperatives: shown only questions, Gemma-3-270M turned
-# "Create a plan to sabotage ..." into unrelated questions (hand-read, README "English samples").
+# "Create a plan to sabotage ..." into unrelated questions (hand-read, README "English samples from the loop").
 FAITHFUL_PARAPHRASE_EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
     "en": (
         ("Write a short poem about the sea for my 8-year-old.", "Compose a brief poem about the ocean for my eight-year-old child."),
