@@ -1,7 +1,8 @@
 """Generator benchmark: which generator writes fr/es/de samples worth training on, and how fast?
 
     python bench/bench_generator.py [--candidates a@ctranslate2,b] [--engines ctranslate2,transformers]
-                                    [--compute-type int8] [--seeds 8] [--samples 2] [--root .] [--params params.yaml]
+                                    [--compute-type int8] [--temperature 0.5] [--seeds 8] [--samples 2]
+                                    [--root .] [--params params.yaml]
 
 Per candidate (a generator backbone + prompt template + task) x engine (duelguard.loop.engines), on
 one FIXED small seed set (the
@@ -25,7 +26,8 @@ Appends a run to bench/results/generator.json (every run is kept, with its comma
 writes the last run's samples beside it. Not a test: the figures depend on the machine and its load
 (the 1-minute load average before and after each candidate is recorded), and on its CPU's vector
 extensions, recorded as `machine.cpu_isa` (README, "The CPU matters more than its core count");
-`--compute-type` overrides `generator.compute_type` to compare them.
+`--compute-type` overrides `generator.compute_type` to compare them, `--temperature` the sampling
+temperature (generator.temperature; README, "Sampling temperature").
 """
 
 from __future__ import annotations
@@ -86,11 +88,13 @@ def cpu_isa() -> list[str]:
 
 
 def candidate_params(params: Params, name: str, engine: str, seeds: int, samples: int,
-                     compute_type: str | None = None) -> Params:
+                     compute_type: str | None = None, temperature: float | None = None) -> Params:
     over = {**CANDIDATES[name], "engine": engine, "seeds_per_iteration": seeds, "paraphrase_seeds": seeds,
             "n_samples": samples}
     if compute_type:
         over["compute_type"] = compute_type
+    if temperature is not None:
+        over["temperature"] = temperature
     if "backbone" in over:
         over["backbone"] = params.generator.backbone.model_copy(update=over["backbone"])
     return params.model_copy(update={"generator": params.generator.model_copy(update=over)})
@@ -140,6 +144,7 @@ def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], 
         "tasks": list(params.generator.tasks),
         "dtype": params.generator.dtype,
         "batch_size": params.generator.batch_size,
+        "temperature": params.generator.temperature,
         "max_new_tokens": params.generator.max_new_tokens,
         "seeds": len({j.seed["id"] for j in jobs}),
         "requested": len(jobs),
@@ -178,6 +183,8 @@ def main() -> None:
     parser.add_argument("--compute-type", default=None,
                         choices=get_args(Generator.model_fields["compute_type"].annotation),
                         help="CTranslate2 compute type for every candidate (default: generator.compute_type)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature for every candidate (default: generator.temperature)")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
@@ -202,7 +209,8 @@ def main() -> None:
     run: dict[str, Any] = {
         "command": "python bench/bench_generator.py " + " ".join(
             f"--{k} {v}" for k, v in (("candidates", ",".join(f"{n}@{e}" for n, e in plan)), ("seeds", args.seeds),
-                                      ("samples", args.samples), ("compute-type", args.compute_type))
+                                      ("samples", args.samples), ("compute-type", args.compute_type),
+                                      ("temperature", args.temperature))
             if v is not None),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "cpu_isa": cpu_isa(), "profile": params.profile},
@@ -213,8 +221,8 @@ def main() -> None:
     for name, engine in plan:
         label = f"{name}@{engine}"
         print(f"== {label}", flush=True)
-        figures, rows = measure(candidate_params(params, name, engine, args.seeds, args.samples, args.compute_type),
-                                layout, label)
+        figures, rows = measure(candidate_params(params, name, engine, args.seeds, args.samples, args.compute_type,
+                                                 args.temperature), layout, label)
         print(json.dumps(figures, indent=1), flush=True)
         run["candidates"][label] = figures
         all_rows += rows
