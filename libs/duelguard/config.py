@@ -299,8 +299,12 @@ class Generator(_Section):
     # Source kinds (duelguard.seed.sources.SOURCE_KINDS) that English seeds are drawn from, by either task;
     # null = every seed record.
     seed_kinds: list[Literal["instruction", "statement"]] | None
-    # Seeds per iteration: translate_create's (each asked in every one of `languages`), and paraphrase's.
-    seeds_per_iteration: int
+    # Seeds per iteration and language for translate_create, and paraphrase's seeds.
+    seeds_per_iteration: int = Field(ge=0)
+    # translate_create: every language gets its own seeds (seeds_per_iteration each, disjoint, the same mix
+    # of strata) instead of every seed being asked in every language. The sample count is the same; the
+    # seeds cover 3x the content (a seed's fr/es/de versions sit close together in the encoder's space).
+    distinct_seeds: bool
     paraphrase_seeds: int = Field(ge=0)
     # Share of the unsafe seeds (either task, per language) drawn where the classifier fails: in proportion to its
     # error rate per harm category on the previous iteration's samples (duelguard.loop.generator.seed_quotas);
@@ -309,12 +313,12 @@ class Generator(_Section):
     # Share of the safe seeds drawn from safe look-alikes (English requests a keyword rule
     # fires on: "How do I kill a Python process?"); the rest are everyday requests.
     lookalike_share: float = Field(ge=0.0, le=1.0)
-    n_samples: int
-    temperature: float
-    top_p: float
+    n_samples: int = Field(ge=1)
+    temperature: float = Field(gt=0.0)  # sampling only: greedy decoding would give n identical samples
+    top_p: float = Field(gt=0.0, le=1.0)
     top_k: int = Field(ge=0)  # 0 = the whole vocabulary
-    max_new_tokens: int
-    batch_size: int
+    max_new_tokens: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
     load_in_4bit: bool
     # Sampling precision: bfloat16 on GPUs and CPUs with native bf16 (AVX512-BF16); float32 elsewhere
     # (measured on an AVX2-only 2-core CPU: a bf16 matmul ran 12x slower than fp32).

@@ -44,6 +44,16 @@ def test_mistyped_value_is_an_error_that_names_it(repo_root: Path) -> None:
         resolve(raw, "default")
 
 
+def test_sampling_settings_that_cannot_sample_are_errors_that_name_them(repo_root: Path) -> None:
+    """Temperature 0 would be greedy decoding (n identical samples), top_p 0 keeps no token: refused on load."""
+    for key, bad in (("temperature", 0.0), ("temperature", -0.5), ("top_p", 0.0), ("top_p", 1.5), ("n_samples", 0),
+                     ("batch_size", 0), ("max_new_tokens", 0), ("seeds_per_iteration", -1)):
+        raw = _raw(repo_root)
+        raw["generator"][key] = bad
+        with pytest.raises(ConfigError, match=rf"generator\.{key}"):
+            resolve(raw, "default")
+
+
 def test_bad_key_inside_a_profile_names_the_profile(repo_root: Path) -> None:
     raw = _raw(repo_root)
     raw["profiles"]["tiny"]["generator"]["n_sample"] = 3

@@ -67,13 +67,13 @@ def _with(params, **gen):
 @pytest.fixture()
 def small_params(tiny_params):
     """The tiny profile with fewer samples, so each generate call takes seconds."""
-    return _with(tiny_params, seeds_per_iteration=2, n_samples=2, max_new_tokens=10)
+    return _with(tiny_params, seeds_per_iteration=2, n_samples=2, max_new_tokens=10, distinct_seeds=False)
 
 
 def test_seed_selection_is_balanced_deterministic_and_task_specific(tiny_params):
     train = [_record(i, *seed, "train") for i, seed in enumerate(SEEDS)]
     params = _with(tiny_params, seeds_per_iteration=4, tasks=["translate_create", "paraphrase"],
-                   paraphrase_languages=["fr", "es", "de"], paraphrase_seeds=6)
+                   paraphrase_languages=["fr", "es", "de"], paraphrase_seeds=6, distinct_seeds=False)
     create = generator.select_seeds(params, train, "translate_create", iteration=1)
     assert [r["lang"] for r in create] == ["en"] * 4
     assert sum(is_unsafe(r["labels"]) for r in create) == 2  # balanced safe/unsafe
@@ -89,6 +89,28 @@ def test_seed_selection_is_balanced_deterministic_and_task_specific(tiny_params)
         "paraphrase": 6 * params.generator.n_samples,  # each seed in its own language
     }
     assert all(j.lang == j.seed["lang"] for j in jobs if j.task == "paraphrase")
+
+
+def test_distinct_seeds_give_each_language_its_own_seeds_with_the_same_mix(tiny_params):
+    """distinct_seeds: seeds_per_iteration seeds per language, none shared between languages, each
+    language with the same safe/unsafe and category mix; the sample count is the shared mode's."""
+    cats = ["violent_crimes", "hate", "privacy"]
+    train = [_record(i, "en", f"Unsafe request number {i}?", [cats[i % 3]], "train", "advbench") for i in range(60)]
+    train += [_record(100 + i, "en", f"Benign request number {i}?", [], "train") for i in range(60)]
+    shared = _with(tiny_params, seeds_per_iteration=6, tasks=["translate_create"], n_samples=2, distinct_seeds=False)
+    distinct = _with(shared, distinct_seeds=True)
+    jobs = generator.plan_jobs(distinct, train, iteration=1)
+    assert len(jobs) == len(generator.plan_jobs(shared, train, iteration=1)) == 6 * 3 * 2
+    langs_of: dict[str, set[str]] = {}
+    for j in jobs:
+        langs_of.setdefault(j.seed["id"], set()).add(j.lang)
+    assert len(langs_of) == 18 and all(len(langs) == 1 for langs in langs_of.values())
+    seeds = {j.seed["id"]: j.seed for j in jobs}
+    mix = {lang: Counter(generator.stratum(seeds[i]) for i, ls in langs_of.items() if lang in ls)
+           for lang in ("fr", "es", "de")}
+    assert all(sum(m.values()) == 6 and sum(n for k, n in m.items() if k != generator.SAFE) == 3 for m in mix.values())
+    assert mix["fr"] == mix["es"] == mix["de"]  # 3 unsafe seeds per language: one per category
+    assert generator.plan_jobs(distinct, train, iteration=1) == jobs  # deterministic
 
 
 def test_english_paraphrase_seeds_are_requests_steered_like_translations(tiny_params):
@@ -116,7 +138,7 @@ def test_translate_create_spreads_unsafe_seeds_over_categories_and_skips_other_k
     train = [_record(i, "en", f"Unsafe request number {i}?", [c], "train", "advbench") for i, c in enumerate(cats)]
     train += [_record(10 + i, "en", f"Benign request number {i}?", [], "train") for i in range(6)]
     train += [_record(20 + i, "en", f"A hateful tweet {i}", ["hate"], "train", "davidson") for i in range(6)]
-    params = _with(tiny_params, seeds_per_iteration=6, seed_kinds=["instruction"])
+    params = _with(tiny_params, seeds_per_iteration=6, seed_kinds=["instruction"], distinct_seeds=False)
     picked = generator.select_seeds(params, train, "translate_create", iteration=1)
     unsafe = [r for r in picked if is_unsafe(r["labels"])]
     assert len(unsafe) == 3 and len(picked) == 6
@@ -135,7 +157,7 @@ def test_seeds_longer_than_the_token_budget_are_not_drawn(tiny_params):
 
 
 def test_generate_writes_n_samples_per_seed_and_language(tiny_params, seeded_layout):
-    params = tiny_params
+    params = _with(tiny_params, distinct_seeds=False)  # every seed in every language (distinct: the test below)
     summary = generator.generate(params, seeded_layout, iteration=1)
     gen = params.generator
     assert gen.tasks == ["translate_create", "paraphrase"] and gen.paraphrase_languages == ["en"]

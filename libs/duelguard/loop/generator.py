@@ -2,11 +2,12 @@
 
 One iteration i:
 1. Seeds: a deterministic sample (rng seeded by generator.random_seed + i) of seed TRAIN records.
-   translate_create draws `generator.seeds_per_iteration` English seeds
+   translate_create draws `generator.seeds_per_iteration` English seeds per language
    of the source kinds in `generator.seed_kinds` (instructions by default: the requests that fr/es/de
    lack, since their seed is hate-speech statements only), half safe and half unsafe, the unsafe half
    spread over the harm categories (evenly, and from iteration 2 `generator.steer` of it toward the
-   categories the classifier got wrong: seed_quotas), and asks for each of `generator.languages`; paraphrase
+   categories the classifier got wrong: seed_quotas), and asks for each of `generator.languages` (with
+   `generator.distinct_seeds`, each language its own seeds: target_languages); paraphrase
    (a task that is off by default) draws `generator.paraphrase_seeds` seeds of
    `generator.paraphrase_languages` (English in params.yaml), allocated and steered the same way within
    each language, and rewrites each in its own language. Seeds too long to be rewritten within `max_new_tokens` are not eligible
@@ -168,7 +169,8 @@ def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task
                  failures: dict[int, tuple[int, int]] | None = None) -> list[dict[str, Any]]:
     """The seeds of one task for one iteration: deterministic given (random_seed, iteration, failures).
 
-    translate_create draws `seeds_per_iteration` English seeds; paraphrase draws `paraphrase_seeds` from
+    translate_create draws `seeds_per_iteration` English seeds (times the number of `languages` with
+    `distinct_seeds`: target_languages deals them out); paraphrase draws `paraphrase_seeds` from
     `paraphrase_languages`, split evenly between them. English seeds are of `seed_kinds` either way. Within
     a language, seeds are allocated over the strata (safe, look-alike, each harm category) by seed_quotas,
     steered by `failures` (failure_counts), so English paraphrases go where the classifier fails as
@@ -176,7 +178,8 @@ def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task
     gen = params.generator
     limit = max_seed_chars(params)
     rng = random.Random(f"{gen.random_seed + iteration}:{task}")
-    langs, n = (["en"], gen.seeds_per_iteration) if task == "translate_create" else (
+    per_seed = len(gen.languages) if gen.distinct_seeds else 1
+    langs, n = (["en"], gen.seeds_per_iteration * per_seed) if task == "translate_create" else (
         sorted(gen.paraphrase_languages), gen.paraphrase_seeds)
     picked: list[dict[str, Any]] = []
     for k, lang in enumerate(langs):
@@ -193,15 +196,29 @@ def select_seeds(params: Params, train: list[dict[str, Any]], task: prompts.Task
     return sorted(picked, key=lambda r: r["id"])
 
 
+def target_languages(params: Params, task: prompts.Task, seeds: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The languages each seed (by id) is written in. Paraphrase: its own. translate_create: every one of
+    `languages`, or with `distinct_seeds` one each, dealt in turn over the seeds sorted by stratum, so
+    every language gets the same count (+-1) and the same mix of harm categories and safe kinds."""
+    gen = params.generator
+    if task != "translate_create":
+        return {seed["id"]: [seed["lang"]] for seed in seeds}
+    if not gen.distinct_seeds:
+        return {seed["id"]: list(gen.languages) for seed in seeds}
+    ordered = sorted(seeds, key=lambda r: (stratum(r), r["id"]))
+    return {seed["id"]: [gen.languages[k % len(gen.languages)]] for k, seed in enumerate(ordered)}
+
+
 def plan_jobs(params: Params, train: list[dict[str, Any]], iteration: int,
               failures: dict[int, tuple[int, int]] | None = None) -> list[Job]:
     """Every sample this iteration draws, in a fixed order: task, seed, language, sample index."""
     gen = params.generator
     jobs: list[Job] = []
     for task in gen.tasks:
-        for seed in select_seeds(params, train, task, iteration, failures):
-            langs = gen.languages if task == "translate_create" else [seed["lang"]]
-            for lang in langs:
+        seeds = select_seeds(params, train, task, iteration, failures)
+        langs_of = target_languages(params, task, seeds)
+        for seed in seeds:
+            for lang in langs_of[seed["id"]]:
                 jobs.extend(Job(seed, lang, task, k) for k in range(gen.n_samples))
     return jobs
 
