@@ -403,7 +403,8 @@ def loop_markdown(layout: Layout, reports: list[dict[str, Any]]) -> Path:
             continue
         margin, effect = dpo.get("logp_margin") or {}, dpo.get("adapter_effect") or {}
         moved = "not updated: " + str(dpo.get("reason")) if dpo.get("updated") is False else (
-            f"{effect.get('changed')}/{effect.get('prompts')}" if effect else "n/a")
+            f"{effect.get('changed')}/{effect.get('prompts')}" if effect else
+            "no DPO: the last iteration (no next generation)" if r is reports[-1] and not dpo else "n/a")
         lines.append(f"| {r['iteration']} | {_num(pairs.get('pairs'), '{}')} | {_num(pairs.get('pairs_vs_unfaithful'), '{}')} | "
                      f"{_num(pairs.get('pairs_vs_correct'), '{}')} | {_num(pairs.get('no_wrong_sample'), '{}')} | "
                      f"{_num(dpo.get('steps'), '{}')} | {_num(margin.get('before'), '{:.2f}')} → "

@@ -156,8 +156,9 @@ def test_editing_a_module_reruns_exactly_the_stages_that_import_it(repo: Path) -
     assert json.loads(_run([*DVC, "status", "--json", "prepare_seed"], repo)) == {}  # not a module it imports
 
 
-def _assert_iteration_outputs(root: Path, i: int) -> None:
+def _assert_iteration_outputs(root: Path, i: int, last: bool = True) -> None:
     """Every output of iteration i exists, is valid, and the reports agree with the data files.
+    The generator's adapter exists unless i is the `last` iteration (nothing would read it).
 
     The tiny profile's generator is a random-initialised model: most of its samples fail curation's
     language check, so an iteration may end with few curated samples and no pair (DPO then keeps
@@ -183,9 +184,12 @@ def _assert_iteration_outputs(root: Path, i: int) -> None:
         assert pair["prompt"] and pair["chosen"] != pair["rejected"]
         assert pair["margin"] is None or pair["margin"] >= 0.1
     gen = root / "models" / "generator" / f"iter_{i}"
-    marker = json.loads((gen / "duelguard_dpo.json").read_text())
-    assert (gen / "adapter_config.json").exists() and marker["pairs"] == len(pairs)
-    assert marker["updated"] is bool(pairs) or marker.get("reason")
+    if last:
+        assert not gen.exists(), "the last iteration trains no generator"
+    else:
+        marker = json.loads((gen / "duelguard_dpo.json").read_text())
+        assert (gen / "adapter_config.json").exists() and marker["pairs"] == len(pairs)
+        assert marker["updated"] is bool(pairs) or marker.get("reason")
     assert (root / "models" / "classifier" / f"iter_{i}" / "duelguard.json").exists()
     game = json.loads((root / "metrics" / "game" / f"iter_{i}.json").read_text())
     fresh = [r for r in scored if not r.get("game_set")]
@@ -225,7 +229,8 @@ def test_more_iterations_run_only_new_stages_and_a_killed_loop_resumes(repo: Pat
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert yaml.safe_load((repo / "params.yaml").read_text())["loop"]["iterations"] == 1
-    iteration_1 = {f"{s}_1" for s in ("generate", "curate", "score", "build_pairs", "train_generator",
+    # (no train_generator_1: the last iteration trains no generator, nothing would read it)
+    iteration_1 = {f"{s}_1" for s in ("generate", "curate", "score", "build_pairs",
                                        "train_classifier", "evaluate", "register", "promote")}
     first = _ran("".join(lines))
     assert first[-1] == "train_classifier_1" and set(first) <= iteration_1, first
@@ -243,7 +248,16 @@ def test_more_iterations_run_only_new_stages_and_a_killed_loop_resumes(repo: Pat
     assert "seed only (iter 0)" in ablation and "after iteration 1" in ablation
     game0 = json.loads((repo / "metrics" / "game" / "iter_0.json").read_text())
     assert game0["game_set"]["classifier_iteration"] == 0, "the seed-only classifier is scored on the game set too"
-    assert "## Pairs and DPO" in (repo / "reports" / "loop.md").read_text()
+    loop_md = (repo / "reports" / "loop.md").read_text()
+    assert "## Pairs and DPO" in loop_md and "no DPO: the last iteration" in loop_md
     for png in ("f1_per_language.png", "language_share.png", "game_value.png"):
         assert (repo / "plots" / "loop" / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads(_run([*DVC, "status", "--json"], repo)) == {}
+
+    # Growing the loop trains iteration 1's generator (generate_2 reads it) and runs iteration 2, nothing else.
+    grown = _ran(_run([*DUELGUARD, "loop", "--iterations", "2"], repo))
+    iteration_2 = {name.replace("_1", "_2") for name in iteration_1}
+    assert set(grown) == {"train_generator_1", "report"} | iteration_2, grown
+    assert grown.index("train_generator_1") < grown.index("generate_2")
+    _assert_iteration_outputs(repo, 1, last=False)
+    _assert_iteration_outputs(repo, 2)

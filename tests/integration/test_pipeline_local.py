@@ -64,7 +64,8 @@ def test_one_iteration_ends_with_registered_champion(tmp_path, monkeypatch):
     assert (seed / "data/seed/train.jsonl").stat().st_size > 0 and (seed / "metrics/seed_card.json").exists()
     assert (run_dir / "curate-1" / "out" / "data/synthetic/iter_1/curated.jsonl").exists()
     assert (run_dir / "train-classifier-1" / "out" / "models/classifier/iter_1/duelguard.json").exists()
-    assert (run_dir / "train-generator-1" / "out" / "models/generator/iter_1/adapter_config.json").exists()
+    assert (run_dir / "build-pairs-1" / "out" / "data/synthetic/iter_1/pairs.jsonl").exists()
+    assert not (run_dir / "train-generator-1").exists(), "the last iteration trains no generator (nothing reads it)"
     assert (run_dir / "evaluate-0" / "out_report").read_text().startswith("# duelguard evaluate_0")
     ablation = (run_dir / "report" / "out" / "reports/ablation.md").read_text()
     assert "seed only (iter 0)" in ablation and "after iteration 1" in ablation

@@ -60,6 +60,15 @@ def test_the_spec_is_consistent_for_any_number_of_iterations(params):
                 value = value[part]
 
 
+def test_only_iterations_with_a_next_one_train_the_generator(params):
+    """The adapter of iteration i is read by generate_{i+1} alone: the last iteration trains none, and a
+    longer loop trains it then (its pairs are built and reported either way)."""
+    for n in range(4):
+        names = {r.name for r in runs(n, "dvc")}
+        assert {x for x in names if x.startswith("train_generator")} == {f"train_generator_{i}" for i in range(1, n)}
+        assert {x for x in names if x.startswith("build_pairs")} == {f"build_pairs_{i}" for i in range(1, n + 1)}
+
+
 def test_ordering_comes_from_data_only(params):
     upstream = {name: {u.name for u in ups}
                 for name, ups in producers(runs(2, "dvc"), Layout.from_params(params, "/repo")).items()}

@@ -17,7 +17,9 @@ stage is one entry below plus its function.
 
 Iterations: iteration 0 is the seed-only baseline, 1..N the loop (N = params.yaml loop.iterations).
 A stage runs `first` (once, before everything: the seed), at `every` iteration 0..N, at each `loop`
-iteration 1..N, or `last` (once, after iteration N: reports, export).
+iteration 1..N, at each `loop_but_last` iteration 1..N-1 (what only the next iteration reads: the
+generator's DPO; raising loop.iterations runs iteration N's then), or `last` (once, after iteration N:
+reports, export).
 
 Side effects: register and promote change the MLflow registry, export reads its champion. Such a
 stage is never restored from a cache: DVC keeps its record out of the run cache (`persist: true`)
@@ -40,7 +42,7 @@ from duelguard.layout import Layout
 StageFn = Callable[[Params, Layout, int], dict[str, Any]]
 # (layout, iteration, iterations) -> paths: what one run of a stage reads or writes.
 PathsFn = Callable[[Layout, int, int], list[Path]]
-When = Literal["first", "every", "loop", "last"]
+When = Literal["first", "every", "loop", "loop_but_last", "last"]
 PLATFORMS = frozenset({"dvc", "kfp"})
 # Every stage reads these: the active profile's overrides feed every section of params.yaml.
 PROFILE_PARAMS = ("profile", "profiles")
@@ -74,7 +76,8 @@ class Stage:
 
     def iterations(self, n: int) -> list[int]:
         """The iterations this stage runs at when the loop has `n` iterations."""
-        return {"first": [0], "every": list(range(n + 1)), "loop": list(range(1, n + 1)), "last": [n]}[self.when]
+        return {"first": [0], "every": list(range(n + 1)), "loop": list(range(1, n + 1)),
+                "loop_but_last": list(range(1, n)), "last": [n]}[self.when]
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,9 @@ STAGES: tuple[Stage, ...] = (
         name="train_generator",
         function="duelguard.loop.dpo:train_generator",
         doc="DPO (sigmoid + SFT term) of the generator's LoRA adapter on the pairs, continuing the previous adapter.",
-        when="loop",
+        # Only the next iteration's generate reads the adapter: the last iteration trains none (~2.5 min of
+        # a CPU demo's 25); `duelguard loop --iterations N+1` trains it when there is a next iteration.
+        when="loop_but_last",
         # generator: the fixed prompts of the adapter-effect check are drawn and rendered as generation does.
         params=("dpo", "generator", "paths.weights_cache", "tracking"),
         deps=lambda L, i, n: [L.pairs(i), L.seed_split("train"), *_previous(L.generator_dir, i, 1)],
@@ -269,8 +274,8 @@ STAGES: tuple[Stage, ...] = (
             L.seed_split("train"), L.classifier_dir(n), *([L.game_set(1)] if n >= 1 else []),
             *(p for k in range(n + 1) for p in (L.train_metrics(k), L.eval_metrics(k))),
             *(p for k in range(1, n + 1) for p in (L.generated(k), L.curated(k), L.generate_summary(k),
-                                                   L.curation_report(k), L.score_metrics(k),
-                                                   L.pairs_metrics(k), L.dpo_metrics(k))),
+                                                   L.curation_report(k), L.score_metrics(k), L.pairs_metrics(k))),
+            *(L.dpo_metrics(k) for k in range(1, n)),  # the last iteration trains no generator
         ],
         metrics=lambda L, i, n: [L.game_metrics(k) for k in range(n + 1)],
         plots=lambda L, i, n: [L.plots_dir("loop"), L.ablation_markdown, L.ablation_plot, L.loop_report],
@@ -306,7 +311,8 @@ def runs(iterations: int, platform: str | None = None, stages: Sequence[Stage] =
     chosen = [s for s in stages if platform is None or platform in s.platforms]
     order = [StageRun(s, 0, iterations) for s in chosen if s.when == "first"]
     for i in range(iterations + 1):
-        order += [StageRun(s, i, iterations) for s in chosen if s.when in ("every", "loop") and i in s.iterations(iterations)]
+        order += [StageRun(s, i, iterations) for s in chosen
+                  if s.when in ("every", "loop", "loop_but_last") and i in s.iterations(iterations)]
     order += [StageRun(s, iterations, iterations) for s in chosen if s.when == "last"]
     return order
 
@@ -351,8 +357,9 @@ def run_stage(name: str, params: Params, layout: Layout, iteration: int = 0) -> 
     from duelguard.fsio import atomic_write_json
 
     spec = stage(name)
-    if iteration < 0 or (spec.when == "loop" and iteration == 0):
-        raise ValueError(f"stage {name} runs at loop iterations >= {1 if spec.when == 'loop' else 0}, not {iteration}")
+    loop = spec.when in ("loop", "loop_but_last")
+    if iteration < 0 or (loop and iteration == 0):
+        raise ValueError(f"stage {name} runs at loop iterations >= {1 if loop else 0}, not {iteration}")
     run = StageRun(spec, iteration, params.loop.iterations)
     started = time.perf_counter()
     summary = stage_function(name)(params, layout, iteration)
