@@ -19,8 +19,15 @@ checkout that already anchors, it would join the champion's heads a second time.
 `--retrain-seed K`: the candidate is trained again on its own rows as the train stage trains it, with
 classifier.random_seed K, to see how much a verdict owes to one training seed.
 
+`--language-fpr F` (a what-if, both models): every language's threshold is the lowest grid point that
+flags at most F of that language's benign calibration rows (and, as in the stage, at most
+classifier.max_context_calib_fpr of its benign prompts in context), above or below the global threshold.
+The stage caps a language's threshold at the global one, so a language whose benign rows score high
+(English: look-alikes) runs at whatever FPR the other languages' rows set; this compares two models at
+the same per-language FPR on the calibration rows, so what differs is their ranking.
+
     python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2 \
-        [--anchored | --retrain-seed K]
+        [--anchored | --retrain-seed K] [--language-fpr F]
 
 Results: bench/results/recalibrated_gate.json under --label (default: the two iterations).
 """
@@ -64,6 +71,31 @@ def retrained(params: Any, layout: Any, iteration: int, seed: int) -> Any:
     records = [r for path in training_files(layout, iteration) for r in read_records(path)]
     cfg = params.classifier.model_copy(update={"random_seed": seed})
     return train_variant(params.model_copy(update={"classifier": cfg}), layout, iteration, records)
+
+
+def per_language_fpr(target: float) -> None:
+    """Make the train stage's calibration (duelguard.classifier.train.language_offsets) place every language at
+    `target` benign FPR on its own calibration rows, above or below the global threshold (--language-fpr)."""
+    import numpy as np
+
+    import duelguard.classifier.train as train
+    from duelguard.classifier.thresholds import context_bound
+    from duelguard.classifier.units import logit
+
+    def offsets(scores, truth, langs, threshold, languages, floor, max_fpr, context=None):  # noqa: ANN001, ANN202
+        scores, truth, langs = np.asarray(scores), np.asarray(truth, dtype=bool), np.asarray(langs)
+        out, report = {}, {}
+        for lang in languages:
+            benign = scores[(langs == lang) & ~truth]
+            own = max(context_bound(benign, target), floor) if len(benign) else threshold
+            if context is not None:
+                ctx = np.asarray(context[0])[np.asarray(context[1]) == lang]
+                own = max(own, context_bound(ctx, context[2])) if len(ctx) else own
+            out[lang] = round(float(logit(threshold) - logit(own)), 6)
+            report[lang] = {"threshold": float(own), "offset": out[lang], "reason": f"language_fpr_{target}"}
+        return out, report
+
+    train.language_offsets = offsets
 
 
 def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -125,6 +157,8 @@ def main() -> None:
     ap.add_argument("--anchored", action="store_true", help="the candidate averaged with the champion's heads")
     ap.add_argument("--retrain-seed", type=int, help="the candidate trained again as the stage trains it, with this "
                     "classifier.random_seed (how much a verdict owes to one training seed)")
+    ap.add_argument("--language-fpr", type=float, help="what-if: every language at this benign FPR on its own "
+                    "calibration rows, above or below the global threshold (both models)")
     ap.add_argument("--label", help="key under which the results are kept "
                                     "(default: iter_<champion>_vs_<candidate>[_anchored][_seed<K>])")
     args = ap.parse_args()
@@ -135,6 +169,8 @@ def main() -> None:
 
     from duelguard.config import load_params
 
+    if args.language_fpr is not None:
+        per_language_fpr(args.language_fpr)
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
     models = {"champion": measure(root, args.champion),
@@ -149,12 +185,14 @@ def main() -> None:
                   f"cut FPR {m['suite_cut']['fpr']:.1f} recall {row('suite_cut', 'recall')}")
         print(f"{half:6s} gate: {'; '.join(result['gate'][half]) or 'passes'}")
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    suffix = ("_anchored" if args.anchored else "") + (f"_seed{args.retrain_seed}" if args.retrain_seed is not None else "")
+    suffix = ("_anchored" if args.anchored else "") + (f"_seed{args.retrain_seed}" if args.retrain_seed is not None else "") + (
+        f"_language_fpr{args.language_fpr}" if args.language_fpr is not None else "")
     results[args.label or f"iter_{args.champion}_vs_{args.candidate}{suffix}"] = {
         "run": {"command": "python bench/bench_recalibrated_gate.py " + " ".join(
                     f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate)))
                 + (" --anchored" if args.anchored else "")
-                + (f" --retrain-seed {args.retrain_seed}" if args.retrain_seed is not None else ""),
+                + (f" --retrain-seed {args.retrain_seed}" if args.retrain_seed is not None else "")
+                + (f" --language-fpr {args.language_fpr}" if args.language_fpr is not None else ""),
                 "checkout": str(root), "date": datetime.date.today().isoformat(),
                 "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **result}
     tmp = OUT.with_suffix(".json.tmp")
