@@ -203,3 +203,72 @@ def test_qlora_gradients_are_the_same_after_a_no_grad_forward_on_any_cpu(dpo_set
     assert plain.keys() == after.keys() and any("layers.0." in n for n in plain)
     for name in plain:
         torch.testing.assert_close(after[name], plain[name], msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_completion_only_lm_head_scores_the_same_and_restores_trl(dpo_setup):
+    """DPO on CPU projects only the completion's positions through the LM head (TRL's compact path,
+    otherwise CUDA-only): the log-probabilities and the gradients equal those of TRL's every-position
+    path, and TRL's switch is back as it was afterwards."""
+    import torch
+    import trl.trainer.utils as trl_utils
+    from peft import get_peft_model
+
+    from duelguard.loop.dpo import _completion_only_lm_head, _load_base, _lora_config
+    from duelguard.loop.generator import generator_base_dir
+
+    params, layout = dpo_setup
+    cpu = torch.device("cpu")
+    assert trl_utils._use_triton(cpu) is False, "TRL's default on CPU: every position"
+    model = _load_base(params, generator_base_dir(params, layout))
+    trl_utils.add_fused_lm_head(model)
+    torch.manual_seed(0)
+    model = get_peft_model(model, _lora_config(params, model.config.num_hidden_layers))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_()
+    model.eval()  # no LoRA dropout: both passes see the same network
+    ids = torch.arange(5, 29).reshape(2, 12)
+    labels = ids.clone()
+    labels[:, :8] = -100  # the prompt
+
+    def log_probs_and_grads():
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        return out.log_probs.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    every_position = log_probs_and_grads()
+    with _completion_only_lm_head():
+        assert trl_utils._use_triton(cpu) is True
+        completion_only = log_probs_and_grads()
+    assert trl_utils._use_triton(cpu) is False
+    torch.testing.assert_close(completion_only[0], every_position[0], rtol=1e-5, atol=1e-5)
+    assert (completion_only[0][:, :7] == 0).all() and (completion_only[0][:, 7:] != 0).all()
+    assert every_position[1].keys() == completion_only[1].keys() and every_position[1]
+    for name, grad in every_position[1].items():
+        torch.testing.assert_close(completion_only[1][name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_logp_margins_equal_the_full_logits_computation(dpo_setup):
+    """logp_margins reads only the completion's logits (logits_to_keep): same margins as from every
+    position's logits."""
+    import torch
+
+    from duelguard.loop.dpo import _completion_ids, _load_base, dpo_example, logp_margins
+    from duelguard.loop.generator import generator_base_dir, generator_tokenizer
+
+    params, layout = dpo_setup
+    model = _load_base(params, generator_base_dir(params, layout))
+    tokenizer = generator_tokenizer(params, layout)
+    examples = [dpo_example(p) for p in _pairs()[:2]]
+    expected = []
+    with torch.no_grad():
+        for example in examples:
+            logps = []
+            for side in ("chosen", "rejected"):
+                prompt_ids, completion = _completion_ids(tokenizer, example, side)
+                ids = torch.tensor([prompt_ids + completion])
+                full = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+                logps.append(float(sum(full[len(prompt_ids) - 1 + k, t] for k, t in enumerate(completion))))
+            expected.append(logps[0] - logps[1])
+    assert logp_margins(model, tokenizer, examples) == pytest.approx(expected, rel=1e-5, abs=1e-4)
