@@ -98,6 +98,31 @@ def per_language_fpr(target: float) -> None:
     train.language_offsets = offsets
 
 
+def context_ceiling_everywhere() -> None:
+    """Make the train stage's calibration hold every language to `classifier.max_context_calib_fpr` on its
+    benign in-context calibration prompts, the global threshold raised where a language needs more
+    (the other languages keep their thresholds through their offsets) (--context-ceiling-all)."""
+    import numpy as np
+
+    import duelguard.classifier.train as train
+    from duelguard.classifier.units import logit
+
+    original = train.calibrate_classifier
+
+    def calibrate(clf, rows, params, progress=False):  # noqa: ANN001, ANN202
+        report = original(clf, rows, params, progress)
+        langs = report.get("languages", {})
+        own = {lang: max(r["threshold"], r.get("context_bound") or 0.0) for lang, r in langs.items()}
+        top = max([float(clf.thresholds.max()), *own.values()])
+        clf.thresholds = np.full_like(clf.thresholds, top)
+        clf.language_offsets = {lang: round(max(0.0, float(logit(top) - logit(t))), 6) for lang, t in own.items()}
+        for lang, r in langs.items():
+            r.update(threshold=own[lang], offset=clf.language_offsets[lang])
+        return report
+
+    train.calibrate_classifier = calibrate
+
+
 def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | None = None) -> dict[str, Any]:
     """One classifier of `root` (with `anchor`: its heads and those of iteration `anchor`, as one; with
     `seed`: retrained with that training seed), recalibrated, on both halves: plain, in context, in cut context."""
@@ -159,6 +184,8 @@ def main() -> None:
                     "classifier.random_seed (how much a verdict owes to one training seed)")
     ap.add_argument("--language-fpr", type=float, help="what-if: every language at this benign FPR on its own "
                     "calibration rows, above or below the global threshold (both models)")
+    ap.add_argument("--context-ceiling-all", action="store_true", help="what-if: every language held to "
+                    "classifier.max_context_calib_fpr in context, the global threshold raised where needed (both models)")
     ap.add_argument("--label", help="key under which the results are kept "
                                     "(default: iter_<champion>_vs_<candidate>[_anchored][_seed<K>])")
     args = ap.parse_args()
@@ -171,6 +198,8 @@ def main() -> None:
 
     if args.language_fpr is not None:
         per_language_fpr(args.language_fpr)
+    if args.context_ceiling_all:
+        context_ceiling_everywhere()
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
     models = {"champion": measure(root, args.champion),
@@ -186,13 +215,15 @@ def main() -> None:
         print(f"{half:6s} gate: {'; '.join(result['gate'][half]) or 'passes'}")
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     suffix = ("_anchored" if args.anchored else "") + (f"_seed{args.retrain_seed}" if args.retrain_seed is not None else "") + (
-        f"_language_fpr{args.language_fpr}" if args.language_fpr is not None else "")
+        f"_language_fpr{args.language_fpr}" if args.language_fpr is not None else "") + (
+        "_context_ceiling_all" if args.context_ceiling_all else "")
     results[args.label or f"iter_{args.champion}_vs_{args.candidate}{suffix}"] = {
         "run": {"command": "python bench/bench_recalibrated_gate.py " + " ".join(
                     f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate)))
                 + (" --anchored" if args.anchored else "")
                 + (f" --retrain-seed {args.retrain_seed}" if args.retrain_seed is not None else "")
-                + (f" --language-fpr {args.language_fpr}" if args.language_fpr is not None else ""),
+                + (f" --language-fpr {args.language_fpr}" if args.language_fpr is not None else "")
+                + (" --context-ceiling-all" if args.context_ceiling_all else ""),
                 "checkout": str(root), "date": datetime.date.today().isoformat(),
                 "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **result}
     tmp = OUT.with_suffix(".json.tmp")

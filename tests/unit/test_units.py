@@ -182,3 +182,38 @@ def test_language_offsets_raise_a_units_score_only_in_its_language() -> None:
     for bad in ({"fr": -0.5}, {"fr": "1"}, ["fr"]):
         with pytest.raises(DataError, match="language_offsets"):
             language_offsets_of({"language_offsets": bad})
+
+
+def test_only_units_that_could_be_their_texts_max_are_language_identified(monkeypatch) -> None:
+    """Identification is skipped for a unit that no offset could lift to its text's max: every text's
+    scores equal those of identifying every unit, with a fraction of the identifications."""
+    import duelguard.langid as langid
+    from duelguard.classifier.units import shift_by_language
+
+    rows = suite_records()[:40]
+    texts = [r["text"] for r in rows] + [t["text"] for t in in_context(rows[:12])]
+
+    def varied(units: list[str]) -> np.ndarray:  # a deterministic score per unit and category
+        rng = np.random.default_rng([sum(map(ord, u)) for u in units])
+        return rng.uniform(0.0, 1.0, (len(units), 12)).astype(np.float32)
+
+    offsets = {"en": 0.0, "fr": 0.4, "es": 1.2, "de": 0.1}
+    bound = LongInput(max_words=5000)  # every text read whole
+    found = [scoring_units(t, 64, 16, bound).texts for t in texts]
+    units = [u for us in found for u in us]
+    owners = np.asarray([i for i, us in enumerate(found) for _ in us])
+    calls: list[str] = []
+    identify = langid.identify
+    monkeypatch.setattr(langid, "identify", lambda text, candidates: calls.append(text) or identify(text, candidates))
+
+    def max_per_text(shifted: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(texts), 12), dtype=np.float32)
+        np.maximum.at(out, owners, shifted)
+        return out
+
+    pruned = max_per_text(shift_by_language(units, varied(units), offsets, owners))
+    n_pruned, calls[:] = len(calls), []
+    every = max_per_text(shift_by_language(units, varied(units), offsets))  # no owners: every unit identified
+    assert len(calls) == len(units) and 0 < n_pruned < len(units)
+    np.testing.assert_array_equal(pruned, every)
+    np.testing.assert_array_equal(score_texts(texts, varied, 12, 64, 16, bound, offsets).probs, every)
