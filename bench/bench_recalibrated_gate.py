@@ -26,8 +26,14 @@ The stage caps a language's threshold at the global one, so a language whose ben
 (English: look-alikes) runs at whatever FPR the other languages' rows set; this compares two models at
 the same per-language FPR on the calibration rows, so what differs is their ranking.
 
+`--context-ceiling-all` (a what-if, both models): every language held to classifier.max_context_calib_fpr
+in context, the global threshold raised where a language needs it.
+
+`--recall-floor` (a what-if, the candidate): each language's threshold lowered until the candidate finds
+the champion's share of the calibration half's unsafe prompts in context and in cut context.
+
     python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2 \
-        [--anchored | --retrain-seed K] [--language-fpr F]
+        [--anchored | --retrain-seed K] [--language-fpr F | --context-ceiling-all | --recall-floor]
 
 Results: bench/results/recalibrated_gate.json under --label (default: the two iterations).
 """
@@ -123,7 +129,40 @@ def context_ceiling_everywhere() -> None:
     train.calibrate_classifier = calibrate
 
 
-def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | None = None) -> dict[str, Any]:
+def recall_floor(clf: Any, floor: dict[str, dict[str, float]], threshold_floor: float) -> dict[str, Any]:
+    """What-if --recall-floor, on a calibrated candidate: each language's threshold lowered (its offset
+    raised, never above the global threshold, never under `threshold_floor`) to the highest grid point at
+    which the candidate finds at least the champion's share (`floor`: guard set -> language -> percent) of
+    the calibration half's unsafe prompts in context and in cut context. The fail-open rule enforced on
+    the calibration half when thresholds are set, instead of only checked when promoting."""
+    import numpy as np
+
+    from duelguard.classifier.thresholds import GRID
+    from duelguard.classifier.units import logit
+    from duelguard.suite import suite_records
+    from duelguard.suite.variants import in_context
+
+    rows = suite_records("calib")
+    sets = {"suite_context": in_context(rows), "suite_cut": in_context(rows, cut=True)}
+    offsets, clf.language_offsets = dict(clf.language_offsets), {}
+    top = float(clf.thresholds.max())
+    raw = {name: clf.predict_proba([r["text"] for r in placed]).max(axis=1) for name, placed in sets.items()}
+    report = {}
+    for lang in LANGS:
+        own = float(1 / (1 + np.exp(-(logit(top) - offsets.get(lang, 0.0)))))
+        unsafe = {name: raw[name][[r["lang"] == lang and any(r["labels"]) for r in placed]] for name, placed in sets.items()}
+        keeps = [t for t in GRID if threshold_floor <= t <= own + 1e-9
+                 and all(100 * np.mean(unsafe[name] > t) >= floor[name][lang] for name in sets)]
+        new = max(keeps) if keeps else threshold_floor
+        offsets[lang] = round(max(0.0, float(logit(top) - logit(min(new, own)))), 6)
+        report[lang] = {"threshold_before": round(own, 4), "threshold": round(min(new, own), 4),
+                        "floor": {name: floor[name][lang] for name in sets}}
+    clf.language_offsets = offsets
+    return report
+
+
+def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | None = None,
+            floor: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """One classifier of `root` (with `anchor`: its heads and those of iteration `anchor`, as one; with
     `seed`: retrained with that training seed), recalibrated, on both halves: plain, in context, in cut context."""
     from bench_head_ensemble import rates
@@ -144,8 +183,10 @@ def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | N
     else:
         clf = anchored(params, layout, anchor, iteration)
     report = calibrate_classifier(clf, calibration_rows(params, layout), params)
+    if floor is not None:
+        report["recall_floor"] = recall_floor(clf, floor, params.classifier.threshold_floor)
     out: dict[str, Any] = {"threshold": round(float(clf.thresholds.max()), 4), "language_offsets": clf.language_offsets,
-                           "languages": report.get("languages", {})}
+                           "languages": report.get("languages", {}), "recall_floor": report.get("recall_floor")}
     for half in HALVES:
         rows = suite_records(half)
         out[half] = {"plain": rates(clf, rows), "suite_context": rates(clf, in_context(rows)),
@@ -186,6 +227,8 @@ def main() -> None:
                     "calibration rows, above or below the global threshold (both models)")
     ap.add_argument("--context-ceiling-all", action="store_true", help="what-if: every language held to "
                     "classifier.max_context_calib_fpr in context, the global threshold raised where needed (both models)")
+    ap.add_argument("--recall-floor", action="store_true", help="what-if: the candidate's language thresholds lowered "
+                    "until it finds the champion's share of the calibration half's unsafe prompts in (cut) context")
     ap.add_argument("--label", help="key under which the results are kept "
                                     "(default: iter_<champion>_vs_<candidate>[_anchored][_seed<K>])")
     args = ap.parse_args()
@@ -202,8 +245,11 @@ def main() -> None:
         context_ceiling_everywhere()
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
-    models = {"champion": measure(root, args.champion),
-              "candidate": measure(root, args.candidate, args.champion if args.anchored else None, args.retrain_seed)}
+    champion = measure(root, args.champion)
+    floor = ({name: {lang: champion["calib"][name][f"recall_{lang}"] for lang in LANGS} for name in ("suite_context", "suite_cut")}
+             if args.recall_floor else None)
+    models = {"champion": champion,
+              "candidate": measure(root, args.candidate, args.champion if args.anchored else None, args.retrain_seed, floor)}
     result: dict[str, Any] = {**models, "gate": {h: gate(params, models["champion"], models["candidate"], h) for h in HALVES}}
     for half in HALVES:
         for who in ("champion", "candidate"):
@@ -216,14 +262,15 @@ def main() -> None:
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     suffix = ("_anchored" if args.anchored else "") + (f"_seed{args.retrain_seed}" if args.retrain_seed is not None else "") + (
         f"_language_fpr{args.language_fpr}" if args.language_fpr is not None else "") + (
-        "_context_ceiling_all" if args.context_ceiling_all else "")
+        "_context_ceiling_all" if args.context_ceiling_all else "") + ("_recall_floor" if args.recall_floor else "")
     results[args.label or f"iter_{args.champion}_vs_{args.candidate}{suffix}"] = {
         "run": {"command": "python bench/bench_recalibrated_gate.py " + " ".join(
                     f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate)))
                 + (" --anchored" if args.anchored else "")
                 + (f" --retrain-seed {args.retrain_seed}" if args.retrain_seed is not None else "")
                 + (f" --language-fpr {args.language_fpr}" if args.language_fpr is not None else "")
-                + (" --context-ceiling-all" if args.context_ceiling_all else ""),
+                + (" --context-ceiling-all" if args.context_ceiling_all else "")
+                + (" --recall-floor" if args.recall_floor else ""),
                 "checkout": str(root), "date": datetime.date.today().isoformat(),
                 "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **result}
     tmp = OUT.with_suffix(".json.tmp")
