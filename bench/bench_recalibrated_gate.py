@@ -29,8 +29,9 @@ the same per-language FPR on the calibration rows, so what differs is their rank
 `--context-ceiling-all` (a what-if, both models): every language held to classifier.max_context_calib_fpr
 in context, the global threshold raised where a language needs it.
 
-`--recall-floor` (a what-if, the candidate): each language's threshold lowered until the candidate finds
-the champion's share of the calibration half's unsafe prompts in context and in cut context.
+`--recall-floor [--recall-margin M]` (a what-if, the candidate): each language's threshold lowered until
+the candidate finds the champion's share (+ M points) of the calibration half's unsafe prompts in context
+and in cut context.
 
     python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2 \
         [--anchored | --retrain-seed K] [--language-fpr F | --context-ceiling-all | --recall-floor]
@@ -229,6 +230,8 @@ def main() -> None:
                     "classifier.max_context_calib_fpr in context, the global threshold raised where needed (both models)")
     ap.add_argument("--recall-floor", action="store_true", help="what-if: the candidate's language thresholds lowered "
                     "until it finds the champion's share of the calibration half's unsafe prompts in (cut) context")
+    ap.add_argument("--recall-margin", type=float, default=0.0, help="with --recall-floor: points added to the "
+                    "champion's recall (the report half's recall moves a few points from the calibration half's)")
     ap.add_argument("--label", help="key under which the results are kept "
                                     "(default: iter_<champion>_vs_<candidate>[_anchored][_seed<K>])")
     args = ap.parse_args()
@@ -246,8 +249,8 @@ def main() -> None:
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
     champion = measure(root, args.champion)
-    floor = ({name: {lang: champion["calib"][name][f"recall_{lang}"] for lang in LANGS} for name in ("suite_context", "suite_cut")}
-             if args.recall_floor else None)
+    floor = ({name: {lang: min(100.0, champion["calib"][name][f"recall_{lang}"] + args.recall_margin) for lang in LANGS}
+              for name in ("suite_context", "suite_cut")} if args.recall_floor else None)
     models = {"champion": champion,
               "candidate": measure(root, args.candidate, args.champion if args.anchored else None, args.retrain_seed, floor)}
     result: dict[str, Any] = {**models, "gate": {h: gate(params, models["champion"], models["candidate"], h) for h in HALVES}}
@@ -262,7 +265,8 @@ def main() -> None:
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     suffix = ("_anchored" if args.anchored else "") + (f"_seed{args.retrain_seed}" if args.retrain_seed is not None else "") + (
         f"_language_fpr{args.language_fpr}" if args.language_fpr is not None else "") + (
-        "_context_ceiling_all" if args.context_ceiling_all else "") + ("_recall_floor" if args.recall_floor else "")
+        "_context_ceiling_all" if args.context_ceiling_all else "") + (
+        f"_recall_floor{args.recall_margin:+g}" if args.recall_floor and args.recall_margin else "_recall_floor" if args.recall_floor else "")
     results[args.label or f"iter_{args.champion}_vs_{args.candidate}{suffix}"] = {
         "run": {"command": "python bench/bench_recalibrated_gate.py " + " ".join(
                     f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate)))
@@ -270,7 +274,8 @@ def main() -> None:
                 + (f" --retrain-seed {args.retrain_seed}" if args.retrain_seed is not None else "")
                 + (f" --language-fpr {args.language_fpr}" if args.language_fpr is not None else "")
                 + (" --context-ceiling-all" if args.context_ceiling_all else "")
-                + (" --recall-floor" if args.recall_floor else ""),
+                + (" --recall-floor" if args.recall_floor else "")
+                + (f" --recall-margin {args.recall_margin:g}" if args.recall_margin else ""),
                 "checkout": str(root), "date": datetime.date.today().isoformat(),
                 "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **result}
     tmp = OUT.with_suffix(".json.tmp")
