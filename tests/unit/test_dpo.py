@@ -250,8 +250,8 @@ def test_completion_only_lm_head_scores_the_same_and_restores_trl(dpo_setup):
 
 
 def test_logp_margins_equal_the_full_logits_computation(dpo_setup):
-    """logp_margins reads only the completion's logits (logits_to_keep): same margins as from every
-    position's logits."""
+    """logp_margins reads only the completion's logits (logits_to_keep): same margins as the model's
+    own loss over every position, with the prompt's labels masked."""
     import torch
 
     from duelguard.loop.dpo import _completion_ids, _load_base, dpo_example, logp_margins
@@ -261,14 +261,14 @@ def test_logp_margins_equal_the_full_logits_computation(dpo_setup):
     model = _load_base(params, generator_base_dir(params, layout))
     tokenizer = generator_tokenizer(params, layout)
     examples = [dpo_example(p) for p in _pairs()[:2]]
-    expected = []
-    with torch.no_grad():
-        for example in examples:
-            logps = []
-            for side in ("chosen", "rejected"):
-                prompt_ids, completion = _completion_ids(tokenizer, example, side)
-                ids = torch.tensor([prompt_ids + completion])
-                full = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
-                logps.append(float(sum(full[len(prompt_ids) - 1 + k, t] for k, t in enumerate(completion))))
-            expected.append(logps[0] - logps[1])
+
+    def logp(example: dict, side: str) -> float:  # the model's own mean NLL over the completion's labels
+        prompt_ids, completion = _completion_ids(tokenizer, example, side)
+        ids = torch.tensor([prompt_ids + completion])
+        labels = ids.clone()
+        labels[0, : len(prompt_ids)] = -100
+        with torch.no_grad():
+            return -float(model(input_ids=ids, labels=labels).loss) * len(completion)
+
+    expected = [logp(e, "chosen") - logp(e, "rejected") for e in examples]
     assert logp_margins(model, tokenizer, examples) == pytest.approx(expected, rel=1e-5, abs=1e-4)
