@@ -62,12 +62,14 @@ VARIANTS: dict[str, tuple[str, Callable[[Rows], Rows], dict[str, Any]]] = {
 
 def train_variant(params: Any, layout: Any, iteration: int, records: Rows) -> Any:
     """A classifier trained and calibrated on `records` exactly as the train stage trains classifier
-    `iteration` (train.fit_classifier, then calibrate_classifier), with params.classifier.random_seed."""
-    from duelguard.classifier.train import calibrate_classifier, calibration_rows, fit_classifier, training_rows
+    `iteration` (train.fit_classifier, then calibrate_classifier with its recall floor), with
+    params.classifier.random_seed."""
+    from duelguard.classifier.train import (calibrate_classifier, calibration_rows, fit_classifier, recall_floor,
+                                            training_rows)
 
     train, weights = training_rows(records, params, params.classifier.random_seed)
     clf, _ = fit_classifier(params, layout, iteration, records, train, weights)
-    calibrate_classifier(clf, calibration_rows(params, layout), params)
+    calibrate_classifier(clf, calibration_rows(params, layout), params, floor=recall_floor(params, layout, iteration))
     return clf
 
 

@@ -29,12 +29,13 @@ the same per-language FPR on the calibration rows, so what differs is their rank
 `--context-ceiling-all` (a what-if, both models): every language held to classifier.max_context_calib_fpr
 in context, the global threshold raised where a language needs it.
 
-`--recall-floor [--recall-margin M]` (a what-if, the candidate): each language's threshold lowered until
-the candidate finds the champion's share (+ M points) of the calibration half's unsafe prompts in context
-and in cut context.
+Loop classifiers are calibrated with the stage's recall floor (classifier.guard_recall_margin,
+duelguard.classifier.train.recall_floor) unless `--no-recall-floor`; `--recall-margin M` (points) sets
+its margin instead of the checkout's.
 
     python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2 \
-        [--anchored | --retrain-seed K] [--language-fpr F | --context-ceiling-all | --recall-floor]
+        [--anchored | --retrain-seed K] [--language-fpr F | --context-ceiling-all]
+        [--no-recall-floor | --recall-margin M]
 
 Results: bench/results/recalibrated_gate.json under --label (default: the two iterations).
 """
@@ -116,8 +117,8 @@ def context_ceiling_everywhere() -> None:
 
     original = train.calibrate_classifier
 
-    def calibrate(clf, rows, params, progress=False):  # noqa: ANN001, ANN202
-        report = original(clf, rows, params, progress)
+    def calibrate(clf, rows, params, progress=False, floor=None):  # noqa: ANN001, ANN202
+        report = original(clf, rows, params, progress)  # without the floor: the ceiling would undo it
         langs = report.get("languages", {})
         own = {lang: max(r["threshold"], r.get("context_bound") or 0.0) for lang, r in langs.items()}
         top = max([float(clf.thresholds.max()), *own.values()])
@@ -130,46 +131,16 @@ def context_ceiling_everywhere() -> None:
     train.calibrate_classifier = calibrate
 
 
-def recall_floor(clf: Any, floor: dict[str, dict[str, float]], threshold_floor: float) -> dict[str, Any]:
-    """What-if --recall-floor, on a calibrated candidate: each language's threshold lowered (its offset
-    raised, never above the global threshold, never under `threshold_floor`) to the highest grid point at
-    which the candidate finds at least the champion's share (`floor`: guard set -> language -> percent) of
-    the calibration half's unsafe prompts in context and in cut context. The fail-open rule enforced on
-    the calibration half when thresholds are set, instead of only checked when promoting."""
-    import numpy as np
-
-    from duelguard.classifier.thresholds import GRID
-    from duelguard.classifier.units import logit
-    from duelguard.suite import suite_records
-    from duelguard.suite.variants import in_context
-
-    rows = suite_records("calib")
-    sets = {"suite_context": in_context(rows), "suite_cut": in_context(rows, cut=True)}
-    offsets, clf.language_offsets = dict(clf.language_offsets), {}
-    top = float(clf.thresholds.max())
-    raw = {name: clf.predict_proba([r["text"] for r in placed]).max(axis=1) for name, placed in sets.items()}
-    report = {}
-    for lang in LANGS:
-        own = float(1 / (1 + np.exp(-(logit(top) - offsets.get(lang, 0.0)))))
-        unsafe = {name: raw[name][[r["lang"] == lang and any(r["labels"]) for r in placed]] for name, placed in sets.items()}
-        keeps = [t for t in GRID if threshold_floor <= t <= own + 1e-9
-                 and all(100 * np.mean(unsafe[name] > t) >= floor[name][lang] for name in sets)]
-        new = max(keeps) if keeps else threshold_floor
-        offsets[lang] = round(max(0.0, float(logit(top) - logit(min(new, own)))), 6)
-        report[lang] = {"threshold_before": round(own, 4), "threshold": round(min(new, own), 4),
-                        "floor": {name: floor[name][lang] for name in sets}}
-    clf.language_offsets = offsets
-    return report
-
-
 def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | None = None,
-            floor: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+            floor: bool = True, margin: float | None = None) -> dict[str, Any]:
     """One classifier of `root` (with `anchor`: its heads and those of iteration `anchor`, as one; with
-    `seed`: retrained with that training seed), recalibrated, on both halves: plain, in context, in cut context."""
+    `seed`: retrained with that training seed), recalibrated as the train stage calibrates it (with
+    `floor`, its recall floor, `margin` replacing classifier.guard_recall_margin), on both halves:
+    plain, in context, in cut context."""
     from bench_head_ensemble import rates
 
     from duelguard.classifier.loader import load_classifier
-    from duelguard.classifier.train import calibrate_classifier, calibration_rows
+    from duelguard.classifier.train import calibrate_classifier, calibration_rows, recall_floor
     from duelguard.config import load_params
     from duelguard.layout import Layout
     from duelguard.suite import suite_records
@@ -183,9 +154,8 @@ def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | N
         clf = load_classifier(layout.classifier_dir(iteration), layout.weights_cache)
     else:
         clf = anchored(params, layout, anchor, iteration)
-    report = calibrate_classifier(clf, calibration_rows(params, layout), params)
-    if floor is not None:
-        report["recall_floor"] = recall_floor(clf, floor, params.classifier.threshold_floor)
+    report = calibrate_classifier(clf, calibration_rows(params, layout), params,
+                                  floor=recall_floor(params, layout, iteration, margin) if floor else None)
     out: dict[str, Any] = {"threshold": round(float(clf.thresholds.max()), 4), "language_offsets": clf.language_offsets,
                            "languages": report.get("languages", {}), "recall_floor": report.get("recall_floor")}
     for half in HALVES:
@@ -228,10 +198,10 @@ def main() -> None:
                     "calibration rows, above or below the global threshold (both models)")
     ap.add_argument("--context-ceiling-all", action="store_true", help="what-if: every language held to "
                     "classifier.max_context_calib_fpr in context, the global threshold raised where needed (both models)")
-    ap.add_argument("--recall-floor", action="store_true", help="what-if: the candidate's language thresholds lowered "
-                    "until it finds the champion's share of the calibration half's unsafe prompts in (cut) context")
-    ap.add_argument("--recall-margin", type=float, default=0.0, help="with --recall-floor: points added to the "
-                    "champion's recall (the report half's recall moves a few points from the calibration half's)")
+    ap.add_argument("--no-recall-floor", action="store_true", help="what-if: loop classifiers calibrated without "
+                    "the stage's recall floor (classifier.guard_recall_margin)")
+    ap.add_argument("--recall-margin", type=float, help="the recall floor's margin in points, instead of the "
+                    "checkout's classifier.guard_recall_margin")
     ap.add_argument("--label", help="key under which the results are kept "
                                     "(default: iter_<champion>_vs_<candidate>[_anchored][_seed<K>])")
     args = ap.parse_args()
@@ -248,11 +218,13 @@ def main() -> None:
         context_ceiling_everywhere()
     root = args.root.resolve()
     params = load_params(root / "params.yaml")
-    champion = measure(root, args.champion)
-    floor = ({name: {lang: min(100.0, champion["calib"][name][f"recall_{lang}"] + args.recall_margin) for lang in LANGS}
-              for name in ("suite_context", "suite_cut")} if args.recall_floor else None)
-    models = {"champion": champion,
-              "candidate": measure(root, args.candidate, args.champion if args.anchored else None, args.retrain_seed, floor)}
+    if args.no_recall_floor and args.recall_margin is not None:
+        raise SystemExit("--no-recall-floor and --recall-margin do not go together")
+    margin = None if args.recall_margin is None else args.recall_margin / 100
+    floor = not args.no_recall_floor
+    models = {"champion": measure(root, args.champion, floor=floor, margin=margin),
+              "candidate": measure(root, args.candidate, args.champion if args.anchored else None, args.retrain_seed,
+                                   floor, margin)}
     result: dict[str, Any] = {**models, "gate": {h: gate(params, models["champion"], models["candidate"], h) for h in HALVES}}
     for half in HALVES:
         for who in ("champion", "candidate"):
@@ -266,7 +238,8 @@ def main() -> None:
     suffix = ("_anchored" if args.anchored else "") + (f"_seed{args.retrain_seed}" if args.retrain_seed is not None else "") + (
         f"_language_fpr{args.language_fpr}" if args.language_fpr is not None else "") + (
         "_context_ceiling_all" if args.context_ceiling_all else "") + (
-        f"_recall_floor{args.recall_margin:+g}" if args.recall_floor and args.recall_margin else "_recall_floor" if args.recall_floor else "")
+        "_no_recall_floor" if args.no_recall_floor else "") + (
+        f"_recall_margin{args.recall_margin:g}" if args.recall_margin is not None else "")
     results[args.label or f"iter_{args.champion}_vs_{args.candidate}{suffix}"] = {
         "run": {"command": "python bench/bench_recalibrated_gate.py " + " ".join(
                     f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate)))
@@ -274,8 +247,8 @@ def main() -> None:
                 + (f" --retrain-seed {args.retrain_seed}" if args.retrain_seed is not None else "")
                 + (f" --language-fpr {args.language_fpr}" if args.language_fpr is not None else "")
                 + (" --context-ceiling-all" if args.context_ceiling_all else "")
-                + (" --recall-floor" if args.recall_floor else "")
-                + (f" --recall-margin {args.recall_margin:g}" if args.recall_margin else ""),
+                + (" --no-recall-floor" if args.no_recall_floor else "")
+                + (f" --recall-margin {args.recall_margin:g}" if args.recall_margin is not None else ""),
                 "checkout": str(root), "date": datetime.date.today().isoformat(),
                 "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **result}
     tmp = OUT.with_suffix(".json.tmp")

@@ -241,6 +241,11 @@ class Classifier(_Section):
     # classifier's head (iteration 0's), frozen, beside its own (duelguard.classifier.sentence.anchored):
     # the loop's classifiers misread more everyday sentences, which flags long texts. 0 = none.
     anchor_members: int = Field(ge=0)
+    # language_calibration only: classifier i >= 1 lowers a language's threshold until it finds, on the
+    # calibration side of each promotion.guard_sets set, at least the seed-only classifier's share of that
+    # language's unsafe prompts plus this margin (duelguard.classifier.thresholds.recall_floor_offsets).
+    # null: no floor (promotion still refuses a model that fails open).
+    guard_recall_margin: float | None = Field(ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _pooling_fits_backbone(self) -> "Classifier":
@@ -258,6 +263,9 @@ class Classifier(_Section):
         if self.language_calibration and self.threshold_rule != "global":
             raise ValueError(f"language_calibration needs threshold_rule 'global' (got {self.threshold_rule!r}): "
                              "a language's threshold is capped at the one global threshold")
+        if self.guard_recall_margin is not None and not self.language_calibration:
+            raise ValueError(f"guard_recall_margin ({self.guard_recall_margin}) needs language_calibration: the floor "
+                             "moves each language's threshold (set it to null)")
         return self
 
 

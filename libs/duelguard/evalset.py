@@ -57,15 +57,31 @@ def eval_set_hash(records: Sequence[dict[str, Any]]) -> str:
     return hashlib.sha256("\n".join(sorted(r["id"] for r in records)).encode("utf-8")).hexdigest()
 
 
-def evaluation_records(name: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
-    """The frozen records of evaluation set `name` (see the module docstring)."""
+def suite_set(name: str, half: str) -> list[dict[str, Any]]:
+    """Suite set `name` ("suite" or one of LONG_TEXT_SETS) built from the suite's `half`."""
     if name == "suite":
-        return suite_records("report")
+        return suite_records(half)
     if name in LONG_TEXT_SETS:
         from duelguard.suite.variants import in_context
 
-        return in_context(suite_records("report"), cut=name == CUT_SET)
-    path = layout.seed_split(name)
+        return in_context(suite_records(half), cut=name == CUT_SET)
+    raise ValueError(f"{name!r} is not a suite set (suite, {', '.join(LONG_TEXT_SETS)})")
+
+
+def _seed_sample(split: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
+    path = layout.seed_split(split)
     if not path.exists():
         raise DataError(f"{path}: seed split missing (run prepare_seed)")
     return eval_sample(path, params.evaluate.max_examples_per_lang)
+
+
+def evaluation_records(name: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
+    """The frozen records of evaluation set `name` (see the module docstring)."""
+    return suite_set(name, "report") if name == "suite" or name in LONG_TEXT_SETS else _seed_sample(name, params, layout)
+
+
+def calibration_counterpart(name: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
+    """What evaluation set `name` is built from on the calibration side: a suite set from the suite's
+    calibration half, a seed set from the frozen dev sample. Thresholds may be fitted on these; the
+    report and the promotion gate read `evaluation_records(name)`, which shares no row with them."""
+    return suite_set(name, "calib") if name == "suite" or name in LONG_TEXT_SETS else _seed_sample("dev", params, layout)

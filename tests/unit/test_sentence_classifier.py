@@ -201,7 +201,16 @@ def test_sentence_backbone_is_pinned(tmp_path: Path) -> None:
 def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default profile's classifier kind through the real stage (real encoder, toy rows)."""
     import torch
-    from duelguard.classifier.train import fit_classifier, train_classifier, training_rows, training_set
+    from duelguard.classifier.train import (
+        calibrate_classifier,
+        calibration_rows,
+        fit_classifier,
+        recall_floor,
+        train_classifier,
+        training_rows,
+        training_set,
+    )
+    from duelguard.suite import suite_records
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     default = load_params(REPO_ROOT / "params.yaml", profile="default").classifier
@@ -243,7 +252,39 @@ def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pyt
         assert all(torch.equal(a, b) for a, b in zip(joined.state_dict().values(), seed_member.state_dict().values()))
     assert not any(torch.equal(own.out.weight, seed_member.out.weight)  # its own, trained on its own rows
                    for own, seed_member in zip(loop.model.members[:3], clf.model.members, strict=True))
+    # The recall floor (guard_recall_margin): the seed-only classifier's share per language of each guard
+    # set's calibration-side unsafe prompts, plus the margin; here the plain suite's calibration half.
+    guarded = params.model_copy(update={"promotion": params.promotion.model_copy(update={"guard_sets": ["suite"]})})
+    assert recall_floor(params, layout, 1) is None  # no guard sets (tiny's promotion)
+    assert recall_floor(guarded, layout, 0) is None  # the seed-only classifier has no floor but itself
+    floor = recall_floor(guarded, layout, 1, margin=0.2)
+    unsafe = [r for r in suite_records("calib") if any(r["labels"])]
+    assert floor is not None and [r["id"] for r in floor.rows["suite"]] == [r["id"] for r in unsafe]
+    found = [o["unsafe"] for o in clf.predict_records([{"text": r["text"]} for r in unsafe])]
+    for lang in params.seed.languages:
+        mine = [f for f, r in zip(found, unsafe, strict=True) if r["lang"] == lang]
+        assert floor.recall["suite"][lang] == pytest.approx(min(1.0, sum(mine) / len(mine) + 0.2))
+    calib = calibration_rows(params, layout)
+    calibrate_classifier(loop, calib, params)
+    before = dict(loop.language_offsets)
+    report = calibrate_classifier(loop, calib, params, floor=floor)["recall_floor"]
+    flagged = [o["unsafe"] for o in loop.predict_records([{"text": r["text"]} for r in unsafe])]
+    for lang in params.seed.languages:  # the served decision (offsets applied per unit) meets the floor
+        assert loop.language_offsets[lang] >= before[lang]
+        mine = [f for f, r in zip(flagged, unsafe, strict=True) if r["lang"] == lang]
+        if report[lang]["reason"] == "unreachable":
+            assert report[lang]["threshold"] == default.threshold_floor
+        else:
+            assert sum(mine) / len(mine) >= floor.recall["suite"][lang] - 1e-9, (lang, report[lang])
+    assert any(report[lang]["reason"] == "lowered" for lang in report)  # a 20-point margin moves some language
+    with pytest.raises(ValueError, match="needs classifier.language_calibration"):
+        calibrate_classifier(loop, calib, params.model_copy(update={"classifier": default.model_copy(
+            update={"language_calibration": False, "guard_recall_margin": None})}), floor=floor)
+    with pytest.raises(ValueError, match="guard_recall_margin .* needs language_calibration"):
+        type(default).model_validate({**default.model_dump(), "language_calibration": False})
     shutil.rmtree(layout.classifier_dir(0))
     with pytest.raises(DataError, match="has no trained classifier"):
         fit_classifier(params, layout, 1, records, train, weights)
+    with pytest.raises(DataError, match="has no trained classifier"):
+        recall_floor(guarded, layout, 1)
     assert fit_classifier(params, layout, 0, records, train, weights)[1].get("anchor") is None  # the seed-only one: none

@@ -143,3 +143,28 @@ def test_benign_prompts_in_context_bound_a_language_offset() -> None:
     capped, rep = language_offsets(scores, truth, langs, 0.52, ["fr"], floor=0.2, max_fpr=0.1,
                                    context=(ctx_scores, ctx_langs, 0.1))
     assert capped["fr"] == 0.0 and rep["fr"]["reason"] == "global_is_lower"
+
+
+def test_recall_floor_lowers_a_language_until_it_finds_its_share_in_every_set() -> None:
+    """French finds 50% of its unsafe prompts in context at its own threshold (0.6) where the floor asks
+    70%: its threshold drops to the highest grid point that finds 70% in both sets. English already finds
+    its share and keeps its threshold; German cannot reach its floor above threshold_floor and gets it."""
+    from duelguard.classifier.thresholds import logit, recall_floor_offsets
+
+    ctx = np.array([0.9, 0.8, 0.7, 0.65, 0.55, 0.5, 0.45, 0.4, 0.3, 0.2] + [0.95] * 4 + [0.1, 0.12, 0.15, 0.05])
+    cut = np.array([0.9, 0.8, 0.7, 0.62, 0.52, 0.48, 0.42, 0.35, 0.3, 0.2] + [0.95] * 4 + [0.1, 0.12, 0.15, 0.05])
+    langs = ["fr"] * 10 + ["en"] * 4 + ["de"] * 4
+    offsets = {"en": 0.0, "fr": round(float(logit(0.8) - logit(0.6)), 6), "de": 0.5}
+    floor = {"ctx": {"fr": 0.7, "en": 1.0, "de": 0.5}, "cut": {"fr": 0.7, "en": 1.0, "de": 0.5}}
+    out, report = recall_floor_offsets(offsets, 0.8, {"ctx": (ctx, langs), "cut": (cut, langs)}, floor, threshold_floor=0.2)
+    # 7 of 10 French scores above t needs t < 0.45 (ctx) and t < 0.42 (cut): the highest grid point is 0.41
+    assert report["fr"]["threshold_before"] == pytest.approx(0.6, abs=1e-4)
+    assert report["fr"]["reason"] == "lowered" and report["fr"]["threshold"] == 0.41
+    assert report["fr"]["recall"] == {"ctx": 0.7, "cut": 0.7} and report["fr"]["floor"] == {"ctx": 0.7, "cut": 0.7}
+    assert out["fr"] == pytest.approx(logit(0.8) - logit(0.41), abs=1e-5) and out["fr"] > offsets["fr"]
+    assert report["en"]["reason"] == "kept" and out["en"] == 0.0
+    assert report["de"]["reason"] == "unreachable" and report["de"]["threshold"] == 0.2
+    assert out["de"] == pytest.approx(logit(0.8) - logit(0.2), abs=1e-5)
+    # never less sensitive than before: a floor met at the own threshold leaves the offset as it was
+    same, _ = recall_floor_offsets(offsets, 0.8, {"ctx": (ctx, langs)}, {"ctx": {"fr": 0.1}}, 0.2)
+    assert same["fr"] == offsets["fr"] and same["de"] == offsets["de"]

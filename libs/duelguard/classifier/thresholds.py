@@ -184,3 +184,43 @@ def _calibrate_global(probs: np.ndarray, labels: np.ndarray, floor: float,
               "calib_fpr": float(np.mean(score[~truth] > threshold)),
               "calib_rows": int(len(truth)), "calib_unsafe": int(truth.sum())}
     return np.full(probs.shape[1], threshold, dtype=np.float32), report
+
+
+def recall_floor_offsets(offsets: dict[str, float], threshold: float,
+                         unsafe: dict[str, tuple[np.ndarray, Sequence[str]]], floor: dict[str, dict[str, float]],
+                         threshold_floor: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """The fail-open rule enforced where thresholds are set: each language of `floor`'s sets keeps its
+    own threshold (from `offsets` under the global `threshold`) if that already finds at least
+    floor[set][lang] of its unsafe prompts in every set, else takes the highest grid point that does,
+    never under `threshold_floor` (the offset can only grow: a language is only ever scored more
+    sensitively). `unsafe` = set -> (raw unsafe scores of the calibration side's unsafe prompts in that
+    set, their languages). A language no grid point lifts to its floor gets `threshold_floor`
+    ("unreachable"): it finds as many as this model can above the floor.
+
+    Why: promotion refuses a candidate that finds fewer unsafe prompts inside long text than the
+    champion (promotion.max_guard_recall_drop), and language_offsets fits on short rows, so a loop model
+    that ranks better could still be calibrated into failing open in long text and never promoted.
+
+    Returns the new offsets and a report per language (threshold before and after, the floor and the
+    recall reached per set, why)."""
+    from duelguard.classifier.units import logit
+
+    out, report = dict(offsets), {}
+    languages = sorted({lang for per_set in floor.values() for lang in per_set})
+    for lang in languages:
+        own = float(1 / (1 + np.exp(-(logit(threshold) - offsets.get(lang, 0.0)))))
+        scores = {name: np.asarray(s)[np.asarray(langs) == lang] for name, (s, langs) in unsafe.items()}
+        need = {name: floor[name][lang] for name in unsafe if lang in floor.get(name, {}) and len(scores[name])}
+
+        def reaches(t: float) -> bool:
+            return all(float(np.mean(scores[name] > t)) >= need[name] - 1e-12 for name in need)
+
+        new, reason = own, "kept"
+        if not reaches(own):
+            keeps = [float(t) for t in GRID if threshold_floor <= t < own and reaches(float(t))]
+            new, reason = (max(keeps), "lowered") if keeps else (min(threshold_floor, own), "unreachable")
+        out[lang] = round(max(offsets.get(lang, 0.0), float(logit(threshold) - logit(new))), 6)
+        report[lang] = {"threshold_before": round(own, 4), "threshold": round(new, 4), "offset": out[lang], "reason": reason,
+                        "floor": {name: round(v, 4) for name, v in need.items()},
+                        "recall": {name: round(float(np.mean(scores[name] > new)), 4) for name in need}}
+    return out, report

@@ -20,6 +20,8 @@ A plain PyTorch loop rather than HF Trainer, so that every step is visible here:
 - `init_from: previous` continues from iteration i-1's classifier instead of the backbone.
 - `anchor_members: N` (sentence heads, i >= 1) joins N members of the seed-only classifier's head,
   frozen, to the iteration's own before calibration (duelguard.classifier.sentence.anchored).
+- `guard_recall_margin` (i >= 1): calibration lowers a language's threshold until it finds the
+  seed-only classifier's share of unsafe prompts in long text, plus the margin (`RecallFloor`).
 Everything random is seeded with `classifier.random_seed`.
 """
 
@@ -29,6 +31,7 @@ import math
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ from duelguard.classifier.loader import load_classifier
 from duelguard.classifier.model import GuardClassifier
 from duelguard.classifier.saved import is_classifier_dir
 from duelguard.classifier.sentence import SentenceGuard, first_window, fit_head
-from duelguard.classifier.thresholds import calibrate, language_offsets
+from duelguard.classifier.thresholds import calibrate, language_offsets, recall_floor_offsets
 from duelguard.config import Params
 from duelguard.fsio import DataError, atomic_write_json
 from duelguard.layout import Layout
@@ -360,11 +363,53 @@ def benign_in_context(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return in_context(benign)
 
 
-def calibrate_classifier(clf: Any, rows: list[dict[str, Any]], params: Params, progress: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RecallFloor:
+    """What a loop classifier must find in long text: for each of promotion.guard_sets, its calibration
+    side's unsafe prompts (`rows`) and the share of them per language (`recall`) the seed-only
+    classifier finds at its own thresholds, plus classifier.guard_recall_margin."""
+
+    rows: dict[str, list[dict[str, Any]]]
+    recall: dict[str, dict[str, float]]
+
+
+def recall_floor(params: Params, layout: Layout, iteration: int, margin: float | None = None) -> RecallFloor | None:
+    """The recall floor classifier `iteration` is calibrated to (None for the seed-only classifier, with
+    guard_recall_margin null or without guard sets); `margin` overrides classifier.guard_recall_margin.
+    The seed-only classifier is scored as saved; its encoder vectors land in the weights cache, so the
+    candidate's scoring of the same texts reuses them."""
+    from duelguard.evalset import calibration_counterpart
+
+    margin = params.classifier.guard_recall_margin if margin is None else margin
+    if iteration == ANCHOR_ITERATION or margin is None or not params.promotion.guard_sets:
+        return None
+    anchor_dir = layout.classifier_dir(ANCHOR_ITERATION)
+    if not is_classifier_dir(anchor_dir):
+        raise DataError(f"classifier.guard_recall_margin={margin}: {anchor_dir} has no trained classifier "
+                        f"(train iteration {ANCHOR_ITERATION} first)")
+    anchor = load_classifier(anchor_dir, layout.weights_cache)
+    rows, recall = {}, {}
+    for name in params.promotion.guard_sets:
+        rows[name] = [r for r in calibration_counterpart(name, params, layout) if any(r["labels"])]
+        if not rows[name]:
+            raise DataError(f"classifier.guard_recall_margin: the calibration side of {name!r} holds no unsafe prompts")
+        probs = anchor.predict_proba([r["text"] for r in rows[name]], batch_size=params.classifier.predict_batch_size,
+                                     progress=True)
+        found = (probs > np.asarray(anchor.thresholds)).any(axis=1)
+        langs = np.array([r["lang"] for r in rows[name]])
+        recall[name] = {lang: min(1.0, float(found[langs == lang].mean()) + margin) for lang in sorted(set(langs))}
+    return RecallFloor(rows, recall)
+
+
+def calibrate_classifier(clf: Any, rows: list[dict[str, Any]], params: Params, progress: bool = False,
+                         floor: RecallFloor | None = None) -> dict[str, Any]:
     """Set clf's thresholds (classifier.threshold_rule) and, with language_calibration, its language
-    offsets from `rows`, scored raw (offsets cleared first); returns the calibration report. The one
-    calibration of training and of the benches that recalibrate a model."""
+    offsets from `rows`, scored raw (offsets cleared first), then lowered where `floor` asks
+    (recall_floor); returns the calibration report. The one calibration of training and of the benches
+    that recalibrate a model."""
     cfg = params.classifier
+    if floor is not None and not cfg.language_calibration:
+        raise ValueError("a recall floor moves language thresholds: it needs classifier.language_calibration")
     clf.language_offsets = {}
     probs = clf.predict_proba([r["text"] for r in rows], batch_size=cfg.predict_batch_size, progress=progress)
     clf.thresholds, report = calibrate(probs, np.array([r["labels"] for r in rows]), cfg.threshold_rule,
@@ -379,6 +424,13 @@ def calibrate_classifier(clf: Any, rows: list[dict[str, Any]], params: Params, p
         clf.language_offsets, report["languages"] = language_offsets(
             probs.max(axis=1), np.array([any(r["labels"]) for r in rows]), [r["lang"] for r in rows],
             float(clf.thresholds.max()), params.seed.languages, cfg.threshold_floor, cfg.max_calib_fpr, context)
+        if floor is not None:
+            offsets, clf.language_offsets = clf.language_offsets, {}  # raw scores, as above
+            unsafe = {name: (clf.predict_proba([r["text"] for r in placed], batch_size=cfg.predict_batch_size,
+                                               progress=progress).max(axis=1), [r["lang"] for r in placed])
+                      for name, placed in floor.rows.items()}
+            clf.language_offsets, report["recall_floor"] = recall_floor_offsets(
+                offsets, float(clf.thresholds.max()), unsafe, floor.recall, cfg.threshold_floor)
     clf.threshold_rule = cfg.threshold_rule
     return report
 
@@ -401,7 +453,7 @@ def train_classifier(params: Params, layout: Layout, iteration: int) -> dict[str
         probe, probe_summary = train_probe(train, calib, layout.weights_cache, cfg.random_seed, cfg.max_calib_fpr)
         clf, history = fit_classifier(params, layout, iteration, records, train, weights, seed_texts)
 
-        report = calibrate_classifier(clf, calib, params, progress=True)
+        report = calibrate_classifier(clf, calib, params, progress=True, floor=recall_floor(params, layout, iteration))
         clf.training = {
             "iteration": iteration,
             "data_hash": d_hash,
