@@ -37,7 +37,23 @@ def _identifier(candidates: tuple[str, ...]) -> Any:
     return ident
 
 
+# Texts up to this many characters have their answer memoised (IDENTIFY_CACHE_SIZE of them, least
+# recently used out first: at most ~16 MB): long text is scored unit by unit, and its units repeat,
+# across the texts of one call (every sentence of a shared boilerplate) and across the models that
+# score the same texts (calibration's recall floor scores its texts with two classifiers).
+IDENTIFY_CACHE_CHARS = 1000
+IDENTIFY_CACHE_SIZE = 16384
+
+
 def identify(text: str, candidates: tuple[str, ...]) -> tuple[str, float]:
     """(language code, probability normalised over the candidates) of `text`."""
-    lang, prob = _identifier(tuple(sorted(candidates))).classify(text)
+    key = tuple(sorted(candidates))
+    return _identify_cached(text, key) if len(text) <= IDENTIFY_CACHE_CHARS else _identify(text, key)
+
+
+def _identify(text: str, candidates: tuple[str, ...]) -> tuple[str, float]:
+    lang, prob = _identifier(candidates).classify(text)
     return str(lang), float(prob)
+
+
+_identify_cached = lru_cache(maxsize=IDENTIFY_CACHE_SIZE)(_identify)

@@ -203,7 +203,8 @@ def score_texts(texts: Sequence[str], unit_probs: Callable[[list[str]], np.ndarr
     """The one scoring loop of every classifier kind and runtime: each text's units (scoring_units),
     all units of all texts scored in one call of `unit_probs(list of unit strings) -> (m, C)
     probabilities`, shifted by their language's offset (shift_by_language), then the max over each
-    text's units. Blank text scores 0; a too-long text 1.0."""
+    text's units. A unit that several texts share (the same boilerplate sentence) is scored once.
+    Blank text scores 0; a too-long text 1.0."""
     owners: list[int] = []
     units: list[str] = []
     truncated = np.zeros(len(texts), dtype=bool)
@@ -215,7 +216,9 @@ def score_texts(texts: Sequence[str], unit_probs: Callable[[list[str]], np.ndarr
         units.extend(found.texts)
     probs = np.zeros((len(texts), num_labels), dtype=np.float32)
     if units:
-        unit_scores = np.asarray(unit_probs(units), dtype=np.float32)
+        index: dict[str, int] = {}
+        at = [index.setdefault(unit, len(index)) for unit in units]
+        unit_scores = np.asarray(unit_probs(list(index)), dtype=np.float32)[at]
         if language_offsets:
             unit_scores = shift_by_language(units, unit_scores, language_offsets, owners)
         np.maximum.at(probs, np.asarray(owners), unit_scores)

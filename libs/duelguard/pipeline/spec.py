@@ -214,9 +214,11 @@ STAGES: tuple[Stage, ...] = (
         doc="Classifier i and its probe on seed + curated synthetic data <= i; thresholds calibrated on "
             "seed dev + the suite's calib half.",
         when="every",
-        params=("classifier", "evaluate.max_examples_per_lang", "paths.weights_cache", "tracking"),
+        # promotion.guard_sets: the sets classifier.guard_recall_margin's floor is measured on
+        params=("classifier", "evaluate.max_examples_per_lang", "paths.weights_cache", "tracking", "promotion.guard_sets"),
         # the previous classifier: classifier.init_from=previous continues from it, and a stopped game
         # (generate's summary says so) carries it over unchanged; the seed-only one: classifier.anchor_members
+        # and the recall floor (classifier.guard_recall_margin)
         deps=lambda L, i, n: [*L.classifier_training_files(i), L.seed_split("dev"),
                               *_previous(L.classifier_dir, i, 0),
                               *([L.classifier_dir(0), L.generate_summary(i)] if i >= 1 else [])],
