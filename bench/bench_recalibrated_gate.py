@@ -31,7 +31,8 @@ in context, the global threshold raised where a language needs it.
 
 Loop classifiers are calibrated with the stage's recall floor (classifier.guard_recall_margin,
 duelguard.classifier.train.recall_floor) unless `--no-recall-floor`; `--recall-margin M` (points) sets
-its margin instead of the checkout's.
+its margin instead of the checkout's; `--floor-from-champion` (a what-if) takes the candidate's floor
+from the champion (as saved) instead of the seed-only classifier.
 
     python bench/bench_recalibrated_gate.py --root <checkout after the loop> --champion 0 --candidate 2 \
         [--anchored | --retrain-seed K] [--language-fpr F | --context-ceiling-all]
@@ -132,7 +133,7 @@ def context_ceiling_everywhere() -> None:
 
 
 def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | None = None,
-            floor: bool = True, margin: float | None = None) -> dict[str, Any]:
+            floor: bool = True, margin: float | None = None, reference: int = 0) -> dict[str, Any]:
     """One classifier of `root` (with `anchor`: its heads and those of iteration `anchor`, as one; with
     `seed`: retrained with that training seed), recalibrated as the train stage calibrates it (with
     `floor`, its recall floor, `margin` replacing classifier.guard_recall_margin), on both halves:
@@ -155,7 +156,7 @@ def measure(root: Path, iteration: int, anchor: int | None = None, seed: int | N
     else:
         clf = anchored(params, layout, anchor, iteration)
     report = calibrate_classifier(clf, calibration_rows(params, layout), params,
-                                  floor=recall_floor(params, layout, iteration, margin) if floor else None)
+                                  floor=recall_floor(params, layout, iteration, margin, reference) if floor else None)
     out: dict[str, Any] = {"threshold": round(float(clf.thresholds.max()), 4), "language_offsets": clf.language_offsets,
                            "languages": report.get("languages", {}), "recall_floor": report.get("recall_floor")}
     for half in HALVES:
@@ -202,6 +203,8 @@ def main() -> None:
                     "the stage's recall floor (classifier.guard_recall_margin)")
     ap.add_argument("--recall-margin", type=float, help="the recall floor's margin in points, instead of the "
                     "checkout's classifier.guard_recall_margin")
+    ap.add_argument("--floor-from-champion", action="store_true", help="what-if: the candidate's recall floor is "
+                    "the champion's recall (+ the margin), not the seed-only classifier's")
     ap.add_argument("--label", help="key under which the results are kept "
                                     "(default: iter_<champion>_vs_<candidate>[_anchored][_seed<K>])")
     args = ap.parse_args()
@@ -224,7 +227,7 @@ def main() -> None:
     floor = not args.no_recall_floor
     models = {"champion": measure(root, args.champion, floor=floor, margin=margin),
               "candidate": measure(root, args.candidate, args.champion if args.anchored else None, args.retrain_seed,
-                                   floor, margin)}
+                                   floor, margin, args.champion if args.floor_from_champion else 0)}
     result: dict[str, Any] = {**models, "gate": {h: gate(params, models["champion"], models["candidate"], h) for h in HALVES}}
     for half in HALVES:
         for who in ("champion", "candidate"):
@@ -239,7 +242,8 @@ def main() -> None:
         f"_language_fpr{args.language_fpr}" if args.language_fpr is not None else "") + (
         "_context_ceiling_all" if args.context_ceiling_all else "") + (
         "_no_recall_floor" if args.no_recall_floor else "") + (
-        f"_recall_margin{args.recall_margin:g}" if args.recall_margin is not None else "")
+        f"_recall_margin{args.recall_margin:g}" if args.recall_margin is not None else "") + (
+        "_floor_from_champion" if args.floor_from_champion else "")
     results[args.label or f"iter_{args.champion}_vs_{args.candidate}{suffix}"] = {
         "run": {"command": "python bench/bench_recalibrated_gate.py " + " ".join(
                     f"--{k} {v}" for k, v in (("champion", args.champion), ("candidate", args.candidate)))
@@ -248,7 +252,8 @@ def main() -> None:
                 + (f" --language-fpr {args.language_fpr}" if args.language_fpr is not None else "")
                 + (" --context-ceiling-all" if args.context_ceiling_all else "")
                 + (" --no-recall-floor" if args.no_recall_floor else "")
-                + (f" --recall-margin {args.recall_margin:g}" if args.recall_margin is not None else ""),
+                + (f" --recall-margin {args.recall_margin:g}" if args.recall_margin is not None else "")
+                + (" --floor-from-champion" if args.floor_from_champion else ""),
                 "checkout": str(root), "date": datetime.date.today().isoformat(),
                 "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **result}
     tmp = OUT.with_suffix(".json.tmp")

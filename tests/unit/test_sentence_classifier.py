@@ -257,6 +257,7 @@ def test_train_stage_fits_a_sentence_classifier(tmp_path: Path, monkeypatch: pyt
     guarded = params.model_copy(update={"promotion": params.promotion.model_copy(update={"guard_sets": ["suite"]})})
     assert recall_floor(params, layout, 1) is None  # no guard sets (tiny's promotion)
     assert recall_floor(guarded, layout, 0) is None  # the seed-only classifier has no floor but itself
+    assert recall_floor(guarded, layout, 1, reference=1) is None  # nor does any classifier to its own recall
     floor = recall_floor(guarded, layout, 1, margin=0.2)
     unsafe = [r for r in suite_records("calib") if any(r["labels"])]
     assert floor is not None and [r["id"] for r in floor.rows["suite"]] == [r["id"] for r in unsafe]

@@ -373,20 +373,22 @@ class RecallFloor:
     recall: dict[str, dict[str, float]]
 
 
-def recall_floor(params: Params, layout: Layout, iteration: int, margin: float | None = None) -> RecallFloor | None:
+def recall_floor(params: Params, layout: Layout, iteration: int, margin: float | None = None,
+                 reference: int = ANCHOR_ITERATION) -> RecallFloor | None:
     """The recall floor classifier `iteration` is calibrated to (None for the seed-only classifier, with
-    guard_recall_margin null or without guard sets); `margin` overrides classifier.guard_recall_margin.
-    The seed-only classifier is scored as saved; its encoder vectors land in the weights cache, so the
-    candidate's scoring of the same texts reuses them."""
+    guard_recall_margin null or without guard sets); `margin` overrides classifier.guard_recall_margin,
+    `reference` (the seed-only classifier in the stage; another earlier one in the benches' what-ifs)
+    is the classifier whose recall it is. The reference is scored as saved; its encoder vectors land in
+    the weights cache, so the candidate's scoring of the same texts reuses them."""
     from duelguard.evalset import calibration_counterpart
 
     margin = params.classifier.guard_recall_margin if margin is None else margin
-    if iteration == ANCHOR_ITERATION or margin is None or not params.promotion.guard_sets:
+    if iteration <= reference or margin is None or not params.promotion.guard_sets:
         return None
-    anchor_dir = layout.classifier_dir(ANCHOR_ITERATION)
+    anchor_dir = layout.classifier_dir(reference)
     if not is_classifier_dir(anchor_dir):
         raise DataError(f"classifier.guard_recall_margin={margin}: {anchor_dir} has no trained classifier "
-                        f"(train iteration {ANCHOR_ITERATION} first)")
+                        f"(train iteration {reference} first)")
     anchor = load_classifier(anchor_dir, layout.weights_cache)
     rows, recall = {}, {}
     for name in params.promotion.guard_sets:
