@@ -69,20 +69,20 @@ def main() -> None:
     args = ap.parse_args()
     from bench_generator import cpu_isa
 
+    from duelguard.fsio import atomic_write_json
+
     root = args.root.resolve()
     out = {f"iter_{i}": measure(root, i, args.half) for i in args.iteration}
     for name, m in out.items():
         print(f"{name}: in-context FPR {100 * m['in_context_fpr']:.1f}% ({m['flagged_prompt_safe_alone']} of the flagged "
               f"hold a prompt safe alone); padding alone {100 * m['padding_alone_fpr']:.1f}%: "
               + ", ".join(f"{k} {100 * v:.0f}%" for k, v in m["padding_alone_fpr_by_lang_words"].items()))
+    command = "python bench/bench_padding_fpr.py " + " ".join(f"--iteration {i}" for i in args.iteration)
+    run = {"command": f"{command} --half {args.half}", "checkout": str(root), "date": datetime.date.today().isoformat(),
+           "machine": f"{platform.processor() or platform.machine()} ({cpu_isa()})"}
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    results[args.label or f"{root.name}-{args.half}"] = {
-        "run": {"command": "python bench/bench_padding_fpr.py " + " ".join(f"--iteration {i}" for i in args.iteration)
-                + f" --half {args.half}", "checkout": str(root), "date": datetime.date.today().isoformat(),
-                "cpu": platform.processor() or platform.machine(), "cpu_isa": cpu_isa()}, **out}
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    tmp.replace(OUT)
+    results[args.label or f"{root.name}-{args.half}"] = {"run": run, **out}
+    atomic_write_json(OUT, results)
 
 
 if __name__ == "__main__":
