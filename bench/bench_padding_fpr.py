@@ -35,7 +35,7 @@ def measure(root: Path, iteration: int, half: str) -> dict[str, Any]:
     from duelguard.config import load_params
     from duelguard.layout import Layout
     from duelguard.suite import suite_records
-    from duelguard.suite.variants import _rank, in_context, padding
+    from duelguard.suite.variants import in_context
 
     params = load_params(root / "params.yaml")
     layout = Layout.from_params(params, root)
@@ -45,9 +45,9 @@ def measure(root: Path, iteration: int, half: str) -> dict[str, Any]:
     decide = lambda texts: (clf.predict_proba(texts) > np.asarray(clf.thresholds)).any(axis=1)  # noqa: E731
     alone = dict(zip([r["id"] for r in rows], decide([r["text"] for r in rows]), strict=True))
     in_ctx = decide([p["text"] for p in placed])
-    # the padding each placed text holds (in_context's own draw), without the prompt
-    pads = decide([padding(p["lang"], p["context_words"], _rank(f"{p['id'].split('@')[0]}@{p['context_words']}/pad"))
-                   for p in placed])
+    # the padding each placed text holds, without the prompt: in_context's own draw (it depends on the
+    # row's id only) around an empty text; scoring folds the doubled space away
+    pads = decide([p["text"] for p in in_context([{**r, "text": ""} for r in rows])])
     by: dict[str, list[bool]] = defaultdict(list)
     for p, flag in zip(placed, pads, strict=True):
         by[f"{p['lang']}/{p['context_words']}"].append(bool(flag))

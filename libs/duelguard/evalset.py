@@ -34,6 +34,8 @@ CONTEXT_SET = "suite_context"
 CUT_SET = "suite_cut"
 # Sets of long texts: the probe embeds a text whole, as one vector, so it is no floor there.
 LONG_TEXT_SETS = (CONTEXT_SET, CUT_SET)
+# The sets built from the behavioural suite (either half); every other set is a seed split sample.
+SUITE_SETS = ("suite", *LONG_TEXT_SETS)
 
 
 def _id_rank(record_id: str) -> str:
@@ -58,14 +60,14 @@ def eval_set_hash(records: Sequence[dict[str, Any]]) -> str:
 
 
 def suite_set(name: str, half: str) -> list[dict[str, Any]]:
-    """Suite set `name` ("suite" or one of LONG_TEXT_SETS) built from the suite's `half`."""
+    """Suite set `name` (one of SUITE_SETS) built from the suite's `half`."""
     if name == "suite":
         return suite_records(half)
     if name in LONG_TEXT_SETS:
         from duelguard.suite.variants import in_context
 
         return in_context(suite_records(half), cut=name == CUT_SET)
-    raise ValueError(f"{name!r} is not a suite set (suite, {', '.join(LONG_TEXT_SETS)})")
+    raise ValueError(f"{name!r} is not a suite set ({', '.join(SUITE_SETS)})")
 
 
 def _seed_sample(split: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
@@ -77,11 +79,11 @@ def _seed_sample(split: str, params: Params, layout: Layout) -> list[dict[str, A
 
 def evaluation_records(name: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
     """The frozen records of evaluation set `name` (see the module docstring)."""
-    return suite_set(name, "report") if name == "suite" or name in LONG_TEXT_SETS else _seed_sample(name, params, layout)
+    return suite_set(name, "report") if name in SUITE_SETS else _seed_sample(name, params, layout)
 
 
 def calibration_counterpart(name: str, params: Params, layout: Layout) -> list[dict[str, Any]]:
     """What evaluation set `name` is built from on the calibration side: a suite set from the suite's
     calibration half, a seed set from the frozen dev sample. Thresholds may be fitted on these; the
     report and the promotion gate read `evaluation_records(name)`, which shares no row with them."""
-    return suite_set(name, "calib") if name == "suite" or name in LONG_TEXT_SETS else _seed_sample("dev", params, layout)
+    return suite_set(name, "calib") if name in SUITE_SETS else _seed_sample("dev", params, layout)

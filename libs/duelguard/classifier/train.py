@@ -385,19 +385,19 @@ def recall_floor(params: Params, layout: Layout, iteration: int, margin: float |
     margin = params.classifier.guard_recall_margin if margin is None else margin
     if iteration <= reference or margin is None or not params.promotion.guard_sets:
         return None
-    anchor_dir = layout.classifier_dir(reference)
-    if not is_classifier_dir(anchor_dir):
-        raise DataError(f"classifier.guard_recall_margin={margin}: {anchor_dir} has no trained classifier "
+    reference_dir = layout.classifier_dir(reference)
+    if not is_classifier_dir(reference_dir):
+        raise DataError(f"classifier.guard_recall_margin={margin}: {reference_dir} has no trained classifier "
                         f"(train iteration {reference} first)")
-    anchor = load_classifier(anchor_dir, layout.weights_cache)
+    ref = load_classifier(reference_dir, layout.weights_cache)
     rows, recall = {}, {}
     for name in params.promotion.guard_sets:
         rows[name] = [r for r in calibration_counterpart(name, params, layout) if any(r["labels"])]
         if not rows[name]:
             raise DataError(f"classifier.guard_recall_margin: the calibration side of {name!r} holds no unsafe prompts")
-        probs = anchor.predict_proba([r["text"] for r in rows[name]], batch_size=params.classifier.predict_batch_size,
+        probs = ref.predict_proba([r["text"] for r in rows[name]], batch_size=params.classifier.predict_batch_size,
                                      progress=True)
-        found = (probs > np.asarray(anchor.thresholds)).any(axis=1)
+        found = (probs > np.asarray(ref.thresholds)).any(axis=1)
         langs = np.array([r["lang"] for r in rows[name]])
         recall[name] = {lang: min(1.0, float(found[langs == lang].mean()) + margin) for lang in sorted(set(langs))}
     return RecallFloor(rows, recall)
