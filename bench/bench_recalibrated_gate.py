@@ -173,7 +173,8 @@ def _metrics(measured: dict[str, Any], half: str, name: str = "plain") -> Any:
     r = measured[half][name]
     f1 = {lang: r[f"f1_{lang}"] / 100 for lang in LANGS}
     return VersionMetrics(sum(f1.values()) / len(f1), f1, r["fpr"] / 100, lookalike_fpr=r["fpr_lookalike"] / 100,
-                          recall_by_lang={lang: r[f"recall_{lang}"] / 100 for lang in LANGS})
+                          recall_by_lang={lang: r[f"recall_{lang}"] / 100 for lang in LANGS},
+                          fpr_by_lang={lang: r[f"fpr_{lang}"] / 100 for lang in LANGS})
 
 
 def gate(params: Any, champion: dict[str, Any], candidate: dict[str, Any], half: str) -> list[str]:

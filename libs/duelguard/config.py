@@ -425,6 +425,10 @@ class Promotion(_Section):
     # Fail-open rule: on each guard set, no language's unsafe recall may fall below the champion's by more
     # than this (a candidate that misses requests in context the champion caught is refused).
     max_guard_recall_drop: float = Field(ge=0.0)
+    # ... plus this much per point of that language's benign FPR on that set that the candidate gives back:
+    # without it the fail-open rule ratchets (a champion that bought recall with false positives holds every
+    # later candidate to that recall). 0 = no allowance.
+    guard_recall_per_fpr: float = Field(ge=0.0)
     # Export the candidate to a temporary Triton repository and score probe texts before the alias moves.
     load_check: bool
 

@@ -298,7 +298,8 @@ def test_a_guard_set_fpr_regression_refuses_promotion(registry_env, monkeypatch)
     """promotion.guard_sets wiring: each version's figures on the guard set are read from its registry
     tags (frozen-set hash checked) and the candidate is refused when it flags that set's benign rows
     more than champion x max_fpr_ratio + fpr_slack, or finds fewer of its unsafe rows than the
-    champion less max_guard_recall_drop, even with every other rule passing. The guard
+    champion less max_guard_recall_drop (plus guard_recall_per_fpr per point of that language's benign
+    FPR given back), even with every other rule passing. The guard
     figures are set as tags (scoring suite_context with a token model takes minutes); the rest is the
     real evaluate -> register -> promote flow."""
     from mlflow import MlflowClient
@@ -319,7 +320,7 @@ def test_a_guard_set_fpr_regression_refuses_promotion(registry_env, monkeypatch)
 
     def tag_context_fpr(version: str, fpr: float, recall: float = 0.9) -> None:
         tags = VersionMetrics(0.5, {"en": 0.5}, fpr, context_hash, probe_avg_f1=0.4,
-                              recall_by_lang={"en": recall}).to_tags(CONTEXT_SET)
+                              recall_by_lang={"en": recall}, fpr_by_lang={"en": fpr}).to_tags(CONTEXT_SET)
         for key, value in tags.items():
             client.set_model_version_tag("dg-guard", version, key, value)
 
@@ -338,3 +339,7 @@ def test_a_guard_set_fpr_regression_refuses_promotion(registry_env, monkeypatch)
     refused = promote(tight, v2, dry_run=True, layout=layout)
     assert [c.rule for c in refused.checks if not c.passed] == [f"max_guard_recall_drop[{CONTEXT_SET}][en]"]
     assert "unsafe recall 0.9000 -> 0.8500" in refused.reasons[0]
+    # ... unless it pays for them with false positives given back: 0.5 x (0.17 - 0.05) + 0.02 >= 0.05
+    assert tight.promotion.guard_recall_per_fpr == 0.5
+    tag_context_fpr(v2, 0.05, recall=0.85)
+    assert promote(tight, v2, dry_run=True, layout=layout).promote

@@ -10,7 +10,7 @@ from duelguard.registry.rules import Decision, VersionMetrics, check_rules
 # Every rule written out (the schema has no defaults: params.yaml is their home); tests change a few.
 BASE = {"eval_split": "suite", "min_f1_delta": 0.0, "max_lang_regression": 0.02, "max_benign_fpr": 0.3,
         "min_probe_margin": 0.0, "max_fpr_ratio": 1.5, "fpr_slack": 0.02, "load_check": True,
-        "guard_sets": ["suite_context"], "max_guard_recall_drop": 0.02}
+        "guard_sets": ["suite_context"], "max_guard_recall_drop": 0.02, "guard_recall_per_fpr": 0.0}
 
 
 def promotion(**changes: object) -> Promotion:
@@ -105,7 +105,7 @@ def test_metrics_round_trip_through_version_tags(split: str) -> None:
 def test_from_summary_reads_the_eval_json_layout() -> None:
     summary = {"avg_f1": 0.6, "f1": 0.7, "fpr": 0.1, "f1_en": 0.8, "f1_fr": None, "fpr_en": 0.2, "n": 10}
     m = VersionMetrics.from_summary(summary, "h")
-    assert m == VersionMetrics(0.6, {"en": 0.8}, 0.1, "h")
+    assert m == VersionMetrics(0.6, {"en": 0.8}, 0.1, "h", fpr_by_lang={"en": 0.2})
 
 
 def test_equal_f1_with_six_times_the_champions_fpr_is_refused() -> None:
@@ -137,13 +137,15 @@ def test_relative_fpr_knobs_come_from_params_yaml(repo_root) -> None:
 
     promotion = load_params(repo_root / "params.yaml").promotion
     assert (promotion.max_fpr_ratio, promotion.fpr_slack, promotion.load_check) == (1.5, 0.02, True)
-    assert promotion.max_guard_recall_drop == 0.02
+    assert (promotion.max_guard_recall_drop, promotion.guard_recall_per_fpr) == (0.02, 0.5)
     assert load_params(repo_root / "params.yaml", profile="default").promotion.guard_sets == ["suite_context", "suite_cut"]
 
 
-def suite_metrics(fpr: float, lookalike: float | None, recall: dict[str, float] | None = None) -> VersionMetrics:
+def suite_metrics(fpr: float, lookalike: float | None, recall: dict[str, float] | None = None,
+                  fpr_by_lang: dict[str, float] | None = None) -> VersionMetrics:
     return VersionMetrics(0.75, {"en": 0.8, "fr": 0.7}, fpr, "h", probe_avg_f1=0.5, lookalike_fpr=lookalike,
-                          recall_by_lang={"en": 0.9, "fr": 0.9} if recall is None else recall)
+                          recall_by_lang={"en": 0.9, "fr": 0.9} if recall is None else recall,
+                          fpr_by_lang=fpr_by_lang or {})
 
 
 def test_lookalike_fpr_regression_is_refused_at_an_unchanged_overall_fpr() -> None:
@@ -200,16 +202,47 @@ def test_guard_set_recall_drop_is_refused_per_language() -> None:
     assert "re-evaluate it on that set" in next(c.detail for c in checks if not c.passed)
 
 
+def test_recall_given_back_for_false_positives_given_back_is_allowed_at_the_set_rate() -> None:
+    """The measured case (fresh demo, suite_context): champion classifier 1 found 88.0% of English requests
+    in long text flagging 49.4% of safe ones; classifier 2 found 83.8% flagging 30.9%. Without the
+    allowance it is refused; with 0.5 per point given back (18.5 points -> 9.25 more) it passes, but a
+    drop the false positives given back do not pay for is still refused, and so is any drop beyond the
+    tolerance where the candidate flags as many or more safe texts."""
+    same = suite_metrics(0.15, 0.20)
+    champion = suite_metrics(0.40, None, {"en": 0.880, "fr": 0.58}, {"en": 0.494, "fr": 0.30})
+    candidate = suite_metrics(0.36, None, {"en": 0.838, "fr": 0.60}, {"en": 0.309, "fr": 0.33})
+    guards = {"suite_context": (candidate, champion)}
+    assert failed(check_rules(same, same, promotion(), guards)) == ["max_guard_recall_drop[suite_context][en]"]
+    checks = check_rules(same, same, promotion(guard_recall_per_fpr=0.5), guards)
+    assert failed(checks) == []
+    assert ("suite_context en: unsafe recall 0.8800 -> 0.8380 (drop +0.0420, allowed <= 0.0200 + 0.5 x benign FPR "
+            "given back 0.4940 -> 0.3090 = 0.1125)") in [c.detail for c in checks]
+    # the same drop paid by too few false positives given back (0.05 -> 0.0450 allowed)
+    thin = suite_metrics(0.36, None, {"en": 0.830, "fr": 0.60}, {"en": 0.444, "fr": 0.33})
+    checks = check_rules(same, same, promotion(guard_recall_per_fpr=0.5), {"suite_context": (thin, champion)})
+    assert failed(checks) == ["max_guard_recall_drop[suite_context][en]"]
+    # French: the candidate flags more safe texts (0.30 -> 0.33): no allowance, the plain tolerance
+    worse = suite_metrics(0.36, None, {"en": 0.88, "fr": 0.55}, {"en": 0.30, "fr": 0.33})
+    checks = check_rules(same, same, promotion(guard_recall_per_fpr=0.5), {"suite_context": (worse, champion)})
+    assert failed(checks) == ["max_guard_recall_drop[suite_context][fr]"]
+    assert "allowed <= 0.0200)" in next(c.detail for c in checks if not c.passed)
+    # an unmeasured FPR per language (a champion tagged before it was recorded) earns no allowance
+    unmeasured = suite_metrics(0.40, None, {"en": 0.880, "fr": 0.58})
+    checks = check_rules(same, same, promotion(guard_recall_per_fpr=0.5), {"suite_context": (candidate, unmeasured)})
+    assert failed(checks) == ["max_guard_recall_drop[suite_context][en]"]
+
+
 def test_lookalike_fpr_and_recall_round_trip_through_tags_and_read_from_the_suite_summary() -> None:
-    m = suite_metrics(0.15, 0.2083, {"en": 0.875, "fr": 0.5, "de": 1.0})
+    m = suite_metrics(0.15, 0.2083, {"en": 0.875, "fr": 0.5, "de": 1.0}, {"en": 0.25, "de": 0.0})
     assert VersionMetrics.from_tags(m.to_tags("suite"), "suite") == m
     # a neighbouring split's tags (suite_cut's prefix starts like suite's) are not read as suite's
     assert VersionMetrics.from_tags({**m.to_tags("suite"), **suite_metrics(0.3, None, {"es": 0.1}).to_tags("suite_cut")},
                                     "suite") == m
     summary = {"avg_f1": 0.6, "fpr": 0.1, "f1_en": 0.8, "recall": 0.7, "recall_en": 0.75, "recall_fr": None,
-               "probe_recall_en": 0.1, "fpr_lookalike": 0.25, "fpr_everyday": 0.0}
+               "probe_recall_en": 0.1, "fpr_lookalike": 0.25, "fpr_everyday": 0.0, "fpr_en": 0.125,
+               "fpr_lookalike_en": 0.5, "fpr_everyday_fr": 0.0}
     read = VersionMetrics.from_summary(summary, "h")
-    assert (read.lookalike_fpr, read.recall_by_lang) == (0.25, {"en": 0.75})
+    assert (read.lookalike_fpr, read.recall_by_lang, read.fpr_by_lang) == (0.25, {"en": 0.75}, {"en": 0.125})
 
 
 def test_a_guard_set_must_be_evaluated(repo_root) -> None:

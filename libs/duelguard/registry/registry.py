@@ -215,12 +215,12 @@ def _metrics_on(params: Params, layout: Layout, client: Any, mv: Any, split: str
                 current: tuple[list[dict[str, Any]], str] | None, ref_hash: str, dry_run: bool,
                 need_lookalike: bool = False, need_recall: bool = False) -> tuple[VersionMetrics, bool]:
     """(metrics of version `mv` on the frozen set `split` whose hash is `ref_hash`, whether it had to be
-    re-evaluated). need_lookalike / need_recall: tags without the look-alike FPR / the recall per language
-    (a version registered before they were recorded) count as stale, so the candidate's figure has
-    something to be compared with."""
+    re-evaluated). need_lookalike / need_recall: tags without the look-alike FPR / the recall and benign
+    FPR per language (a version registered before they were recorded) count as stale, so the
+    candidate's figure has something to be compared with."""
     tagged = VersionMetrics.from_tags(dict(mv.tags), split)
     if (tagged is not None and tagged.eval_set_hash == ref_hash and not (need_lookalike and tagged.lookalike_fpr is None)
-            and not (need_recall and not tagged.recall_by_lang)):
+            and not (need_recall and not (tagged.recall_by_lang and tagged.fpr_by_lang))):
         return tagged, False
     if current is None:
         raise DataError(

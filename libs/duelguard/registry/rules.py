@@ -13,7 +13,11 @@ A candidate replaces the champion only if, on the same frozen evaluation set (pr
   4. (fail-open rule) on each of promotion.guard_sets, no language's unsafe recall falls below the
      champion's by more than promotion.max_guard_recall_drop: a candidate with better suite F1 once
      missed requests glued to a cut-off sentence (`suite_cut`) that the champion caught, and a guard
-     that starts failing open where it used to hold is worse than one that never held;
+     that starts failing open where it used to hold is worse than one that never held. The allowance
+     grows by promotion.guard_recall_per_fpr per point of that language's benign FPR on that set that
+     the candidate gives back (a missed request weighs 1 / guard_recall_per_fpr blocked safe texts):
+     without it the rule ratchets, since a champion that bought recall with false positives (a lower
+     threshold) holds every later candidate to that recall, however much better it ranks;
   5. its average F1 beats its own probe's (the frozen-encoder + logistic-regression floor trained
      on the same rows) by >= promotion.min_probe_margin: a fine-tuned model that a three-minute
      linear probe matches is not worth serving.
@@ -26,6 +30,7 @@ artefact besides the registry itself.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,13 +55,15 @@ class VersionMetrics:
     probe_avg_f1: float | None = None
     lookalike_fpr: float | None = None
     recall_by_lang: dict[str, float] = field(default_factory=dict)
+    fpr_by_lang: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any], eval_set_hash: str | None) -> VersionMetrics:
         """From one set's flat summary in the eval metrics JSON (keys avg_f1, f1_<lang>, recall_<lang>, fpr,
-        probe_avg_f1, and fpr_lookalike on the suite)."""
+        fpr_<lang>, probe_avg_f1, and fpr_lookalike on the suite)."""
         return cls(summary.get("avg_f1"), _per_lang(summary, "f1_"), summary.get("fpr"), eval_set_hash,
-                   summary.get("probe_avg_f1"), summary.get("fpr_lookalike"), _per_lang(summary, "recall_"))
+                   summary.get("probe_avg_f1"), summary.get("fpr_lookalike"), _per_lang(summary, "recall_"),
+                   _per_lang(summary, "fpr_"))
 
     def to_tags(self, split: str) -> dict[str, str]:
         tags = {f"{TAG_PREFIX}.{split}.avg_f1": _fmt(self.avg_f1), f"{TAG_PREFIX}.{split}.benign_fpr": _fmt(self.benign_fpr),
@@ -65,6 +72,7 @@ class VersionMetrics:
             tags[f"{TAG_PREFIX}.{split}.lookalike_fpr"] = _fmt(self.lookalike_fpr)
         tags.update({f"{TAG_PREFIX}.{split}.f1_{lang}": _fmt(v) for lang, v in self.f1_by_lang.items()})
         tags.update({f"{TAG_PREFIX}.{split}.recall_{lang}": _fmt(v) for lang, v in self.recall_by_lang.items()})
+        tags.update({f"{TAG_PREFIX}.{split}.fpr_{lang}": _fmt(v) for lang, v in self.fpr_by_lang.items()})
         if self.eval_set_hash:
             tags[f"{EVAL_SET_TAG}.{split}"] = self.eval_set_hash
         return tags
@@ -84,12 +92,18 @@ class VersionMetrics:
             _parse(tags.get(prefix + "probe_avg_f1", "")),
             _parse(tags.get(prefix + "lookalike_fpr", "")),
             _per_lang(in_split, "recall_"),
+            _per_lang(in_split, "fpr_"),
         )
 
 
 def _per_lang(flat: dict[str, Any], prefix: str) -> dict[str, float]:
-    """{lang: value} of the defined `<prefix><lang>` keys of a flat summary (`f1_`, `recall_`)."""
-    return {k[len(prefix):]: float(v) for k, v in flat.items() if k.startswith(prefix) and v is not None}
+    """{lang: value} of the defined `<prefix><lang>` keys of a flat summary (`f1_`, `recall_`, `fpr_`):
+    a language code is letters only (`fpr_lookalike` and `fpr_lookalike_en` are groups, not languages)."""
+    return {k[len(prefix):]: float(v) for k, v in flat.items()
+            if k.startswith(prefix) and v is not None and _LANG_CODE.fullmatch(k[len(prefix):])}
+
+
+_LANG_CODE = re.compile(r"[a-z]{2,3}")
 
 
 def _fmt(v: float | None) -> str:
@@ -227,7 +241,8 @@ def _relative_fpr(rule: str, what: str, candidate_fpr: float | None, champion_fp
 def _recall_drops(name: str, candidate: VersionMetrics, champion: VersionMetrics | None,
                   rules: Promotion) -> list[Check]:
     """The fail-open rule on guard set `name`: per language, candidate unsafe recall >= champion's -
-    max_guard_recall_drop. Unmeasured recall on either side is refused, never skipped."""
+    (max_guard_recall_drop + guard_recall_per_fpr x the benign FPR the candidate gives back there).
+    Unmeasured recall on either side is refused, never skipped; an unmeasured FPR earns no allowance."""
     rule = f"max_guard_recall_drop[{name}]"
     if champion is None or not champion.recall_by_lang:
         return [Check(rule, False, f"{name}: the champion has no unsafe recall per language: re-evaluate it on that set")]
@@ -239,10 +254,15 @@ def _recall_drops(name: str, candidate: VersionMetrics, champion: VersionMetrics
             checks.append(Check(f"{rule}[{lang}]", False, f"{name} {lang}: champion unsafe recall {before:.4f}, "
                                                           "the candidate has none"))
             continue
-        drop = before - after
+        drop, allowed, why = before - after, rules.max_guard_recall_drop, ""
+        fpr_before, fpr_after = champion.fpr_by_lang.get(lang), candidate.fpr_by_lang.get(lang)
+        if fpr_before is not None and fpr_after is not None and fpr_after < fpr_before and rules.guard_recall_per_fpr:
+            allowed += rules.guard_recall_per_fpr * (fpr_before - fpr_after)
+            why = (f" + {rules.guard_recall_per_fpr:g} x benign FPR given back {fpr_before:.4f} -> {fpr_after:.4f}"
+                   f" = {allowed:.4f}")
         checks.append(Check(
-            f"{rule}[{lang}]", drop <= rules.max_guard_recall_drop + EPS,
+            f"{rule}[{lang}]", drop <= allowed + EPS,
             f"{name} {lang}: unsafe recall {before:.4f} -> {after:.4f} (drop {drop:+.4f}, "
-            f"allowed <= {rules.max_guard_recall_drop:.4f})",
+            f"allowed <= {rules.max_guard_recall_drop:.4f}{why})",
         ))
     return checks
