@@ -9,6 +9,7 @@ PY          := $(VENV)/bin/python
 DG          := $(VENV)/bin/duelguard
 DVC         := $(VENV)/bin/dvc
 STAMP       := $(VENV)/.setup-stamp
+UV_VERSION  := 0.13.10
 LOCK_HASH    = $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
 GIT_SHA      = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
@@ -22,13 +23,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## Create .venv (torch 2.13.0 CPU first, then everything pinned in one resolve); idempotent
+setup: ## Create .venv (torch 2.13.0 CPU first, then everything pinned in one resolve; uv, else pip); idempotent
 	@if [ -f $(STAMP) ] && [ "$$(cat $(STAMP))" = "$(LOCK_HASH)" ]; then echo "setup: .venv is up to date"; exit 0; fi
 	set -euo pipefail
 	[ -x $(PY) ] || $(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c requirements.lock -e ".[all]"
+	$(PY) -m pip install -q --upgrade "pip>=24" "uv==$(UV_VERSION)"
+	# uv with pip's own package sources: the same pinned set ~4x faster (tools/fast_install.py); pip if uv fails
+	$(PY) tools/fast_install.py torch==2.13.0
+	$(PY) tools/fast_install.py -c requirements.lock -e ".[all]"
 	echo "$(LOCK_HASH)" > $(STAMP)
 	echo "setup: done ($$($(PY) -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
 
