@@ -103,6 +103,38 @@ def test_ctranslate2_sampling_is_seeded_and_stops_at_the_first_newline(base_dir:
     assert all("\n" not in text for batch in first for text in batch)
 
 
+def test_submitted_calls_sample_what_the_same_calls_made_in_turn_do(base_dir: Path, tmp_path: Path) -> None:
+    """The generate stage queues every call before awaiting any (no replica idles while another finishes
+    a long sample): each replica still works through the same sub-batches in the same order, so the
+    samples are those of the calls made one after another. A sub-batch of 3 sequences holds one prompt's
+    2 samples, so calls of 6, 5 and 9 prompts leave the replicas uneven queues (a call of 5: replica 0
+    three sub-batches, replica 1 two)."""
+    tok = _tokenizer(base_dir)
+    sampling = Sampling(temperature=1.5, top_p=1.0, top_k=0, max_new_tokens=24, add_special_tokens=True)
+    model_dir, _ = converted_model(base_dir, None, "int8", tmp_path / "cache", lambda _: None)
+    calls = [PROMPTS * 2, PROMPTS[:1] * 5, PROMPTS * 3]
+
+    def engine() -> CTranslate2Engine:
+        return CTranslate2Engine(model_dir, tok, sampling, "int8", seed=11, batch_size=3, replicas=2)
+
+    one_by_one = engine()
+    in_turn = [one_by_one.complete(c, n=2) for c in calls]
+    queued = engine()
+    pending = [queued.submit(c, n=2) for c in calls]
+    assert [wait() for wait in pending] == in_turn
+    assert all(len(out) == 2 * len(c) for out, c in zip(in_turn, calls, strict=True)) and any(in_turn[0])
+    # the reference engine runs each call when it is awaited: in submission order, the seeded calls are the same
+    from transformers import AutoModelForCausalLM
+
+    ref_model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    ref = TransformersEngine(ref_model, tok, sampling, seed=3, batch_size=4)
+    expected = [ref.complete(c) for c in calls[:2]]
+    ref.calls = 0
+    assert [wait() for wait in [ref.submit(c) for c in calls[:2]]] == expected
+    with pytest.raises(ValueError, match="does not start the prompt"):
+        queued.submit(PROMPTS, shared_prefix="no such prefix")
+
+
 def test_a_cached_shared_prefix_reads_the_same_tokens_as_the_whole_prompt(base_dir: Path, tmp_path: Path) -> None:
     tok = _tokenizer(base_dir)
     greedy = Sampling(temperature=1.0, top_p=1.0, top_k=1, max_new_tokens=8, add_special_tokens=True)

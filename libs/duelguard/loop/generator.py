@@ -368,10 +368,12 @@ def draw(params: Params, engine: Engine, tokenizer: Any, jobs: list[Job], iterat
         keys = sorted((k for k in prompts_of if k[:2] == group), key=lambda k: (lengths[k], k[2]))
         prefix = prompts.shared_prefix(gen.template, *group)
         calls.extend((keys[s : s + per_call], prefix) for s in range(0, len(keys), per_call))
+    # every call queued first, then awaited in order: the engine's workers never wait for each other
+    pending = [(keys, engine.submit([rendered[k] for k in keys], n=gen.n_samples, shared_prefix=prefix))
+               for keys, prefix in calls]
     completions: dict[int, str] = {}
-    for keys, prefix in tqdm(calls, desc=f"generate iter {iteration} ({engine.name})", unit="batch"):
-        outs = engine.complete([rendered[k] for k in keys], n=gen.n_samples, shared_prefix=prefix)
-        completions.update(zip((i for k in keys for i in prompts_of[k]), outs, strict=True))
+    for keys, result in tqdm(pending, desc=f"generate iter {iteration} ({engine.name})", unit="batch"):
+        completions.update(zip((i for k in keys for i in prompts_of[k]), result(), strict=True))
     return [completions[i] for i in range(len(jobs))]
 
 
