@@ -62,15 +62,18 @@ def uv_arguments(config: dict[str, str]) -> tuple[list[str], dict[str, str]]:
 def main(argv: list[str]) -> int:
     python = sys.executable
     uv = shutil.which("uv", path=str(Path(python).parent))
+    why = "no uv beside this interpreter"
     if uv is not None:
-        args, env = uv_arguments(pip_config(python))
-        done = subprocess.run([uv, "pip", "install", "--quiet", "--python", python, *args, *argv],
-                              env={**os.environ, **env})
-        if done.returncode == 0:
-            return 0
-        print(f"fast_install: uv failed (exit {done.returncode}); installing with pip", file=sys.stderr)
-    else:
-        print("fast_install: no uv beside this interpreter; installing with pip", file=sys.stderr)
+        try:  # a configuration uv cannot be given is no reason to fail setup: pip reads it itself
+            args, env = uv_arguments(pip_config(python))
+            done = subprocess.run([uv, "pip", "install", "--quiet", "--python", python, *args, *argv],
+                                  env={**os.environ, **env})
+            if done.returncode == 0:
+                return 0
+            why = f"uv failed (exit {done.returncode})"
+        except (subprocess.CalledProcessError, ValueError, SyntaxError) as exc:
+            why = f"pip's configuration could not be read ({exc})"
+    print(f"fast_install: {why}; installing with pip", file=sys.stderr)
     return subprocess.run([python, "-m", "pip", "install", "-q", *argv]).returncode
 
 
