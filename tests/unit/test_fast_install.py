@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,34 @@ def test_a_failing_install_is_reported_not_swallowed(tmp_path: Path) -> None:
                            str(tmp_path), "duelguard-no-such-package==0.0.1"], capture_output=True, text=True)
     assert done.returncode != 0
     assert "installing with pip" in done.stderr
+
+
+def _wheel(directory: Path, name: str) -> Path:
+    """A minimal pure-Python wheel of one module, built by hand (no build backend, no network)."""
+    import zipfile
+    path = directory / f"{name}-0.1-py3-none-any.whl"
+    info = f"{name}-0.1.dist-info"
+    files = {f"{name}/__init__.py": "ANSWER = 42\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, text in files.items():
+            zf.writestr(member, text)
+        zf.writestr(f"{info}/RECORD", "".join(f"{member},,\n" for member in [*files, f"{info}/RECORD"]))
+    return path
+
+
+def test_installed_modules_come_compiled(tmp_path: Path) -> None:
+    """Installed modules carry their .pyc, as pip's installs do: where PYTHONDONTWRITEBYTECODE is set nothing
+    writes them later, and every stage process would compile torch & co. from source again."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "duelguard_fast_install_probe")
+    target = tmp_path / "target"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "fast_install.py"), "--no-index", "--find-links",
+                           str(wheels), "--target", str(target), "duelguard_fast_install_probe"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "installing with pip" not in done.stderr  # uv did it (make setup puts uv beside the interpreter)
+    assert (target / "duelguard_fast_install_probe" / "__init__.py").is_file()
+    assert list((target / "duelguard_fast_install_probe" / "__pycache__").glob("__init__.*.pyc"))
