@@ -17,7 +17,7 @@ GIT_SHA      = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup demo test test-unit test-integration lint repro push pull loop \
-        bench-classifier bench-serving bench-loop bench-generator bench-fidelity mlflow-up mlflow-down serve serve-stop export-triton \
+        bench-classifier bench-significance bench-serving bench-loop bench-generator bench-fidelity mlflow-up mlflow-down serve serve-stop export-triton \
         pipeline-compile pipeline-local pipeline-submit images image-base image-serving-cpu image-serving-smoke profile-tiny profile-default profile-e5 profile-long profile-paper clean
 
 help: ## List every target
@@ -83,6 +83,9 @@ pull: ## Pull them back (fresh clone)
 
 bench-classifier: setup ## Train rows/s; predict texts/s on a mixed-length set with torch, ONNX and ONNX INT8 (+ quality delta) -> bench/results/classifier.json
 	$(PY) bench/bench_classifier.py
+
+bench-significance: setup ## After make demo: is each loop classifier's F1 gain over the seed-only one real? Paired bootstrap per language -> bench/results/significance.json + .png
+	$(PY) bench/bench_significance.py
 
 bench-backbones: setup ## USE-m head (default) vs e5-small vs Gemma-3-270M (vs the USE-m probe) through the real train/evaluate stages -> bench/results/backbones.json
 	$(PY) bench/bench_backbones.py

@@ -1,7 +1,7 @@
 """Generator benchmark: which generator writes fr/es/de samples worth training on, and how fast?
 
     python bench/bench_generator.py [--candidates a@ctranslate2,b] [--engines ctranslate2,transformers]
-                                    [--compute-type int8] [--temperature 0.5] [--seeds 8] [--samples 2]
+                                    [--compute-type int8] [--temperature 0.5] [--seeds 48] [--samples 2]
                                     [--root .] [--params params.yaml]
 
 Per candidate (a generator backbone + prompt template + task) x engine (duelguard.loop.engines), on
@@ -185,7 +185,9 @@ def main() -> None:
                         help="CTranslate2 compute type for every candidate (default: generator.compute_type)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature for every candidate (default: generator.temperature)")
-    parser.add_argument("--seeds", type=int, default=8)
+    # 48 seeds x fr/es/de x 2 = 288 samples: enough calls to keep both CTranslate2 replicas busy (at 48
+    # samples the last half-empty batch decided the rate) and a pass share not decided by a few rows
+    parser.add_argument("--seeds", type=int, default=48)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     parser.add_argument("--profile", default=None)

@@ -137,3 +137,65 @@ def test_eval_sample_is_frozen_by_id_not_file_order(tmp_path) -> None:
     assert [r["id"] for r in a] == [r["id"] for r in b]
     assert sum(r["lang"] == "en" for r in a) == 5 and sum(r["lang"] == "fr" for r in a) == 5
     assert len(eval_sample(tmp_path / "a.jsonl", None)) == 40
+
+
+def _two_languages() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    truth = rng.random(200) < 0.45
+    return truth, np.asarray(["fr"] * 100 + ["de"] * 100)
+
+
+def test_paired_bootstrap_of_a_model_against_itself_is_exactly_zero() -> None:
+    truth, langs = _two_languages()
+    decided = truth ^ (np.random.default_rng(1).random(200) < 0.3)
+    out = M.paired_bootstrap_f1(truth, langs, decided, decided, resamples=500, seed=3)
+    assert set(out) == {"fr", "de"}
+    for lang, idx in (("fr", slice(0, 100)), ("de", slice(100, 200))):
+        assert out[lang]["baseline_f1"] == out[lang]["candidate_f1"] == M.binary_metrics(truth[idx], decided[idx])["f1"]
+        assert out[lang]["delta"] == 0.0 and out[lang]["delta_ci95"] == (0.0, 0.0)
+        assert out[lang]["share_not_better"] == 1.0 and out[lang]["decided_differently"] == 0
+
+
+def test_paired_bootstrap_separates_a_real_gain_from_a_draw() -> None:
+    truth, langs = _two_languages()
+    rng = np.random.default_rng(2)
+    baseline = truth ^ (rng.random(200) < 0.35)
+    better = baseline.copy()
+    better[:100] = truth[:100]                 # French: every row right
+    de_rows = np.flatnonzero(langs == "de")[:2]  # German: two rows flipped, a small change either way
+    better[de_rows] = ~better[de_rows]
+    out = M.paired_bootstrap_f1(truth, langs, baseline, better, resamples=2000, seed=5)
+    assert out["fr"]["delta"] > 0.2 and out["fr"]["delta_ci95"][0] > 0 and out["fr"]["share_not_better"] == 0.0
+    lo, hi = out["de"]["delta_ci95"]
+    assert lo < 0 < hi and lo <= out["de"]["delta"] <= hi  # two rows: the interval straddles zero
+    assert 0 < out["de"]["share_not_better"] < 1 and out["de"]["decided_differently"] == 2
+    assert out["fr"]["deltas"].shape == (2000,)
+    # same seed, same intervals: a rerun reproduces the report
+    again = M.paired_bootstrap_f1(truth, langs, baseline, better, resamples=2000, seed=5)
+    assert again["de"]["delta_ci95"] == out["de"]["delta_ci95"]
+
+
+def test_paired_bootstrap_rejects_mismatched_input() -> None:
+    truth, langs = _two_languages()
+    with pytest.raises(ValueError, match="equal length"):
+        M.paired_bootstrap_f1(truth, langs[:-1], truth, truth)
+    with pytest.raises(ValueError, match="resamples"):
+        M.paired_bootstrap_f1(truth, langs, truth, truth, resamples=0)
+
+
+def test_paired_bootstrap_draws_an_items_copies_together() -> None:
+    """A prompt at three context lengths is one item: tripled rows drawn as clusters give the interval of the
+    rows themselves, not one √3 narrower."""
+    truth, langs = _two_languages()
+    rng = np.random.default_rng(4)
+    baseline, candidate = truth ^ (rng.random(200) < 0.35), truth ^ (rng.random(200) < 0.25)
+    once = M.paired_bootstrap_f1(truth, langs, baseline, candidate, resamples=1000, seed=9)
+    thrice = M.paired_bootstrap_f1(np.repeat(truth, 3), np.repeat(langs, 3), np.repeat(baseline, 3),
+                                   np.repeat(candidate, 3), resamples=1000, seed=9, clusters=np.repeat(np.arange(200), 3))
+    rows = M.paired_bootstrap_f1(np.repeat(truth, 3), np.repeat(langs, 3), np.repeat(baseline, 3),
+                                 np.repeat(candidate, 3), resamples=1000, seed=9)
+    for lang in ("fr", "de"):
+        assert thrice[lang]["items"] == 100 and thrice[lang]["n"] == 300
+        assert np.allclose(thrice[lang]["delta_ci95"], once[lang]["delta_ci95"])
+        width = lambda out: out[lang]["delta_ci95"][1] - out[lang]["delta_ci95"][0]  # noqa: E731
+        assert width(rows) < 0.75 * width(thrice)
