@@ -88,19 +88,22 @@ def cpu_isa() -> list[str]:
 
 
 def candidate_params(params: Params, name: str, engine: str, seeds: int, samples: int,
-                     compute_type: str | None = None, temperature: float | None = None) -> Params:
+                     compute_type: str | None = None, temperature: float | None = None,
+                     max_new_tokens: int | None = None) -> Params:
     over = {**CANDIDATES[name], "engine": engine, "seeds_per_iteration": seeds, "paraphrase_seeds": seeds,
             "n_samples": samples}
     if compute_type:
         over["compute_type"] = compute_type
     if temperature is not None:
         over["temperature"] = temperature
+    if max_new_tokens is not None:
+        over["max_new_tokens"] = max_new_tokens
     if "backbone" in over:
         over["backbone"] = params.generator.backbone.model_copy(update=over["backbone"])
     return params.model_copy(update={"generator": params.generator.model_copy(update=over)})
 
 
-def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def measure(params: Params, layout: Layout, name: str, framed: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate on the fixed seed set with one candidate, curate the samples, return (figures, rows)."""
     from duelguard import langid
     from duelguard.loop import curation
@@ -108,6 +111,10 @@ def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], 
     from duelguard.records import SPLITS, read_records
 
     train = read_records(layout.seed_split("train"))
+    if framed:  # every English request inside a framing: jailbreak (unsafe, + jailbreak_prompts) or harmless
+        from duelguard.classifier.framings import framed_rows
+
+        train = framed_rows([r for r in train if r["lang"] == "en"], 1.0, params.generator.random_seed)
     jobs = plan_jobs(params, train, iteration=0)
     if not jobs:
         raise DataError(f"{name}: no eligible seed for {params.generator.tasks}")
@@ -147,6 +154,7 @@ def measure(params: Params, layout: Layout, name: str) -> tuple[dict[str, Any], 
         "temperature": params.generator.temperature,
         "max_new_tokens": params.generator.max_new_tokens,
         "seeds": len({j.seed["id"] for j in jobs}),
+        "framed_seeds": framed,
         "requested": len(jobs),
         "non_empty": len(records),
         "load_s": round(load_s, 1),
@@ -189,6 +197,11 @@ def main() -> None:
     # samples the last half-empty batch decided the rate) and a pass share not decided by a few rows
     parser.add_argument("--seeds", type=int, default=48)
     parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--framed", action="store_true",
+                        help="seeds inside the classifier's framings (duelguard.classifier.framings): can the "
+                             "generator write jailbreak prompts, the category the seed lacks? Needs --max-new-tokens ~96")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="generator.max_new_tokens for every candidate (also bounds the seeds' length)")
     parser.add_argument("--params", default=str(REPO_ROOT / "params.yaml"))
     parser.add_argument("--profile", default=None)
     parser.add_argument("--root", default=str(REPO_ROOT))
@@ -212,8 +225,8 @@ def main() -> None:
         "command": "python bench/bench_generator.py " + " ".join(
             f"--{k} {v}" for k, v in (("candidates", ",".join(f"{n}@{e}" for n, e in plan)), ("seeds", args.seeds),
                                       ("samples", args.samples), ("compute-type", args.compute_type),
-                                      ("temperature", args.temperature))
-            if v is not None),
+                                      ("temperature", args.temperature), ("max-new-tokens", args.max_new_tokens))
+            if v is not None) + (" --framed" if args.framed else ""),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "cpu_isa": cpu_isa(), "profile": params.profile},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -224,12 +237,13 @@ def main() -> None:
         label = f"{name}@{engine}"
         print(f"== {label}", flush=True)
         figures, rows = measure(candidate_params(params, name, engine, args.seeds, args.samples, args.compute_type,
-                                                 args.temperature), layout, label)
+                                                 args.temperature, args.max_new_tokens), layout, label, args.framed)
         print(json.dumps(figures, indent=1), flush=True)
         run["candidates"][label] = figures
         all_rows += rows
     atomic_write_json(out, {"runs": [*runs, run]})  # every run kept: figures depend on the machine's load
-    write_jsonl(out.with_name(out.stem + "_samples.jsonl"), all_rows)
+    # the framed seeds' samples beside the plain ones (whose file the README's hand checks cite)
+    write_jsonl(out.with_name(out.stem + ("_framed" if args.framed else "") + "_samples.jsonl"), all_rows)
     print(f"wrote {out}")
 
 
