@@ -27,7 +27,10 @@ writes the last run's samples beside it. Not a test: the figures depend on the m
 (the 1-minute load average before and after each candidate is recorded), and on its CPU's vector
 extensions, recorded as `machine.cpu_isa` (README, "The CPU matters more than its core count");
 `--compute-type` overrides `generator.compute_type` to compare them, `--temperature` the sampling
-temperature (generator.temperature; README, "Sampling temperature").
+temperature (generator.temperature; README, "Sampling temperature"). `--framed --max-new-tokens 96`
+puts every English seed request inside the classifier's framings (jailbreak for unsafe ones), to see
+whether a generator can write jailbreak prompts, the category the seed lacks (samples in
+generator_framed_samples.jsonl).
 """
 
 from __future__ import annotations

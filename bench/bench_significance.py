@@ -3,8 +3,8 @@
     python bench/bench_significance.py [--root <demo checkout>] [--baseline 0] [--candidates 1,2]
                                        [--sets suite,suite_context,suite_cut] [--resamples 4000]
 
-The promotion gate and the README compare classifiers on the suite's report half: ~105 prompts per
-language, of which ~45 unsafe. At that size one prompt moves a language's F1 by 1-2 points, so a gain of
+The promotion gate and the README compare classifiers on the suite's report half: 126 prompts per
+language, of which 72 unsafe. At that size one prompt moves a language's F1 by 1-2 points, so a gain of
 a few points may be the draw of prompts, not the model. This scores the baseline and each candidate on
 the same report-half rows (each with its own thresholds, exactly as the evaluate stage does: the F1s it
 prints are the gate's), then resamples the prompts of each language with replacement (a prompt's variants

@@ -154,8 +154,9 @@ def paired_bootstrap_f1(truth: np.ndarray, groups: np.ndarray, baseline: np.ndar
                         resamples: int = 4000, seed: int = 0,
                         clusters: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
     """Candidate - baseline F1 per group (language), resampling each group's rows with replacement, the same
-    resample for both decisions (paired). Why: the suite holds ~105 prompts per language, where one prompt
-    moves F1 by 1-2 points; a gain is only worth reporting with how much the draw of prompts could move it.
+    resample for both decisions (paired). Why: the suite's report half holds 126 prompts per language, where
+    one prompt moves F1 by 1-2 points; a gain is only worth reporting with how much the draw of prompts
+    could move it.
 
     Per group: both point F1s and their difference (fractions), the difference's 95% percentile interval,
     and `share_not_better`, the share of resamples where the candidate's F1 is not above the baseline's.
