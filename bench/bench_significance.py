@@ -73,7 +73,7 @@ def compare(truth: np.ndarray, langs: np.ndarray, items: np.ndarray, base: np.nd
     if all(lang in per_lang for lang in FR_ES_DE):
         mean = np.mean([per_lang[lang]["deltas"] for lang in FR_ES_DE], axis=0)
         lo, hi = np.nanpercentile(mean, [2.5, 97.5])
-        out["fr_es_de_mean"] = {"delta": round(float(np.mean([out[lang]["delta"] for lang in FR_ES_DE])), 1),
+        out["fr_es_de_mean"] = {"delta": _pts(np.mean([per_lang[lang]["delta"] for lang in FR_ES_DE])),
                                 "delta_ci95": [_pts(lo), _pts(hi)],
                                 "share_not_better": round(float(np.mean(~(mean > 0))), 3)}
     return out
