@@ -17,7 +17,7 @@ GIT_SHA      = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help setup demo test test-unit test-integration lint repro push pull loop \
-        bench-classifier bench-significance bench-serving bench-loop bench-generator bench-fidelity mlflow-up mlflow-down serve serve-stop export-triton \
+        bench-classifier bench-significance bench-serving bench-loop bench-long-run bench-generator bench-fidelity mlflow-up mlflow-down serve serve-stop export-triton \
         pipeline-compile pipeline-local pipeline-submit images image-base image-serving-cpu image-serving-smoke profile-tiny profile-default profile-e5 profile-long profile-paper clean
 
 help: ## List every target
@@ -104,6 +104,9 @@ bench-generator: setup ## Generator candidate x engine (Gemma few-shot, Qwen cha
 
 bench-fidelity: setup ## Curation's fidelity filters vs 252 hand-labelled generated rows: precision/recall -> bench/results/fidelity.json
 	$(PY) bench/bench_fidelity.py
+
+bench-long-run: setup ## After a long run (profile long, `duelguard loop`): its record from the checkout ROOT (default .) -> bench/results/long_run.json; DRAW=N also writes N random kept rows per iteration to read
+	$(PY) bench/bench_long_run.py --root $${ROOT:-.} $${DRAW:+--hand-check-draw $$DRAW}
 
 bench-loop: setup ## Per-iteration stage wall times (of the last demo/loop run; ITERATIONS=N runs duelguard loop first) -> bench/results/loop.json
 	$(PY) bench/bench_loop.py $${ITERATIONS:+--run $$ITERATIONS}

@@ -125,8 +125,22 @@ def per_category_f1(labels: np.ndarray, probs: np.ndarray, thresholds: Sequence[
     return {cat: binary_metrics(labels[:, i], decisions[:, i])["f1"] for i, cat in enumerate(CATEGORIES)}
 
 
+def category_accuracy(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray) -> float | None:
+    """Of the unsafe rows the guard flags, the share whose highest-scoring category is one they carry:
+    whether the category a guard reports names what the prompt is. Per-category F1 mixes that with
+    each category's own threshold; a gateway acts on the flag and shows its top category. None when
+    no unsafe row is flagged."""
+    labels = np.asarray(labels, dtype=bool).reshape(-1, len(CATEGORIES))
+    rows = np.asarray(flagged, dtype=bool) & labels.any(axis=1)
+    if not rows.any():
+        return None
+    top = np.asarray(probs, dtype=np.float64).reshape(-1, len(CATEGORIES))[rows].argmax(axis=1)
+    return float(labels[rows, top].mean())
+
+
 def guard_metrics(labels: np.ndarray, probs: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> dict[str, Any]:
-    """Every metric of one slice: unsafe-class counts, P/R/F1/FPR, AUPRC and per-category F1."""
+    """Every metric of one slice: unsafe-class counts, P/R/F1/FPR, AUPRC, per-category F1 and the
+    category accuracy of the unsafe rows it flags."""
     labels = np.asarray(labels, dtype=bool).reshape(-1, len(CATEGORIES))
     truth = labels.any(axis=1)
     unsafe, score = unsafe_predictions(np.asarray(probs).reshape(-1, len(CATEGORIES)), thresholds)
@@ -134,6 +148,7 @@ def guard_metrics(labels: np.ndarray, probs: np.ndarray, thresholds: Sequence[fl
     out["auprc"] = average_precision(truth, score)
     out["auroc"] = auroc(truth, score)
     out["per_category_f1"] = per_category_f1(labels, probs, thresholds)
+    out["category_accuracy"] = category_accuracy(labels, probs, unsafe)
     return out
 
 

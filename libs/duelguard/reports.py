@@ -24,6 +24,7 @@ layout.ablation_plot; the per-iteration tables to layout.loop_report.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,7 @@ def eval_summary(layout: Layout, iteration: int, split: str = "suite") -> dict[s
         "f1_per_language": {lang: by_lang[lang].get("f1") for lang in langs},
         "auroc_per_language": {lang: by_lang[lang].get("auroc") for lang in langs},
         "auprc_per_language": {lang: by_lang[lang].get("auprc") for lang in langs},
+        "category_accuracy_per_language": {lang: by_lang[lang].get("category_accuracy") for lang in langs},
         "per_category_f1": detail.get("overall", {}).get("per_category_f1", {}),
     }
     if split == "suite":
@@ -270,6 +272,16 @@ def _fmt(v: float | None, pct: bool = True) -> str:
     return f"{100 * v:.1f}" if pct else f"{v:+.1f}"
 
 
+def _language_table(reports: list[dict[str, Any]], cells: Callable[[dict[str, Any]], list[str]], caption: str) -> list[str]:
+    """Markdown lines: a caption, then one row per iteration's report with its per-language `cells`."""
+    lines = ["", caption, "", "| model | " + " | ".join(TARGET_LANGUAGES) + " |",
+             "|---|" + "---:|" * len(TARGET_LANGUAGES)]
+    for r in reports:
+        name = "seed only (iter 0)" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
+        lines.append(f"| {name} | " + " | ".join(cells(r)) + " |")
+    return lines
+
+
 def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "suite") -> dict[str, Any]:
     """Seed-only (iteration 0) vs. after each iteration, per language: layout.ablation_markdown + _plot.
 
@@ -308,20 +320,18 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "suite"
             f"| {name} | " + " | ".join(cells) + f" | {_fmt(row['avg_fr_es_de'])} | "
             f"{_fmt(row['delta_fr_es_de_points'], pct=False)} | {_fmt(row['delta_en_points'], pct=False)} |"
         )
-    lines += [
-        "",
-        "Threshold-free ranking quality on the same rows (AUROC / AUPRC, %): a gain here is a better",
-        "ranking, not a moved threshold.",
-        "",
-        "| model | " + " | ".join(TARGET_LANGUAGES) + " |",
-        "|---|" + "---:|" * len(TARGET_LANGUAGES),
-    ]
-    for r in reports:
-        name = "seed only (iter 0)" if r["iteration"] == 0 else f"after iteration {r['iteration']}"
+    def by_language(r: dict[str, Any]) -> list[str]:
         summary = r.get(split) or {}
-        cells = [f"{_fmt((summary.get('auroc_per_language') or {}).get(lang))} / "
-                 f"{_fmt((summary.get('auprc_per_language') or {}).get(lang))}" for lang in TARGET_LANGUAGES]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return [f"{_fmt((summary.get('auroc_per_language') or {}).get(lang))} / "
+                f"{_fmt((summary.get('auprc_per_language') or {}).get(lang))}" for lang in TARGET_LANGUAGES]
+
+    lines += _language_table(reports, by_language, "Threshold-free ranking quality on the same rows (AUROC / AUPRC, %): "
+                             "a gain here is a better ranking, not a moved threshold.")
+    lines += _language_table(
+        reports, lambda r: [_fmt(((r.get(split) or {}).get("category_accuracy_per_language") or {}).get(lang))
+                            for lang in TARGET_LANGUAGES],
+        "Category accuracy (%): of the unsafe prompts each model flags, the share whose top category is one "
+        "the prompt carries (what a gateway shows beside the flag).")
     if len(rows) > 1 and base_row:
         last = rows[-1]
         goal_loop = last["delta_fr_es_de_points"] is not None and last["delta_fr_es_de_points"] >= GOAL_FR_ES_DE_POINTS

@@ -14,7 +14,8 @@ from duelguard.records import write_records
 def _eval_metrics(f1: dict[str, float], cell_f1: float) -> dict:
     """Evaluate-stage metrics in its shape: a summary per set, per-language detail, suite cells."""
     detail = {"overall": {"per_category_f1": {"hate": 0.5}},
-              "by_language": {k: {"f1": v, "auroc": v + 0.1, "auprc": v + 0.05} for k, v in f1.items()}}
+              "by_language": {k: {"f1": v, "auroc": v + 0.1, "auprc": v + 0.05, "category_accuracy": v - 0.1}
+                              for k, v in f1.items()}}
     summary = {"avg_f1": sum(f1.values()) / len(f1), "f1": 0.6, **{f"f1_{k}": v for k, v in f1.items()}}
     cells = {lang: {"C1": {"f1": cell_f1}, "C9": {"f1": cell_f1}} for lang in ("fr", "es", "de")}
     return {"test": summary, "suite": {**summary, "fpr_lookalike": 0.2},
@@ -78,6 +79,7 @@ def test_reports_gather_metrics_plot_and_write_the_ablation(tmp_layout, tiny_par
     md = layout.ablation_markdown.read_text()
     assert "| after iteration 1 | 79.5 | 62.0 | 66.0 | 52.0 | 60.0 | +10.0 | -0.5 |" in md and "**met**" in md
     assert "| after iteration 1 | 89.5 / 84.5 | 72.0 / 67.0 | 76.0 / 71.0 | 62.0 / 57.0 |" in md  # AUROC / AUPRC
+    assert "| after iteration 1 | 69.5 | 52.0 | 56.0 | 42.0 |" in md  # category accuracy
     loop_md = layout.loop_report.read_text()
     assert "| 1 | 4 | 4 | 3 |" in loop_md  # 4 asked, 4 written, 3 curated
     assert "| safe | 1 |" in loop_md and "| hate | 1 (3/4) |" in loop_md  # seeds (wrong/scored before)

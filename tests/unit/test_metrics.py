@@ -113,8 +113,23 @@ def test_per_category_f1_and_split_report() -> None:
     assert s["fpr_en"] == 0.0 and s["fpr_fr"] == 1.0
     assert set(report["detail"]["by_language_source"]) == {"en/s1", "en/s2", "fr/s1", "fr/s2"}
     assert report["detail"]["by_source"]["s2"]["recall"] is None  # no positives in s2
+    # category accuracy: of the flagged unsafe rows (0 and 1), row 0's top category is its own, row 1's is not
+    assert s["category_accuracy"] == pytest.approx(0.5)
+    assert s["category_accuracy_en"] == 1.0 and s["category_accuracy_fr"] == 0.0
+    assert report["detail"]["by_source"]["s2"]["category_accuracy"] is None  # no unsafe row flagged there
     assert eval_set_hash(records) == eval_set_hash(list(reversed(records)))
     assert eval_set_hash(records) != eval_set_hash(records[:3])
+
+
+def test_category_accuracy_counts_flagged_unsafe_rows_only() -> None:
+    labels = np.zeros((4, len(CATEGORIES)), dtype=int)
+    labels[0, [0, 8]] = 1  # violent + hate: a top category of either counts
+    labels[1, 3] = 1
+    labels[2, 5] = 1  # unsafe but not flagged: not counted whatever its top category
+    probs = _probs([{8: 0.9, 0: 0.6}, {10: 0.8, 3: 0.7}, {5: 0.9}, {1: 0.99}])  # row 3: benign, flagged
+    flagged = np.array([True, True, False, True])
+    assert M.category_accuracy(labels, probs, flagged) == pytest.approx(0.5)  # row 0 right, row 1 wrong
+    assert M.category_accuracy(labels, probs, np.zeros(4, dtype=bool)) is None
 
 
 def test_mean_defined_skips_undefined() -> None:

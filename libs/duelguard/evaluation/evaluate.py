@@ -68,6 +68,9 @@ def split_report(
     for kind, groups in _slices(records).items():
         detail[kind] = {name: M.guard_metrics(labels[idx], probs[idx], thresholds) for name, idx in groups.items()}
     summary = _summary(detail["overall"], detail["by_language"])
+    # the classifier's alone: the probe scores unsafe / safe, no category
+    summary["category_accuracy"] = detail["overall"]["category_accuracy"]
+    summary.update({f"category_accuracy_{lang}": m["category_accuracy"] for lang, m in detail["by_language"].items()})
     report: dict[str, Any] = {"summary": summary, "detail": detail}
     truth = labels.any(axis=1)
     flagged, _ = M.unsafe_predictions(probs, thresholds)
