@@ -138,6 +138,18 @@ def category_accuracy(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray
     return float(labels[rows, top].mean())
 
 
+def category_confusion_counts(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """(12, 12) counts over the unsafe rows the guard flags: row = the row's own category (its first
+    label), column = its highest-scoring category. The diagonal over the total is close to
+    category_accuracy, which also counts a top category that is any of a row's labels."""
+    labels = np.asarray(labels, dtype=bool).reshape(-1, len(CATEGORIES))
+    rows = np.asarray(flagged, dtype=bool) & labels.any(axis=1)
+    counts = np.zeros((len(CATEGORIES), len(CATEGORIES)), dtype=np.int64)
+    tops = np.asarray(probs, dtype=np.float64).reshape(-1, len(CATEGORIES))[rows].argmax(axis=1)
+    np.add.at(counts, (labels[rows].argmax(axis=1), tops), 1)
+    return counts
+
+
 def guard_metrics(labels: np.ndarray, probs: np.ndarray, thresholds: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """Every metric of one slice: unsafe-class counts, P/R/F1/FPR, AUPRC, per-category F1 and the
     category accuracy of the unsafe rows it flags."""

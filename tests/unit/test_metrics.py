@@ -130,6 +130,21 @@ def test_category_accuracy_counts_flagged_unsafe_rows_only() -> None:
     flagged = np.array([True, True, False, True])
     assert M.category_accuracy(labels, probs, flagged) == pytest.approx(0.5)  # row 0 right, row 1 wrong
     assert M.category_accuracy(labels, probs, np.zeros(4, dtype=bool)) is None
+    counts = M.category_confusion_counts(labels, probs, flagged)
+    assert counts.sum() == 2  # the flagged unsafe rows: 0 and 1
+    assert counts[0, 8] == 1  # row 0: own (first) category violent_crimes, reported hate
+    assert counts[3, 10] == 1  # row 1: child_sexual_exploitation reported as sexual_content
+
+
+def test_category_confusion_plot_is_written(tmp_path) -> None:
+    from duelguard.evaluation import plots
+
+    labels = np.zeros((3, len(CATEGORIES)), dtype=int)
+    labels[0, 8] = labels[1, 0] = 1
+    probs = _probs([{8: 0.9}, {8: 0.8}, {}])
+    path = plots.category_confusion(labels, probs, np.array([True, True, False]), np.array(["en", "fr", "fr"]),
+                                    "suite", tmp_path / "confusion.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_mean_defined_skips_undefined() -> None:

@@ -182,6 +182,11 @@ def _plots(report: dict[str, Any], records: Sequence[dict[str, Any]], probs: np.
     if "cells" in report:
         paths.append(plots.cell_heatmaps(report, f"{name}: unsafe-class F1 per language x category",
                                          out_dir / f"{name}_cells_f1.png"))
+        labels = np.asarray([r["labels"] for r in records], dtype=bool)
+        flagged, _ = M.unsafe_predictions(probs, thresholds)
+        paths.append(plots.category_confusion(labels, np.asarray(probs), flagged, langs,
+                                              f"{name}: flagged unsafe prompts, own category x reported category",
+                                              out_dir / f"{name}_category_confusion.png"))
     return paths
 
 

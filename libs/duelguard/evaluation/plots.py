@@ -93,3 +93,34 @@ def cell_heatmaps(report: dict[str, Any], title: str, path: Path) -> Path:
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="F1")
     fig.suptitle(title)
     return save_png(fig, path)
+
+
+def category_confusion(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray, langs: np.ndarray, title: str,
+                       path: Path) -> Path:
+    """Of the unsafe prompts the classifier flags: each one's own category (rows; its first label)
+    against the category the classifier puts first (columns), as a share of the row, every language
+    pooled; the category accuracy per language in the title. Where the reported category goes when it
+    is wrong (on a seed whose fr / es / de rows are hate speech only: "hate")."""
+    from duelguard.metrics import category_accuracy, category_confusion_counts
+    from duelguard.taxonomy import CATEGORY_CODES
+
+    counts = category_confusion_counts(labels, probs, flagged)
+    with np.errstate(invalid="ignore"):
+        shares = counts / counts.sum(axis=1, keepdims=True)
+    accuracy = {lang: category_accuracy(labels[langs == lang], probs[langs == lang], flagged[langs == lang])
+                for lang in dict.fromkeys(langs.tolist())}
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    image = ax.imshow(shares, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
+    for (i, j), n in np.ndenumerate(counts):
+        if n:
+            ax.text(j, i, f"{int(n)}", ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, j] > 0.6 else "black")
+    ax.set_xticks(np.arange(len(CATEGORY_CODES)), CATEGORY_CODES, fontsize=8)
+    ax.set_yticks(np.arange(len(CATEGORY_CODES)), CATEGORY_CODES, fontsize=8)
+    ax.set_xlabel("top category (what the guard reports)")
+    ax.set_ylabel("the prompt's own category")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the row (counts in the cells)")
+    ax.set_title(title + "\ncategory accuracy: " + ", ".join(
+        f"{lang} {'n/a' if v is None else f'{100 * v:.0f}%'}" for lang, v in accuracy.items()), fontsize=9)
+    return save_png(fig, path)
