@@ -320,12 +320,13 @@ def ablation(layout: Layout, reports: list[dict[str, Any]], split: str = "suite"
             f"| {name} | " + " | ".join(cells) + f" | {_fmt(row['avg_fr_es_de'])} | "
             f"{_fmt(row['delta_fr_es_de_points'], pct=False)} | {_fmt(row['delta_en_points'], pct=False)} |"
         )
-    def by_language(r: dict[str, Any]) -> list[str]:
+
+    def ranking_cells(r: dict[str, Any]) -> list[str]:
         summary = r.get(split) or {}
         return [f"{_fmt((summary.get('auroc_per_language') or {}).get(lang))} / "
                 f"{_fmt((summary.get('auprc_per_language') or {}).get(lang))}" for lang in TARGET_LANGUAGES]
 
-    lines += _language_table(reports, by_language, "Threshold-free ranking quality on the same rows (AUROC / AUPRC, %): "
+    lines += _language_table(reports, ranking_cells, "Threshold-free ranking quality on the same rows (AUROC / AUPRC, %): "
                              "a gain here is a better ranking, not a moved threshold.")
     lines += _language_table(
         reports, lambda r: [_fmt(((r.get(split) or {}).get("category_accuracy_per_language") or {}).get(lang))

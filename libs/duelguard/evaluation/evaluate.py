@@ -166,7 +166,7 @@ def _plots(report: dict[str, Any], records: Sequence[dict[str, Any]], probs: np.
            thresholds: np.ndarray, name: str, out_dir: Path) -> list[Path]:
     detail = report["detail"]
     truth = np.asarray([any(r["labels"]) for r in records])
-    _, score = M.unsafe_predictions(probs, thresholds)
+    flagged, score = M.unsafe_predictions(probs, thresholds)
     curves = {"all": (*M.precision_recall_curve(truth, score)[:2], detail["overall"]["auprc"])}
     langs = np.asarray([r["lang"] for r in records])
     for lang in detail["by_language"]:
@@ -183,7 +183,6 @@ def _plots(report: dict[str, Any], records: Sequence[dict[str, Any]], probs: np.
         paths.append(plots.cell_heatmaps(report, f"{name}: unsafe-class F1 per language x category",
                                          out_dir / f"{name}_cells_f1.png"))
         labels = np.asarray([r["labels"] for r in records], dtype=bool)
-        flagged, _ = M.unsafe_predictions(probs, thresholds)
         paths.append(plots.category_confusion(labels, np.asarray(probs), flagged, langs,
                                               f"{name}: flagged unsafe prompts, own category x reported category",
                                               out_dir / f"{name}_category_confusion.png"))
