@@ -125,28 +125,29 @@ def per_category_f1(labels: np.ndarray, probs: np.ndarray, thresholds: Sequence[
     return {cat: binary_metrics(labels[:, i], decisions[:, i])["f1"] for i, cat in enumerate(CATEGORIES)}
 
 
+def _flagged_unsafe_tops(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The label rows of the unsafe rows the guard flags, and each one's highest-scoring category."""
+    labels = np.asarray(labels, dtype=bool).reshape(-1, len(CATEGORIES))
+    rows = np.asarray(flagged, dtype=bool) & labels.any(axis=1)
+    return labels[rows], np.asarray(probs, dtype=np.float64).reshape(-1, len(CATEGORIES))[rows].argmax(axis=1)
+
+
 def category_accuracy(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray) -> float | None:
     """Of the unsafe rows the guard flags, the share whose highest-scoring category is one they carry:
     whether the category a guard reports names what the prompt is. Per-category F1 mixes that with
     each category's own threshold; a gateway acts on the flag and shows its top category. None when
     no unsafe row is flagged."""
-    labels = np.asarray(labels, dtype=bool).reshape(-1, len(CATEGORIES))
-    rows = np.asarray(flagged, dtype=bool) & labels.any(axis=1)
-    if not rows.any():
-        return None
-    top = np.asarray(probs, dtype=np.float64).reshape(-1, len(CATEGORIES))[rows].argmax(axis=1)
-    return float(labels[rows, top].mean())
+    own, tops = _flagged_unsafe_tops(labels, probs, flagged)
+    return float(own[np.arange(len(tops)), tops].mean()) if len(tops) else None
 
 
 def category_confusion_counts(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray) -> np.ndarray:
     """(12, 12) counts over the unsafe rows the guard flags: row = the row's own category (its first
     label), column = its highest-scoring category. The diagonal over the total is close to
     category_accuracy, which also counts a top category that is any of a row's labels."""
-    labels = np.asarray(labels, dtype=bool).reshape(-1, len(CATEGORIES))
-    rows = np.asarray(flagged, dtype=bool) & labels.any(axis=1)
+    own, tops = _flagged_unsafe_tops(labels, probs, flagged)
     counts = np.zeros((len(CATEGORIES), len(CATEGORIES)), dtype=np.int64)
-    tops = np.asarray(probs, dtype=np.float64).reshape(-1, len(CATEGORIES))[rows].argmax(axis=1)
-    np.add.at(counts, (labels[rows].argmax(axis=1), tops), 1)
+    np.add.at(counts, (own.argmax(axis=1), tops), 1)
     return counts
 
 

@@ -142,7 +142,7 @@ def test_category_confusion_plot_is_written(tmp_path) -> None:
     labels = np.zeros((3, len(CATEGORIES)), dtype=int)
     labels[0, 8] = labels[1, 0] = 1
     probs = _probs([{8: 0.9}, {8: 0.8}, {}])
-    path = plots.category_confusion(labels, probs, np.array([True, True, False]), np.array(["en", "fr", "fr"]),
+    path = plots.category_confusion(labels, probs, np.array([True, True, False]), {"en": 1.0, "fr": 0.0},
                                     "suite", tmp_path / "confusion.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

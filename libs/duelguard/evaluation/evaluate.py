@@ -183,7 +183,8 @@ def _plots(report: dict[str, Any], records: Sequence[dict[str, Any]], probs: np.
         paths.append(plots.cell_heatmaps(report, f"{name}: unsafe-class F1 per language x category",
                                          out_dir / f"{name}_cells_f1.png"))
         labels = np.asarray([r["labels"] for r in records], dtype=bool)
-        paths.append(plots.category_confusion(labels, np.asarray(probs), flagged, langs,
+        accuracy = {lang: m["category_accuracy"] for lang, m in detail["by_language"].items()}
+        paths.append(plots.category_confusion(labels, np.asarray(probs), flagged, accuracy,
                                               f"{name}: flagged unsafe prompts, own category x reported category",
                                               out_dir / f"{name}_category_confusion.png"))
     return paths

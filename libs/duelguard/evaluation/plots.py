@@ -95,20 +95,18 @@ def cell_heatmaps(report: dict[str, Any], title: str, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def category_confusion(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray, langs: np.ndarray, title: str,
-                       path: Path) -> Path:
+def category_confusion(labels: np.ndarray, probs: np.ndarray, flagged: np.ndarray,
+                       accuracy: dict[str, float | None], title: str, path: Path) -> Path:
     """Of the unsafe prompts the classifier flags: each one's own category (rows; its first label)
     against the category the classifier puts first (columns), as a share of the row, every language
-    pooled; the category accuracy per language in the title. Where the reported category goes when it
+    pooled; `accuracy` (the evaluation's category accuracy per language) in the title. Where the reported category goes when it
     is wrong (on a seed whose fr / es / de rows are hate speech only: "hate")."""
-    from duelguard.metrics import category_accuracy, category_confusion_counts
+    from duelguard.metrics import category_confusion_counts
     from duelguard.taxonomy import CATEGORY_CODES
 
     counts = category_confusion_counts(labels, probs, flagged)
     with np.errstate(invalid="ignore"):
         shares = counts / counts.sum(axis=1, keepdims=True)
-    accuracy = {lang: category_accuracy(labels[langs == lang], probs[langs == lang], flagged[langs == lang])
-                for lang in dict.fromkeys(langs.tolist())}
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     image = ax.imshow(shares, vmin=0.0, vmax=1.0, cmap="Blues", aspect="auto")
